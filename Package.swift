@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → (Checkpoint, YOLO, SegmentAnything, Geometry,
+// Annotate: added with their issues) → the thin `autoannotate` CLI.
+let package = Package(
+    name: "autoannotate",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "autoannotate", targets: ["autoannotate"]),
+        .library(name: "Tensor", targets: ["Tensor"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+    ],
+    targets: [
+        // C shims
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS",
+            providers: [.apt(["libopenblas-dev"])]),
+        // libjpeg reports errors by longjmp, which Swift cannot host: the codecs live in a small C target.
+        .target(
+            name: "CImageCodecs", path: "Sources/CImageCodecs",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
+
+        // Libraries
+        .target(
+            name: "Tensor", dependencies: ["COpenBLAS"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "Imaging", dependencies: ["CImageCodecs"]),
+
+        // Executables
+        .executableTarget(
+            name: "autoannotate",
+            dependencies: ["Tensor", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(
+            name: "autoannotate-bench",
+            dependencies: ["Tensor", "Imaging", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        // Tests: one target per library
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        // Fixtures are read from Tests/Fixtures by path (see Tests/Fixtures/README.md).
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

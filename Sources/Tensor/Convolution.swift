@@ -1,0 +1,220 @@
+/// Geometry of a 2-D convolution, in PyTorch's terms.
+public struct Conv2dGeometry: Equatable, Sendable {
+    public var stride: (y: Int, x: Int)
+    public var padding: (y: Int, x: Int)
+    public var dilation: (y: Int, x: Int)
+    public var groups: Int
+
+    public init(stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) {
+        self.init(stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation), groups: groups)
+    }
+
+    public init(stride: (y: Int, x: Int), padding: (y: Int, x: Int), dilation: (y: Int, x: Int), groups: Int) {
+        precondition(stride.y > 0 && stride.x > 0 && dilation.y > 0 && dilation.x > 0 && groups > 0)
+        precondition(padding.y >= 0 && padding.x >= 0)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+    }
+
+    public static func == (l: Self, r: Self) -> Bool {
+        l.stride == r.stride && l.padding == r.padding && l.dilation == r.dilation && l.groups == r.groups
+    }
+
+    /// Output extent along one axis, as `torch.nn.Conv2d` documents it.
+    func outputSize(input: Int, kernel: Int, stride: Int, padding: Int, dilation: Int) -> Int {
+        (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+    }
+}
+
+/// `torch.nn.functional.conv2d`: input [N, C, H, W], weight [O, C/groups, kH, kW], bias [O] → [N, O, Ho, Wo].
+///
+/// Three paths, all exact: a 1×1 stride-1 convolution is one GEMM on the input as it lies; a depthwise
+/// convolution (one input channel per group) is a direct loop, since its GEMMs would be 1 × k² thin; every other
+/// case gathers patches (im2col) and runs one GEMM per image and group.
+public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init()) -> Tensor {
+    precondition(input.rank == 4 && weight.rank == 4, "conv2d wants 4-D input and weight, got \(input.shape), \(weight.shape)")
+    let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+    precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups,
+                 "conv2d channels: input \(input.shape), weight \(weight.shape), groups \(g.groups)")
+    precondition(bias == nil || bias!.shape == [o], "conv2d bias must be [\(o)]")
+    let ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
+    let wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
+    precondition(ho > 0 && wo > 0, "conv2d output would be empty for input \(input.shape) and kernel \(kh)×\(kw)")
+    var output = Tensor(zeros: [n, o, ho, wo])
+    let og = o / g.groups
+
+    input.withUnsafeBufferPointer { x in
+        weight.withUnsafeBufferPointer { wt in
+            output.withUnsafeMutableBufferPointer { y in
+                let x = x.baseAddress!, wt = wt.baseAddress!, y = y.baseAddress!
+                if cg == 1 && og == 1 {
+                    depthwise(x, wt, y, n: n, c: c, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                } else if kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0) {
+                    for image in 0..<n {
+                        for group in 0..<g.groups {
+                            gemm(m: og, n: h * w, k: cg, a: wt + group * og * cg, lda: cg,
+                                 b: x + (image * c + group * cg) * h * w, ldb: h * w,
+                                 c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                        }
+                    }
+                } else {
+                    let rows = cg * kh * kw
+                    let columns = UnsafeMutablePointer<Float>.allocate(capacity: rows * ho * wo)
+                    defer { columns.deallocate() }
+                    for image in 0..<n {
+                        for group in 0..<g.groups {
+                            im2col(x + (image * c + group * cg) * h * w, columns, c: cg, h: h, w: w,
+                                   kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                            gemm(m: og, n: ho * wo, k: rows, a: wt + group * og * rows, lda: rows,
+                                 b: columns, ldb: ho * wo, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                        }
+                    }
+                }
+                if let bias {
+                    bias.withUnsafeBufferPointer { b in
+                        addChannelBias(y, b.baseAddress!, n: n, c: o, plane: ho * wo)
+                    }
+                }
+            }
+        }
+    }
+    return output
+}
+
+/// Patches of one group's input, laid out [C·kH·kW, Ho·Wo] so the weight multiplies them in one GEMM.
+private func im2col(
+    _ x: UnsafePointer<Float>, _ columns: UnsafeMutablePointer<Float>, c: Int, h: Int, w: Int,
+    kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
+) {
+    Threading.parallelFor(c * kh * kw, grain: 4) { rows in
+        for row in rows {
+            let (channel, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw)
+            let plane = x + channel * h * w
+            let out = columns + row * ho * wo
+            for oy in 0..<ho {
+                let iy = oy * g.stride.y - g.padding.y + ky * g.dilation.y
+                let line = out + oy * wo
+                guard iy >= 0 && iy < h else {
+                    line.update(repeating: 0, count: wo)
+                    continue
+                }
+                let source = plane + iy * w
+                for ox in 0..<wo {
+                    let ix = ox * g.stride.x - g.padding.x + kx * g.dilation.x
+                    line[ox] = ix >= 0 && ix < w ? source[ix] : 0
+                }
+            }
+        }
+    }
+}
+
+/// One filter per channel (groups = C = O): y[c] = Σ w[c, ky, kx] · x[c, shifted].
+private func depthwise(
+    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+    n: Int, c: Int, h: Int, w: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
+) {
+    Threading.parallelFor(n * c) { planes in
+        for planeIndex in planes {
+            let filter = wt + (planeIndex % c) * kh * kw
+            let source = x + planeIndex * h * w
+            let out = y + planeIndex * ho * wo
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    var sum: Float = 0
+                    for ky in 0..<kh {
+                        let iy = oy * g.stride.y - g.padding.y + ky * g.dilation.y
+                        guard iy >= 0 && iy < h else { continue }
+                        for kx in 0..<kw {
+                            let ix = ox * g.stride.x - g.padding.x + kx * g.dilation.x
+                            if ix >= 0 && ix < w { sum += filter[ky * kw + kx] * source[iy * w + ix] }
+                        }
+                    }
+                    out[oy * wo + ox] = sum
+                }
+            }
+        }
+    }
+}
+
+func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, n: Int, c: Int, plane: Int) {
+    Threading.parallelFor(n * c, grain: max(1, 16_384 / max(1, plane))) { planes in
+        for index in planes {
+            let value = bias[index % c]
+            let p = y + index * plane
+            for i in 0..<plane { p[i] += value }
+        }
+    }
+}
+
+/// `torch.nn.ConvTranspose2d` with stride equal to the kernel and no padding (SAM's output upscaling):
+/// input [N, Cin, H, W], weight [Cin, Cout, k, k], bias [Cout] → [N, Cout, H·k, W·k]. Each input pixel paints
+/// its own k×k block, so it is one GEMM (Wᵀ · X) and a scatter.
+public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int) -> Tensor {
+    precondition(input.rank == 4 && weight.rank == 4 && weight.shape[0] == input.shape[1],
+                 "convTranspose2d: input \(input.shape), weight \(weight.shape)")
+    precondition(weight.shape[2] == stride && weight.shape[3] == stride, "convTranspose2d supports kernel = stride only")
+    let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let (cout, k) = (weight.shape[1], stride)
+    var output = Tensor(zeros: [n, cout, h * k, w * k])
+    let rows = cout * k * k
+    var product = [Float](repeating: 0, count: rows * h * w)
+    input.withUnsafeBufferPointer { x in
+        weight.withUnsafeBufferPointer { wt in
+            output.withUnsafeMutableBufferPointer { y in
+                product.withUnsafeMutableBufferPointer { p in
+                    let (x, wt, y, p) = (x.baseAddress!, wt.baseAddress!, y.baseAddress!, p.baseAddress!)
+                    for image in 0..<n {
+                        // p[(co·k + ky)·k + kx, iy·W + ix] = Σ_ci w[ci, co, ky, kx] · x[ci, iy, ix]
+                        gemm(transA: true, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
+                             ldb: h * w, c: p, ldc: h * w)
+                        let out = y + image * cout * h * k * w * k
+                        Threading.parallelFor(cout) { channels in
+                            for co in channels {
+                                for ky in 0..<k {
+                                    for kx in 0..<k {
+                                        let source = p + ((co * k + ky) * k + kx) * h * w
+                                        for iy in 0..<h {
+                                            let line = out + (co * h * k + iy * k + ky) * w * k + kx
+                                            for ix in 0..<w { line[ix * k] = source[iy * w + ix] }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if let bias {
+                        bias.withUnsafeBufferPointer { b in
+                            addChannelBias(y, b.baseAddress!, n: n, c: cout, plane: h * k * w * k)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return output
+}
+
+/// Folds an inference-mode BatchNorm that follows a convolution into the convolution's weight and bias:
+/// W'[o] = W[o] · γ[o]/√(var[o]+eps), b'[o] = β[o] + (b[o] − mean[o]) · γ[o]/√(var[o]+eps). Computed in
+/// Float64 and rounded once, like `fuse_conv_and_bn` up to its own float32 rounding.
+public func foldBatchNorm(
+    weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, eps: Double
+) -> (weight: Tensor, bias: Tensor) {
+    let o = weight.shape[0]
+    precondition([gamma, beta, runningMean, runningVar].allSatisfy { $0.shape == [o] }, "BatchNorm parameters must be [\(o)]")
+    let perFilter = weight.count / max(1, o)
+    var folded = weight
+    var foldedBias = Tensor(zeros: [o])
+    for channel in 0..<o {
+        let scale = Double(gamma.storage[channel]) / (Double(runningVar.storage[channel]) + eps).squareRoot()
+        for i in 0..<perFilter {
+            folded.storage[channel * perFilter + i] = Float(Double(weight.storage[channel * perFilter + i]) * scale)
+        }
+        let b = bias.map { Double($0.storage[channel]) } ?? 0
+        foldedBias.storage[channel] = Float(Double(beta.storage[channel]) + (b - Double(runningMean.storage[channel])) * scale)
+    }
+    return (folded, foldedBias)
+}

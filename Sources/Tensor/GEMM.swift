@@ -1,0 +1,47 @@
+import COpenBLAS
+
+/// C = alpha · op(A) · op(B) + beta · C, row-major, where op(A) is M×K and op(B) is K×N.
+///
+/// The only caller of BLAS in the project: every matrix product — linear layers, convolutions as GEMM,
+/// attention — comes through here, so threading and layout rules live in one place.
+public func gemm(
+    transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    guard m > 0, n > 0 else { return }
+    if k == 0 {  // BLAS leaves C untouched for K = 0 on some builds; define it as beta · C.
+        for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
+        return
+    }
+    cblas_sgemm(
+        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+extension Tensor {
+    /// Batched matrix product over the last two dimensions: [..., M, K] · [..., K, N] → [..., M, N] (batch
+    /// dimensions equal). With `transposeOther`, `other` is [..., N, K].
+    public func matmul(_ other: Tensor, transposeOther: Bool = false) -> Tensor {
+        precondition(rank >= 2 && other.rank == rank, "matmul needs equal ranks ≥ 2, got \(shape) and \(other.shape)")
+        let batchShape = Array(shape.dropLast(2))
+        precondition(batchShape == Array(other.shape.dropLast(2)), "matmul batch mismatch \(shape) vs \(other.shape)")
+        let (m, k) = (dim(-2), dim(-1))
+        let n = transposeOther ? other.dim(-2) : other.dim(-1)
+        precondition((transposeOther ? other.dim(-1) : other.dim(-2)) == k, "matmul inner mismatch \(shape) · \(other.shape)")
+        let batch = batchShape.reduce(1, *)
+        var out = Tensor(zeros: batchShape + [m, n])
+        withUnsafeBufferPointer { a in
+            other.withUnsafeBufferPointer { b in
+                out.withUnsafeMutableBufferPointer { c in
+                    for i in 0..<batch {
+                        gemm(
+                            transB: transposeOther, m: m, n: n, k: k, a: a.baseAddress! + i * m * k, lda: k,
+                            b: b.baseAddress! + i * k * n, ldb: transposeOther ? k : n, c: c.baseAddress! + i * m * n, ldc: n)
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,94 @@
+/// `nn.MaxPool2d(kernel, stride, padding)` on [N, C, H, W]; padding counts as −∞, as in PyTorch.
+public func maxPool2d(_ input: Tensor, kernel: Int, stride: Int, padding: Int) -> Tensor {
+    precondition(input.rank == 4 && padding <= kernel / 2, "maxPool2d: input \(input.shape), kernel \(kernel), padding \(padding)")
+    let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
+    var output = Tensor(zeros: [n, c, ho, wo])
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            let (x, y) = (x.baseAddress!, y.baseAddress!)
+            Threading.parallelFor(n * c) { planes in
+                for plane in planes {
+                    let source = x + plane * h * w, out = y + plane * ho * wo
+                    for oy in 0..<ho {
+                        let y0 = max(0, oy * stride - padding), y1 = min(h, oy * stride - padding + kernel)
+                        for ox in 0..<wo {
+                            let x0 = max(0, ox * stride - padding), x1 = min(w, ox * stride - padding + kernel)
+                            var best = -Float.infinity
+                            for iy in y0..<y1 { for ix in x0..<x1 { best = max(best, source[iy * w + ix]) } }
+                            out[oy * wo + ox] = best
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return output
+}
+
+/// `nn.Upsample(scale_factor=s, mode="nearest")` on [N, C, H, W] for an integer factor.
+public func upsampleNearest(_ input: Tensor, factor: Int) -> Tensor {
+    precondition(input.rank == 4 && factor >= 1)
+    let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    var output = Tensor(zeros: [n, c, h * factor, w * factor])
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            let (x, y) = (x.baseAddress!, y.baseAddress!)
+            Threading.parallelFor(n * c) { planes in
+                for plane in planes {
+                    let source = x + plane * h * w, out = y + plane * h * w * factor * factor
+                    for iy in 0..<h {
+                        let line = out + iy * factor * w * factor
+                        for ix in 0..<w { for f in 0..<factor { line[ix * factor + f] = source[iy * w + ix] } }
+                        for f in 1..<factor { (line + f * w * factor).update(from: line, count: w * factor) }
+                    }
+                }
+            }
+        }
+    }
+    return output
+}
+
+/// `F.interpolate(x, size=(outH, outW), mode="bilinear", align_corners=False)` on [N, C, H, W] float maps.
+/// Source coordinates are computed in Float as PyTorch's CPU kernel does (scale = in/out, negative
+/// coordinates clamped to 0), so results agree to float rounding.
+public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -> Tensor {
+    precondition(input.rank == 4 && outH > 0 && outW > 0)
+    let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let ys = bilinearTaps(input: h, output: outH), xs = bilinearTaps(input: w, output: outW)
+    var output = Tensor(zeros: [n, c, outH, outW])
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            let (x, y) = (x.baseAddress!, y.baseAddress!)
+            Threading.parallelFor(n * c) { planes in
+                for plane in planes {
+                    let source = x + plane * h * w, out = y + plane * outH * outW
+                    for oy in 0..<outH {
+                        let ty = ys[oy]
+                        let row0 = source + ty.index * w, row1 = source + (ty.index + ty.step) * w
+                        for ox in 0..<outW {
+                            let tx = xs[ox]
+                            let top = tx.w0 * row0[tx.index] + tx.w1 * row0[tx.index + tx.step]
+                            let bottom = tx.w0 * row1[tx.index] + tx.w1 * row1[tx.index + tx.step]
+                            out[oy * outW + ox] = ty.w0 * top + ty.w1 * bottom
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return output
+}
+
+/// One output coordinate's two source taps: index, offset to the second tap (0 at the edge), weights.
+struct BilinearTap { var index: Int; var step: Int; var w0: Float; var w1: Float }
+
+func bilinearTaps(input: Int, output: Int) -> [BilinearTap] {
+    let scale = Float(input) / Float(output)
+    return (0..<output).map { o in
+        let source = max(scale * (Float(o) + 0.5) - 0.5, 0)
+        let index = min(Int(source), input - 1)
+        let lambda = source - Float(index)
+        return BilinearTap(index: index, step: index < input - 1 ? 1 : 0, w0: 1 - lambda, w1: lambda)
+    }
+}

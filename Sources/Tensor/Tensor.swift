@@ -1,0 +1,88 @@
+/// A contiguous, row-major Float32 tensor.
+///
+/// Deliberately plain: a shape and a buffer, no strides, no autograd, no device. Views that PyTorch gets
+/// for free (permute, chunk) are explicit copies here; the kernels take raw pointers and shape letters, so the
+/// models choose their layouts once instead of paying for generality on every call.
+public struct Tensor: Equatable, @unchecked Sendable {
+    public private(set) var shape: [Int]
+    public var storage: [Float]
+
+    public init(shape: [Int], storage: [Float]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in shape \(shape)")
+        precondition(storage.count == shape.reduce(1, *), "storage of \(storage.count) floats does not fit \(shape)")
+        self.shape = shape
+        self.storage = storage
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(shape: shape, storage: [Float](repeating: 0, count: shape.reduce(1, *)))
+    }
+
+    public init(repeating value: Float, shape: [Int]) {
+        self.init(shape: shape, storage: [Float](repeating: value, count: shape.reduce(1, *)))
+    }
+
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+
+    /// Size of dimension `axis`; negative axes count from the end, as in PyTorch.
+    public func dim(_ axis: Int) -> Int { shape[axis < 0 ? shape.count + axis : axis] }
+
+    /// The same values under another shape of equal element count; one dimension may be -1.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        var resolved = newShape
+        if let inferred = newShape.firstIndex(of: -1) {
+            let known = newShape.enumerated().filter { $0.offset != inferred }.map(\.element).reduce(1, *)
+            precondition(known > 0 && count % known == 0, "cannot reshape \(shape) to \(newShape)")
+            resolved[inferred] = count / known
+        }
+        return Tensor(shape: resolved, storage: storage)
+    }
+
+    /// Dimensions permuted (a copy), like `tensor.permute(order).contiguous()`.
+    public func permuted(_ order: [Int]) -> Tensor {
+        precondition(order.sorted() == Array(0..<rank), "\(order) is not a permutation of \(rank) axes")
+        let outShape = order.map { shape[$0] }
+        var inStrides = [Int](repeating: 1, count: rank)
+        for axis in stride(from: rank - 2, through: 0, by: -1) { inStrides[axis] = inStrides[axis + 1] * shape[axis + 1] }
+        let strides = order.map { inStrides[$0] }
+        var out = [Float](repeating: 0, count: count)
+        if count == 0 { return Tensor(shape: outShape, storage: out) }
+        storage.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                var index = [Int](repeating: 0, count: rank)
+                var offset = 0
+                for position in 0..<count {
+                    dst[position] = src[offset]
+                    var axis = rank - 1
+                    while axis >= 0 {
+                        index[axis] += 1
+                        offset += strides[axis]
+                        if index[axis] < outShape[axis] { break }
+                        offset -= strides[axis] * outShape[axis]
+                        index[axis] = 0
+                        axis -= 1
+                    }
+                }
+            }
+        }
+        return Tensor(shape: outShape, storage: out)
+    }
+
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try storage.withUnsafeBufferPointer(body)
+    }
+
+    public mutating func withUnsafeMutableBufferPointer<R>(
+        _ body: (inout UnsafeMutableBufferPointer<Float>) throws -> R
+    ) rethrows -> R {
+        try storage.withUnsafeMutableBufferPointer(body)
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let preview = storage.prefix(6).map { String($0) }.joined(separator: ", ")
+        return "Tensor(\(shape), [\(preview)\(count > 6 ? ", …" : "")])"
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import COpenBLAS
+import Foundation
+import Imaging
+import Tensor
+
+/// Release-build benchmarks of the numeric core and image decoding, each beside its floor or reference:
+/// our kernels beside raw `cblas_sgemm` on the same GEMM shapes, JPEG decoding beside OpenCV's `imdecode`.
+///
+///     swift run -c release autoannotate-bench [--threads N] [--reference-python PATH]
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "autoannotate-bench", abstract: "Benchmark GEMM, convolution, attention and JPEG decoding.")
+
+    @Option(help: "Threads for BLAS and our loops (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Repetitions per measurement; the minimum is reported.")
+    var repeats: Int = 3
+
+    @Option(help: "A Python with opencv-python installed, to time OpenCV on the same JPEG (Tests/Fixtures/bench_opencv.py).")
+    var referencePython: String?
+
+    func run() throws {
+        Threading.count = threads
+        print("threads: \(threads), cores: \(ProcessInfo.processInfo.activeProcessorCount), repeats: \(repeats) (min reported)")
+        print("")
+        print(pad("case", 46) + pad("shape", 26) + pad("GFLOP", 8) + pad("ours ms", 10) + pad("GFLOP/s", 9) + pad("sgemm ms", 10) + "sgemm GFLOP/s")
+
+        // SAM ViT-B linear layers: tokens × in → out (qkv, mlp.lin1, mlp.lin2, proj).
+        for (m, k, n, name) in [(4096, 768, 2304, "ViT-B qkv"), (4096, 768, 3072, "ViT-B mlp.lin1"),
+                                (4096, 3072, 768, "ViT-B mlp.lin2"), (4096, 768, 768, "ViT-B attn.proj")] {
+            let x = Tensor.random([m, k]), w = Tensor.random([n, k]), b = Tensor.random([n])
+            let ours = time { _ = linear(x, weight: w, bias: b) }
+            report("linear \(name)", "\(m)×\(k)×\(n)", flop: 2.0 * Double(m * n * k), ours: ours, floor: sgemmTime(m: m, n: n, k: k))
+        }
+        // YOLOv8x 3×3 convolutions (C2f bottlenecks) at the P2…P4 resolutions of a 640² input.
+        for (side, c) in [(160, 160), (80, 320), (40, 640)] {
+            let x = Tensor.random([1, c, side, side]), w = Tensor.random([c, c, 3, 3])
+            let ours = time { _ = conv2d(x, weight: w, geometry: .init(padding: 1)) }
+            report("conv3×3 YOLOv8x \(side)²", "\(c)→\(c) @\(side)²", flop: 2.0 * Double(c * c * 9 * side * side), ours: ours,
+                   floor: sgemmTime(m: c, n: side * side, k: c * 9))
+        }
+        // SAM ViT-B attention: 14×14 windows (25 windows × 12 heads) and global 64×64 (12 heads), head dim 64.
+        for (batch, tokens, name) in [(25 * 12, 196, "windowed 14×14"), (12, 4096, "global 64×64")] {
+            let q = Tensor.random([batch, tokens, 64]), k = Tensor.random([batch, tokens, 64]), v = Tensor.random([batch, tokens, 64])
+            let ours = time { _ = scaledDotProductAttention(query: q, key: k, value: v) }
+            let floor = sgemmTime(m: tokens, n: tokens, k: 64) * Double(batch) * 2
+            report("attention ViT-B \(name)", "\(batch)×\(tokens)×64", flop: 4.0 * Double(batch * tokens * tokens * 64), ours: ours, floor: floor)
+        }
+
+        print("")
+        let image = Image.gradientTexture(width: 1920, height: 1080)
+        let jpeg = try ImageEncoder.jpeg(image, quality: 90)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-bench-1080p.jpg").path
+        try jpeg.write(to: URL(fileURLWithPath: path))
+        let decode = time(repeats: repeats * 3) { _ = try! ImageDecoder.decode(path: path) }
+        let megapixels = Double(image.width * image.height) / 1e6
+        print("JPEG decode 1920×1080 q90 (4:2:0), file read included: \(fmt(decode * 1000)) ms, \(fmt(megapixels / decode)) MP/s (ours)")
+        let placement = time(repeats: repeats * 3) { _ = LetterBox(height: 640, width: 640, auto: true)(image) }
+        print("LetterBox 1920×1080 → 640×384 (INTER_LINEAR + pad): \(fmt(placement * 1000)) ms (ours)")
+        if let python = referencePython {
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+                "../../Tests/Fixtures/bench_opencv.py").standardized.path
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = [script, path, String(threads), String(repeats * 3)]
+            try process.run()
+            process.waitUntilExit()
+        }
+    }
+
+    func time(repeats: Int? = nil, _ body: () -> Void) -> Double {
+        body()  // warm-up: first-touch page faults and BLAS thread start-up are not the kernel's cost
+        var best = Double.infinity
+        for _ in 0..<(repeats ?? self.repeats) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return best
+    }
+
+    /// Raw `cblas_sgemm` on an M×K · K×N product, the floor our kernels are measured against.
+    func sgemmTime(m: Int, n: Int, k: Int) -> Double {
+        let a = Tensor.random([m, k]), b = Tensor.random([k, n])
+        var c = [Float](repeating: 0, count: m * n)
+        return a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                c.withUnsafeMutableBufferPointer { c in
+                    time {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
+                                    a.baseAddress, Int32(k), b.baseAddress, Int32(n), 0, c.baseAddress, Int32(n))
+                    }
+                }
+            }
+        }
+    }
+
+    func report(_ name: String, _ shape: String, flop: Double, ours: Double, floor: Double) {
+        print(pad(name, 46) + pad(shape, 26) + pad(fmt(flop / 1e9), 8) + pad(fmt(ours * 1000), 10)
+              + pad(fmt(flop / ours / 1e9), 9) + pad(fmt(floor * 1000), 10) + fmt(flop / floor / 1e9))
+    }
+}
+
+func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
+func fmt(_ v: Double) -> String { String(format: v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v) }
+
+extension Tensor {
+    static func random(_ shape: [Int]) -> Tensor {
+        var generator = SystemRandomNumberGenerator()
+        return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
+    }
+}
+
+extension Image {
+    /// A smooth gradient with fine texture: compresses like a photo rather than like flat colour.
+    static func gradientTexture(width: Int, height: Int) -> Image {
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        for y in 0..<height {
+            for x in 0..<width {
+                let i = (y * width + x) * 3
+                pixels[i] = UInt8((x * 255 / width + (x * y) % 23) & 255)
+                pixels[i + 1] = UInt8((y * 255 / height + (x ^ y) % 17) & 255)
+                pixels[i + 2] = UInt8(((x + y) * 127 / (width + height) + (x * 7 + y * 3) % 29) & 255)
+            }
+        }
+        return Image(width: width, height: height, pixels: pixels)
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+
+/// The `autoannotate` command. Thin by design: every subcommand parses its options and calls a library.
+@main
+struct AutoAnnotateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "autoannotate",
+        abstract: "Turn a folder of images into a YOLO instance-segmentation dataset: YOLO boxes → SAM masks → polygons.",
+        discussion: """
+            Arguments follow Ultralytics' key=value convention; --key value works too.
+            The pipeline, detect, segment, status, resume and info subcommands arrive with their issues;
+            this build provides the numeric core and image I/O they stand on.
+            """,
+        version: "0.1.0"
+    )
+
+    static func main() {
+        main(KeyValueArguments.rewrite(Array(CommandLine.arguments.dropFirst())))
+    }
+}
