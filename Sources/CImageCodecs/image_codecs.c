@@ -14,12 +14,19 @@
 
 void aa_image_free(aa_image *image) {
     free(image->pixels);
-    free(image->app1);
+    free(image->exif);
     image->pixels = NULL;
-    image->app1 = NULL;
+    image->exif = NULL;
 }
 
 void aa_buffer_free(uint8_t *buffer) { free(buffer); }
+
+static void copy_exif(aa_image *out, const uint8_t *data, size_t size) {
+    out->exif = malloc(size);
+    if (out->exif == NULL) return;  // orientation is lost, the image is not
+    memcpy(out->exif, data, size);
+    out->exif_size = size;
+}
 
 // ------------------------------------------------------------------------------------------------------------
 // JPEG
@@ -67,9 +74,9 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
         free(cmyk_row);
-        free(out->app1);
-        out->app1 = NULL;
-        out->app1_size = 0;
+        free(out->exif);
+        out->exif = NULL;
+        out->exif_size = 0;
         return failure.truncated ? AA_TRUNCATED : AA_CORRUPT;
     }
     jpeg_create_decompress(&cinfo);
@@ -79,10 +86,7 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
 
     for (jpeg_saved_marker_ptr m = cinfo.marker_list; m != NULL; m = m->next) {
         if (m->marker != JPEG_APP0 + 1) continue;
-        out->app1 = malloc(m->data_length ? m->data_length : 1);
-        if (out->app1 == NULL) longjmp(failure.jump, 1);
-        memcpy(out->app1, m->data, m->data_length);
-        out->app1_size = m->data_length;
+        if (m->data_length > 6 && memcmp(m->data, "Exif\0\0", 6) == 0) copy_exif(out, m->data + 6, m->data_length - 6);
         break;
     }
 
@@ -91,9 +95,9 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
         snprintf(out->message, sizeof(out->message), "%llu x %llu pixels is above the limit of %llu pixels",
                  (unsigned long long)w, (unsigned long long)h, (unsigned long long)max_pixels);
         jpeg_destroy_decompress(&cinfo);
-        free(out->app1);
-        out->app1 = NULL;
-        out->app1_size = 0;
+        free(out->exif);
+        out->exif = NULL;
+        out->exif_size = 0;
         return AA_TOO_LARGE;
     }
 
@@ -111,8 +115,8 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
         free(cmyk_row);
-        free(out->app1);
-        out->app1 = NULL;
+        free(out->exif);
+        out->exif = NULL;
         return AA_NO_MEMORY;
     }
     while (cinfo.output_scanline < cinfo.output_height) {
@@ -213,13 +217,14 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
     png_bytep *volatile rows = NULL;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, out->message, png_fail, png_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (png == NULL || info == NULL) {
-        png_destroy_read_struct(&png, &info, NULL);
+    png_infop end_info = png ? png_create_info_struct(png) : NULL;
+    if (png == NULL || info == NULL || end_info == NULL) {
+        png_destroy_read_struct(&png, &info, &end_info);
         snprintf(out->message, sizeof(out->message), "out of memory");
         return AA_NO_MEMORY;
     }
     if (setjmp(png_jmpbuf(png))) {
-        png_destroy_read_struct(&png, &info, NULL);
+        png_destroy_read_struct(&png, &info, &end_info);
         free(pixels);
         free(rows);
         return strncmp(out->message, "truncated", 9) == 0 ? AA_TRUNCATED : AA_CORRUPT;
@@ -233,7 +238,7 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
     if ((uint64_t)width * height > max_pixels) {
         snprintf(out->message, sizeof(out->message), "%u x %u pixels is above the limit of %llu pixels",
                  (unsigned)width, (unsigned)height, (unsigned long long)max_pixels);
-        png_destroy_read_struct(&png, &info, NULL);
+        png_destroy_read_struct(&png, &info, &end_info);
         return AA_TOO_LARGE;
     }
 
@@ -253,8 +258,12 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
     if (pixels == NULL || rows == NULL) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < height; y++) rows[y] = pixels + stride * y;
     png_read_image(png, rows);
-    png_read_end(png, NULL);
-    png_destroy_read_struct(&png, &info, NULL);
+    png_read_end(png, end_info);
+    png_uint_32 exif_size = 0;
+    png_bytep exif = NULL;
+    if (png_get_eXIf_1(png, info, &exif_size, &exif) || png_get_eXIf_1(png, end_info, &exif_size, &exif))
+        copy_exif(out, exif, exif_size);
+    png_destroy_read_struct(&png, &info, &end_info);
     free(rows);
     out->width = (int)width;
     out->height = (int)height;

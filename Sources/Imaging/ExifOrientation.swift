@@ -2,30 +2,29 @@
 public enum ExifOrientation: Int, Sendable, CaseIterable {
     case topLeft = 1, topRight, bottomRight, bottomLeft, leftTop, rightTop, rightBottom, leftBottom
 
-    /// Reads the orientation from a JPEG APP1 payload ("Exif\0\0" + TIFF), the way OpenCV's ExifReader does:
-    /// byte order from the TIFF header, IFD0 entries scanned for tag 0x0112, its value read as an unsigned
-    /// 16-bit integer. Returns nil for anything else, including values outside 1…8 (OpenCV leaves those alone).
-    public init?(app1: UnsafeBufferPointer<UInt8>) {
-        let tiff = 6
-        guard app1.count >= tiff + 8, Array(app1[0..<6]) == [0x45, 0x78, 0x69, 0x66, 0, 0] else { return nil }
+    /// Reads the orientation from EXIF data in TIFF layout, the way OpenCV's ExifReader does: byte order
+    /// from the TIFF header, IFD0 entries scanned for tag 0x0112, its value read as an unsigned 16-bit
+    /// integer. Returns nil for anything else, including values outside 1…8 (OpenCV leaves those alone).
+    public init?(exif: UnsafeBufferPointer<UInt8>) {
+        guard exif.count >= 8 else { return nil }
         let little: Bool
-        switch (app1[tiff], app1[tiff + 1]) {
+        switch (exif[0], exif[1]) {
         case (0x49, 0x49): little = true
         case (0x4D, 0x4D): little = false
         default: return nil
         }
         func u16(_ at: Int) -> Int? {
-            guard at >= 0, at + 2 <= app1.count else { return nil }
-            let (a, b) = (Int(app1[at]), Int(app1[at + 1]))
+            guard at >= 0, at + 2 <= exif.count else { return nil }
+            let (a, b) = (Int(exif[at]), Int(exif[at + 1]))
             return little ? a | b << 8 : a << 8 | b
         }
         func u32(_ at: Int) -> Int? {
             guard let low = u16(little ? at : at + 2), let high = u16(little ? at + 2 : at) else { return nil }
             return high << 16 | low
         }
-        guard u16(tiff + 2) == 42, let ifd = u32(tiff + 4), let entries = u16(tiff + ifd) else { return nil }
+        guard u16(2) == 42, let ifd = u32(4), let entries = u16(ifd) else { return nil }
         for entry in 0..<entries {
-            let at = tiff + ifd + 2 + entry * 12
+            let at = ifd + 2 + entry * 12
             guard let tag = u16(at) else { return nil }
             if tag == 0x0112, let value = u16(at + 8) {
                 self.init(rawValue: value)

@@ -2,7 +2,7 @@ import CImageCodecs
 import Foundation
 
 /// Reads JPEG and PNG files into RGB8 exactly as OpenCV's `cv2.imread(path)` does (EXIF orientation
-/// applied for JPEG), refusing damaged or oversized input with a typed error instead of guessing.
+/// applied, from a JPEG's APP1 or a PNG's eXIf chunk), refusing damaged or oversized input with a typed error instead of guessing.
 ///
 /// Deliberate difference from OpenCV: a JPEG whose entropy data is truncated or corrupt is an error here,
 /// where libjpeg (and so OpenCV) warns and returns the image grey-filled from the damage on.
@@ -77,8 +77,8 @@ public enum ImageDecoder {
         let count = Int(decoded.width) * Int(decoded.height) * 3
         let image = Image(width: Int(decoded.width), height: Int(decoded.height),
                           pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
-        guard format == .jpeg, let app1 = decoded.app1 else { return image }
-        let orientation = ExifOrientation(app1: UnsafeBufferPointer(start: app1, count: decoded.app1_size))
+        guard let exif = decoded.exif else { return image }
+        let orientation = ExifOrientation(exif: UnsafeBufferPointer(start: exif, count: decoded.exif_size))
         return orientation.map { image.oriented($0) } ?? image
     }
 }

@@ -18,10 +18,10 @@ typedef struct {
     int width;
     int height;
     uint8_t *pixels;
-    /// The payload of the first APP1 marker of a JPEG (EXIF lives there), or NULL. OpenCV reads orientation
-    /// from the first APP1 only, so we hand exactly that one to the caller.
-    uint8_t *app1;
-    size_t app1_size;
+    /// EXIF data in its TIFF layout, or NULL: for a JPEG the first APP1 marker after its "Exif\0\0" header
+    /// (OpenCV reads the first APP1 only), for a PNG the eXIf chunk, before or after the image data.
+    uint8_t *exif;
+    size_t exif_size;
     char message[256];
 } aa_image;
 

@@ -1,0 +1,77 @@
+import Tensor
+import XCTest
+
+final class ConvolutionTests: XCTestCase {
+    /// Direct float64 convolution, straight from the definition in `torch.nn.Conv2d`'s documentation.
+    func naiveConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), groups: Int) -> (shape: [Int], values: [Double]) {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let ho = (h + 2 * padding.0 - dilation.0 * (kh - 1) - 1) / stride.0 + 1
+        let wo = (wd + 2 * padding.1 - dilation.1 * (kw - 1) - 1) / stride.1 + 1
+        let og = o / groups
+        var out = [Double](repeating: 0, count: n * o * ho * wo)
+        for image in 0..<n { for oc in 0..<o { for oy in 0..<ho { for ox in 0..<wo {
+            var s = b.map { Double($0.storage[oc]) } ?? 0
+            let group = oc / og
+            for ic in 0..<cg { for ky in 0..<kh { for kx in 0..<kw {
+                let iy = oy * stride.0 - padding.0 + ky * dilation.0, ix = ox * stride.1 - padding.1 + kx * dilation.1
+                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                s += Double(x.storage[((image * c + group * cg + ic) * h + iy) * wd + ix]) * Double(w.storage[((oc * cg + ic) * kh + ky) * kw + kx])
+            } } }
+            out[((image * o + oc) * ho + oy) * wo + ox] = s
+        } } } }
+        return ([n, o, ho, wo], out)
+    }
+
+    func check(n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+               dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true, line: UInt = #line) {
+        let x = randomTensor([n, c, h, w], seed: UInt64(line)), wt = randomTensor([o, c / groups, kh, kw], seed: UInt64(line) + 1)
+        let b = bias ? randomTensor([o], seed: UInt64(line) + 2) : nil
+        let got = conv2d(x, weight: wt, bias: b, geometry: .init(stride: stride, padding: padding, dilation: dilation, groups: groups))
+        let want = naiveConv(x, wt, b, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        assertClose(got, want.values, shape: want.shape, "conv \(x.shape) * \(wt.shape) s\(stride) p\(padding) d\(dilation) g\(groups)", line: line)
+    }
+
+    func testPointwiseFastPathWithBatch() { check(n: 2, c: 5, h: 7, w: 13, o: 6, kh: 1, kw: 1) }
+    func testPointwiseOnASinglePixel() { check(n: 1, c: 3, h: 1, w: 1, o: 4, kh: 1, kw: 1) }
+    func testPointwiseWithStrideTakesTheGeneralPath() { check(n: 1, c: 3, h: 7, w: 13, o: 4, kh: 1, kw: 1, stride: (2, 2)) }
+    func testThreeByThreeSamePadding() { check(n: 2, c: 4, h: 7, w: 13, o: 5, kh: 3, kw: 3, padding: (1, 1)) }
+    func testStrideTwoAsYOLODownsamples() { check(n: 1, c: 3, h: 13, w: 7, o: 8, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1)) }
+    func testPatchEmbeddingKernelEqualsStride() { check(n: 1, c: 3, h: 32, w: 48, o: 6, kh: 16, kw: 16, stride: (16, 16)) }
+    func testDilationAndRectangularKernel() { check(n: 1, c: 2, h: 11, w: 9, o: 3, kh: 3, kw: 2, padding: (2, 1), dilation: (2, 3)) }
+    func testGroupedConvolution() { check(n: 2, c: 6, h: 5, w: 7, o: 4, kh: 3, kw: 3, padding: (1, 1), groups: 2, bias: false) }
+    func testDepthwiseThreeByThree() { check(n: 2, c: 5, h: 7, w: 13, o: 5, kh: 3, kw: 3, padding: (1, 1), groups: 5) }
+    func testDepthwiseStridedLargeKernel() { check(n: 1, c: 4, h: 9, w: 11, o: 4, kh: 5, kw: 5, stride: (2, 2), padding: (2, 2), groups: 4) }
+    func testChannelMultiplierDepthwise() { check(n: 1, c: 3, h: 6, w: 6, o: 6, kh: 3, kw: 3, padding: (1, 1), groups: 3) }
+    func testKernelAsLargeAsTheInput() { check(n: 1, c: 2, h: 3, w: 3, o: 2, kh: 3, kw: 3) }
+
+    func testTransposedConvolutionStrideEqualsKernel() {
+        for (n, cin, h, w, cout, k) in [(2, 4, 3, 5, 3, 2), (1, 3, 1, 1, 2, 4), (1, 5, 7, 13, 4, 2)] {
+            let x = randomTensor([n, cin, h, w], seed: 20), wt = randomTensor([cin, cout, k, k], seed: 21), b = randomTensor([cout], seed: 22)
+            var want = [Double](repeating: 0, count: n * cout * h * k * w * k)
+            for image in 0..<n { for co in 0..<cout { for y in 0..<(h * k) { for xo in 0..<(w * k) {
+                var s = Double(b.storage[co])
+                for ci in 0..<cin {
+                    s += Double(x.storage[((image * cin + ci) * h + y / k) * w + xo / k]) * Double(wt.storage[((ci * cout + co) * k + y % k) * k + xo % k])
+                }
+                want[((image * cout + co) * h * k + y) * w * k + xo] = s
+            } } } }
+            assertClose(convTranspose2d(x, weight: wt, bias: b, stride: k), want, shape: [n, cout, h * k, w * k], "convTranspose \(x.shape) k\(k)")
+        }
+    }
+
+    func testFoldedBatchNormEqualsConvolutionThenBatchNorm() {
+        let x = randomTensor([2, 3, 6, 5], seed: 30), w = randomTensor([4, 3, 3, 3], seed: 31), convBias = randomTensor([4], seed: 32)
+        let gamma = randomTensor([4], seed: 33), beta = randomTensor([4], seed: 34), mean = randomTensor([4], seed: 35)
+        let variance = randomTensor([4], seed: 36, range: 0.1...2)
+        let eps = 1e-3  // Ultralytics' BatchNorm2d eps
+        let plain = naiveConv(x, w, convBias, stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 1)
+        let plane = 30
+        let want = plain.values.enumerated().map { i, v -> Double in
+            let c = (i / plane) % 4
+            return (v - Double(mean.storage[c])) / (Double(variance.storage[c]) + eps).squareRoot() * Double(gamma.storage[c]) + Double(beta.storage[c])
+        }
+        let folded = foldBatchNorm(weight: w, bias: convBias, gamma: gamma, beta: beta, runningMean: mean, runningVar: variance, eps: eps)
+        assertClose(conv2d(x, weight: folded.weight, bias: folded.bias, geometry: .init(padding: 1)), want, shape: plain.shape, "conv+BN folded")
+    }
+}

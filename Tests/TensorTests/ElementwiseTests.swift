@@ -1,0 +1,115 @@
+import Foundation
+import Tensor
+import XCTest
+
+final class ElementwiseTests: XCTestCase {
+    func testActivationsMatchFloat64() {
+        let x = randomTensor([3, 7, 13], seed: 40, range: -8...8)
+        var gelu = x, silu = x, sigmoid = x, relu = x
+        gelu.gelu(); silu.silu(); sigmoid.sigmoid(); relu.relu()
+        assertClose(gelu, x.doubles.map { 0.5 * $0 * (1 + erf($0 / 2.0.squareRoot())) }, shape: x.shape, "gelu")
+        assertClose(silu, x.doubles.map { $0 / (1 + exp(-$0)) }, shape: x.shape, "silu")
+        assertClose(sigmoid, x.doubles.map { 1 / (1 + exp(-$0)) }, shape: x.shape, "sigmoid")
+        assertClose(relu, x.doubles.map { max($0, 0) }, shape: x.shape, "relu")
+    }
+
+    func testSoftmaxIsStableForLargeLogits() {
+        for shape in [[1, 1], [7, 13], [2, 3, 4096]] {
+            var x = randomTensor(shape, seed: 41, range: -50...50)
+            x.storage[0] = 1000  // would overflow exp without max subtraction
+            let d = x.doubles, c = shape.last!
+            var want = [Double](repeating: 0, count: d.count)
+            for row in 0..<(d.count / c) {
+                let slice = d[(row * c)..<((row + 1) * c)], m = slice.max()!
+                let sum = slice.map { exp($0 - m) }.reduce(0, +)
+                for i in 0..<c { want[row * c + i] = exp(d[row * c + i] - m) / sum }
+            }
+            x.softmaxLastDim()
+            assertClose(x, want, shape: shape, "softmax \(shape)")
+        }
+    }
+
+    func testLayerNormOverLastDimension() {
+        for shape in [[1, 1], [7, 13], [2, 5, 768]] {
+            let x = randomTensor(shape, seed: 42, range: -3...5), c = shape.last!
+            let g = randomTensor([c], seed: 43), b = randomTensor([c], seed: 44)
+            let d = x.doubles
+            var want = [Double](repeating: 0, count: d.count)
+            for row in 0..<(d.count / c) {
+                let slice = Array(d[(row * c)..<((row + 1) * c)])
+                let mean = slice.reduce(0, +) / Double(c)
+                let variance = slice.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
+                for i in 0..<c { want[row * c + i] = (slice[i] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[i]) + Double(b.storage[i]) }
+            }
+            assertClose(layerNorm(x, weight: g, bias: b, eps: 1e-6), want, shape: shape, "layerNorm \(shape)")
+        }
+    }
+
+    func testLayerNorm2dAcrossChannels() {
+        for (n, c, h, w) in [(1, 1, 1, 1), (2, 5, 7, 13), (1, 16, 19, 23)] {
+            let x = randomTensor([n, c, h, w], seed: 45, range: -2...6)
+            let g = randomTensor([c], seed: 46), b = randomTensor([c], seed: 47)
+            let d = x.doubles, plane = h * w
+            var want = [Double](repeating: 0, count: d.count)
+            for image in 0..<n { for p in 0..<plane {
+                let values = (0..<c).map { d[(image * c + $0) * plane + p] }
+                let mean = values.reduce(0, +) / Double(c)
+                let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
+                for ch in 0..<c {
+                    want[(image * c + ch) * plane + p] = (values[ch] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[ch]) + Double(b.storage[ch])
+                }
+            } }
+            assertClose(layerNorm2d(x, weight: g, bias: b, eps: 1e-6), want, shape: [n, c, h, w], "layerNorm2d \([n, c, h, w])")
+        }
+    }
+
+    func testMaxPoolPadsWithNegativeInfinity() {
+        for (kernel, stride, padding) in [(5, 1, 2), (2, 2, 0), (3, 2, 1)] {
+            let x = randomTensor([2, 3, 7, 13], seed: 48, range: -5 ... -1)  // all negative: zero padding would show
+            let (h, w, xd) = (7, 13, x.doubles)
+            let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
+            var want = [Double](repeating: 0, count: 6 * ho * wo)
+            for plane in 0..<6 { for oy in 0..<ho { for ox in 0..<wo {
+                var m = -Double.infinity
+                for ky in 0..<kernel { for kx in 0..<kernel {
+                    let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
+                    if iy >= 0, iy < h, ix >= 0, ix < w { m = max(m, xd[(plane * h + iy) * w + ix]) }
+                } }
+                want[(plane * ho + oy) * wo + ox] = m
+            } } }
+            assertClose(maxPool2d(x, kernel: kernel, stride: stride, padding: padding), want, shape: [2, 3, ho, wo], "maxPool k\(kernel) s\(stride) p\(padding)")
+        }
+    }
+
+    func testNearestUpsampleRepeatsPixels() {
+        let x = randomTensor([2, 3, 5, 7], seed: 49)
+        let xd = x.doubles
+        let want = (0..<(6 * 10 * 14)).map { i -> Double in
+            let (plane, y, xo) = (i / 140, (i / 14) % 10, i % 14)
+            return xd[(plane * 5 + y / 2) * 7 + xo / 2]
+        }
+        assertClose(upsampleNearest(x, factor: 2), want, shape: [2, 3, 10, 14], "upsample ×2")
+    }
+
+    /// `F.interpolate(mode="bilinear", align_corners=False)` from PyTorch's formula (UpSampleKernel.cpp).
+    func testBilinearResizeMatchesPyTorchFormula() {
+        for (h, w, oh, ow) in [(7, 13, 20, 9), (64, 64, 256, 256), (256, 256, 47, 61), (1, 1, 3, 2), (5, 3, 5, 3)] {
+            let x = randomTensor([2, 2, h, w], seed: 50)
+            let xd = x.doubles
+            // PyTorch computes the source coordinate in float (opmath of float32), the blend in the reference
+            // is float64: the coordinate rounding is part of the definition we match.
+            func taps(_ input: Int, _ output: Int, _ o: Int) -> (Int, Int, Double) {
+                let source = max(Float(input) / Float(output) * (Float(o) + 0.5) - 0.5, 0)
+                let i0 = min(Int(source), input - 1)
+                return (i0, min(i0 + 1, input - 1), Double(source - Float(i0)))
+            }
+            var want = [Double](repeating: 0, count: 4 * oh * ow)
+            for plane in 0..<4 { for oy in 0..<oh { for ox in 0..<ow {
+                let (y0, y1, ly) = taps(h, oh, oy), (x0, x1, lx) = taps(w, ow, ox)
+                func v(_ y: Int, _ xx: Int) -> Double { xd[(plane * h + y) * w + xx] }
+                want[(plane * oh + oy) * ow + ox] = (1 - ly) * ((1 - lx) * v(y0, x0) + lx * v(y0, x1)) + ly * ((1 - lx) * v(y1, x0) + lx * v(y1, x1))
+            } } }
+            assertClose(resizeBilinear(x, height: oh, width: ow), want, shape: [2, 2, oh, ow], "bilinear \(h)×\(w) → \(oh)×\(ow)")
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Tensor
+import XCTest
+
+/// Deterministic random numbers for test inputs (SplitMix64), so a failure reproduces.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func randomTensor(_ shape: [Int], seed: UInt64, range: ClosedRange<Float> = -1...1) -> Tensor {
+    var generator = SeededGenerator(seed: seed)
+    return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: range, using: &generator) })
+}
+
+/// The tolerance every kernel is held to against its float64 reference.
+let kernelTolerance = 1e-5
+
+/// Asserts max |actual − expected| ≤ tolerance · max |expected| (relative to the largest reference value).
+func assertClose(
+    _ actual: Tensor, _ expected: [Double], shape: [Int], tolerance: Double = kernelTolerance, _ what: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    XCTAssertEqual(actual.shape, shape, "\(what): shape", file: file, line: line)
+    XCTAssertEqual(actual.count, expected.count, "\(what): count", file: file, line: line)
+    guard actual.count == expected.count else { return }
+    let scale = max(expected.map(abs).max() ?? 0, 1e-30)
+    var worst = 0.0, worstIndex = 0
+    for i in 0..<expected.count {
+        let error = abs(Double(actual.storage[i]) - expected[i])
+        if error > worst { worst = error; worstIndex = i }
+    }
+    XCTAssertLessThanOrEqual(
+        worst / scale, tolerance,
+        "\(what): max error \(worst) at \(worstIndex) (got \(actual.count > 0 ? actual.storage[worstIndex] : .nan), want \(expected.isEmpty ? .nan : expected[worstIndex])), relative \(worst / scale)",
+        file: file, line: line)
+}
+
+extension Tensor {
+    var doubles: [Double] { storage.map(Double.init) }
+}
