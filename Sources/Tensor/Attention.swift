@@ -1,14 +1,14 @@
 /// Adds a bias to a block of attention scores in place, before the softmax: for batch-head `head`, the
 /// score rows `rows` (query indices) lie at `scores`, `leadingDimension` floats apart, one column per key.
 /// SAM's decomposed relative positions are such a bias; computing it per block means the full
-/// queries × keys matrix never exists.
+/// queries × keys matrix never exists. Called concurrently for different blocks: write only into `scores`.
 public typealias AttentionBias = (_ head: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>, _ leadingDimension: Int) -> Void
 
 /// softmax(scale · Q·Kᵀ + bias) · V over [..., Nq, d], [..., Nk, d], [..., Nk, dv] → [..., Nq, dv].
 ///
 /// Queries are processed `chunkRows` at a time, so the score buffer is chunkRows × Nk rather than Nq × Nk:
-/// a global-attention block of SAM ViT-B (4096 queries and keys, 12 heads) needs 4 MB at 256 rows instead of
-/// 805 MB for all heads at once.
+/// a global-attention block of SAM ViT-B (4096 queries and keys, 12 heads) needs 4 MB per thread at 256 rows
+/// instead of 805 MB for all heads at once.
 public func scaledDotProductAttention(
     query: Tensor, key: Tensor, value: Tensor, scale: Float? = nil, chunkRows: Int = 256, bias: AttentionBias? = nil
 ) -> Tensor {
@@ -21,22 +21,24 @@ public func scaledDotProductAttention(
     var output = Tensor(zeros: Array(query.shape.dropLast()) + [dv])
     guard output.count > 0, nk > 0 else { return output }
     let chunk = max(1, min(chunkRows, nq))
-    let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * nk)
-    defer { scores.deallocate() }
+    let chunksPerHead = (nq + chunk - 1) / chunk
     query.withUnsafeBufferPointer { q in
         key.withUnsafeBufferPointer { k in
             value.withUnsafeBufferPointer { v in
                 output.withUnsafeMutableBufferPointer { o in
                     let (q, k, v, o) = (q.baseAddress!, k.baseAddress!, v.baseAddress!, o.baseAddress!)
-                    for head in 0..<batch {
-                        for start in stride(from: 0, to: nq, by: chunk) {
+                    // Work items are (head, query chunk) pairs, one thread each: every thread owns its score
+                    // buffer, and the GEMMs inside run single-threaded (nested parallelism is serial).
+                    Threading.parallelFor(batch * chunksPerHead) { items in
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * nk)
+                        defer { scores.deallocate() }
+                        for item in items {
+                            let (head, start) = (item / chunksPerHead, (item % chunksPerHead) * chunk)
                             let rows = min(chunk, nq - start)
                             gemm(transB: true, m: rows, n: nk, k: d, alpha: alpha, a: q + (head * nq + start) * d, lda: d,
                                  b: k + head * nk * d, ldb: d, c: scores, ldc: nk)
                             bias?(head, start..<(start + rows), scores, nk)
-                            Threading.parallelFor(rows, grain: max(1, 4096 / nk)) { range in
-                                for row in range { softmaxRow(scores + row * nk, nk) }
-                            }
+                            for row in 0..<rows { softmaxRow(scores + row * nk, nk) }
                             gemm(m: rows, n: dv, k: nk, a: scores, lda: nk, b: v + head * nk * dv, ldb: dv,
                                  c: o + (head * nq + start) * dv, ldc: dv)
                         }

@@ -3,7 +3,8 @@ import COpenBLAS
 /// C = alpha · op(A) · op(B) + beta · C, row-major, where op(A) is M×K and op(B) is K×N.
 ///
 /// The only caller of BLAS in the project: every matrix product — linear layers, convolutions as GEMM,
-/// attention — comes through here, so threading and layout rules live in one place.
+/// attention — comes through here, so threading and layout rules live in one place. OpenBLAS runs
+/// single-threaded (see `Threading`); large products are split here into one block of C per thread.
 public func gemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -14,6 +15,32 @@ public func gemm(
         for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
         return
     }
+    // Split the larger side of C into one block per thread; below ~2 MFLOP a block is not worth a thread.
+    let blocks = min(Threading.count, max(1, m * n * k / (1 << 20)), max(m, n))
+    if blocks == 1 || Threading.isInsideParallelRegion {
+        sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    } else if m >= n {
+        Threading.parallelFor(blocks) { range in
+            for block in range {
+                let (r0, r1) = (m * block / blocks, m * (block + 1) / blocks)
+                sgemm(transA, transB, r1 - r0, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc)
+            }
+        }
+    } else {
+        Threading.parallelFor(blocks) { range in
+            for block in range {
+                let (c0, c1) = (n * block / blocks, n * (block + 1) / blocks)
+                sgemm(transA, transB, m, c1 - c0, k, alpha, a, lda, transB ? b + c0 * ldb : b + c0, ldb, beta, c + c0, ldc)
+            }
+        }
+    }
+}
+
+@inline(__always)
+private func sgemm(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+    _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))

@@ -2,31 +2,46 @@ import COpenBLAS
 import Dispatch
 import Foundation
 
-/// The one thread-count setting of the process: it governs OpenBLAS and our own parallel loops together,
-/// so that `threads=N` on the command line means N busy cores, not N × BLAS threads.
+/// The one thread-count setting of the process, for BLAS and our own loops together.
+///
+/// OpenBLAS is kept single-threaded and every parallel loop — GEMM included, split by `gemm` into
+/// per-thread blocks — runs on our threads. Letting OpenBLAS own threads too made its idle workers spin
+/// (sched_yield) through our elementwise loops and small attention GEMMs, costing more system time than
+/// compute; one pool means `threads=N` is N busy cores, never N × BLAS threads.
 public enum Threading {
     private static let lock = NSLock()
-    nonisolated(unsafe) private static var current = ProcessInfo.processInfo.activeProcessorCount
+    nonisolated(unsafe) private static var current: Int = {
+        openblas_set_num_threads(1)
+        return ProcessInfo.processInfo.activeProcessorCount
+    }()
+    /// Marks threads that are running a `parallelFor` body, so that nested loops run serially instead of
+    /// oversubscribing the cores.
+    private static let insideKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
 
-    /// Threads used by BLAS and by `parallelFor`. Defaults to every core.
+    /// Threads used by `parallelFor` (and so by GEMM). Defaults to every core.
     public static var count: Int {
         get { lock.withLock { current } }
-        set {
-            let value = max(1, newValue)
-            lock.withLock { current = value }
-            openblas_set_num_threads(Int32(value))
-        }
+        set { lock.withLock { current = max(1, newValue) } }
     }
 
+    /// True on a thread that is already inside a `parallelFor` body.
+    public static var isInsideParallelRegion: Bool { pthread_getspecific(insideKey) != nil }
+
     /// Runs `body` over `0..<n` split into at most `count` contiguous ranges, in parallel; ranges are never
-    /// smaller than `grain` iterations so that tiny loops stay on the calling thread.
+    /// smaller than `grain` iterations, so tiny loops stay on the calling thread. Nested calls run serially.
     public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
-        let parts = min(count, max(1, n / max(1, grain)))
+        let parts = isInsideParallelRegion ? 1 : min(count, max(1, n / max(1, grain)))
         if parts == 1 { body(0..<n); return }
         DispatchQueue.concurrentPerform(iterations: parts) { part in
             let start = n * part / parts
             let end = n * (part + 1) / parts
+            pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
+            defer { pthread_setspecific(insideKey, nil) }
             if start < end { body(start..<end) }
         }
     }
