@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → (Checkpoint, YOLO, SegmentAnything, Geometry,
+// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → Checkpoint → (YOLO, SegmentAnything, Geometry,
 // Annotate: added with their issues) → the thin `autoannotate` CLI.
 let package = Package(
     name: "autoannotate",
@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "autoannotate", targets: ["autoannotate"]),
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "Checkpoint", targets: ["Checkpoint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -30,11 +31,12 @@ let package = Package(
             name: "Tensor", dependencies: ["COpenBLAS"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Imaging", dependencies: ["CImageCodecs"]),
+        .target(name: "Checkpoint", dependencies: ["Tensor"]),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         // Fixtures are read from Tests/Fixtures by path (see Tests/Fixtures/README.md).
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
     ],
     swiftLanguageModes: [.v5]
 )

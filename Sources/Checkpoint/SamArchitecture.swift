@@ -1,0 +1,160 @@
+/// The shape of a Segment Anything model, read from its tensors rather than from its file name (as
+/// sam.cpp's converter does): widths from the embeddings, depth from the block count, heads from the
+/// relative-position tables, global-attention blocks from their table size. Named variants are the
+/// configurations of segment_anything's `build_sam.py`.
+public struct SamArchitecture: Equatable, Sendable {
+    public enum Variant: String, Sendable {
+        case vitB = "vit_b", vitL = "vit_l", vitH = "vit_h", mobileSAM = "mobile_sam", custom
+    }
+
+    public var variant: Variant
+    /// Image encoder (ViT): token width, block count, heads, blocks with global attention, window size.
+    public var encoderWidth: Int
+    public var encoderDepth: Int
+    public var encoderHeads: Int
+    public var globalAttentionBlocks: [Int]
+    public var windowSize: Int
+    public var patchSize: Int
+    /// Tokens per side of the image grid (1024 / 16 = 64).
+    public var gridSize: Int
+    public var mlpWidth: Int
+    /// Prompt and mask decoder width (SAM: 256), mask-input channels (16), decoder MLP width (2048),
+    /// two-way transformer depth (2), mask outputs besides the single one (3), IoU head depth and width.
+    public var promptWidth: Int
+    public var maskInputChannels: Int
+    public var decoderMLPWidth: Int
+    public var decoderDepth: Int
+    public var multimaskOutputs: Int
+    public var iouHeadDepth: Int
+    public var iouHeadWidth: Int
+    /// Heads of the two-way transformer: not recoverable from tensor shapes; every released SAM uses 8.
+    public var decoderHeads: Int = 8
+
+    public var imageSize: Int { gridSize * patchSize }
+
+    /// Reads the architecture from a state dict's shapes, or nil when it is not a SAM (v1) state dict.
+    public init?(_ weights: StateDict) {
+        func shape(_ key: String) -> [Int]? { weights[key]?.shape }
+        guard let prompt = shape("prompt_encoder.point_embeddings.0.weight"), prompt.count == 2,
+              let mask = shape("prompt_encoder.mask_downscaling.3.weight"), mask.count == 4,
+              let tokens = shape("mask_decoder.mask_tokens.weight"), tokens.count == 2,
+              let lin1 = shape("mask_decoder.transformer.layers.0.mlp.lin1.weight"), lin1.count == 2,
+              let iou = shape("mask_decoder.iou_prediction_head.layers.0.weight"), iou.count == 2
+        else { return nil }
+        promptWidth = prompt[1]
+        maskInputChannels = mask[0]
+        multimaskOutputs = tokens[0] - 1
+        decoderMLPWidth = lin1[0]
+        decoderDepth = (0...).prefix { weights.contains("mask_decoder.transformer.layers.\($0).norm1.weight") }.count
+        iouHeadDepth = (0...).prefix { weights.contains("mask_decoder.iou_prediction_head.layers.\($0).weight") }.count
+        iouHeadWidth = iou[0]
+
+        if weights.contains("image_encoder.patch_embed.seq.0.c.weight") {
+            // MobileSAM's TinyViT encoder: its own layout; the ViT fields describe nothing.
+            (variant, encoderWidth, encoderDepth, encoderHeads, globalAttentionBlocks) = (.mobileSAM, 0, 0, 0, [])
+            (windowSize, patchSize, gridSize, mlpWidth) = (0, 16, 64, 0)
+            return
+        }
+        guard let pos = shape("image_encoder.pos_embed"), pos.count == 4, pos[1] == pos[2],
+              let patch = shape("image_encoder.patch_embed.proj.weight"), patch.count == 4,
+              let rel = shape("image_encoder.blocks.0.attn.rel_pos_h"), rel.count == 2, rel[1] > 0,
+              let mlp = shape("image_encoder.blocks.0.mlp.lin1.weight"), mlp.count == 2
+        else { return nil }
+        encoderWidth = pos[3]
+        gridSize = pos[1]
+        patchSize = patch[2]
+        encoderHeads = encoderWidth / rel[1]
+        mlpWidth = mlp[0]
+        encoderDepth = (0...).prefix { weights.contains("image_encoder.blocks.\($0).norm1.weight") }.count
+        var window = 0
+        var global: [Int] = []
+        for block in 0..<encoderDepth {
+            guard let table = shape("image_encoder.blocks.\(block).attn.rel_pos_h") else { return nil }
+            let size = (table[0] + 1) / 2
+            if size == gridSize { global.append(block) } else { window = size }
+        }
+        windowSize = window
+        globalAttentionBlocks = global
+        switch (encoderWidth, encoderDepth, encoderHeads, global) {
+        case (768, 12, 12, [2, 5, 8, 11]): variant = .vitB
+        case (1024, 24, 16, [5, 11, 17, 23]): variant = .vitL
+        case (1280, 32, 16, [7, 15, 23, 31]): variant = .vitH
+        default: variant = .custom
+        }
+    }
+
+    /// Every tensor of the architecture with its shape, as `Sam.state_dict()` lists them (segment_anything's
+    /// modeling/*.py). The MobileSAM encoder is not listed: its tensors are checked by the TinyViT port.
+    public var expectedTensors: [(key: String, shape: [Int])] {
+        var out: [(key: String, shape: [Int])] = []
+        func add(_ key: String, _ shape: [Int]) { out.append((key, shape)) }
+        func linear(_ key: String, _ outputs: Int, _ inputs: Int) { add(key + ".weight", [outputs, inputs]); add(key + ".bias", [outputs]) }
+        func norm(_ key: String, _ width: Int) { add(key + ".weight", [width]); add(key + ".bias", [width]) }
+        let (d, e, t) = (encoderWidth, promptWidth, promptWidth)
+        if variant != .mobileSAM {
+            add("image_encoder.pos_embed", [1, gridSize, gridSize, d])
+            add("image_encoder.patch_embed.proj.weight", [d, 3, patchSize, patchSize])
+            add("image_encoder.patch_embed.proj.bias", [d])
+            for block in 0..<encoderDepth {
+                let p = "image_encoder.blocks.\(block)."
+                let size = globalAttentionBlocks.contains(block) ? gridSize : windowSize
+                norm(p + "norm1", d)
+                add(p + "attn.rel_pos_h", [2 * size - 1, d / encoderHeads])
+                add(p + "attn.rel_pos_w", [2 * size - 1, d / encoderHeads])
+                linear(p + "attn.qkv", 3 * d, d)
+                linear(p + "attn.proj", d, d)
+                norm(p + "norm2", d)
+                linear(p + "mlp.lin1", mlpWidth, d)
+                linear(p + "mlp.lin2", d, mlpWidth)
+            }
+            add("image_encoder.neck.0.weight", [e, d, 1, 1])
+            norm("image_encoder.neck.1", e)
+            add("image_encoder.neck.2.weight", [e, e, 3, 3])
+            norm("image_encoder.neck.3", e)
+        }
+        let m = maskInputChannels
+        add("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", [2, e / 2])
+        for i in 0..<4 { add("prompt_encoder.point_embeddings.\(i).weight", [1, e]) }
+        add("prompt_encoder.not_a_point_embed.weight", [1, e])
+        add("prompt_encoder.mask_downscaling.0.weight", [m / 4, 1, 2, 2]); add("prompt_encoder.mask_downscaling.0.bias", [m / 4])
+        norm("prompt_encoder.mask_downscaling.1", m / 4)
+        add("prompt_encoder.mask_downscaling.3.weight", [m, m / 4, 2, 2]); add("prompt_encoder.mask_downscaling.3.bias", [m])
+        norm("prompt_encoder.mask_downscaling.4", m)
+        add("prompt_encoder.mask_downscaling.6.weight", [e, m, 1, 1]); add("prompt_encoder.mask_downscaling.6.bias", [e])
+        add("prompt_encoder.no_mask_embed.weight", [1, e])
+
+        add("mask_decoder.iou_token.weight", [1, t])
+        add("mask_decoder.mask_tokens.weight", [multimaskOutputs + 1, t])
+        func attention(_ key: String, _ internalWidth: Int) {
+            for projection in ["q_proj", "k_proj", "v_proj"] { linear("\(key).\(projection)", internalWidth, t) }
+            linear("\(key).out_proj", t, internalWidth)
+        }
+        for layer in 0..<decoderDepth {
+            let p = "mask_decoder.transformer.layers.\(layer)."
+            attention(p + "self_attn", t)
+            norm(p + "norm1", t)
+            attention(p + "cross_attn_token_to_image", t / 2)
+            norm(p + "norm2", t)
+            linear(p + "mlp.lin1", decoderMLPWidth, t)
+            linear(p + "mlp.lin2", t, decoderMLPWidth)
+            norm(p + "norm3", t)
+            norm(p + "norm4", t)
+            attention(p + "cross_attn_image_to_token", t / 2)
+        }
+        attention("mask_decoder.transformer.final_attn_token_to_image", t / 2)
+        norm("mask_decoder.transformer.norm_final_attn", t)
+        add("mask_decoder.output_upscaling.0.weight", [t, t / 4, 2, 2]); add("mask_decoder.output_upscaling.0.bias", [t / 4])
+        norm("mask_decoder.output_upscaling.1", t / 4)
+        add("mask_decoder.output_upscaling.3.weight", [t / 4, t / 8, 2, 2]); add("mask_decoder.output_upscaling.3.bias", [t / 8])
+        for i in 0...multimaskOutputs {
+            let p = "mask_decoder.output_hypernetworks_mlps.\(i).layers."
+            linear(p + "0", t, t); linear(p + "1", t, t); linear(p + "2", t / 8, t)
+        }
+        for layer in 0..<iouHeadDepth {
+            let inputs = layer == 0 ? t : iouHeadWidth
+            let outputs = layer == iouHeadDepth - 1 ? multimaskOutputs + 1 : iouHeadWidth
+            linear("mask_decoder.iou_prediction_head.layers.\(layer)", outputs, inputs)
+        }
+        return out
+    }
+}
