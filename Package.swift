@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
+        .library(name: "YOLO", targets: ["YOLO"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -32,11 +33,12 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Imaging", dependencies: ["CImageCodecs"]),
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
+        .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -46,6 +48,7 @@ let package = Package(
         // Fixtures are read from Tests/Fixtures by path (see Tests/Fixtures/README.md).
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "YOLOTests", dependencies: ["YOLO"]),
     ],
     swiftLanguageModes: [.v5]
 )

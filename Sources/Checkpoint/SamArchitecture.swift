@@ -158,3 +158,40 @@ public struct SamArchitecture: Equatable, Sendable {
         return out
     }
 }
+
+extension SamArchitecture {
+    /// Leaf modules of Ultralytics' SAMModel for this architecture (its "layers" in `model.info()`): ViT blocks
+    /// have 7 (two LayerNorms, qkv, proj, two MLP Linears, GELU), the encoder 5 more (patch embedding, neck);
+    /// the prompt encoder 14; the mask decoder 19 per two-way layer, 5 for the final attention and its norm, 2
+    /// token embeddings, 5 upscaling modules and, per MLP, its Linears plus its ReLU and output Identity.
+    /// MobileSAM's TinyViT encoder has 162 (its one released configuration).
+    public var ultralyticsLayerCount: Int {
+        let encoder = variant == .mobileSAM ? 162 : 7 * encoderDepth + 5
+        let decoder = 2 + (19 * decoderDepth + 5) + 5 + (multimaskOutputs + 1) * (3 + 2) + (iouHeadDepth + 2)
+        return encoder + 14 + decoder
+    }
+
+    /// GFLOPs (2 × multiply-adds) of the ViT image encoder for one image at its input size: patch embedding,
+    /// per block the qkv/proj products over the window-padded tokens and the MLP over the grid, attention scores and values, the
+    /// decomposed relative-position terms, and the neck. Ultralytics reports no GFLOPs for SAM (its profiler
+    /// fails on SAM's inputs), so this is our count.
+    public var encoderGFLOPs: Double {
+        guard variant != .mobileSAM else { return 0 }
+        let (d, g, hd) = (Double(encoderWidth), Double(gridSize), Double(encoderWidth / max(1, encoderHeads)))
+        var macs = g * g * d * 3 * Double(patchSize * patchSize)
+        for block in 0..<encoderDepth {
+            let global = globalAttentionBlocks.contains(block)
+            let side = global ? g : Double((gridSize + windowSize - 1) / windowSize * windowSize)
+            let tokens = side * side
+            let window = global ? g * g : Double(windowSize * windowSize)
+            let windowSide = global ? g : Double(windowSize)
+            // qkv and proj run on the window-padded tokens, the MLP after unpartitioning (image_encoder.py Block).
+            macs += tokens * d * 3 * d + tokens * d * d + 2 * g * g * d * Double(mlpWidth)
+            macs += 2 * tokens * window * d                      // q·kᵀ and attention·v, all heads
+            macs += 2 * tokens * windowSide * hd * Double(encoderHeads)  // rel-pos terms (einsum over h and w)
+        }
+        let e = Double(promptWidth)
+        macs += g * g * (e * d + e * e * 9)
+        return 2 * macs / 1e9
+    }
+}

@@ -108,10 +108,14 @@ extension PickleObject {
         return modules
     }
 
-    /// Number of parameter elements, each parameter tensor counted once (`sum(p.numel() for p in m.parameters())`).
-    public var parameterCount: Int {
-        allModules.reduce(0) { total, module in
-            total + (module["_parameters"]?.dict?.values ?? []).reduce(0) { $0 + ($1.tensor?.count ?? 0) }
-        }
+    /// Parameter tensors of every distinct module (`m.parameters()`).
+    public var parameters: [StoredTensor] {
+        allModules.flatMap { ($0["_parameters"]?.dict?.values ?? []).compactMap(\.tensor) }
     }
+
+    /// Number of parameter elements (`sum(p.numel() for p in m.parameters())`).
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
+
+    /// Number of trainable parameter elements (Ultralytics' "gradients": parameters with requires_grad).
+    public var gradientCount: Int { parameters.filter(\.requiresGrad).reduce(0) { $0 + $1.count } }
 }

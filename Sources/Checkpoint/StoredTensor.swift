@@ -64,6 +64,8 @@ public struct StoredTensor: Sendable {
     public let offset: Int
     public let shape: [Int]
     public let strides: [Int]
+    /// Whether the tensor was pickled as an `nn.Parameter` with `requires_grad` (Ultralytics' "gradients").
+    public internal(set) var requiresGrad = false
 
     public var type: StorageType { storage.type }
     public var count: Int { shape.reduce(1, *) }

@@ -77,8 +77,10 @@ public struct TorchArchive {
             let typed = StoredStorage(type: type, count: raw.bytes.count / type.byteSize, bytes: raw.bytes, bigEndian: raw.bigEndian)
             return .tensor(try StoredTensor(storage: typed, offset: offset, shape: size, strides: stride, file: file))
         case ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"):
-            guard let data = args.first else { throw file.corrupt("pickle: _rebuild_parameter without data") }
-            return data
+            // (data, requires_grad, backward_hooks[, state])
+            guard var tensor = args.first?.tensor else { throw file.corrupt("pickle: _rebuild_parameter without a tensor") }
+            if case .bool(true) = args.count > 1 ? args[1] : .none { tensor.requiresGrad = true }
+            return .tensor(tensor)
         case ("torch._tensor", "_rebuild_from_type_v2"):
             // (func, type, args, state): a tensor subclass; the tensor is func(*args)
             guard args.count >= 3, case .global(let m, let n) = args[0], let inner = args[2].items else {

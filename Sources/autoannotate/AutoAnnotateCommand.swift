@@ -8,10 +8,10 @@ struct AutoAnnotateCommand: ParsableCommand {
         abstract: "Turn a folder of images into a YOLO instance-segmentation dataset: YOLO boxes → SAM masks → polygons.",
         discussion: """
             Arguments follow Ultralytics' key=value convention; --key value works too.
-            The pipeline, detect, segment, status, resume and info subcommands arrive with their issues;
-            this build provides the numeric core and image I/O they stand on.
+            The pipeline, detect, segment, status and resume subcommands arrive with their issues.
             """,
-        version: "0.1.0"
+        version: "0.1.0",
+        subcommands: [Info.self]
     )
 
     static func main() {

@@ -113,7 +113,10 @@ def yolo_manifest(half, path):
     bn_eps = sorted({m.eps for m in half.modules() if isinstance(m, torch.nn.BatchNorm2d)})
     head = half.model[-1]
     n_layers = len([m for m in half.modules() if len(m._modules) == 0])
+    from ultralytics import YOLO
+    info = YOLO(str(path)).info(verbose=True)  # Ultralytics' own numbers for `autoannotate info`
     return {"file": path.name, "kind": "yolo", "task": type(half).__name__, "state_dict": state_dict_manifest(sd),
+            "info": {"layers": info[0], "parameters": info[1], "gradients": info[2], "gflops": info[3]},
             "keys": list(sd.keys()), "names": {str(k): v for k, v in half.names.items()},
             "stride": [float(s) for s in half.stride], "yaml_file": half.yaml.get("yaml_file"),
             "nc": getattr(head, "nc", None), "reg_max": getattr(head, "reg_max", None), "layers": layers,

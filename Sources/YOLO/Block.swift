@@ -1,0 +1,90 @@
+// Port of ultralytics/nn/modules/block.py (Bottleneck, C2f, SPPF, DFL) at ultralytics 8.4.190.
+import Checkpoint
+import Tensor
+
+/// `Bottleneck`: two convolutions with a residual connection when `add` (shortcut and c1 == c2).
+struct Bottleneck {
+    let cv1: Conv, cv2: Conv
+    let add: Bool
+
+    init(_ node: ModuleNode) throws {
+        cv1 = try Conv(try node.child("cv1"))
+        cv2 = try Conv(try node.child("cv2"))
+        add = node.object["add"].flatMap { if case .bool(let b) = $0 { b } else { nil } } ?? false
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = cv2(cv1(x))
+        if add {
+            y.withUnsafeMutableBufferPointer { p in x.withUnsafeBufferPointer { q in for i in 0..<p.count { p[i] += q[i] } } }
+        }
+        return y
+    }
+
+    func operations(_ input: [Int]) -> (output: [Int], count: Double) {
+        let a = cv1.operations(input), b = cv2.operations(a.output)
+        return (b.output, a.count + b.count)
+    }
+}
+
+/// `C2f`: cv1 to 2c channels, split in halves, the last half through each bottleneck in turn, all pieces
+/// concatenated and merged by cv2.
+struct C2f {
+    let cv1: Conv, cv2: Conv
+    let m: [Bottleneck]
+
+    init(_ node: ModuleNode) throws {
+        cv1 = try Conv(try node.child("cv1"))
+        cv2 = try Conv(try node.child("cv2"))
+        m = try (try node.child("m")).children.map(Bottleneck.init)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = cv1(x)
+        let c = y.shape[1] / 2
+        var pieces = [channels(y, 0..<c), channels(y, c..<(2 * c))]
+        for bottleneck in m { pieces.append(bottleneck(pieces.last!)) }
+        return cv2(concatChannels(pieces))
+    }
+
+    func operations(_ input: [Int]) -> (output: [Int], count: Double) {
+        var (shape, count) = cv1.operations(input)
+        var last = shape
+        last[1] /= 2
+        var total = shape[1]
+        for bottleneck in m {
+            let step = bottleneck.operations(last)
+            count += step.count
+            last = step.output
+            total += last[1]
+        }
+        shape[1] = total
+        let merged = cv2.operations(shape)
+        return (merged.output, count + merged.count)
+    }
+}
+
+/// `SPPF`: cv1, three chained max-pools (k, stride 1, padding k/2), concatenated and merged by cv2.
+struct SPPF {
+    let cv1: Conv, cv2: Conv
+    let kernel: Int
+
+    init(_ node: ModuleNode) throws {
+        cv1 = try Conv(try node.child("cv1"))
+        cv2 = try Conv(try node.child("cv2"))
+        kernel = try (try node.child("m")).int("kernel_size")
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var pieces = [cv1(x)]
+        for _ in 0..<3 { pieces.append(maxPool2d(pieces.last!, kernel: kernel, stride: 1, padding: kernel / 2)) }
+        return cv2(concatChannels(pieces))
+    }
+
+    func operations(_ input: [Int]) -> (output: [Int], count: Double) {
+        var (shape, count) = cv1.operations(input)
+        shape[1] *= 4
+        let merged = cv2.operations(shape)
+        return (merged.output, count + merged.count)
+    }
+}

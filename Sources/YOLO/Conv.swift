@@ -1,0 +1,106 @@
+// Port of ultralytics/nn/modules/conv.py (Conv, Concat) at ultralytics 8.4.190.
+import Checkpoint
+import Tensor
+
+/// A `torch.nn.Conv2d` as stored (weight, optional bias, geometry).
+struct Conv2d {
+    var weight: Tensor
+    var bias: Tensor?
+    let geometry: Conv2dGeometry
+
+    init(_ node: ModuleNode) throws {
+        weight = try node.parameter("weight").tensor()
+        bias = node.optionalParameter("bias")?.tensor()
+        let (stride, padding, dilation) = (try node.pair("stride"), try node.pair("padding"), try node.pair("dilation"))
+        geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: try node.int("groups"))
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, geometry: geometry) }
+
+    func outputShape(_ input: [Int]) -> [Int] {
+        let (kh, kw) = (weight.shape[2], weight.shape[3])
+        let h = (input[2] + 2 * geometry.padding.y - geometry.dilation.y * (kh - 1) - 1) / geometry.stride.y + 1
+        let w = (input[3] + 2 * geometry.padding.x - geometry.dilation.x * (kw - 1) - 1) / geometry.stride.x + 1
+        return [input[0], weight.shape[0], h, w]
+    }
+
+    /// Multiply-adds as thop counts them: output elements × input channels per group × kernel area (no bias).
+    func operations(_ input: [Int]) -> (output: [Int], count: Double) {
+        let output = outputShape(input)
+        return (output, Double(output.reduce(1, *)) * Double(weight.shape[1] * weight.shape[2] * weight.shape[3]))
+    }
+}
+
+/// Ultralytics `Conv`: Conv2d (no bias) → BatchNorm2d → SiLU. The BatchNorm is folded into the convolution at
+/// load with the checkpoint's own eps (Ultralytics sets 1e-3), as `fuse_conv_and_bn` does before inference.
+struct Conv {
+    let conv: Conv2d
+    let activation: Bool
+    /// Whether the stored model had a BatchNorm here (it is counted by `operations`, as thop does unfused).
+    let hadBatchNorm: Bool
+
+    init(_ node: ModuleNode) throws {
+        var conv = try Conv2d(try node.child("conv"))
+        hadBatchNorm = node.object.children.contains { $0.name == "bn" }
+        if hadBatchNorm {
+            let bn = try node.child("bn")
+            let folded = foldBatchNorm(
+                weight: conv.weight, bias: conv.bias, gamma: try bn.parameter("weight").tensor(), beta: try bn.parameter("bias").tensor(),
+                runningMean: try bn.parameter("running_mean").tensor(), runningVar: try bn.parameter("running_var").tensor(),
+                eps: try bn.double("eps"))
+            conv.weight = folded.weight
+            conv.bias = folded.bias
+        }
+        self.conv = conv
+        let act = try node.child("act").typeName
+        guard act == "SiLU" || act == "Identity" else {
+            throw CheckpointError.unsupported(path: node.file, reason: "\(node.path)act is \(act); YOLOv8 uses SiLU")
+        }
+        activation = act == "SiLU"
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = conv(x)
+        if activation { y.silu() }
+        return y
+    }
+
+    func operations(_ input: [Int]) -> (output: [Int], count: Double) {
+        let (output, count) = conv.operations(input)
+        // thop's BatchNorm rule: 2 operations per element, doubled for the affine part.
+        return (output, count + (hadBatchNorm ? 4 * Double(output.reduce(1, *)) : 0))
+    }
+}
+
+/// `torch.cat(xs, dim=1)` for [N, C, H, W] tensors of equal N, H, W.
+func concatChannels(_ parts: [Tensor]) -> Tensor {
+    let (n, h, w) = (parts[0].shape[0], parts[0].shape[2], parts[0].shape[3])
+    let channels = parts.reduce(0) { $0 + $1.shape[1] }
+    var out = Tensor(zeros: [n, channels, h, w])
+    out.withUnsafeMutableBufferPointer { y in
+        var offset = 0
+        for image in 0..<n {
+            for part in parts {
+                let block = part.shape[1] * h * w
+                part.withUnsafeBufferPointer { x in (y.baseAddress! + offset).update(from: x.baseAddress! + image * block, count: block) }
+                offset += block
+            }
+        }
+    }
+    return out
+}
+
+/// Channels `range` of an [N, C, H, W] tensor (`x.chunk(...)` along dim 1), as a copy.
+func channels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    var out = Tensor(zeros: [n, range.count, h, w])
+    x.withUnsafeBufferPointer { src in
+        out.withUnsafeMutableBufferPointer { dst in
+            for image in 0..<n {
+                (dst.baseAddress! + image * range.count * h * w).update(
+                    from: src.baseAddress! + (image * c + range.lowerBound) * h * w, count: range.count * h * w)
+            }
+        }
+    }
+    return out
+}
