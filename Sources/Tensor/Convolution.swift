@@ -197,9 +197,10 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
     return output
 }
 
-/// Folds an inference-mode BatchNorm that follows a convolution into the convolution's weight and bias:
-/// W'[o] = W[o] · γ[o]/√(var[o]+eps), b'[o] = β[o] + (b[o] − mean[o]) · γ[o]/√(var[o]+eps). Computed in
-/// Float64 and rounded once, like `fuse_conv_and_bn` up to its own float32 rounding.
+/// Folds an inference-mode BatchNorm that follows a convolution into the convolution's weight and bias, in
+/// float32 with the operation order of `torch.nn.utils.fusion.fuse_conv_bn_weights` (what Ultralytics' `fuse()`
+/// calls), so the folded weights are bit-identical to the reference's:
+/// r = 1/√(var + eps), W' = W · (γ·r), b' = (b − mean) · r · γ + β.
 public func foldBatchNorm(
     weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, eps: Double
 ) -> (weight: Tensor, bias: Tensor) {
@@ -209,12 +210,11 @@ public func foldBatchNorm(
     var folded = weight
     var foldedBias = Tensor(zeros: [o])
     for channel in 0..<o {
-        let scale = Double(gamma.storage[channel]) / (Double(runningVar.storage[channel]) + eps).squareRoot()
-        for i in 0..<perFilter {
-            folded.storage[channel * perFilter + i] = Float(Double(weight.storage[channel * perFilter + i]) * scale)
-        }
-        let b = bias.map { Double($0.storage[channel]) } ?? 0
-        foldedBias.storage[channel] = Float(Double(beta.storage[channel]) + (b - Double(runningMean.storage[channel])) * scale)
+        let rsqrt = 1 / (runningVar.storage[channel] + Float(eps)).squareRoot()
+        let scale = gamma.storage[channel] * rsqrt
+        for i in 0..<perFilter { folded.storage[channel * perFilter + i] = weight.storage[channel * perFilter + i] * scale }
+        let b = bias?.storage[channel] ?? 0
+        foldedBias.storage[channel] = (b - runningMean.storage[channel]) * rsqrt * gamma.storage[channel] + beta.storage[channel]
     }
     return (folded, foldedBias)
 }
