@@ -41,7 +41,10 @@ let package = Package(
             dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
-            dependencies: ["Tensor", "Imaging", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "YOLO", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        // Examples: small programs that use the libraries as a Swift user would; they build with the package.
+        .executableTarget(name: "detect-only", dependencies: ["Imaging", "YOLO"], path: "Examples/DetectOnly"),
 
         // Tests: one target per library
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),

@@ -3,6 +3,7 @@ import COpenBLAS
 import Foundation
 import Imaging
 import Tensor
+import YOLO
 
 /// Release-build benchmarks of the numeric core and image decoding, each beside its floor or reference:
 /// our kernels beside raw `cblas_sgemm` on the same GEMM shapes, JPEG decoding beside OpenCV's `imdecode`.
@@ -11,7 +12,36 @@ import Tensor
 @main
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "autoannotate-bench", abstract: "Benchmark GEMM, convolution, attention and JPEG decoding.")
+        commandName: "autoannotate-bench", abstract: "Release-build benchmarks, each beside its floor or its reference.",
+        subcommands: [Kernels.self, YOLOForward.self], defaultSubcommand: Kernels.self)
+}
+
+/// The fixture scripts folder (reference-side benchmark scripts live there).
+let fixtureScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Tests/Fixtures").standardized
+
+/// Runs a reference script with the given Python, its output interleaved after ours.
+func runReference(python: String, script: String, arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: python)
+    process.arguments = [fixtureScripts.appendingPathComponent(script).path] + arguments
+    try process.run()
+    process.waitUntilExit()
+}
+
+/// Minimum wall time of `repeats` runs of `body` after one warm-up run.
+func minimumTime(repeats: Int, _ body: () -> Void) -> Double {
+    body()  // warm-up: first-touch page faults and thread start-up are not the kernel's cost
+    var best = Double.infinity
+    for _ in 0..<repeats {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    return best
+}
+
+struct Kernels: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "GEMM, convolution, attention and JPEG decoding.")
 
     @Option(help: "Threads for BLAS and our loops (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -62,26 +92,11 @@ struct Bench: ParsableCommand {
         let placement = time(repeats: repeats * 3) { _ = LetterBox(height: 640, width: 640, auto: true)(image) }
         print("LetterBox 1920×1080 → 640×384 (INTER_LINEAR + pad): \(fmt(placement * 1000)) ms (ours)")
         if let python = referencePython {
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-                "../../Tests/Fixtures/bench_opencv.py").standardized.path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = [script, path, String(threads), String(repeats * 3)]
-            try process.run()
-            process.waitUntilExit()
+            try runReference(python: python, script: "bench_opencv.py", arguments: [path, String(threads), String(repeats * 3)])
         }
     }
 
-    func time(repeats: Int? = nil, _ body: () -> Void) -> Double {
-        body()  // warm-up: first-touch page faults and BLAS thread start-up are not the kernel's cost
-        var best = Double.infinity
-        for _ in 0..<(repeats ?? self.repeats) {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-        }
-        return best
-    }
+    func time(repeats: Int? = nil, _ body: () -> Void) -> Double { minimumTime(repeats: repeats ?? self.repeats, body) }
 
     /// Raw `cblas_sgemm` on an M×K · K×N product, the floor our kernels are measured against.
     func sgemmTime(m: Int, n: Int, k: Int) -> Double {
@@ -135,4 +150,43 @@ extension Image {
         }
         return Image(width: width, height: height, pixels: pixels)
     }
+}
+
+/// YOLOv8 forward passes at 640×640 and 640×480 (the letterbox of a 4:3 photo), ms and GFLOP/s, beside
+/// Ultralytics' fused fp32 PyTorch model on the same sizes and thread count.
+struct YOLOForward: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "yolo", abstract: "YOLOv8 forward pass beside PyTorch.")
+
+    @Option(help: "YOLOv8 checkpoints to time (e.g. yolov8n.pt yolov8x.pt).")
+    var model: [String]
+
+    @Option(help: "Threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Repetitions; the minimum is reported.")
+    var repeats: Int = 5
+
+    @Option(help: "A Python with torch and ultralytics, to time the reference in the same run.")
+    var referencePython: String?
+
+    func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        Threading.count = threads
+        for path in model {
+            let detector = try Detector(path: path)
+            for (h, w) in [(640, 640), (480, 640)] {
+                let input = Tensor.random([1, 3, h, w]).clampedToUnit()
+                let seconds = minimumTime(repeats: repeats) { _ = detector.model(input) }
+                let gflops = detector.model.gflops(height: h, width: w)
+                print("ours \((path as NSString).lastPathComponent) \(h)x\(w): \(fmt(seconds * 1000)) ms, \(fmt(gflops)) GFLOPs (thop count) → \(fmt(gflops / seconds)) GFLOP/s, \(threads) threads")
+            }
+            if let python = referencePython {
+                try runReference(python: python, script: "bench_yolo_torch.py", arguments: [path, String(threads), String(repeats), "640x640", "480x640"])
+            }
+        }
+    }
+}
+
+extension Tensor {
+    func clampedToUnit() -> Tensor { Tensor(shape: shape, storage: storage.map { ($0 + 1) / 2 }) }
 }

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Tensor
+import YOLO
+
+/// Detector settings shared by `detect` and the pipeline, with Ultralytics' names and `auto_annotate`'s defaults.
+struct DetectionOptions: ParsableArguments {
+    @Option(help: "Minimum class score for a detection.")
+    var conf: Float = 0.25
+
+    @Option(help: "IoU above which NMS drops a box of the same class.")
+    var iou: Float = 0.45
+
+    @Option(help: "Inference size (rounded up to a multiple of 32, as Ultralytics does).")
+    var imgsz: Int = 640
+
+    @Option(name: .customLong("max-det"), help: "Maximum detections per image.")
+    var maxDet: Int = 300
+
+    @Option(help: "Keep only these classes, by id or by name: classes=0,2 or classes=person,car.")
+    var classes: String?
+
+    @Flag(name: [.customLong("agnostic"), .customLong("agnostic-nms")], help: "Class-agnostic NMS (Ultralytics' agnostic_nms).")
+    var agnostic = false
+
+    func validate() throws {
+        guard (0...1).contains(conf) else { throw ValidationError("conf must be between 0 and 1, got \(conf)") }
+        guard (0...1).contains(iou) else { throw ValidationError("iou must be between 0 and 1, got \(iou)") }
+        guard imgsz > 0 else { throw ValidationError("imgsz must be positive, got \(imgsz)") }
+        guard maxDet > 0 else { throw ValidationError("max_det must be positive, got \(maxDet)") }
+    }
+
+    /// NMS settings, with class names resolved against the model's.
+    func nms(names: [Int: String]) throws -> NMSOptions {
+        var selected: Set<Int>? = nil
+        if let classes {
+            selected = []
+            let byName = Dictionary(names.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+            for item in classes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+                if let id = Int(item), names.isEmpty || names[id] != nil {
+                    selected!.insert(id)
+                } else if let id = byName[item] {
+                    selected!.insert(id)
+                } else {
+                    let known = names.sorted { $0.key < $1.key }.prefix(12).map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+                    throw ValidationError("classes: '\(item)' is not a class of this model (\(known)\(names.count > 12 ? ", …" : ""))")
+                }
+            }
+        }
+        return NMSOptions(confidence: conf, iou: iou, maxDetections: maxDet, classes: selected, agnostic: agnostic)
+    }
+}
+
+/// Compute settings shared by every subcommand that runs a model.
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "Threads for BLAS and our own loops (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Only cpu: autoannotate runs on the CPU.")
+    var device: String = "cpu"
+
+    func validate() throws {
+        guard device.lowercased() == "cpu" else {
+            throw ValidationError("device=\(device): autoannotate runs on the CPU only; use device=cpu (or leave it out)")
+        }
+        if let threads, threads < 1 { throw ValidationError("threads must be at least 1, got \(threads)") }
+    }
+
+    func apply() { if let threads { Threading.count = threads } }
+}
+
+/// Image files under `source` (or `source` itself), sorted, found by extension as Ultralytics' loaders do.
+func imageFiles(under source: String) throws -> [String] {
+    let extensions: Set<String> = ["jpg", "jpeg", "png", "bmp", "dng", "mpo", "tif", "tiff", "webp", "pfm", "heic"]
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
+        throw ValidationError("source=\(source): no such file or folder")
+    }
+    guard isDirectory.boolValue else { return [source] }
+    guard let walker = FileManager.default.enumerator(atPath: source) else { throw ValidationError("source=\(source): cannot list the folder") }
+    var files: [String] = []
+    for case let relative as String in walker where extensions.contains((relative as NSString).pathExtension.lowercased()) {
+        files.append((source as NSString).appendingPathComponent(relative))
+    }
+    return files.sorted()
+}
