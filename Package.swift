@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "YOLO", targets: ["YOLO"]),
+        .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -34,11 +35,12 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["CImageCodecs"]),
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
         .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
+        .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "YOLO", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -52,6 +54,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO"]),
+        .testTarget(name: "SegmentAnythingTests", dependencies: ["SegmentAnything"]),
     ],
     swiftLanguageModes: [.v5]
 )

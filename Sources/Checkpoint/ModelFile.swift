@@ -3,7 +3,7 @@ import Foundation
 /// A Segment Anything state dict with its architecture, checked key by key.
 public struct SamCheckpoint: Sendable {
     public let weights: StateDict
-    public let architecture: SamArchitecture
+    public var architecture: SamArchitecture
 
     /// Trainable parameters (`sum(p.numel() for p in model.parameters())`): every tensor but the prompt
     /// encoder's random Fourier matrix, which is a buffer.

@@ -1,0 +1,82 @@
+// Port of segment_anything/modeling/transformer.py (TwoWayTransformer, TwoWayAttentionBlock, Attention) at dca509f.
+import Checkpoint
+import Tensor
+
+/// Attention with projections to a (possibly downsampled) internal width, split into heads.
+struct DecoderAttention {
+    let q: LinearLayer, k: LinearLayer, v: LinearLayer, out: LinearLayer
+    let heads: Int
+
+    init(_ w: Weights, _ prefix: String, heads: Int) throws {
+        (q, k, v, out) = (try w.linear(prefix + ".q_proj"), try w.linear(prefix + ".k_proj"), try w.linear(prefix + ".v_proj"),
+                          try w.linear(prefix + ".out_proj"))
+        self.heads = heads
+    }
+
+    /// q [N, Tq, E], k and v [N, Tk, E] → [N, Tq, E].
+    func callAsFunction(q query: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
+        let (n, tq, tk) = (query.shape[0], query.shape[1], key.shape[1])
+        let inner = q.weight.shape[0], d = inner / heads
+        func split(_ x: Tensor, _ t: Int) -> Tensor { x.reshaped([n, t, heads, d]).permuted([0, 2, 1, 3]) }
+        let qs = split(q(query), tq), ks = split(k(key), tk), vs = split(v(value), tk)
+        let attended = scaledDotProductAttention(query: qs, key: ks, value: vs)  // [N, heads, Tq, d]
+        return out(attended.permuted([0, 2, 1, 3]).reshaped([n, tq, inner]))
+    }
+}
+
+/// Two-way transformer: tokens attend to themselves and to the image, the image attends to the tokens.
+struct TwoWayTransformer {
+    struct Layer {
+        let selfAttention: DecoderAttention
+        let tokenToImage: DecoderAttention, imageToToken: DecoderAttention
+        let norm1: Norm, norm2: Norm, norm3: Norm, norm4: Norm
+        let lin1: LinearLayer, lin2: LinearLayer
+        let skipFirstPositionalEncoding: Bool
+    }
+
+    let layers: [Layer]
+    let finalAttention: DecoderAttention
+    let finalNorm: Norm
+
+    init(_ w: Weights, _ a: SamArchitecture) throws {
+        let p = "mask_decoder.transformer."
+        layers = try (0..<a.decoderDepth).map { i in
+            let l = p + "layers.\(i)."
+            return Layer(selfAttention: try DecoderAttention(w, l + "self_attn", heads: a.decoderHeads),
+                         tokenToImage: try DecoderAttention(w, l + "cross_attn_token_to_image", heads: a.decoderHeads),
+                         imageToToken: try DecoderAttention(w, l + "cross_attn_image_to_token", heads: a.decoderHeads),
+                         norm1: try w.norm(l + "norm1"), norm2: try w.norm(l + "norm2"), norm3: try w.norm(l + "norm3"),
+                         norm4: try w.norm(l + "norm4"), lin1: try w.linear(l + "mlp.lin1"), lin2: try w.linear(l + "mlp.lin2"),
+                         skipFirstPositionalEncoding: i == 0)
+        }
+        finalAttention = try DecoderAttention(w, p + "final_attn_token_to_image", heads: a.decoderHeads)
+        finalNorm = try w.norm(p + "norm_final_attn")
+    }
+
+    static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
+
+    /// image [N, HW, E] (already plus the dense prompt), imagePE [N, HW, E], tokens [N, T, E] → (queries, keys).
+    func callAsFunction(image: Tensor, imagePE: Tensor, tokens: Tensor) -> (Tensor, Tensor) {
+        var queries = tokens, keys = image
+        for layer in layers {
+            if layer.skipFirstPositionalEncoding {
+                queries = layer.selfAttention(q: queries, k: queries, v: queries)
+            } else {
+                let q = queries.adding(tokens)
+                queries = queries.adding(layer.selfAttention(q: q, k: q, v: queries))
+            }
+            queries = Self.norm(queries, layer.norm1)
+            var q = queries.adding(tokens), k = keys.adding(imagePE)
+            queries = Self.norm(queries.adding(layer.tokenToImage(q: q, k: k, v: keys)), layer.norm2)
+            var hidden = layer.lin1(queries)
+            hidden.relu()
+            queries = Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
+            q = queries.adding(tokens)
+            k = keys.adding(imagePE)
+            keys = Self.norm(keys.adding(layer.imageToToken(q: k, k: q, v: queries)), layer.norm4)
+        }
+        let q = queries.adding(tokens), k = keys.adding(imagePE)
+        queries = Self.norm(queries.adding(finalAttention(q: q, k: k, v: keys)), finalNorm)
+        return (queries, keys)
+    }
+}

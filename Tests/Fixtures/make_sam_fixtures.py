@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Makes the SegmentAnything fixtures: a tiny SAM in Meta's state-dict format whose IoU head predicts about
+0.9 (so Ultralytics keeps its masks), test photos, and what Ultralytics 8.4.190's SAM predictor gives for them:
+the image embedding, low-resolution logits, predicted IoUs and the final binary masks for box, point and
+box+point prompts, single- and multi-mask.
+
+    python Tests/Fixtures/make_sam_fixtures.py
+
+The tiny model is the one of checkpoints/tiny_sam.pt (segment_anything's classes, small widths) loaded into
+Ultralytics' own SAMModel modules, so the reference is Ultralytics' code path end to end (its LetterBox, its
+normalisation, its prompt scaling and its scale_masks), with `conf=0.25` as `SAM.predict` sets it.
+"""
+import json
+import shutil
+import sys
+from functools import partial
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import torchvision_shim  # noqa: E402,F401  (before ultralytics: see the module)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from make_yolo_fixtures import scene  # noqa: E402
+
+OUT = HERE / "sam"
+
+
+def ultralytics_tiny_sam(state):
+    from ultralytics.models.sam.modules.decoders import MaskDecoder
+    from ultralytics.models.sam.modules.encoders import ImageEncoderViT, PromptEncoder
+    from ultralytics.models.sam.modules.sam import SAMModel
+    from ultralytics.models.sam.modules.transformer import TwoWayTransformer
+    model = SAMModel(
+        image_encoder=ImageEncoderViT(depth=2, embed_dim=16, img_size=1024, mlp_ratio=4, num_heads=2, patch_size=16,
+                                      norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
+                                      global_attn_indexes=[1], window_size=14, out_chans=16),
+        prompt_encoder=PromptEncoder(embed_dim=16, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=2),
+                                 transformer_dim=16, iou_head_depth=3, iou_head_hidden_dim=16))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def main():
+    from ultralytics.models.sam.predict import Predictor
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir()
+    state = torch.load(HERE / "checkpoints" / "tiny_sam.pt")
+    # Random SAM predicts IoUs around 0 and Ultralytics drops masks with IoU <= 0.25: make the IoU head's last
+    # layer answer 0.9 ± a little (its bias), so every mask is kept and scores still differ per mask.
+    last = "mask_decoder.iou_prediction_head.layers.2"
+    state[last + ".weight"] = state[last + ".weight"] * 0.01
+    state[last + ".bias"] = torch.full_like(state[last + ".bias"], 0.9)
+    torch.save(state, OUT / "tiny_sam_iou.pt")
+    model = ultralytics_tiny_sam(state)
+
+    images = {"portrait.jpg": scene(810, 1080, 21), "wide.jpg": scene(451, 300, 22)}  # crop path; mid-pixel grid path
+    for name, img in images.items():
+        cv2.imwrite(str(OUT / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+    predictor = Predictor(overrides=dict(conf=0.25, task="segment", mode="predict", imgsz=1024, save=False, verbose=False))
+    predictor.setup_model(model=model, verbose=False)
+    manifest = {"weights": "tiny_sam_iou.pt", "decoder_heads": 2, "images": [], "cases": []}
+    cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]),
+                              dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400], [0, 0, 810, 1080]]),
+                              dict(points=[[[400, 500], [200, 700]]], labels=[[1, 0]]),
+                              dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)],
+             "wide.jpg": [dict(bboxes=[[40, 30, 300, 250]]), dict(points=[[[200, 150]]], labels=[[1]])]}
+    for name in images:
+        path = str(OUT / name)
+        predictor.set_image(path)
+        embedding = predictor.features
+        stem = Path(name).stem
+        embedding.numpy().astype("<f4").tofile(OUT / f"embedding-{stem}.f32")
+        manifest["images"].append({"image": name, "embedding": f"embedding-{stem}.f32", "shape": list(embedding.shape)})
+        for i, case in enumerate(cases[name]):
+            prompts = {k: v for k, v in case.items() if k != "multimask_output"}
+            multimask = case.get("multimask_output", False)
+            # Raw decoder outputs on the shared embedding, then the full predictor path for the final masks.
+            im = predictor.preprocess([cv2.imread(path)])
+            prepared = predictor._prepare_prompts(im.shape[2:], cv2.imread(path).shape[:2], prompts.get("bboxes"), prompts.get("points"),
+                                                  prompts.get("labels"), None)
+            with torch.no_grad():
+                logits, scores = predictor._inference_features(embedding, *prepared, multimask)
+            result = predictor(source=path, multimask_output=multimask, **prompts)[0]
+            masks = result.masks.data.numpy().astype(np.uint8) if result.masks is not None else np.zeros((0,))
+            key = f"{stem}-{i}"
+            logits.numpy().astype("<f4").tofile(OUT / f"logits-{key}.f32")
+            for j, m in enumerate(masks):
+                cv2.imwrite(str(OUT / f"mask-{key}-{j}.png"), m * 255)
+            manifest["cases"].append({"image": name, "name": key, "prompts": prompts, "multimask": multimask,
+                                      "logits": f"logits-{key}.f32", "logits_shape": list(logits.shape),
+                                      "scores": scores.tolist(), "masks": len(masks)})
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {len(manifest['cases'])} SAM cases to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+import Foundation
+import Imaging
+import SegmentAnything
+import Tensor
+import XCTest
+
+/// Parity with Ultralytics 8.4.190's SAM predictor on a tiny SAM in Meta's format (Tests/Fixtures/sam, made by
+/// make_sam_fixtures.py): image embedding and mask logits within 1e-4 relative (‖a−b‖/‖b‖), predicted IoUs within
+/// 1e-4, binary masks at the original resolution ≥ 99.9 % equal.
+final class PredictorTests: XCTestCase {
+    struct Manifest: Decodable {
+        struct ImageCase: Decodable { let image: String; let embedding: String; let shape: [Int] }
+        struct Prompts: Decodable { let bboxes: [[Float]]?; let points: [[[Float]]]?; let labels: [[Int]]? }
+        struct Case: Decodable {
+            let image: String; let name: String; let prompts: Prompts; let multimask: Bool
+            let logits: String; let logits_shape: [Int]; let scores: [Float]; let masks: Int
+        }
+        let weights: String
+        let decoder_heads: Int
+        let images: [ImageCase]
+        let cases: [Case]
+    }
+
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam").standardized
+    static let manifest = try! JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
+    static let predictor = try! SamPredictor(path: directory.appendingPathComponent(manifest.weights).path, decoderHeads: manifest.decoder_heads)
+
+    func floats(_ name: String) throws -> [Float] {
+        try Data(contentsOf: Self.directory.appendingPathComponent(name)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+        var difference = 0.0, norm = 0.0
+        for (x, y) in zip(a, b) { difference += Double(x - y) * Double(x - y); norm += Double(y) * Double(y) }
+        return (difference / max(norm, 1e-30)).squareRoot()
+    }
+
+    func testEmbeddingLogitsScoresAndMasksMatchUltralytics() throws {
+        let predictor = Self.predictor
+        for imageCase in Self.manifest.images {
+            let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(imageCase.image).path)
+            predictor.setImage(image)
+            let embedding = try XCTUnwrap(predictor.imageEmbedding)
+            XCTAssertEqual(embedding.shape, imageCase.shape)
+            let embeddingError = relativeError(embedding.storage, try floats(imageCase.embedding))
+            XCTAssertLessThanOrEqual(embeddingError, 1e-4, "\(imageCase.image): image embedding")
+            print("\(imageCase.image): embedding relative error \(embeddingError)")
+            for c in Self.manifest.cases where c.image == imageCase.image {
+                let boxes = (c.prompts.bboxes ?? []).map { SamBox(x1: $0[0], y1: $0[1], x2: $0[2], y2: $0[3]) }
+                let points = zip(c.prompts.points?.first ?? [], c.prompts.labels?.first ?? []).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
+                let prediction = try predictor.predict(points: points, boxes: boxes, multimask: c.multimask)
+                XCTAssertEqual(prediction.lowResLogits.count, c.logits_shape.reduce(1, *), c.name)
+                let logitsError = relativeError(prediction.lowResLogits.storage, try floats(c.logits))
+                XCTAssertLessThanOrEqual(logitsError, 1e-4, "\(c.name): logits")
+                XCTAssertEqual(prediction.scores.count, c.scores.count, c.name)
+                for (got, want) in zip(prediction.scores, c.scores) { XCTAssertEqual(got, want, accuracy: 1e-4, "\(c.name): IoU score") }
+                XCTAssertEqual(prediction.masks.count, c.masks, c.name)
+                for (j, mask) in prediction.masks.enumerated() {
+                    let reference = try ImageDecoder.decode(path: Self.directory.appendingPathComponent("mask-\(c.name)-\(j).png").path)
+                    XCTAssertEqual([mask.width, mask.height], [reference.width, reference.height], c.name)
+                    var equal = 0
+                    for i in 0..<mask.pixels.count where mask.pixels[i] == (reference.pixels[3 * i] > 127) { equal += 1 }
+                    let agreement = Double(equal) / Double(mask.pixels.count)
+                    XCTAssertGreaterThanOrEqual(agreement, 0.999, "\(c.name) mask \(j): \(agreement * 100) % of pixels agree")
+                    print("\(c.name) mask \(j): logits relative error \(logitsError), \(mask.area) of \(mask.pixels.count) pixels set, \(agreement * 100) % agree")
+                }
+            }
+        }
+    }
+
+    func testPromptsAreRequiredAndAnImageMustBeSet() throws {
+        let predictor = try SamPredictor(path: Self.directory.appendingPathComponent(Self.manifest.weights).path, decoderHeads: 2)
+        XCTAssertThrowsError(try predictor.predict(boxes: [SamBox(x1: 0, y1: 0, x2: 1, y2: 1)])) { XCTAssertEqual($0 as? SamError, .noImage) }
+        predictor.setImage(Image(width: 8, height: 6, fill: (10, 20, 30)))
+        XCTAssertThrowsError(try predictor.predict()) { XCTAssertEqual($0 as? SamError, .noPrompt) }
+        XCTAssertThrowsError(try predictor.predict(points: [SamPoint(x: 1, y: 1, label: 7)]))
+        predictor.resetImage()
+        XCTAssertNil(predictor.imageEmbedding)
+    }
+}
