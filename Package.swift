@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "YOLO", targets: ["YOLO"]),
         .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
+        .library(name: "Geometry", targets: ["Geometry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -36,11 +37,12 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
         .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
         .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
+        .target(name: "Geometry"),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "YOLO", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -55,6 +57,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO"]),
         .testTarget(name: "SegmentAnythingTests", dependencies: ["SegmentAnything"]),
+        .testTarget(name: "GeometryTests", dependencies: ["Geometry", "Imaging"]),
     ],
     swiftLanguageModes: [.v5]
 )
