@@ -45,10 +45,11 @@ let package = Package(
             dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
-            dependencies: ["Tensor", "Imaging", "YOLO", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "YOLO", "SegmentAnything", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Examples: small programs that use the libraries as a Swift user would; they build with the package.
         .executableTarget(name: "detect-only", dependencies: ["Imaging", "YOLO"], path: "Examples/DetectOnly"),
+        .executableTarget(name: "prompt-sam", dependencies: ["Imaging", "SegmentAnything"], path: "Examples/PromptSAM"),
 
         // Tests: one target per library
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),

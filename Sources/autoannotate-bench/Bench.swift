@@ -2,6 +2,7 @@ import ArgumentParser
 import COpenBLAS
 import Foundation
 import Imaging
+import SegmentAnything
 import Tensor
 import YOLO
 
@@ -13,7 +14,7 @@ import YOLO
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autoannotate-bench", abstract: "Release-build benchmarks, each beside its floor or its reference.",
-        subcommands: [Kernels.self, YOLOForward.self], defaultSubcommand: Kernels.self)
+        subcommands: [Kernels.self, YOLOForward.self, SAMBench.self], defaultSubcommand: Kernels.self)
 }
 
 /// The fixture scripts folder (reference-side benchmark scripts live there).
@@ -189,4 +190,53 @@ struct YOLOForward: ParsableCommand {
 
 extension Tensor {
     func clampedToUnit() -> Tensor { Tensor(shape: shape, storage: storage.map { ($0 + 1) / 2 }) }
+}
+
+/// SAM: image encoder time as a multiple of its FLOP floor (its GFLOPs over the sgemm rate measured in the same
+/// run) and beside PyTorch; mask decoder time for 1, 10 and 50 boxes; peak RSS of the process.
+struct SAMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sam", abstract: "SAM encoder and decoder beside PyTorch and the FLOP floor.")
+
+    @Option(help: "A SAM checkpoint (sam_b.pt, sam_l.pt, …).")
+    var model: String
+
+    @Option(help: "Threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Encoder repetitions (each is seconds long); the minimum is reported.")
+    var encoderRepeats: Int = 2
+
+    @Option(help: "A Python with torch and ultralytics, to time the reference in the same run.")
+    var referencePython: String?
+
+    func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        Threading.count = threads
+        let predictor = try SamPredictor(path: model)
+        let architecture = predictor.architecture
+        // The floor: sgemm on the encoder's dominant shape (tokens × width × 4·width), as a GFLOP/s rate.
+        let (m, k, n) = (4096, architecture.encoderWidth, architecture.mlpWidth)
+        let a = Tensor.random([m, k]), b = Tensor.random([n, k])
+        let sgemm = minimumTime(repeats: 3) { _ = linear(a, weight: b) }
+        let rate = 2.0 * Double(m * n * k) / sgemm / 1e9
+        let image = Image.gradientTexture(width: 1024, height: 768)
+        let encoder = minimumTime(repeats: encoderRepeats) { predictor.setImage(image) }
+        let gflops = architecture.encoderGFLOPs
+        print("ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
+              + "sgemm \(m)×\(k)×\(n) runs at \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(encoder / (gflops / rate)))× the floor")
+        for count in [1, 10, 50] {
+            let boxes = (0..<count).map { i -> SamBox in
+                let (x, y) = (Float(i * 7 % 500), Float(i * 13 % 300))
+                return SamBox(x1: x, y1: y, x2: x + 200, y2: y + 300)
+            }
+            let seconds = minimumTime(repeats: 3) { _ = try! predictor.predict(boxes: boxes) }
+            print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms")
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        print("ours peak RSS \(usage.ru_maxrss / 1024) MB")
+        if let python = referencePython {
+            try runReference(python: python, script: "bench_sam_torch.py", arguments: [model, String(threads), String(encoderRepeats), "3"])
+        }
+    }
 }

@@ -4,7 +4,10 @@
 the image embedding, low-resolution logits, predicted IoUs and the final binary masks for box, point and
 box+point prompts, single- and multi-mask.
 
-    python Tests/Fixtures/make_sam_fixtures.py
+    python Tests/Fixtures/make_sam_fixtures.py                 # the committed tiny fixtures (Tests/Fixtures/sam)
+    python Tests/Fixtures/make_sam_fixtures.py --full DIR      # the same for DIR/sam_b.pt (from
+        make_checkpoint_fixtures.py --full) on bus.jpg and zidane.jpg, written to DIR/sam_fixtures; then
+        AUTOANNOTATE_SAM_FIXTURES=DIR/sam_fixtures swift test -c release --filter PredictorTests
 
 The tiny model is the one of checkpoints/tiny_sam.pt (segment_anything's classes, small widths) loaded into
 Ultralytics' own SAMModel modules, so the reference is Ultralytics' code path end to end (its LetterBox, its
@@ -45,36 +48,49 @@ def ultralytics_tiny_sam(state):
 
 def main():
     from ultralytics.models.sam.predict import Predictor
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir()
-    state = torch.load(HERE / "checkpoints" / "tiny_sam.pt")
+    full = Path(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "--full" else None
+    out = full / "sam_fixtures" if full else OUT
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    state = torch.load(full / "sam_b.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
     # Random SAM predicts IoUs around 0 and Ultralytics drops masks with IoU <= 0.25: make the IoU head's last
     # layer answer 0.9 ± a little (its bias), so every mask is kept and scores still differ per mask.
     last = "mask_decoder.iou_prediction_head.layers.2"
     state[last + ".weight"] = state[last + ".weight"] * 0.01
     state[last + ".bias"] = torch.full_like(state[last + ".bias"], 0.9)
-    torch.save(state, OUT / "tiny_sam_iou.pt")
-    model = ultralytics_tiny_sam(state)
-
-    images = {"portrait.jpg": scene(810, 1080, 21), "wide.jpg": scene(451, 300, 22)}  # crop path; mid-pixel grid path
-    for name, img in images.items():
-        cv2.imwrite(str(OUT / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    weights = "sam_b_iou.pt" if full else "tiny_sam_iou.pt"
+    torch.save(state, out / weights)
+    if full:
+        import ultralytics
+        from ultralytics.models.sam.build import build_sam_vit_b
+        model = build_sam_vit_b()
+        model.load_state_dict(state)
+        model.eval()
+        assets = Path(ultralytics.__file__).parent / "assets"
+        images = {"portrait.jpg": cv2.imread(str(assets / "bus.jpg")), "wide.jpg": cv2.imread(str(assets / "zidane.jpg"))}
+    else:
+        model = ultralytics_tiny_sam(state)
+        images = {"portrait.jpg": scene(810, 1080, 21), "wide.jpg": scene(451, 300, 22)}  # crop path; mid-pixel grid path
+        for name, img in images.items():
+        cv2.imwrite(str(out / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
     predictor = Predictor(overrides=dict(conf=0.25, task="segment", mode="predict", imgsz=1024, save=False, verbose=False))
     predictor.setup_model(model=model, verbose=False)
-    manifest = {"weights": "tiny_sam_iou.pt", "decoder_heads": 2, "images": [], "cases": []}
+    manifest = {"weights": weights, "decoder_heads": 8 if full else 2, "images": [], "cases": []}
     cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]),
                               dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400], [0, 0, 810, 1080]]),
                               dict(points=[[[400, 500], [200, 700]]], labels=[[1, 0]]),
                               dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)],
              "wide.jpg": [dict(bboxes=[[40, 30, 300, 250]]), dict(points=[[[200, 150]]], labels=[[1]])]}
+    if full:
+        cases["wide.jpg"] = [dict(bboxes=[[40, 30, 700, 650], [600, 100, 1200, 700]]), dict(points=[[[640, 360]]], labels=[[1]])]
     for name in images:
-        path = str(OUT / name)
+        path = str(out / name)
         predictor.set_image(path)
         embedding = predictor.features
         stem = Path(name).stem
-        embedding.numpy().astype("<f4").tofile(OUT / f"embedding-{stem}.f32")
+        embedding.numpy().astype("<f4").tofile(out / f"embedding-{stem}.f32")
         manifest["images"].append({"image": name, "embedding": f"embedding-{stem}.f32", "shape": list(embedding.shape)})
         for i, case in enumerate(cases[name]):
             prompts = {k: v for k, v in case.items() if k != "multimask_output"}
@@ -88,14 +104,14 @@ def main():
             result = predictor(source=path, multimask_output=multimask, **prompts)[0]
             masks = result.masks.data.numpy().astype(np.uint8) if result.masks is not None else np.zeros((0,))
             key = f"{stem}-{i}"
-            logits.numpy().astype("<f4").tofile(OUT / f"logits-{key}.f32")
+            logits.numpy().astype("<f4").tofile(out / f"logits-{key}.f32")
             for j, m in enumerate(masks):
-                cv2.imwrite(str(OUT / f"mask-{key}-{j}.png"), m * 255)
+                cv2.imwrite(str(out / f"mask-{key}-{j}.png"), m * 255)
             manifest["cases"].append({"image": name, "name": key, "prompts": prompts, "multimask": multimask,
                                       "logits": f"logits-{key}.f32", "logits_shape": list(logits.shape),
                                       "scores": scores.tolist(), "masks": len(masks)})
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {len(manifest['cases'])} SAM cases to {OUT}")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {len(manifest['cases'])} SAM cases to {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import Geometry
+import Imaging
+import SegmentAnything
+
+extension AutoAnnotateCommand {
+    /// `autoannotate segment model=sam_b.pt source=IMG bboxes=… | points=… labels=…`: Segment Anything on one image.
+    struct Segment: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Segment objects in one image with Segment Anything, prompted by boxes and/or points.",
+            discussion: """
+                bboxes=x1,y1,x2,y2;x1,y1,x2,y2 gives one mask per box. points=x,y;x,y with labels=1,0 (1 foreground,
+                0 background; default all 1) prompt one object together, or every box when given with boxes.
+                format=json prints, per mask, its predicted IoU, box, polygon (Ultralytics' merged contour, pixels)
+                and COCO RLE; format=png writes the image with the masks drawn over it to output (default
+                <image>_sam.png). Without prompts there is nothing to do: segment-everything is not available yet.
+                """)
+
+        @Option(help: "A SAM checkpoint (sam_b.pt, sam_l.pt, sam_h.pt, sam_vit_*.pth).")
+        var model: String
+
+        @Option(help: "The image.")
+        var source: String
+
+        @Option(help: "Boxes in pixels: x1,y1,x2,y2[;x1,y1,x2,y2 …].")
+        var bboxes: String?
+
+        @Option(help: "Points in pixels: x,y[;x,y …].")
+        var points: String?
+
+        @Option(help: "Point labels: 1 foreground, 0 background, one per point (default: all 1).")
+        var labels: String?
+
+        @Flag(help: "Three masks per prompt instead of one.")
+        var multimask = false
+
+        @Option(help: "json or png.")
+        var format: Format = .json
+
+        @Option(help: "Where format=png writes the overlay (default: <image stem>_sam.png beside the current folder).")
+        var output: String?
+
+        @Option(help: ArgumentHelp("Heads of the mask decoder's transformer, for custom-size SAMs (every released SAM has 8).", visibility: .hidden))
+        var decoderHeads: Int?
+
+        @OptionGroup var compute: ComputeOptions
+
+        enum Format: String, ExpressibleByArgument, CaseIterable { case json, png }
+
+        func validate() throws {
+            guard bboxes != nil || points != nil else {
+                throw ValidationError("give bboxes= and/or points=: segment-everything (no prompts) is not available yet")
+            }
+            if labels != nil && points == nil { throw ValidationError("labels= needs points=") }
+        }
+
+        func run() throws {
+            compute.apply()
+            let boxes = try parseList(bboxes, arity: 4, name: "bboxes").map { SamBox(x1: $0[0], y1: $0[1], x2: $0[2], y2: $0[3]) }
+            let coordinates = try parseList(points, arity: 2, name: "points")
+            let pointLabels = try labels.map { text in
+                try text.split(separator: ",").map { item -> Int in
+                    guard let label = Int(item.trimmingCharacters(in: .whitespaces)), label == 0 || label == 1 else {
+                        throw ValidationError("labels: '\(item)' is neither 1 (foreground) nor 0 (background)")
+                    }
+                    return label
+                }
+            } ?? Array(repeating: 1, count: coordinates.count)
+            guard pointLabels.count == coordinates.count else {
+                throw ValidationError("\(coordinates.count) points but \(pointLabels.count) labels")
+            }
+            let prompts = zip(coordinates, pointLabels).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
+
+            let predictor = try SamPredictor(path: model, decoderHeads: decoderHeads)
+            let image = try ImageDecoder.decode(path: source)
+            predictor.setImage(image)
+            let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask)
+            switch format {
+            case .json: try printJSON(prediction, image)
+            case .png: try writeOverlay(prediction, image)
+            }
+        }
+
+        func parseList(_ text: String?, arity: Int, name: String) throws -> [[Float]] {
+            guard let text else { return [] }
+            return try text.split(separator: ";").map { group in
+                let values = group.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) }
+                guard values.count == arity, group.split(separator: ",").count == arity else {
+                    throw ValidationError("\(name): '\(group)' should be \(arity) numbers separated by commas")
+                }
+                return values
+            }
+        }
+
+        func printJSON(_ prediction: SamPrediction, _ image: Image) throws {
+            let records: [[String: Any]] = zip(prediction.masks, prediction.scores).map { mask, score in
+                let polygon = maskSegments(mask.pixels, width: mask.width, height: mask.height).first ?? []
+                let box = maskBox(mask.pixels, width: mask.width, height: mask.height)
+                return ["score": Double(score), "area": mask.area,
+                        "box": box.map { [$0.x1, $0.y1, $0.x2, $0.y2] } ?? [],
+                        "polygon": polygon.map { [Int($0.x), Int($0.y)] },
+                        "rle": ["size": [mask.height, mask.width], "counts": runLengthEncoding(mask.pixels, width: mask.width, height: mask.height)]]
+            }
+            let document: [String: Any] = ["image": source, "width": image.width, "height": image.height, "masks": records]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys]), as: UTF8.self))
+        }
+
+        func writeOverlay(_ prediction: SamPrediction, _ image: Image) throws {
+            var canvas = image
+            for (i, mask) in prediction.masks.enumerated() {
+                canvas.tint(mask: mask.pixels, color: Image.paletteColor(i))
+                if let b = maskBox(mask.pixels, width: mask.width, height: mask.height) {
+                    canvas.strokeBox(x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, color: Image.paletteColor(i))
+                }
+            }
+            let path = output ?? (((source as NSString).lastPathComponent as NSString).deletingPathExtension + "_sam.png")
+            try ImageEncoder.png(canvas).write(to: URL(fileURLWithPath: path))
+            print("wrote \(path): \(prediction.masks.count) masks, IoU scores \(prediction.scores.map { String(format: "%.3f", $0) }.joined(separator: ", "))")
+        }
+    }
+}
