@@ -72,7 +72,7 @@ def main():
     else:
         model = ultralytics_tiny_sam(state)
         images = {"portrait.jpg": scene(810, 1080, 21), "wide.jpg": scene(451, 300, 22)}  # crop path; mid-pixel grid path
-        for name, img in images.items():
+    for name, img in images.items():
         cv2.imwrite(str(out / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
     predictor = Predictor(overrides=dict(conf=0.25, task="segment", mode="predict", imgsz=1024, save=False, verbose=False))
