@@ -1,8 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → Checkpoint → (YOLO, SegmentAnything, Geometry,
-// Annotate: added with their issues) → the thin `autoannotate` CLI.
+// The numeric targets are compiled with optimisation in debug builds too: the test suite runs real (tiny)
+// models, and unoptimised Swift loops would make it minutes slower without testing anything more.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → Checkpoint → YOLO, SegmentAnything, Geometry →
+// Annotate → the thin `autoannotate` CLI.
 let package = Package(
     name: "autoannotate",
     platforms: [.macOS(.v13)],
@@ -14,9 +18,12 @@ let package = Package(
         .library(name: "YOLO", targets: ["YOLO"]),
         .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
         .library(name: "Geometry", targets: ["Geometry"]),
+        .library(name: "Annotate", targets: ["Annotate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // C shims
@@ -30,19 +37,21 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
 
         // Libraries
-        .target(
-            name: "Tensor", dependencies: ["COpenBLAS"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
-        .target(name: "Imaging", dependencies: ["CImageCodecs"]),
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
+        .target(name: "Imaging", dependencies: ["CImageCodecs"], swiftSettings: optimized),
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
-        .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
-        .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
-        .target(name: "Geometry"),
+        .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
+        .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
+        .target(name: "Geometry", swiftSettings: optimized),
+        .target(
+            name: "Annotate",
+            dependencies: ["Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry",
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "YOLO", "SegmentAnything", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -59,6 +68,7 @@ let package = Package(
         .testTarget(name: "YOLOTests", dependencies: ["YOLO"]),
         .testTarget(name: "SegmentAnythingTests", dependencies: ["SegmentAnything"]),
         .testTarget(name: "GeometryTests", dependencies: ["Geometry", "Imaging"]),
+        .testTarget(name: "AnnotateTests", dependencies: ["Annotate"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -8,10 +8,10 @@ struct AutoAnnotateCommand: ParsableCommand {
         abstract: "Turn a folder of images into a YOLO instance-segmentation dataset: YOLO boxes → SAM masks → polygons.",
         discussion: """
             Arguments follow Ultralytics' key=value convention; --key value works too.
-            The pipeline, status and resume subcommands arrive with their issues.
             """,
         version: "0.1.0",
-        subcommands: [Detect.self, Segment.self, Info.self]
+        subcommands: [Run.self, Resume.self, Status.self, Detect.self, Segment.self, Info.self],
+        defaultSubcommand: Run.self
     )
 
     static func main() {

@@ -1,0 +1,111 @@
+import Crypto
+import Foundation
+import Geometry
+
+/// Everything that decides a job's output. Stored with the job; `resume` refuses to continue when any of it
+/// differs, naming what changed, so that a resumed job's labels are those of one consistent run.
+public struct JobSettings: Codable, Equatable, Sendable {
+    public enum EmptyPolicy: String, Codable, Sendable, CaseIterable {
+        /// An empty label file for an image without objects (a negative example YOLO trains on).
+        case write
+        /// No file, as Ultralytics' auto_annotate does.
+        case skip
+    }
+
+    public struct Model: Codable, Equatable, Sendable {
+        public var path: String
+        public var sha256: String
+        public var size: Int
+    }
+
+    public var data: String
+    public var output: String
+    public var detector: Model
+    public var segmenter: Model
+    public var confidence: Float = 0.25
+    public var iou: Float = 0.45
+    public var imageSize = 640
+    public var maxDetections = 300
+    public var classes: [Int]? = nil
+    /// An object whose SAM predicted IoU is not above this is dropped, mask and class together (Ultralytics
+    /// drops the mask only, shifting the classes of every later line).
+    public var samConfidence: Float = 0.25
+    public var empty: EmptyPolicy = .write
+    public var polygon: String = MultiPartPolicy.merge.rawValue
+    public var version: String = AutoAnnotator.version
+
+    public init(data: String, output: String, detector: Model, segmenter: Model) {
+        (self.data, self.output, self.detector, self.segmenter) = (data, output, detector, segmenter)
+    }
+
+    /// Ultralytics' default output folder: `<data parent>/<data name>_auto_annotate_labels`.
+    public static func defaultOutput(for data: String) -> String {
+        let url = URL(fileURLWithPath: data).standardizedFileURL
+        return url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent + "_auto_annotate_labels").path
+    }
+
+    /// Human-readable differences between the stored settings and these (empty when they agree).
+    public func differences(from stored: JobSettings) -> [String] {
+        var out: [String] = []
+        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name): the job has \(a), now \(b)") } }
+        check("data", stored.data, data)
+        if stored.detector.sha256 != detector.sha256 {
+            out.append("det_model: \(detector.path) is not the file the job started with (\(stored.detector.path), SHA-256 \(stored.detector.sha256.prefix(12))…)")
+        }
+        if stored.segmenter.sha256 != segmenter.sha256 {
+            out.append("sam_model: \(segmenter.path) is not the file the job started with (\(stored.segmenter.path), SHA-256 \(stored.segmenter.sha256.prefix(12))…)")
+        }
+        check("conf", stored.confidence, confidence)
+        check("iou", stored.iou, iou)
+        check("imgsz", stored.imageSize, imageSize)
+        check("max_det", stored.maxDetections, maxDetections)
+        check("classes", stored.classes.map { "\($0)" } ?? "all", classes.map { "\($0)" } ?? "all")
+        check("sam_conf", stored.samConfidence, samConfidence)
+        check("empty", stored.empty.rawValue, empty.rawValue)
+        check("polygon", stored.polygon, polygon)
+        return out
+    }
+}
+
+extension JobSettings.Model {
+    /// Identifies a model file by content: SHA-256 of its bytes (streamed, never held in memory at once).
+    public static func identify(path: String) throws -> JobSettings.Model {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw AnnotateError.unreadable(path: path, reason: "no such file, or not readable")
+        }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var size = 0
+        while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty {
+            hasher.update(data: chunk)
+            size += chunk.count
+        }
+        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return .init(path: URL(fileURLWithPath: path).standardizedFileURL.path, sha256: digest, size: size)
+    }
+}
+
+/// Why a job cannot start or go on.
+public enum AnnotateError: Error, LocalizedError, Equatable {
+    case unreadable(path: String, reason: String)
+    case notAFolder(path: String)
+    case settingsChanged(output: String, differences: [String])
+    case locked(output: String, owner: String)
+    case notAJob(output: String)
+    case ownedByAnotherJob(output: String, data: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .unreadable(let path, let reason): "\(path): \(reason)"
+        case .notAFolder(let path): "data=\(path): not a folder of images"
+        case .settingsChanged(let output, let differences):
+            "the job in \(output) was started with other settings, so resuming would mix two runs' labels:\n  "
+                + differences.joined(separator: "\n  ") + "\nUse the original settings, or a new output_dir for a new job."
+        case .locked(let output, let owner):
+            "the job in \(output) is being run by another process (\(owner)); wait for it, or stop it first"
+        case .notAJob(let output): "\(output) holds no autoannotate job (no autoannotate.sqlite)"
+        case .ownedByAnotherJob(let output, let data):
+            "output_dir=\(output) belongs to the job labelling \(data); choose another output_dir, or resume that job"
+        }
+    }
+}

@@ -1,0 +1,211 @@
+import Annotate
+import ArgumentParser
+import Checkpoint
+import Foundation
+import Geometry
+
+extension AutoAnnotateCommand {
+    /// `autoannotate data=DIR det_model=… sam_model=…`: the labelling job (the default subcommand).
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "annotate",
+            abstract: "Label a folder of images: YOLOv8 boxes → SAM masks → YOLO segmentation labels (the default command).",
+            discussion: """
+                Labels mirror the input tree under output_dir (default: <data>_auto_annotate_labels beside data), one
+                .txt per image ('class x1 y1 … xn yn', normalised), with data.yaml naming the classes. Progress is kept
+                in output_dir/autoannotate.sqlite: run the same command again, or 'autoannotate resume', to go on
+                after an interruption. Exit code 0: every image labelled; 2: some images failed (see 'autoannotate
+                status'); 1: the job could not run.
+                """)
+
+        @Option(help: "The folder of images (searched recursively).")
+        var data: String
+
+        @Option(name: .customLong("det-model"), help: "YOLOv8 detection checkpoint.")
+        var detModel = "yolov8x.pt"
+
+        @Option(name: .customLong("sam-model"), help: "Segment Anything checkpoint.")
+        var samModel = "sam_b.pt"
+
+        @Option(name: .customLong("output-dir"), help: "Where labels and the job store go (default: <data>_auto_annotate_labels).")
+        var outputDir: String?
+
+        @Option(name: .customLong("sam-conf"), help: "Drop an object (mask and class) whose SAM predicted IoU is not above this.")
+        var samConf: Float = 0.25
+
+        @Option(help: "write: an empty .txt for images without objects; skip: no file (as Ultralytics).")
+        var empty: JobSettings.EmptyPolicy = .write
+
+        @Option(help: "Masks in several parts: merge (Ultralytics' default), largest, or separate (one line per part).")
+        var polygon: MultiPartPolicy = .merge
+
+        @Flag(name: .customLong("retry-failed"), help: "Also redo images that failed before.")
+        var retryFailed = false
+
+        @OptionGroup var detection: DetectionOptions
+        @OptionGroup var compute: ComputeOptions
+
+        func run() throws {
+            compute.apply()
+            guard !detection.agnostic else { throw ValidationError("agnostic NMS is not part of auto_annotate; leave it out") }
+            let dataPath = URL(fileURLWithPath: data).standardizedFileURL.path
+            var settings = JobSettings(data: dataPath, output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL.path,
+                                       detector: try .identify(path: detModel), segmenter: try .identify(path: samModel))
+            settings.confidence = detection.conf
+            settings.iou = detection.iou
+            settings.imageSize = detection.imgsz
+            settings.maxDetections = detection.maxDet
+            settings.samConfidence = samConf
+            settings.empty = empty
+            settings.polygon = polygon.rawValue
+            if detection.classes != nil {
+                // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
+                guard case .yolo(let checkpoint) = try ModelFile.open(path: detModel) else {
+                    throw ValidationError("det_model=\(detModel) is not a YOLOv8 detection model")
+                }
+                settings.classes = try detection.nms(names: checkpoint.names).classes.map { Array($0).sorted() }
+            }
+            try Self.execute(try AutoAnnotator(settings: settings), retryFailed: retryFailed)
+        }
+
+        /// Runs a job with progress on stderr and a summary; exits 2 when the job has failed images.
+        static func execute(_ annotator: AutoAnnotator, retryFailed: Bool) throws {
+            let reporter = ProgressReporter()
+            let summary = try annotator.run(retryFailed: retryFailed) { reporter.report($0) }
+            reporter.finish()
+            let job = try annotator.status()
+            let failed = job.counts["failed"] ?? 0
+            var lines = ["\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
+                         + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"]
+            if summary.skipped > 0 { lines.append("  \(summary.skipped) images were already finished") }
+            if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
+            if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
+            if failed > 0 { lines.append("  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them") }
+            FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            if failed > 0 { throw ExitCode(2) }
+        }
+    }
+
+    /// `autoannotate resume output_dir=DIR`: continues a job with its stored settings.
+    struct Resume: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Continue an interrupted job with the settings it was started with; finished images are not redone.")
+
+        @Option(name: .customLong("output-dir"), help: "The job's output folder.")
+        var outputDir: String
+
+        @Flag(name: .customLong("retry-failed"), help: "Also redo images that failed before.")
+        var retryFailed = false
+
+        @OptionGroup var compute: ComputeOptions
+
+        func run() throws {
+            compute.apply()
+            var settings = try AutoAnnotator.storedSettings(output: URL(fileURLWithPath: outputDir).standardizedFileURL.path)
+            // The models must be the same files: identify them again where the job found them.
+            let stored = settings
+            settings.detector = try .identify(path: stored.detector.path)
+            settings.segmenter = try .identify(path: stored.segmenter.path)
+            try Run.execute(try AutoAnnotator(settings: settings), retryFailed: retryFailed)
+        }
+    }
+
+    /// `autoannotate status [output_dir=DIR] [format=json]`: what is done, failed, left.
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a job's progress: counts per state, objects, throughput, ETA, last errors, settings.")
+
+        @Option(name: .customLong("output-dir"), help: "The job's output folder (default: every job under the current folder).")
+        var outputDir: String?
+
+        @Option(help: "text or json.")
+        var format: Format = .text
+
+        enum Format: String, ExpressibleByArgument, CaseIterable { case text, json }
+
+        func run() throws {
+            let folders = try outputDir.map { [$0] } ?? Self.jobsUnderCurrentFolder()
+            guard !folders.isEmpty else { throw ValidationError("no autoannotate job under the current folder; give output_dir=") }
+            var documents: [[String: Any]] = []
+            for folder in folders {
+                let path = URL(fileURLWithPath: folder).standardizedFileURL.path
+                let settings = try AutoAnnotator.storedSettings(output: path)
+                let summary = try AutoAnnotator.status(output: path)
+                if format == .json {
+                    let encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(summary))
+                    let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
+                    documents.append(["output_dir": path, "status": encoded, "settings": config])
+                } else {
+                    print(Self.text(path, settings, summary))
+                }
+            }
+            if format == .json {
+                let value: Any = documents.count == 1 ? documents[0] : documents
+                print(String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            }
+        }
+
+        static func jobsUnderCurrentFolder() throws -> [String] {
+            let here = FileManager.default.currentDirectoryPath
+            var found: [String] = []
+            if FileManager.default.fileExists(atPath: (here as NSString).appendingPathComponent("autoannotate.sqlite")) { found.append(here) }
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: here)) ?? [] {
+                let folder = (here as NSString).appendingPathComponent(entry)
+                if FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent("autoannotate.sqlite")) { found.append(folder) }
+            }
+            return found.sorted()
+        }
+
+        static func text(_ path: String, _ s: JobSettings, _ j: JobStore.Summary) -> String {
+            let c = j.counts
+            let total = c.values.reduce(0, +)
+            var out = "\(path)\n"
+            out += "  images: \(total) — done \(c["done"] ?? 0), empty \(c["empty"] ?? 0), failed \(c["failed"] ?? 0), left \((c["pending"] ?? 0) + (c["detected"] ?? 0))"
+            if j.removed > 0 { out += " (\(j.removed) removed from data)" }
+            out += "\n  objects: \(j.objects)\n"
+            if let rate = j.imagesPerSecond { out += String(format: "  throughput: %.2f images/s", rate) }
+            if let left = j.secondsLeft, left > 0 { out += String(format: ", about %.0f s left", left) }
+            if j.imagesPerSecond != nil { out += "\n" }
+            out += "  data: \(s.data)\n  det_model: \(s.detector.path) (sha256 \(s.detector.sha256.prefix(12))…)\n"
+            out += "  sam_model: \(s.segmenter.path) (sha256 \(s.segmenter.sha256.prefix(12))…)\n"
+            out += "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
+            out += "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon)\n"
+            if !j.lastErrors.isEmpty {
+                out += "  last errors:\n" + j.lastErrors.map { "    \($0["image"] ?? ""): \($0["error"] ?? "")" }.joined(separator: "\n") + "\n"
+            }
+            return out
+        }
+    }
+}
+
+extension JobSettings.EmptyPolicy: ExpressibleByArgument {}
+extension MultiPartPolicy: ExpressibleByArgument {}
+
+/// A live bar on a terminal, plain periodic lines otherwise.
+final class ProgressReporter {
+    let terminal = isatty(2) == 1
+    let start = Date()
+    var lastLine = Date.distantPast
+
+    func report(_ e: AutoAnnotator.Event) {
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = Double(e.completed) / max(elapsed, 1e-9)
+        let eta = rate > 0 ? Double(e.total - e.completed) / rate : 0
+        if let error = e.error { FileHandle.standardError.write(Data("\(terminal ? "\r\u{1B}[K" : "")failed: \(error)\n".utf8)) }
+        if terminal {
+            let width = 30, filled = e.total > 0 ? width * e.completed / e.total : width
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            let text = String(format: "\r%@ %d/%d  %.2f img/s  ETA %@  %@", bar, e.completed, e.total, rate, Self.duration(eta), e.path)
+            FileHandle.standardError.write(Data((text.prefix(160) + "\u{1B}[K").utf8))
+        } else if Date().timeIntervalSince(lastLine) >= 10 || e.completed == e.total {
+            lastLine = Date()
+            FileHandle.standardError.write(Data(String(format: "%d/%d images, %.2f images/s, ETA %@\n", e.completed, e.total, rate, Self.duration(eta)).utf8))
+        }
+    }
+
+    func finish() { if terminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+    }
+}
