@@ -77,7 +77,7 @@ extension AutoAnnotateCommand {
             let failed = job.counts["failed"] ?? 0
             var lines = ["\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
                          + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"]
-            if summary.skipped > 0 { lines.append("  \(summary.skipped) images were already finished") }
+            if summary.skipped > 0 { lines.append("  \(summary.skipped) images were finished or failed before (retry_failed=True redoes failed ones)") }
             if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
             if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
             if failed > 0 { lines.append("  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them") }
