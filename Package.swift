@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // C shims
@@ -51,7 +52,8 @@ let package = Package(
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: ["Tensor", "Imaging", "YOLO", "SegmentAnything", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -59,6 +61,7 @@ let package = Package(
         // Examples: small programs that use the libraries as a Swift user would; they build with the package.
         .executableTarget(name: "detect-only", dependencies: ["Imaging", "YOLO"], path: "Examples/DetectOnly"),
         .executableTarget(name: "prompt-sam", dependencies: ["Imaging", "SegmentAnything"], path: "Examples/PromptSAM"),
+        .executableTarget(name: "annotate-folder", dependencies: ["Annotate"], path: "Examples/AnnotateFolder"),
 
         // Tests: one target per library
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),

@@ -42,6 +42,9 @@ extension AutoAnnotateCommand {
         @Flag(name: .customLong("retry-failed"), help: "Also redo images that failed before.")
         var retryFailed = false
 
+        @Option(help: "A recipe of these settings (Pipelines/NAME.yaml); command-line values override it.")
+        var pipeline: String?
+
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
 

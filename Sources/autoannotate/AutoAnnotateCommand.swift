@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `autoannotate` command. Thin by design: every subcommand parses its options and calls a library.
 @main
@@ -14,7 +15,19 @@ struct AutoAnnotateCommand: ParsableCommand {
         defaultSubcommand: Run.self
     )
 
+    /// Exit codes (DESIGN.md §7): 0 all done, 1 usage or fatal error, 2 finished with failed images.
+    /// ArgumentParser's own code for a usage error (64) is mapped to 1.
     static func main() {
-        main(KeyValueArguments.rewrite(Array(CommandLine.arguments.dropFirst())))
+        do {
+            let arguments = try Recipe.expand(KeyValueArguments.rewrite(Array(CommandLine.arguments.dropFirst())))
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Self.exit(withError: ExitCode.failure)
+            }
+            exit(withError: error)
+        }
     }
 }

@@ -1,0 +1,46 @@
+import Foundation
+import XCTest
+
+/// The `autoannotate` command as users type it: key=value arguments, recipes with overrides, exit codes, status.
+final class CommandLineTests: XCTestCase {
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CrashTests.cli)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func testRecipeOverridesExitCodesAndStatus() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        let data = work.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: PipelineTests.fixtures.appendingPathComponent("yolo/small.png"), to: data.appendingPathComponent("small.png"))
+        let recipe = PipelineTests.fixtures.appendingPathComponent("../../Pipelines/largest-part.yaml").standardized.path
+        let output = work.appendingPathComponent("labels").path
+        // The recipe names yolov8x.pt and sam_b.pt; the command line's models win.
+        let job = ["pipeline=\(recipe)", "data=\(data.path)", "output_dir=\(output)", "det_model=\(PipelineTests.detector)",
+                   "sam_model=\(PipelineTests.segmenter)", "max_det=50"]
+        XCTAssertEqual(try run(job).status, 0)
+        let status = try run(["status", "output_dir=\(output)", "format=json"])
+        let document = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any])
+        let settings = try XCTUnwrap(document["settings"] as? [String: Any])
+        XCTAssertEqual(settings["polygon"] as? String, "largest", "from the recipe")
+        XCTAssertEqual(settings["maxDetections"] as? Int, 50, "the command line overrides the recipe")
+        XCTAssertEqual((document["status"] as? [String: Any])?["objects"] as? Int, 1)
+
+        // A bad image: the job finishes with exit code 2; a changed setting: refused with exit code 1.
+        try Data("not an image".utf8).write(to: data.appendingPathComponent("broken.jpg"))
+        XCTAssertEqual(try run(job).status, 2)
+        XCTAssertEqual(try run(job.dropLast() + ["max_det=60"]).status, 1)
+        XCTAssertEqual(try run(["pipeline=/nonexistent.yaml", "data=\(data.path)"]).status, 1, "usage error")
+        XCTAssertEqual(try run(["data=\(data.path)", "conf=2"]).status, 1, "usage error")
+    }
+}
