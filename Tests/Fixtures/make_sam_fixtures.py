@@ -5,8 +5,8 @@ the image embedding, low-resolution logits, predicted IoUs and the final binary 
 box+point prompts, single- and multi-mask.
 
     python Tests/Fixtures/make_sam_fixtures.py                 # the committed tiny fixtures (Tests/Fixtures/sam)
-    python Tests/Fixtures/make_sam_fixtures.py --full DIR      # the same for DIR/sam_b.pt (from
-        make_checkpoint_fixtures.py --full) on bus.jpg and zidane.jpg, written to DIR/sam_fixtures; then
+    python Tests/Fixtures/make_sam_fixtures.py --full DIR [l]  # the same for DIR/sam_b.pt (or sam_l.pt) (from
+        make_checkpoint_fixtures.py --full) on bus.jpg and zidane.jpg, written to DIR/sam_fixtures (sam_l_fixtures); then
         AUTOANNOTATE_SAM_FIXTURES=DIR/sam_fixtures swift test -c release --filter PredictorTests
 
 The tiny model is the one of checkpoints/tiny_sam.pt (segment_anything's classes, small widths) loaded into
@@ -48,23 +48,24 @@ def ultralytics_tiny_sam(state):
 
 def main():
     from ultralytics.models.sam.predict import Predictor
-    full = Path(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "--full" else None
-    out = full / "sam_fixtures" if full else OUT
+    full = Path(sys.argv[2]) if len(sys.argv) >= 3 and sys.argv[1] == "--full" else None
+    variant = sys.argv[3] if len(sys.argv) == 4 else "b"  # b or l: which of DIR/sam_b.pt, DIR/sam_l.pt
+    out = full / ("sam_fixtures" if variant == "b" else f"sam_{variant}_fixtures") if full else OUT
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    state = torch.load(full / "sam_b.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
+    state = torch.load(full / f"sam_{variant}.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
     # Random SAM predicts IoUs around 0 and Ultralytics drops masks with IoU <= 0.25: make the IoU head's last
     # layer answer 0.9 ± a little (its bias), so every mask is kept and scores still differ per mask.
     last = "mask_decoder.iou_prediction_head.layers.2"
     state[last + ".weight"] = state[last + ".weight"] * 0.01
     state[last + ".bias"] = torch.full_like(state[last + ".bias"], 0.9)
-    weights = "sam_b_iou.pt" if full else "tiny_sam_iou.pt"
+    weights = f"sam_{variant}_iou.pt" if full else "tiny_sam_iou.pt"
     torch.save(state, out / weights)
     if full:
         import ultralytics
-        from ultralytics.models.sam.build import build_sam_vit_b
-        model = build_sam_vit_b()
+        from ultralytics.models.sam.build import build_sam_vit_b, build_sam_vit_l
+        model = {"b": build_sam_vit_b, "l": build_sam_vit_l}[variant]()
         model.load_state_dict(state)
         model.eval()
         assets = Path(ultralytics.__file__).parent / "assets"
