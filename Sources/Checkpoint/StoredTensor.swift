@@ -104,22 +104,12 @@ public struct StoredTensor: Sendable {
         }
         storage.bytes.withUnsafeBytes { (source: UnsafeRawBufferPointer) in
             out.withUnsafeMutableBytes { (target: UnsafeMutableRawBufferPointer) in
-                var index = [Int](repeating: 0, count: shape.count)
-                var element = offset
-                for position in 0..<count {
+                let swap = storage.bigEndian
+                forEachStridedElement(shape: shape, strides: strides, offset: offset) { position, element in
                     let from = element * size
                     for b in 0..<size {
                         // Storages written on a big-endian machine are swapped to little-endian here.
-                        target[position * size + b] = source[from + (storage.bigEndian ? size - 1 - b : b)]
-                    }
-                    var axis = shape.count - 1
-                    while axis >= 0 {
-                        index[axis] += 1
-                        element += strides[axis]
-                        if index[axis] < shape[axis] { break }
-                        element -= strides[axis] * shape[axis]
-                        index[axis] = 0
-                        axis -= 1
+                        target[position * size + b] = source[from + (swap ? size - 1 - b : b)]
                     }
                 }
             }

@@ -50,20 +50,7 @@ public struct Tensor: Equatable, @unchecked Sendable {
         if count == 0 { return Tensor(shape: outShape, storage: out) }
         storage.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                var index = [Int](repeating: 0, count: rank)
-                var offset = 0
-                for position in 0..<count {
-                    dst[position] = src[offset]
-                    var axis = rank - 1
-                    while axis >= 0 {
-                        index[axis] += 1
-                        offset += strides[axis]
-                        if index[axis] < outShape[axis] { break }
-                        offset -= strides[axis] * outShape[axis]
-                        index[axis] = 0
-                        axis -= 1
-                    }
-                }
+                forEachStridedElement(shape: outShape, strides: strides) { position, offset in dst[position] = src[offset] }
             }
         }
         return Tensor(shape: outShape, storage: out)
@@ -84,5 +71,26 @@ extension Tensor: CustomStringConvertible {
     public var description: String {
         let preview = storage.prefix(6).map { String($0) }.joined(separator: ", ")
         return "Tensor(\(shape), [\(preview)\(count > 6 ? ", …" : "")])"
+    }
+}
+
+/// Walks the elements of a strided view in row-major order, calling `body(position, offset)` with each element's
+/// position in the row-major result and its offset (in elements) in the underlying storage.
+public func forEachStridedElement(shape: [Int], strides: [Int], offset start: Int = 0, _ body: (Int, Int) -> Void) {
+    let count = shape.reduce(1, *)
+    guard count > 0 else { return }
+    var index = [Int](repeating: 0, count: shape.count)
+    var offset = start
+    for position in 0..<count {
+        body(position, offset)
+        var axis = shape.count - 1
+        while axis >= 0 {
+            index[axis] += 1
+            offset += strides[axis]
+            if index[axis] < shape[axis] { break }
+            offset -= strides[axis] * shape[axis]
+            index[axis] = 0
+            axis -= 1
+        }
     }
 }
