@@ -27,19 +27,25 @@ public final class AutoAnnotator {
         /// Images already finished before this run (resume).
         public var skipped = 0
         public var added = 0, removed = 0, ignored = 0
+        /// Box-dataset objects written as their box's outline because SAM's mask was rejected (`sam_conf`) or empty.
+        public var outlines = 0
         public var seconds = 0.0
     }
 
     public let settings: JobSettings
     let store: JobStore
     let lock: JobLock
-    let detector: Detector
+    /// nil in a box-dataset job.
+    let detector: Detector?
     let sam: SamPredictor
     let policy: MultiPartPolicy
 
-    /// Opens (or creates) the job in `settings.output` and loads both models. An existing job must have been
+    /// Opens (or creates) the job in `settings.output` and loads its models. An existing job must have been
     /// started with the same settings and model files; only one process may run a job at a time.
     public init(settings: JobSettings) throws {
+        guard (settings.detector == nil) != (settings.boxes == nil) else {
+            throw AnnotateError.boxesOrDetector
+        }
         try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
         lock = try JobLock(output: settings.output)
         store = try JobStore(output: settings.output)
@@ -51,13 +57,13 @@ public final class AutoAnnotator {
             try store.saveSettings(settings)
         }
         self.settings = settings
-        detector = try Detector(path: settings.detector.path)
+        detector = try settings.detector.map { try Detector(path: $0.path) }
         sam = try SamPredictor(path: settings.segmenter.path)
         policy = MultiPartPolicy(rawValue: settings.polygon) ?? .merge
     }
 
-    /// The detector's class names, by id.
-    public var detectorNames: [Int: String] { detector.names }
+    /// The detector's class names, by id (empty in a box-dataset job).
+    public var detectorNames: [Int: String] { detector?.names ?? [:] }
 
     public func status() throws -> JobStore.Summary { try store.summary() }
 
@@ -74,25 +80,31 @@ public final class AutoAnnotator {
         let start = Date()
         var summary = Summary()
         LabelWriter.removeTemporaries(under: settings.output)
-        let scan = try ImageScanner.scan(settings.data, excluding: settings.output)
+        let scan = try ImageScanner.scan(settings.data, excluding: settings.output, boxes: settings.boxes)
         (summary.added, summary.removed) = try store.synchronize(with: scan.images)
         summary.ignored = scan.ignored
-        try LabelWriter.writeAtomically(LabelWriter.dataYAML(names: detector.names, data: settings.data),
-                                        to: (settings.output as NSString).appendingPathComponent("data.yaml"))
+        let dataYAML = (settings.output as NSString).appendingPathComponent("data.yaml")
+        if let detector { try LabelWriter.writeAtomically(LabelWriter.dataYAML(names: detector.names, data: settings.data), to: dataYAML) }
 
         let work = try store.remaining(retryFailed: retryFailed)
         summary.skipped = scan.images.count - work.count
-        let decoded = BoundedQueue<(Int64, String, String, Result<Image, Error>)>(capacity: 2)
-        let data = settings.data
+        let decoded = BoundedQueue<(Int64, String, String, Result<(Image, BoxLabels?), Error>)>(capacity: 2)
+        let (data, boxes) = (settings.data, settings.boxes)
         let collisions = scan.collisions
         let producer = Thread {
             for item in work {
                 let full = (data as NSString).appendingPathComponent(item.path)
-                let result: Result<Image, Error>
+                let result: Result<(Image, BoxLabels?), Error>
                 if let other = collisions[item.path] {
                     result = .failure(CollisionError(path: item.path, other: other))
                 } else {
-                    result = Result { try ImageDecoder.decode(path: full) }
+                    result = Result {
+                        let image = try ImageDecoder.decode(path: full)
+                        let prompts = try boxes.map {
+                            try BoxLabels.read(path: BoxLabels.path(forImage: item.path, in: $0), width: image.width, height: image.height)
+                        }
+                        return (image, prompts)
+                    }
                 }
                 decoded.put((item.id, item.path, item.label, result))
             }
@@ -102,16 +114,18 @@ public final class AutoAnnotator {
         producer.start()
 
         var completed = 0
-        while let (id, path, label, image) = decoded.take() {
+        while let (id, path, label, input) = decoded.take() {
             let began = Date()
             var event = Event(path: path, state: .failed, objects: 0, error: nil, completed: 0, total: work.count, seconds: 0)
             do {
-                let (state, objects) = try annotate(try image.get(), labelPath: (settings.output as NSString).appendingPathComponent(label))
+                let (image, prompts) = try input.get()
+                let (state, objects) = try annotate(image, boxes: prompts, labelPath: (settings.output as NSString).appendingPathComponent(label))
                 let seconds = Date().timeIntervalSince(began)
                 try store.finish(imageId: id, state: state, objects: objects, seconds: seconds)
                 (event.state, event.objects, event.seconds) = (state, objects.count, seconds)
                 if state == .done { summary.done += 1 } else { summary.empty += 1 }
                 summary.objects += objects.count
+                summary.outlines += objects.filter { $0.source == .boxOutline }.count
             } catch {
                 let reason = error.localizedDescription
                 let seconds = Date().timeIntervalSince(began)
@@ -123,6 +137,11 @@ public final class AutoAnnotator {
             event.completed = completed
             progress(event)
         }
+        if detector == nil, let highest = try store.highestClass() {
+            // A box dataset's class names are not in its label files: name the classes by id.
+            try LabelWriter.writeAtomically(LabelWriter.dataYAML(names: Dictionary(uniqueKeysWithValues: (0...highest).map { ($0, "\($0)") }),
+                                                                 data: settings.data), to: dataYAML)
+        }
         summary.seconds = Date().timeIntervalSince(start)
         return summary
     }
@@ -132,33 +151,13 @@ public final class AutoAnnotator {
         var errorDescription: String? { "\(path) and \(other) would write the same label file; rename one of them" }
     }
 
-    /// One image: detections, their masks, the label file. Returns the state and the objects written.
-    func annotate(_ image: Image, labelPath: String) throws -> (ImageState, [ObjectRecord]) {
+    /// One image: boxes (the detector's, or the box dataset's), their masks, the label file. Returns the state and
+    /// the objects written.
+    func annotate(_ image: Image, boxes: BoxLabels?, labelPath: String) throws -> (ImageState, [ObjectRecord]) {
         guard image.width >= 10, image.height >= 10 else {
             throw ImageTooSmall(width: image.width, height: image.height)
         }
-        let options = NMSOptions(confidence: settings.confidence, iou: settings.iou, maxDetections: settings.maxDetections,
-                                 classes: settings.classes.map(Set.init))
-        let detections = detector.detect(image, imgsz: settings.imageSize, options: options)
-        var lines: [LabelLine] = []
-        var objects: [ObjectRecord] = []
-        if !detections.isEmpty {
-            sam.setImage(image)
-            let boxes = detections.map { SamBox(x1: $0.x1, y1: $0.y1, x2: $0.x2, y2: $0.y2) }
-            let prediction = try sam.predict(boxes: boxes)
-            sam.resetImage()
-            for (detection, (mask, score)) in zip(detections, zip(prediction.masks, prediction.scores)) where score > settings.samConfidence {
-                let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter { $0.count >= 3 }
-                guard !polygons.isEmpty else { continue }
-                for polygon in polygons {
-                    lines.append(LabelLine(classId: detection.classId, points: normalized(polygon, width: image.width, height: image.height)))
-                }
-                objects.append(ObjectRecord(classId: detection.classId, confidence: detection.confidence,
-                                            box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: score,
-                                            points: polygons.reduce(0) { $0 + $1.count }))
-            }
-        }
-        let classCount = max(detector.model.classCount, (detector.names.keys.max() ?? -1) + 1)
+        let (lines, objects) = if let boxes { try segment(boxes, in: image) } else { try segmentDetections(in: image) }
         if objects.isEmpty {
             if settings.empty == .write {
                 try LabelWriter.writeAtomically("", to: labelPath)
@@ -167,8 +166,71 @@ public final class AutoAnnotator {
             }
             return (.empty, [])
         }
+        // A box dataset's class ids are its own: any id is valid there.
+        let classCount = detector.map { max($0.model.classCount, ($0.names.keys.max() ?? -1) + 1) } ?? Int.max
         try LabelWriter.writeAtomically(LabelWriter.contents(lines, classCount: classCount), to: labelPath)
         return (.done, objects)
+    }
+
+    /// SAM's masks for `boxes` (all in one call, the image encoded once) as polygons by the job's policy.
+    func masks(for boxes: [SamBox], in image: Image) throws -> [(polygons: [[(x: Float, y: Float)]], score: Float)] {
+        guard !boxes.isEmpty else { return [] }
+        sam.setImage(image)
+        defer { sam.resetImage() }
+        let prediction = try sam.predict(boxes: boxes)
+        return zip(prediction.masks, prediction.scores).map { mask, score in
+            let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter { $0.count >= 3 }
+            return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)
+        }
+    }
+
+    /// The auto-annotation job: detections → SAM; an object whose SAM score is not above `sam_conf` is dropped.
+    func segmentDetections(in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
+        guard let detector else { return ([], []) }
+        let options = NMSOptions(confidence: settings.confidence, iou: settings.iou, maxDetections: settings.maxDetections,
+                                 classes: settings.classes.map(Set.init))
+        let detections = detector.detect(image, imgsz: settings.imageSize, options: options)
+        let results = try masks(for: detections.map { SamBox(x1: $0.x1, y1: $0.y1, x2: $0.x2, y2: $0.y2) }, in: image)
+        var lines: [LabelLine] = []
+        var objects: [ObjectRecord] = []
+        for (detection, (polygons, score)) in zip(detections, results) where score > settings.samConfidence && !polygons.isEmpty {
+            lines += polygons.map { LabelLine(classId: detection.classId, points: $0) }
+            objects.append(ObjectRecord(classId: detection.classId, confidence: detection.confidence,
+                                        box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: score,
+                                        points: polygons.reduce(0) { $0 + $1.count }))
+        }
+        return (lines, objects)
+    }
+
+    /// The box-dataset job: every labelled object is kept. A box becomes SAM's polygon, or its own outline when
+    /// SAM's score is not above `sam_conf` or its mask is empty (a labelled object is never lost); a row that
+    /// already is a polygon is copied as it is.
+    func segment(_ labels: BoxLabels, in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
+        let boxes = labels.rows.compactMap { row -> SamBox? in
+            if case .box(_, let x1, let y1, let x2, let y2) = row { SamBox(x1: x1, y1: y1, x2: x2, y2: y2) } else { nil }
+        }
+        var results = try masks(for: boxes, in: image)[...]
+        var lines: [LabelLine] = []
+        var objects: [ObjectRecord] = []
+        for row in labels.rows {
+            switch row {
+            case .box(let classId, let x1, let y1, let x2, let y2):
+                let (polygons, score) = results.removeFirst()
+                let kept = score > settings.samConfidence && !polygons.isEmpty
+                let outline = kept ? polygons : [[(x1, y1), (x2, y1), (x2, y2), (x1, y2)].map {
+                    (x: min(max($0.0 / Float(image.width), 0), 1), y: min(max($0.1 / Float(image.height), 0), 1))
+                }]
+                lines += outline.map { LabelLine(classId: classId, points: $0) }
+                objects.append(ObjectRecord(classId: classId, confidence: 1, box: (x1, y1, x2, y2), samScore: score,
+                                            points: outline.reduce(0) { $0 + $1.count }, source: kept ? .sam : .boxOutline))
+            case .polygon(let classId, let points, let text):
+                lines.append(LabelLine(classId: classId, points: points, verbatim: text))
+                let (xs, ys) = (points.map { $0.x * Float(image.width) }, points.map { $0.y * Float(image.height) })
+                objects.append(ObjectRecord(classId: classId, confidence: 1, box: (xs.min()!, ys.min()!, xs.max()!, ys.max()!),
+                                            samScore: 0, points: points.count, source: .label))
+            }
+        }
+        return (lines, objects)
     }
 
     struct ImageTooSmall: Error, LocalizedError {

@@ -8,6 +8,8 @@ public struct ScannedImage: Sendable, Equatable {
     public var labelPath: String
     public var size: Int
     public var mtime: Double
+    /// In a box-dataset job, the stamp of the image's box label file (`BoxLabels.stamp`); "" otherwise.
+    public var boxesStamp = ""
 }
 
 /// What a scan found besides images.
@@ -25,7 +27,8 @@ public struct ScanReport: Sendable {
 public enum ImageScanner {
     public static let extensions: Set<String> = ["bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic", "jp2", "pbm", "pgm", "ppm", "pxm", "pnm", "sr", "ras", "exr", "hdr", "pic"]
 
-    public static func scan(_ data: String, excluding excluded: String? = nil) throws -> ScanReport {
+    /// `boxes`: the box label folder of a box-dataset job, whose files' stamps are recorded with the images.
+    public static func scan(_ data: String, excluding excluded: String? = nil, boxes: String? = nil) throws -> ScanReport {
         let root = URL(fileURLWithPath: data).standardizedFileURL
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -36,10 +39,12 @@ public enum ImageScanner {
             throw AnnotateError.unreadable(path: data, reason: "the folder cannot be listed")
         }
         let excludedPath = excluded.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let boxes = boxes.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         var images: [ScannedImage] = []
         var ignored = 0
         for case let url as URL in walker {
-            if let excludedPath, url.standardizedFileURL.path == excludedPath { walker.skipDescendants(); continue }
+            let path = url.standardizedFileURL.path
+            if path == excludedPath || path == boxes { walker.skipDescendants(); continue }
             let values = try? url.resourceValues(forKeys: Set(keys))
             if values?.isSymbolicLink == true { continue }
             guard values?.isRegularFile == true else { continue }
@@ -47,7 +52,8 @@ public enum ImageScanner {
             guard extensions.contains(url.pathExtension.lowercased()) else { ignored += 1; continue }
             let label = (relative as NSString).deletingPathExtension + ".txt"
             images.append(ScannedImage(relativePath: relative, labelPath: label, size: values?.fileSize ?? 0,
-                                       mtime: values?.contentModificationDate?.timeIntervalSince1970 ?? 0))
+                                       mtime: values?.contentModificationDate?.timeIntervalSince1970 ?? 0,
+                                       boxesStamp: boxes.map { BoxLabels.stamp(path: BoxLabels.path(forImage: relative, in: $0)) } ?? ""))
         }
         images.sort { $0.relativePath < $1.relativePath }
         var owner: [String: String] = [:]

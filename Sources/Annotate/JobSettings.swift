@@ -20,8 +20,12 @@ public struct JobSettings: Codable, Equatable, Sendable {
 
     public var data: String
     public var output: String
-    public var detector: Model
+    /// The YOLOv8 detector; nil in a box-dataset job, whose boxes come from `boxes`.
+    public var detector: Model?
     public var segmenter: Model
+    /// A box-dataset job: the folder of existing YOLO box labels (mirroring the data tree) that prompt SAM in
+    /// place of a detector (Ultralytics' `yolo_bbox2segment`).
+    public var boxes: String? = nil
     public var confidence: Float = 0.25
     public var iou: Float = 0.45
     public var imageSize = 640
@@ -34,7 +38,7 @@ public struct JobSettings: Codable, Equatable, Sendable {
     public var polygon: String = MultiPartPolicy.merge.rawValue
     public var version: String = AutoAnnotator.version
 
-    public init(data: String, output: String, detector: Model, segmenter: Model) {
+    public init(data: String, output: String, detector: Model?, segmenter: Model) {
         (self.data, self.output, self.detector, self.segmenter) = (data, output, detector, segmenter)
     }
 
@@ -49,8 +53,9 @@ public struct JobSettings: Codable, Equatable, Sendable {
         var out: [String] = []
         func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name): the job has \(a), now \(b)") } }
         check("data", stored.data, data)
-        if stored.detector.sha256 != detector.sha256 {
-            out.append("det_model: \(detector.path) is not the file the job started with (\(stored.detector.path), SHA-256 \(stored.detector.sha256.prefix(12))…)")
+        check("boxes", stored.boxes ?? "none (a detector)", boxes ?? "none (a detector)")
+        if let old = stored.detector, let new = detector, old.sha256 != new.sha256 {
+            out.append("det_model: \(new.path) is not the file the job started with (\(old.path), SHA-256 \(old.sha256.prefix(12))…)")
         }
         if stored.segmenter.sha256 != segmenter.sha256 {
             out.append("sam_model: \(segmenter.path) is not the file the job started with (\(stored.segmenter.path), SHA-256 \(stored.segmenter.sha256.prefix(12))…)")
@@ -93,6 +98,7 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     case locked(output: String, owner: String)
     case notAJob(output: String)
     case ownedByAnotherJob(output: String, data: String)
+    case boxesOrDetector
 
     public var errorDescription: String? {
         switch self {
@@ -106,6 +112,7 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
         case .notAJob(let output): "\(output) holds no autoannotate job (no autoannotate.sqlite)"
         case .ownedByAnotherJob(let output, let data):
             "output_dir=\(output) belongs to the job labelling \(data); choose another output_dir, or resume that job"
+        case .boxesOrDetector: "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
         }
     }
 }

@@ -13,9 +13,20 @@ public struct ObjectRecord: Sendable, Equatable {
     public var box: (x1: Float, y1: Float, x2: Float, y2: Float)
     public var samScore: Float
     public var points: Int
+    public var source: Source = .sam
+
+    /// Where an object's polygon came from.
+    public enum Source: String, Sendable {
+        /// SAM's mask for the box.
+        case sam
+        /// A box dataset's box written as its own outline: SAM's mask was rejected (`sam_conf`) or empty.
+        case boxOutline = "box"
+        /// A box dataset's row that already was a polygon, copied (confidence 1, SAM not run).
+        case label
+    }
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.classId == b.classId && a.confidence == b.confidence && a.samScore == b.samScore && a.points == b.points
+        a.classId == b.classId && a.confidence == b.confidence && a.samScore == b.samScore && a.points == b.points && a.source == b.source
             && a.box.x1 == b.box.x1 && a.box.y1 == b.box.y1 && a.box.x2 == b.box.x2 && a.box.y2 == b.box.y2
     }
 }
@@ -76,6 +87,11 @@ public final class JobStore: @unchecked Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v2: box datasets (image.boxes, object.source)") { db in
+            // The stamp of an image's box label file in a box-dataset job, so that editing a box redoes the image.
+            try db.execute(sql: "ALTER TABLE image ADD COLUMN boxes TEXT NOT NULL DEFAULT ''")
+            try db.execute(sql: "ALTER TABLE object ADD COLUMN source TEXT NOT NULL DEFAULT 'sam' CHECK (source IN ('sam', 'box', 'label'))")
+        }
         return migrator
     }
 
@@ -98,26 +114,26 @@ public final class JobStore: @unchecked Sendable {
     }
 
     /// Brings the image table in line with a scan: new images become pending, images no longer there are marked
-    /// removed (kept for the record), images whose file changed since they were done are redone. Returns
+    /// removed (kept for the record), images whose file (or box label file) changed since they were done are redone. Returns
     /// (new, removed) counts.
     public func synchronize(with scan: [ScannedImage]) throws -> (added: Int, removed: Int) {
         let now = Date().timeIntervalSince1970
         return try pool.write { db in
-            var known: [String: (size: Int, mtime: Double, removed: Bool)] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT path, size, mtime, removed FROM image") {
-                known[row["path"]] = (row["size"], row["mtime"], row["removed"])
+            var known: [String: (size: Int, mtime: Double, boxes: String, removed: Bool)] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT path, size, mtime, boxes, removed FROM image") {
+                known[row["path"]] = (row["size"], row["mtime"], row["boxes"], row["removed"])
             }
             var added = 0
             let present = Set(scan.map(\.relativePath))
             for image in scan {
                 if let old = known[image.relativePath] {
-                    if old.size != image.size || old.mtime != image.mtime || old.removed {
-                        try db.execute(sql: "UPDATE image SET size = ?, mtime = ?, label = ?, state = 'pending', error = NULL, removed = 0, updatedAt = ? WHERE path = ?",
-                                       arguments: [image.size, image.mtime, image.labelPath, now, image.relativePath])
+                    if old.size != image.size || old.mtime != image.mtime || old.boxes != image.boxesStamp || old.removed {
+                        try db.execute(sql: "UPDATE image SET size = ?, mtime = ?, boxes = ?, label = ?, state = 'pending', error = NULL, removed = 0, updatedAt = ? WHERE path = ?",
+                                       arguments: [image.size, image.mtime, image.boxesStamp, image.labelPath, now, image.relativePath])
                     }
                 } else {
-                    try db.execute(sql: "INSERT INTO image (path, label, size, mtime, updatedAt) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [image.relativePath, image.labelPath, image.size, image.mtime, now])
+                    try db.execute(sql: "INSERT INTO image (path, label, size, mtime, boxes, updatedAt) VALUES (?, ?, ?, ?, ?, ?)",
+                                   arguments: [image.relativePath, image.labelPath, image.size, image.mtime, image.boxesStamp, now])
                     added += 1
                 }
             }
@@ -146,10 +162,10 @@ public final class JobStore: @unchecked Sendable {
             try db.execute(sql: "DELETE FROM object WHERE imageId = ?", arguments: [imageId])
             for (position, o) in objects.enumerated() {
                 try db.execute(sql: """
-                    INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points, source)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [imageId, position, o.classId, Double(o.confidence), Double(o.box.x1), Double(o.box.y1),
-                                     Double(o.box.x2), Double(o.box.y2), Double(o.samScore), o.points])
+                                     Double(o.box.x2), Double(o.box.y2), Double(o.samScore), o.points, o.source.rawValue])
             }
             try db.execute(sql: "UPDATE image SET state = ?, error = NULL, objects = ?, seconds = ?, completions = completions + 1, updatedAt = ? WHERE id = ?",
                            arguments: [state.rawValue, objects.count, seconds, now, imageId])
@@ -171,6 +187,11 @@ public final class JobStore: @unchecked Sendable {
         try pool.read { db in
             Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT path, completions FROM image").map { ($0["path"] as String, $0["completions"] as Int) })
         }
+    }
+
+    /// The highest class id written so far (nil before any object): a box-dataset job names its classes by id.
+    public func highestClass() throws -> Int? {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT MAX(classId) FROM object JOIN image ON image.id = object.imageId WHERE image.removed = 0") }
     }
 
     /// What `status` shows.

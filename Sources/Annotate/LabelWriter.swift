@@ -5,15 +5,18 @@ public struct LabelLine: Sendable, Equatable {
     public var classId: Int
     /// Normalised (x, y) points.
     public var points: [(x: Float, y: Float)]
+    /// The line as read from an existing label file, written back unchanged.
+    public var verbatim: String? = nil
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.classId == b.classId && a.points.count == b.points.count && zip(a.points, b.points).allSatisfy { $0.x == $1.x && $0.y == $1.y }
+        a.classId == b.classId && a.verbatim == b.verbatim && a.points.count == b.points.count
+            && zip(a.points, b.points).allSatisfy { $0.x == $1.x && $0.y == $1.y }
     }
 
     /// `class x1 y1 … xn yn` with each coordinate printed as Ultralytics prints it: the float32 value widened to
     /// a double and written as Python's repr (the shortest text that reads back to the same double).
     public var text: String {
-        "\(classId) " + points.flatMap { [$0.x, $0.y] }.map { "\(Double($0))" }.joined(separator: " ")
+        verbatim ?? "\(classId) " + points.flatMap { [$0.x, $0.y] }.map { "\(Double($0))" }.joined(separator: " ")
     }
 }
 

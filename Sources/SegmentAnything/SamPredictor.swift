@@ -81,13 +81,11 @@ public final class SamPredictor: @unchecked Sendable {
         densePE = prompts.densePositionalEncoding()
     }
 
-    /// Loads a SAM checkpoint (sam_b.pt, sam_vit_h_*.pth, …); `decoderHeads` overrides the two-way transformer's
-    /// head count, which tensor shapes cannot reveal (8 in every released SAM).
-    public convenience init(path: String, decoderHeads: Int? = nil) throws {
-        guard case .sam(var checkpoint) = try ModelFile.open(path: path) else {
+    /// Loads a SAM checkpoint (sam_b.pt, sam_vit_h_*.pth, …).
+    public convenience init(path: String) throws {
+        guard case .sam(let checkpoint) = try ModelFile.open(path: path) else {
             throw CheckpointError.unsupported(path: path, reason: "this is a YOLO detector; sam_model needs a Segment Anything model such as sam_b.pt")
         }
-        if let decoderHeads { checkpoint.architecture.decoderHeads = decoderHeads }
         try self.init(checkpoint: checkpoint)
     }
 

@@ -21,8 +21,12 @@ extension AutoAnnotateCommand {
         @Option(help: "The folder of images (searched recursively).")
         var data: String
 
-        @Option(name: .customLong("det-model"), help: "YOLOv8 detection checkpoint.")
-        var detModel = "yolov8x.pt"
+        @Option(name: .customLong("det-model"), help: "YOLOv8 detection checkpoint (default: yolov8x.pt).")
+        var detModel: String?
+
+        @Option(help: ArgumentHelp("Segment an existing YOLO box dataset instead of detecting: the folder of its box labels, mirroring data (auto: Ultralytics' layout, …/images/… → …/labels/…).",
+                                   discussion: "Each box prompts SAM; a box whose mask SAM rejects keeps its outline, rows that are polygons already are copied."))
+        var boxes: String?
 
         @Option(name: .customLong("sam-model"), help: "Segment Anything checkpoint.")
         var samModel = "sam_b.pt"
@@ -52,8 +56,15 @@ extension AutoAnnotateCommand {
             compute.apply()
             guard !detection.agnostic else { throw ValidationError("agnostic NMS is not part of auto_annotate; leave it out") }
             let dataPath = URL(fileURLWithPath: data).standardizedFileURL.path
+            let boxFolder = try boxes.map { try Self.boxFolder($0, data: dataPath) }
+            if boxFolder != nil {
+                if detModel != nil { throw ValidationError("boxes= takes the boxes from label files, so no detector runs: leave out det_model=") }
+                if detection.classes != nil { throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects") }
+            }
+            let detector = boxFolder == nil ? try JobSettings.Model.identify(path: detModel ?? "yolov8x.pt") : nil
             var settings = JobSettings(data: dataPath, output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL.path,
-                                       detector: try .identify(path: detModel), segmenter: try .identify(path: samModel))
+                                       detector: detector, segmenter: try .identify(path: samModel))
+            settings.boxes = boxFolder
             settings.confidence = detection.conf
             settings.iou = detection.iou
             settings.imageSize = detection.imgsz
@@ -63,12 +74,31 @@ extension AutoAnnotateCommand {
             settings.polygon = polygon.rawValue
             if detection.classes != nil {
                 // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
-                guard case .yolo(let checkpoint) = try ModelFile.open(path: detModel) else {
-                    throw ValidationError("det_model=\(detModel) is not a YOLOv8 detection model")
+                let path = detModel ?? "yolov8x.pt"
+                guard case .yolo(let checkpoint) = try ModelFile.open(path: path) else {
+                    throw ValidationError("det_model=\(path) is not a YOLOv8 detection model")
                 }
                 settings.classes = try detection.nms(names: checkpoint.names).classes.map { Array($0).sorted() }
             }
             try Self.execute(try AutoAnnotator(settings: settings), retryFailed: retryFailed)
+        }
+
+        /// The box label folder: as given, or by Ultralytics' layout for `auto`.
+        static func boxFolder(_ value: String, data: String) throws -> String {
+            let folder: String
+            if value == "auto" {
+                guard let found = BoxLabels.ultralyticsLabelFolder(forData: data) else {
+                    throw ValidationError("boxes=auto finds labels by Ultralytics' layout (…/images/… → …/labels/…), but data=\(data) has no 'images' folder in its path; give boxes=DIR")
+                }
+                folder = found
+            } else {
+                folder = URL(fileURLWithPath: value).standardizedFileURL.path
+            }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("boxes=\(value): \(folder) is not a folder of YOLO box labels")
+            }
+            return folder
         }
 
         /// Runs a job with progress on stderr and a summary; exits 2 when the job has failed images.
@@ -81,6 +111,7 @@ extension AutoAnnotateCommand {
             var lines = ["\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
                          + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"]
             if summary.skipped > 0 { lines.append("  \(summary.skipped) images were finished or failed before (retry_failed=True redoes failed ones)") }
+            if summary.outlines > 0 { lines.append("  \(summary.outlines) boxes kept their outline: SAM's mask was empty or its score not above sam_conf") }
             if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
             if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
             if failed > 0 { lines.append("  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them") }
@@ -107,7 +138,7 @@ extension AutoAnnotateCommand {
             var settings = try AutoAnnotator.storedSettings(output: URL(fileURLWithPath: outputDir).standardizedFileURL.path)
             // The models must be the same files: identify them again where the job found them.
             let stored = settings
-            settings.detector = try .identify(path: stored.detector.path)
+            settings.detector = try stored.detector.map { try .identify(path: $0.path) }
             settings.segmenter = try .identify(path: stored.segmenter.path)
             try Run.execute(try AutoAnnotator(settings: settings), retryFailed: retryFailed)
         }
@@ -168,7 +199,9 @@ extension AutoAnnotateCommand {
             if let rate = j.imagesPerSecond { out += String(format: "  throughput: %.2f images/s", rate) }
             if let left = j.secondsLeft, left > 0 { out += String(format: ", about %.0f s left", left) }
             if j.imagesPerSecond != nil { out += "\n" }
-            out += "  data: \(s.data)\n  det_model: \(s.detector.path) (sha256 \(s.detector.sha256.prefix(12))…)\n"
+            out += "  data: \(s.data)\n"
+            if let d = s.detector { out += "  det_model: \(d.path) (sha256 \(d.sha256.prefix(12))…)\n" }
+            if let b = s.boxes { out += "  boxes: \(b)\n" }
             out += "  sam_model: \(s.segmenter.path) (sha256 \(s.segmenter.sha256.prefix(12))…)\n"
             out += "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
             out += "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon)\n"

@@ -41,9 +41,6 @@ extension AutoAnnotateCommand {
         @Option(help: "Where format=png writes the overlay (default: <image stem>_sam.png beside the current folder).")
         var output: String?
 
-        @Option(help: ArgumentHelp("Heads of the mask decoder's transformer, for custom-size SAMs (every released SAM has 8).", visibility: .hidden))
-        var decoderHeads: Int?
-
         @OptionGroup var compute: ComputeOptions
 
         enum Format: String, ExpressibleByArgument, CaseIterable { case json, png }
@@ -72,7 +69,7 @@ extension AutoAnnotateCommand {
             }
             let prompts = zip(coordinates, pointLabels).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
 
-            let predictor = try SamPredictor(path: model, decoderHeads: decoderHeads)
+            let predictor = try SamPredictor(path: model)
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)
             let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask)

@@ -43,4 +43,25 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(try run(["pipeline=/nonexistent.yaml", "data=\(data.path)"]).status, 1, "usage error")
         XCTAssertEqual(try run(["data=\(data.path)", "conf=2"]).status, 1, "usage error")
     }
+
+    /// The box-dataset recipe through the command: boxes=auto from the recipe, data.yaml naming classes by id, and
+    /// a detector alongside boxes refused as a usage error.
+    func testBoxDatasetRecipe() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        let data = work.appendingPathComponent("dataset/images")
+        try FileManager.default.createDirectory(at: work.appendingPathComponent("dataset"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: PipelineTests.fixtures.appendingPathComponent("annotate/images"), to: data)
+        try FileManager.default.copyItem(at: PipelineTests.fixtures.appendingPathComponent("annotate/boxes"), to: work.appendingPathComponent("dataset/labels"))
+        let recipe = PipelineTests.fixtures.appendingPathComponent("../../Pipelines/boxes-to-segments.yaml").standardized.path
+        let output = work.appendingPathComponent("dataset/labels-segment").path
+        let job = ["pipeline=\(recipe)", "data=\(data.path)", "output_dir=\(output)", "sam_model=\(PipelineTests.segmenter)"]
+        XCTAssertEqual(try run(job).status, 0)
+        let status = try run(["status", "output_dir=\(output)"]).output
+        XCTAssertTrue(status.contains("done 2, empty 2, failed 0") && status.contains("boxes: \(work.appendingPathComponent("dataset/labels").path)"), status)
+        XCTAssertTrue(try String(contentsOfFile: output + "/data.yaml", encoding: .utf8).contains("  5: 5\n"))
+        XCTAssertEqual(try run(job + ["det_model=\(PipelineTests.detector)"]).status, 1, "boxes and a detector")
+        XCTAssertEqual(try run(job + ["boxes=\(work.path)/missing"]).status, 1, "no such box folder")
+    }
 }

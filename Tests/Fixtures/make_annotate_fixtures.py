@@ -2,7 +2,9 @@
 """Makes the Annotate fixtures: small photos (the YOLO fixture scenes, downscaled so that the random tiny SAM's
 noisy masks give label files of kilobytes, not megabytes) and the label files Ultralytics 8.4.190's own
 `auto_annotate` writes for them with the tiny boosted YOLOv8 (yolo/tiny_yolov8_boost.pt) and the tiny SAM
-(sam/tiny_sam_iou.pt).
+(sam/tiny_sam_iou.pt); then box labels for the same photos (annotate/boxes: a box dataset, one image without a
+label file, one with an empty one) and the segment labels Ultralytics' `yolo_bbox2segment` makes from them with
+the tiny SAM (annotate/bbox2segment).
 
     python Tests/Fixtures/make_annotate_fixtures.py
 
@@ -43,8 +45,33 @@ def main():
         shutil.copytree(OUT / "images", data)
         auto_annotate(data=str(data), det_model=str(HERE / "yolo" / "tiny_yolov8_boost.pt"),
                       sam_model=str(HERE / "sam" / "tiny_sam_iou.pt"), output_dir=str(OUT / "ultralytics"))
-    files = sorted(p.name for p in (OUT / "ultralytics").iterdir())
-    print(f"Ultralytics wrote {files}: lines {[len((OUT / 'ultralytics' / f).read_text().splitlines()) for f in files]}")
+    report("auto_annotate", OUT / "ultralytics")
+    box_dataset()
+
+
+# Boxes (class cx cy w h, normalised) of a hand-made box dataset over the fixture photos.
+BOXES = {
+    "portrait.txt": ["0 0.5 0.5 0.6 0.7", "2 0.25 0.3 0.3 0.2", "0 0.7 0.8 0.2 0.3"],
+    "landscape.txt": ["5 0.4 0.55 0.5 0.6", "1 0.85 0.2 0.2 0.3"],
+    "square.txt": [],
+}
+
+
+def box_dataset():
+    from ultralytics.data.converter import yolo_bbox2segment
+    (OUT / "boxes").mkdir()
+    for name, rows in BOXES.items():
+        (OUT / "boxes" / name).write_text("".join(r + "\n" for r in rows))
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(OUT / "images", Path(tmp) / "images")
+        shutil.copytree(OUT / "boxes", Path(tmp) / "labels")
+        yolo_bbox2segment(Path(tmp) / "images", save_dir=OUT / "bbox2segment", sam_model=str(HERE / "sam" / "tiny_sam_iou.pt"))
+    report("yolo_bbox2segment", OUT / "bbox2segment")
+
+
+def report(what, folder):
+    files = sorted(p.name for p in folder.iterdir())
+    print(f"Ultralytics {what} wrote {files}: lines {[len((folder / f).read_text().splitlines()) for f in files]}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def ultralytics_tiny_sam(state):
                                       norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
                                       global_attn_indexes=[1], window_size=14, out_chans=16),
         prompt_encoder=PromptEncoder(embed_dim=16, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=2),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=8),
                                  transformer_dim=16, iou_head_depth=3, iou_head_hidden_dim=16))
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -78,7 +78,7 @@ def main():
 
     predictor = Predictor(overrides=dict(conf=0.25, task="segment", mode="predict", imgsz=1024, save=False, verbose=False))
     predictor.setup_model(model=model, verbose=False)
-    manifest = {"weights": weights, "decoder_heads": 8 if full else 2, "images": [], "cases": []}
+    manifest = {"weights": weights, "images": [], "cases": []}
     cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]),
                               dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400], [0, 0, 810, 1080]]),
                               dict(points=[[[400, 500], [200, 700]]], labels=[[1, 0]]),

@@ -16,7 +16,6 @@ final class PredictorTests: XCTestCase {
             let logits: String; let logits_shape: [Int]; let scores: [Float]; let masks: Int
         }
         let weights: String
-        let decoder_heads: Int
         let images: [ImageCase]
         let cases: [Case]
     }
@@ -26,7 +25,7 @@ final class PredictorTests: XCTestCase {
     static let directory = ProcessInfo.processInfo.environment["AUTOANNOTATE_SAM_FIXTURES"].map { URL(fileURLWithPath: $0) }
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam").standardized
     static let manifest = try! JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
-    static let predictor = try! SamPredictor(path: directory.appendingPathComponent(manifest.weights).path, decoderHeads: manifest.decoder_heads)
+    static let predictor = try! SamPredictor(path: directory.appendingPathComponent(manifest.weights).path)
 
     func floats(_ name: String) throws -> [Float] {
         try Data(contentsOf: Self.directory.appendingPathComponent(name)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
@@ -72,7 +71,7 @@ final class PredictorTests: XCTestCase {
     }
 
     func testPromptsAreRequiredAndAnImageMustBeSet() throws {
-        let predictor = try SamPredictor(path: Self.directory.appendingPathComponent(Self.manifest.weights).path, decoderHeads: 2)
+        let predictor = try SamPredictor(path: Self.directory.appendingPathComponent(Self.manifest.weights).path)
         XCTAssertThrowsError(try predictor.predict(boxes: [SamBox(x1: 0, y1: 0, x2: 1, y2: 1)])) { XCTAssertEqual($0 as? SamError, .noImage) }
         predictor.setImage(Image(width: 8, height: 6, fill: (10, 20, 30)))
         XCTAssertThrowsError(try predictor.predict()) { XCTAssertEqual($0 as? SamError, .noPrompt) }

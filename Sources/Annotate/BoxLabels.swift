@@ -1,0 +1,91 @@
+import Foundation
+
+/// An existing YOLO label file read as prompts for SAM (the box dataset → segmentation recipe, like Ultralytics'
+/// `yolo_bbox2segment`). Box rows (`class cx cy w h`, normalised) become SAM box prompts; rows that already are
+/// polygons (`class x1 y1 … xn yn`) are kept as they are, so converting a converted or mixed dataset changes
+/// nothing that is already a segment. Rows are checked as Ultralytics' dataset checker does.
+public struct BoxLabels: Sendable, Equatable {
+    public enum Row: Sendable, Equatable {
+        /// A box in pixels of the image, with its class.
+        case box(classId: Int, x1: Float, y1: Float, x2: Float, y2: Float)
+        /// A row that already is a polygon (normalised points), kept verbatim.
+        case polygon(classId: Int, points: [(x: Float, y: Float)], text: String)
+
+        public static func == (a: Row, b: Row) -> Bool {
+            switch (a, b) {
+            case let (.box(c, x1, y1, x2, y2), .box(d, u1, v1, u2, v2)): c == d && x1 == u1 && y1 == v1 && x2 == u2 && y2 == v2
+            case let (.polygon(_, _, t), .polygon(_, _, u)): t == u
+            default: false
+            }
+        }
+    }
+
+    public var rows: [Row]
+
+    public struct Problem: Error, LocalizedError {
+        public let path: String, line: Int, reason: String
+        public var errorDescription: String? { "\(path) line \(line): \(reason)" }
+    }
+
+    /// Where an image's box labels are: `boxes` mirrors the data folder's tree (`a/b.jpg` → `boxes/a/b.txt`).
+    public static func path(forImage relativePath: String, in boxes: String) -> String {
+        (boxes as NSString).appendingPathComponent((relativePath as NSString).deletingPathExtension + ".txt")
+    }
+
+    /// Ultralytics' dataset layout (`img2label_paths`): the last `images` folder of the data path replaced by
+    /// `labels` (`dataset/images/train` → `dataset/labels/train`).
+    public static func ultralyticsLabelFolder(forData data: String) -> String? {
+        var parts = URL(fileURLWithPath: data).standardizedFileURL.pathComponents
+        guard let at = parts.lastIndex(of: "images") else { return nil }
+        parts[at] = "labels"
+        return NSString.path(withComponents: parts)
+    }
+
+    /// Reads the label file at `path` for an image of `width`×`height` pixels. A missing file is an image
+    /// without objects (a background image, as Ultralytics treats it). Duplicate rows are dropped, keeping the
+    /// first (Ultralytics drops them too).
+    public static func read(path: String, width: Int, height: Int) throws -> BoxLabels {
+        guard FileManager.default.fileExists(atPath: path) else { return BoxLabels(rows: []) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw Problem(path: path, line: 0, reason: "cannot be read")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw Problem(path: path, line: 0, reason: "not UTF-8 text") }
+        var rows: [Row] = []
+        var seen = Set<[Substring]>()
+        for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let fields = line.split(whereSeparator: \.isWhitespace)
+            guard !fields.isEmpty, seen.insert(fields).inserted else { continue }
+            func problem(_ reason: String) -> Problem { Problem(path: path, line: index + 1, reason: reason) }
+            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded(), classValue < 1e9 else {
+                throw problem("class '\(fields[0])' is not a non-negative whole number")
+            }
+            let values = try fields.dropFirst().map { field -> Float in
+                guard let v = Float(field), v.isFinite else { throw problem("'\(field)' is not a number") }
+                return v
+            }
+            // Ultralytics' checker: normalised, non-negative coordinates.
+            guard values.allSatisfy({ $0 >= 0 && $0 <= 1 }) else { throw problem("coordinates must be normalised to [0, 1]") }
+            let classId = Int(classValue)
+            if values.count == 4 {
+                // As yolo_bbox2segment: scale to pixels in float32, then xywh → xyxy.
+                let (cx, cy) = (values[0] * Float(width), values[1] * Float(height))
+                let (w, h) = (values[2] * Float(width), values[3] * Float(height))
+                rows.append(.box(classId: classId, x1: cx - w / 2, y1: cy - h / 2, x2: cx + w / 2, y2: cy + h / 2))
+            } else if values.count >= 6, values.count % 2 == 0 {
+                let points = stride(from: 0, to: values.count, by: 2).map { (x: values[$0], y: values[$0 + 1]) }
+                rows.append(.polygon(classId: classId, points: points, text: fields.joined(separator: " ")))
+            } else {
+                throw problem("\(fields.count) columns: a box row has 5 (class cx cy w h), a polygon row an odd number ≥ 7")
+            }
+        }
+        return BoxLabels(rows: rows)
+    }
+
+    /// Size and modification time of the label file ("" when there is none): a job redoes an image when this
+    /// changes, so editing a box is picked up by the next run.
+    public static func stamp(path: String) -> String {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let size = attributes[.size] as? Int, let date = attributes[.modificationDate] as? Date else { return "" }
+        return "\(size):\(date.timeIntervalSince1970)"
+    }
+}
