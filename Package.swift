@@ -6,7 +6,7 @@ import PackageDescription
 let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
 // Layers (see DESIGN.md §2): C shims → Tensor → Imaging → Checkpoint → YOLO, SegmentAnything, Geometry →
-// Annotate → the thin `autoannotate` CLI.
+// Annotate → the thin `autoannotate` CLI (with ModelCache resolving model names to files).
 let package = Package(
     name: "autoannotate",
     platforms: [.macOS(.v13)],
@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
         .library(name: "Geometry", targets: ["Geometry"]),
         .library(name: "Annotate", targets: ["Annotate"]),
+        .library(name: "ModelCache", targets: ["ModelCache"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -44,6 +45,8 @@ let package = Package(
         .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
         .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
         .target(name: "Geometry", swiftSettings: optimized),
+        // Official model names → files: the weights cache and verified, resumable downloads.
+        .target(name: "ModelCache", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Annotate",
             dependencies: ["Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry",
@@ -52,7 +55,7 @@ let package = Package(
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate",
+            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate", "ModelCache",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "autoannotate-bench",
@@ -72,6 +75,7 @@ let package = Package(
         .testTarget(name: "SegmentAnythingTests", dependencies: ["SegmentAnything"]),
         .testTarget(name: "GeometryTests", dependencies: ["Geometry", "Imaging"]),
         .testTarget(name: "AnnotateTests", dependencies: ["Annotate"]),
+        .testTarget(name: "ModelCacheTests", dependencies: ["ModelCache"]),
     ],
     swiftLanguageModes: [.v5]
 )

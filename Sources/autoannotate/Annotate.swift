@@ -61,9 +61,9 @@ extension AutoAnnotateCommand {
                 if detModel != nil { throw ValidationError("boxes= takes the boxes from label files, so no detector runs: leave out det_model=") }
                 if detection.classes != nil { throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects") }
             }
-            let detector = boxFolder == nil ? try JobSettings.Model.identify(path: detModel ?? "yolov8x.pt") : nil
+            let detectorPath = boxFolder == nil ? try resolveModel(detModel ?? "yolov8x.pt") : nil
             var settings = JobSettings(data: dataPath, output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL.path,
-                                       detector: detector, segmenter: try .identify(path: samModel))
+                                       detector: try detectorPath.map { try .identify(path: $0) }, segmenter: try .identify(path: try resolveModel(samModel)))
             settings.boxes = boxFolder
             settings.confidence = detection.conf
             settings.iou = detection.iou
@@ -74,9 +74,8 @@ extension AutoAnnotateCommand {
             settings.polygon = polygon.rawValue
             if detection.classes != nil {
                 // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
-                let path = detModel ?? "yolov8x.pt"
-                guard case .yolo(let checkpoint) = try ModelFile.open(path: path) else {
-                    throw ValidationError("det_model=\(path) is not a YOLOv8 detection model")
+                guard let detectorPath, case .yolo(let checkpoint) = try ModelFile.open(path: detectorPath) else {
+                    throw ValidationError("det_model=\(detModel ?? "yolov8x.pt") is not a YOLOv8 detection model")
                 }
                 settings.classes = try detection.nms(names: checkpoint.names).classes.map { Array($0).sorted() }
             }

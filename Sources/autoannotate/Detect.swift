@@ -30,7 +30,7 @@ extension AutoAnnotateCommand {
 
         func run() throws {
             compute.apply()
-            let detector = try Detector(path: model)
+            let detector = try Detector(path: try resolveModel(model))
             let options = try detection.nms(names: detector.names)
             let files = try imageFiles(under: source)
             var records: [[String: Any]] = []

@@ -16,7 +16,7 @@ extension AutoAnnotateCommand {
         var imgsz: Int?
 
         func run() throws {
-            print(try Self.describe(path: model, imageSize: imgsz))
+            print(try Self.describe(path: try resolveModel(model), imageSize: imgsz))
         }
 
         static func describe(path: String, imageSize: Int?) throws -> String {

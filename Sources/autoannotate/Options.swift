@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelCache
 import Tensor
 import YOLO
 
@@ -83,4 +84,26 @@ func imageFiles(under source: String) throws -> [String] {
         files.append((source as NSString).appendingPathComponent(relative))
     }
     return files.sorted()
+}
+
+/// The file a model argument names: the path itself, the weights cache, or an official name downloaded into the
+/// cache (with a progress bar on stderr) — as Ultralytics resolves `YOLO("yolov8x.pt")`.
+func resolveModel(_ argument: String) throws -> String {
+    let terminal = isatty(2) == 1
+    let start = Date()
+    var shown = -1, drew = false
+    let path = try ModelResolver().resolve(argument) { received, total in
+        let mb = Double(received) / 1e6, rate = mb / max(Date().timeIntervalSince(start), 1e-3)
+        let percent = total.map { Int(100 * received / max($0, 1)) }
+        let of = total.map { String(format: "/%.1f", Double($0) / 1e6) } ?? ""
+        if terminal {
+            drew = true
+            FileHandle.standardError.write(Data(String(format: "\rDownloading %@  %.1f%@ MB  %.1f MB/s\u{1B}[K", argument, mb, of, rate).utf8))
+        } else if let percent, percent / 10 != shown / 10 {
+            shown = percent
+            FileHandle.standardError.write(Data(String(format: "Downloading %@: %d %% of %@ MB\n", argument, percent, String(of.dropFirst())).utf8))
+        }
+    }
+    if drew { FileHandle.standardError.write(Data("\n".utf8)) }
+    return path
 }

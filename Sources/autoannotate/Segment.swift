@@ -69,7 +69,7 @@ extension AutoAnnotateCommand {
             }
             let prompts = zip(coordinates, pointLabels).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
 
-            let predictor = try SamPredictor(path: model)
+            let predictor = try SamPredictor(path: try resolveModel(model))
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)
             let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask)

@@ -3,17 +3,23 @@ import XCTest
 
 /// The `autoannotate` command as users type it: key=value arguments, recipes with overrides, exit codes, status.
 final class CommandLineTests: XCTestCase {
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, errors: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CrashTests.cli)
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let pipe = Pipe()
         process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
+        // stderr to a file, so that it cannot fill a pipe and stall the child while stdout is read.
+        let errorsPath = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-stderr-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: errorsPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errorsPath) }
+        process.standardError = FileHandle(forWritingAtPath: errorsPath)
         try process.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let errors = FileManager.default.contents(atPath: errorsPath) ?? Data()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errors, as: UTF8.self))
     }
 
     func testRecipeOverridesExitCodesAndStatus() throws {
@@ -63,5 +69,19 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: output + "/data.yaml", encoding: .utf8).contains("  5: 5\n"))
         XCTAssertEqual(try run(job + ["det_model=\(PipelineTests.detector)"]).status, 1, "boxes and a detector")
         XCTAssertEqual(try run(job + ["boxes=\(work.path)/missing"]).status, 1, "no such box folder")
+    }
+
+    /// An official name that is neither a path nor in the cache, offline: exit 1 with what to download and where
+    /// to put it (the mirror variable points the download at a port nobody listens on; nothing leaves the machine).
+    func testAMissingOfficialModelOfflineSaysWhatToDo() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-weights-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let image = PipelineTests.fixtures.appendingPathComponent("yolo/small.png").path
+        let result = try run(["detect", "model=yolov8n.pt", "source=\(image)"],
+                             environment: ["AUTOANNOTATE_WEIGHTS": cache, "AUTOANNOTATE_WEIGHTS_MIRROR": "http://127.0.0.1:9/assets"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.errors.contains("yolov8n.pt is not here and could not be downloaded"), result.errors)
+        XCTAssertTrue(result.errors.contains("Download it yourself from http://127.0.0.1:9/assets/yolov8n.pt\n  and put it in \(cache)"), result.errors)
     }
 }
