@@ -38,8 +38,11 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
 
+        // exp/erf-based elementwise kernels as vectorised polynomials (AVX2+FMA chosen at run time).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+
         // Libraries
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimized),
         .target(name: "Imaging", dependencies: ["CImageCodecs"], swiftSettings: optimized),
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
         .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),

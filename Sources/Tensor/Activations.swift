@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Elementwise functions, in place, over the whole tensor.
@@ -12,14 +13,12 @@ extension Tensor {
     }
 
     /// GELU with the exact erf form (`nn.GELU()` default): x · ½ · (1 + erf(x/√2)).
-    public mutating func gelu() {
-        mapInPlace { p, n in for i in 0..<n { p[i] = 0.5 * p[i] * (1 + erff(p[i] * 0.70710678118654752)) } }
-    }
+    public mutating func gelu() { mapInPlace { ck_gelu($0, $1) } }
 
     /// SiLU: x · σ(x).
-    public mutating func silu() { mapInPlace { p, n in for i in 0..<n { p[i] = p[i] / (1 + expf(-p[i])) } } }
+    public mutating func silu() { mapInPlace { ck_silu($0, $1) } }
 
-    public mutating func sigmoid() { mapInPlace { p, n in for i in 0..<n { p[i] = 1 / (1 + expf(-p[i])) } } }
+    public mutating func sigmoid() { mapInPlace { ck_sigmoid($0, $1) } }
 
     public mutating func relu() { mapInPlace { p, n in for i in 0..<n { p[i] = max(p[i], 0) } } }
 
@@ -30,19 +29,14 @@ extension Tensor {
         withUnsafeMutableBufferPointer { buffer in
             guard let base = buffer.baseAddress else { return }
             Threading.parallelFor(rows, grain: max(1, 8192 / max(1, c))) { range in
-                for row in range { softmaxRow(base + row * c, c) }
+                softmaxRows(base + range.lowerBound * c, rows: range.count, c, stride: c)
             }
         }
     }
 }
 
-/// In-place softmax of `n` contiguous values.
+/// In-place softmax of `rows` rows of `n` values, `stride` floats apart.
 @inline(__always)
-func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    var maximum = -Float.infinity
-    for i in 0..<n { maximum = max(maximum, p[i]) }
-    var sum: Float = 0
-    for i in 0..<n { let e = expf(p[i] - maximum); p[i] = e; sum += e }
-    let inv = 1 / sum
-    for i in 0..<n { p[i] *= inv }
+func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, _ n: Int, stride: Int) {
+    ck_softmax_rows(p, rows, n, stride)
 }

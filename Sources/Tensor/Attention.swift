@@ -38,7 +38,7 @@ public func scaledDotProductAttention(
                             gemm(transB: true, m: rows, n: nk, k: d, alpha: alpha, a: q + (head * nq + start) * d, lda: d,
                                  b: k + head * nk * d, ldb: d, c: scores, ldc: nk)
                             bias?(head, start..<(start + rows), scores, nk)
-                            for row in 0..<rows { softmaxRow(scores + row * nk, nk) }
+                            softmaxRows(scores, rows: rows, nk, stride: nk)
                             gemm(m: rows, n: dv, k: nk, a: scores, lda: nk, b: v + head * nk * dv, ldb: dv,
                                  c: o + (head * nq + start) * dv, ldc: dv)
                         }

@@ -209,10 +209,28 @@ struct SAMBench: ParsableCommand {
     @Option(help: "A Python with torch and ultralytics, to time the reference in the same run.")
     var referencePython: String?
 
+    @Option(help: "Only the mask decoder, for this many boxes, repeated (for profiling): the encoder runs once, untimed.")
+    var decoderOnly: Int?
+
+    static func boxes(_ count: Int) -> [SamBox] {
+        (0..<count).map { i -> SamBox in
+            let (x, y) = (Float(i * 7 % 500), Float(i * 13 % 300))
+            return SamBox(x1: x, y1: y, x2: x + 200, y2: y + 300)
+        }
+    }
+
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
         let predictor = try SamPredictor(path: model)
+        if let count = decoderOnly {
+            predictor.setImage(Image.gradientTexture(width: 1024, height: 768))
+            for _ in 0..<5 {
+                let seconds = minimumTime(repeats: 1) { _ = try! predictor.predict(boxes: Self.boxes(count)) }
+                print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms")
+            }
+            return
+        }
         let architecture = predictor.architecture
         // The floor: sgemm on the encoder's dominant shape (tokens × width × 4·width), as a GFLOP/s rate.
         let (m, k, n) = (4096, architecture.encoderWidth, architecture.mlpWidth)
@@ -225,11 +243,7 @@ struct SAMBench: ParsableCommand {
         print("ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
               + "sgemm \(m)×\(k)×\(n) runs at \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(encoder / (gflops / rate)))× the floor")
         for count in [1, 10, 50] {
-            let boxes = (0..<count).map { i -> SamBox in
-                let (x, y) = (Float(i * 7 % 500), Float(i * 13 % 300))
-                return SamBox(x1: x, y1: y, x2: x + 200, y2: y + 300)
-            }
-            let seconds = minimumTime(repeats: 3) { _ = try! predictor.predict(boxes: boxes) }
+            let seconds = minimumTime(repeats: 3) { _ = try! predictor.predict(boxes: Self.boxes(count)) }
             print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms")
         }
         var usage = rusage()

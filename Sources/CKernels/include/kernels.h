@@ -1,0 +1,21 @@
+#ifndef AUTOANNOTATE_KERNELS_H
+#define AUTOANNOTATE_KERNELS_H
+
+// Elementwise kernels that libm cannot vectorise: exp and erf as polynomials (Cephes' expf, Eigen's float erf;
+// about 1 ulp and a few ulp) in loops the compiler vectorises, with an AVX2+FMA build chosen at run time
+// where the CPU has it. Everything works in place on contiguous floats.
+
+// Softmax of `rows` rows of `n` values, `stride` floats apart, max-subtracted.
+void ck_softmax_rows(float *p, long rows, long n, long stride);
+// GELU, exact erf form: x · ½ · (1 + erf(x / √2)).
+void ck_gelu(float *p, long n);
+// SiLU: x · σ(x).
+void ck_silu(float *p, long n);
+// σ(x) = 1 / (1 + e^−x).
+void ck_sigmoid(float *p, long n);
+// e^x, for tests of the polynomial against the C library.
+void ck_exp(float *p, long n);
+// erf(x), for tests of the polynomial against the C library.
+void ck_erf(float *p, long n);
+
+#endif

@@ -1,0 +1,94 @@
+#include "kernels.h"
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+// e^x by Cephes' expf: x = n·ln2 + r, e^r by a degree-6 polynomial, 2^n put in the exponent bits. The input is
+// clamped to the range where 2^n is a normal float (e^x underflows to ~1e-38 below, overflows above).
+static inline __attribute__((always_inline)) float exp_poly(float x) {
+    x = fminf(fmaxf(x, -87.3365447505f), 88.3762626647f);
+    float fx = floorf(x * 1.44269504088896341f + 0.5f);
+    x -= fx * 0.693359375f;
+    x -= fx * -2.12194440e-4f;
+    float z = x * x;
+    float y = 1.9875691500e-4f;
+    y = y * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    int32_t bits = ((int32_t)fx + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+// erf(x) by Eigen's rational approximation on [-4, 4] (|erf| is 1 to float precision beyond).
+static inline __attribute__((always_inline)) float erf_poly(float x) {
+    x = fminf(fmaxf(x, -4.0f), 4.0f);
+    float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 - 2.10102402082508e-06f;
+    p = p * x2 - 5.69250639462346e-05f;
+    p = p * x2 - 7.34990630326855e-04f;
+    p = p * x2 - 2.95459980854025e-03f;
+    p = p * x2 - 1.60960333262415e-02f;
+    p = p * x;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 - 2.13374055278905e-04f;
+    q = q * x2 - 1.68282697438203e-03f;
+    q = q * x2 - 7.37332916720468e-03f;
+    q = q * x2 - 1.42647390514189e-02f;
+    return p / q;
+}
+
+// Softmax rows with 8 partial maxima and sums, so that the reductions vectorise without reassociation flags.
+#define SOFTMAX_BODY                                                                         \
+    for (long r = 0; r < rows; r++) {                                                        \
+        float *row = p + r * stride;                                                         \
+        float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY}; \
+        long i = 0;                                                                          \
+        for (; i + 8 <= n; i += 8)                                                           \
+            for (int j = 0; j < 8; j++) m[j] = row[i + j] > m[j] ? row[i + j] : m[j];        \
+        for (; i < n; i++) m[0] = row[i] > m[0] ? row[i] : m[0];                             \
+        float maximum = m[0];                                                                \
+        for (int j = 1; j < 8; j++) maximum = m[j] > maximum ? m[j] : maximum;               \
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
+        for (i = 0; i + 8 <= n; i += 8)                                                      \
+            for (int j = 0; j < 8; j++) { float e = exp_poly(row[i + j] - maximum); row[i + j] = e; s[j] += e; } \
+        for (; i < n; i++) { float e = exp_poly(row[i] - maximum); row[i] = e; s[0] += e; }  \
+        float sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));       \
+        float inverse = 1.0f / sum;                                                          \
+        for (i = 0; i < n; i++) row[i] *= inverse;                                           \
+    }
+#define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
+#define SILU_BODY    for (long i = 0; i < n; i++) p[i] = p[i] / (1.0f + exp_poly(-p[i]));
+#define SIGMOID_BODY for (long i = 0; i < n; i++) p[i] = 1.0f / (1.0f + exp_poly(-p[i]));
+#define EXP_BODY     for (long i = 0; i < n; i++) p[i] = exp_poly(p[i]);
+#define ERF_BODY     for (long i = 0; i < n; i++) p[i] = erf_poly(p[i]);
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma")))
+static int has_avx2(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return known;
+}
+#define DISPATCH(name, signature, arguments, body)          \
+    AVX2 static void name##_avx2 signature { body }         \
+    static void name##_generic signature { body }           \
+    void ck_##name signature {                              \
+        if (has_avx2()) name##_avx2 arguments; else name##_generic arguments; \
+    }
+#else
+#define DISPATCH(name, signature, arguments, body) void ck_##name signature { body }
+#endif
+
+DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
+DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
+DISPATCH(silu, (float *p, long n), (p, n), SILU_BODY)
+DISPATCH(sigmoid, (float *p, long n), (p, n), SIGMOID_BODY)
+DISPATCH(exp, (float *p, long n), (p, n), EXP_BODY)
+DISPATCH(erf, (float *p, long n), (p, n), ERF_BODY)
