@@ -2,6 +2,16 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+void ck_keep_large_allocations(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
 
 // e^x by Cephes' expf: x = n·ln2 + r, e^r by a degree-6 polynomial, 2^n put in the exponent bits. The input is
 // clamped to the range where 2^n is a normal float (e^x underflows to ~1e-38 below, overflows above).

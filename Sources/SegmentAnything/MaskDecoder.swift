@@ -41,8 +41,8 @@ struct MaskDecoder {
         width = a.promptWidth
     }
 
-    /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [N, E, g, g] → logits [N, M, 4g, 4g] and
-    /// predicted IoU [N, M], M = 3 (multimask: tokens 1…3) or 1 (token 0).
+    /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [E, g, g] (one for all prompts) →
+    /// logits [N, M, 4g, 4g] and predicted IoU [N, M], M = 3 (multimask: tokens 1…3) or 1 (token 0).
     func callAsFunction(embedding: Tensor, pe: Tensor, sparse: [[[Float]]], dense: Tensor, multimask: Bool) -> (Tensor, Tensor) {
         let (n, e, g) = (sparse.count, width, embedding.shape[1])
         let outputTokens = iouToken.storage + maskTokens.storage
@@ -52,17 +52,14 @@ struct MaskDecoder {
         var tokens = [Float]()
         tokens.reserveCapacity(n * t * e)
         for prompt in sparse { tokens += outputTokens; for token in prompt { tokens += token } }
-        // src = image embedding (repeated per prompt) + dense prompt; tokens as [N, HW, E].
+        // src = image embedding + dense prompt, and the positional encoding, as [1, HW, E]: shared by every prompt.
         let image = Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1])
-        let denseTokens = dense.reshaped([n, e, g * g]).permuted([0, 2, 1])
-        var src = denseTokens
-        src.withUnsafeMutableBufferPointer { s in for i in 0..<s.count { s[i] += image.storage[i % (g * g * e)] } }
-        let peTokens = Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1])
-        let pos = Tensor(shape: [n, g * g, e], storage: Array((0..<n).map { _ in peTokens.storage }.joined()))
+        let src = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(image)
+        let pos = Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1])
         let (hs, keys) = transformer(image: src, imagePE: pos, tokens: Tensor(shape: [n, t, e], storage: tokens))
 
         // Upscale: ConvTranspose ×2 → LayerNorm2d → GELU → ConvTranspose ×2 → GELU.
-        var up = convTranspose2d(keys.permuted([0, 2, 1]).reshaped([n, e, g, g]), weight: up0.0, bias: up0.1, stride: 2)
+        var up = convTranspose2d(keys.reshaped([n, g, g, e]), weight: up0.0, bias: up0.1, stride: 2, channelsLast: true)
         up = layerNorm2d(up, weight: up1.weight, bias: up1.bias, eps: 1e-6)
         up.gelu()
         up = convTranspose2d(up, weight: up3.0, bias: up3.1, stride: 2)

@@ -135,8 +135,7 @@ public final class SamPredictor: @unchecked Sendable {
         let batch = 8
         for start in stride(from: 0, to: sparse.count, by: batch) {
             let part = Array(sparse[start..<min(sparse.count, start + batch)])
-            let denseBatch = Tensor(shape: [part.count] + dense.shape, storage: Array((0..<part.count).map { _ in dense.storage }.joined()))
-            let (l, s) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: part, dense: denseBatch, multimask: multimask)
+            let (l, s) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: part, dense: dense, multimask: multimask)
             logitValues += l.storage
             scoreValues += s.storage
         }

@@ -13,14 +13,10 @@ struct DecoderAttention {
         self.heads = heads
     }
 
-    /// q [N, Tq, E], k and v [N, Tk, E] → [N, Tq, E].
+    /// q [Nq, Tq, E], k and v [Nk, Tk, E] → [N, Tq, E]; an input with N = 1 is shared by all prompts, and its
+    /// projection is computed once.
     func callAsFunction(q query: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
-        let (n, tq, tk) = (query.shape[0], query.shape[1], key.shape[1])
-        let inner = q.weight.shape[0], d = inner / heads
-        func split(_ x: Tensor, _ t: Int) -> Tensor { x.reshaped([n, t, heads, d]).permuted([0, 2, 1, 3]) }
-        let qs = split(q(query), tq), ks = split(k(key), tk), vs = split(v(value), tk)
-        let attended = scaledDotProductAttention(query: qs, key: ks, value: vs)  // [N, heads, Tq, d]
-        return out(attended.permuted([0, 2, 1, 3]).reshaped([n, tq, inner]))
+        out(multiHeadAttention(query: q(query), key: k(key), value: v(value), heads: heads))
     }
 }
 
@@ -55,7 +51,9 @@ struct TwoWayTransformer {
 
     static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
 
-    /// image [N, HW, E] (already plus the dense prompt), imagePE [N, HW, E], tokens [N, T, E] → (queries, keys).
+    /// image [1, HW, E] (already plus the dense prompt) and imagePE [1, HW, E], shared by the N prompts, and
+    /// tokens [N, T, E] → (queries [N, T, E], keys [N, HW, E]). The image side is the same for every prompt until
+    /// the first image-to-token attention, so until then its projections are computed once, not per prompt.
     func callAsFunction(image: Tensor, imagePE: Tensor, tokens: Tensor) -> (Tensor, Tensor) {
         var queries = tokens, keys = image
         for layer in layers {

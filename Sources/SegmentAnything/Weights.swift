@@ -32,11 +32,17 @@ struct Norm {
 }
 
 extension Tensor {
-    /// Elementwise sum with a tensor of the same element count.
+    /// self + other, the smaller repeated along the leading dimension (one image's values added to every
+    /// prompt's); the result has the larger one's shape.
     func adding(_ other: Tensor) -> Tensor {
-        precondition(count == other.count, "adding \(shape) and \(other.shape)")
-        var out = self
-        out.withUnsafeMutableBufferPointer { p in other.withUnsafeBufferPointer { q in for i in 0..<p.count { p[i] += q[i] } } }
+        let (large, small) = count >= other.count ? (self, other) : (other, self)
+        precondition(small.count > 0 && large.count % small.count == 0, "adding \(shape) and \(other.shape)")
+        var out = large
+        out.withUnsafeMutableBufferPointer { p in
+            small.withUnsafeBufferPointer { q in
+                for start in stride(from: 0, to: p.count, by: q.count) { for i in 0..<q.count { p[start + i] += q[i] } }
+            }
+        }
         return out
     }
 }

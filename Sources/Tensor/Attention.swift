@@ -49,3 +49,47 @@ public func scaledDotProductAttention(
     }
     return output
 }
+
+/// Multi-head attention on the layout linear layers produce, with no head transposes: query [Bq, Tq, H·d],
+/// key [Bk, Tk, H·d], value [Bk, Tk, H·dv] → [B, Tq, H·dv], where B = max(Bq, Bk) and an input with batch 1 is
+/// shared by every batch entry (one image's keys for all of SAM's prompts, or one image's queries). Per entry and
+/// head: softmax(Q·Kᵀ/√d)·V, `chunkRows` query rows at a time.
+public func multiHeadAttention(query: Tensor, key: Tensor, value: Tensor, heads: Int, chunkRows: Int = 256) -> Tensor {
+    precondition(query.rank == 3 && key.rank == 3 && value.rank == 3, "multiHeadAttention wants [B, T, H·d] tensors")
+    let (bq, tq, inner) = (query.shape[0], query.shape[1], query.shape[2])
+    let (bk, tk, innerV) = (key.shape[0], key.shape[1], value.shape[2])
+    let batch = max(bq, bk)
+    precondition(key.shape[2] == inner && value.shape[0] == bk && value.shape[1] == tk && inner % heads == 0 && innerV % heads == 0
+                 && (bq == batch || bq == 1) && (bk == batch || bk == 1),
+                 "multiHeadAttention shapes q \(query.shape), k \(key.shape), v \(value.shape), \(heads) heads")
+    let (d, dv) = (inner / heads, innerV / heads)
+    var output = Tensor(zeros: [batch, tq, innerV])
+    guard output.count > 0, tk > 0 else { return output }
+    let chunk = max(1, min(chunkRows, tq))
+    let chunks = (tq + chunk - 1) / chunk
+    let scale = 1 / Float(d).squareRoot()
+    query.withUnsafeBufferPointer { q in
+        key.withUnsafeBufferPointer { k in
+            value.withUnsafeBufferPointer { v in
+                output.withUnsafeMutableBufferPointer { o in
+                    let (q, k, v, o) = (q.baseAddress!, k.baseAddress!, v.baseAddress!, o.baseAddress!)
+                    Threading.parallelFor(batch * heads * chunks) { items in
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * tk)
+                        defer { scores.deallocate() }
+                        for item in items {
+                            let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
+                            let rows = min(chunk, tq - start)
+                            let (qe, ke) = (bq == 1 ? 0 : entry, bk == 1 ? 0 : entry)
+                            gemm(transB: true, m: rows, n: tk, k: d, alpha: scale, a: q + (qe * tq + start) * inner + head * d, lda: inner,
+                                 b: k + ke * tk * inner + head * d, ldb: inner, c: scores, ldc: tk)
+                            softmaxRows(scores, rows: rows, tk, stride: tk)
+                            gemm(m: rows, n: dv, k: tk, a: scores, lda: tk, b: v + ke * tk * innerV + head * dv, ldb: innerV,
+                                 c: o + (entry * tq + start) * innerV + head * dv, ldc: innerV)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return output
+}

@@ -151,12 +151,14 @@ func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
 
 /// `torch.nn.ConvTranspose2d` with stride equal to the kernel and no padding (SAM's output upscaling):
 /// input [N, Cin, H, W], weight [Cin, Cout, k, k], bias [Cout] → [N, Cout, H·k, W·k]. Each input pixel paints
-/// its own k×k block, so it is one GEMM (Wᵀ · X) and a scatter.
-public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int) -> Tensor {
-    precondition(input.rank == 4 && weight.rank == 4 && weight.shape[0] == input.shape[1],
+/// its own k×k block, so it is one GEMM (Wᵀ · X) and a scatter. `channelsLast`: the input is [N, H, W, Cin]
+/// instead (a token sequence as transformers leave it), read as it is, with no transpose.
+public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int, channelsLast: Bool = false) -> Tensor {
+    precondition(input.rank == 4 && weight.rank == 4 && weight.shape[0] == input.shape[channelsLast ? 3 : 1],
                  "convTranspose2d: input \(input.shape), weight \(weight.shape)")
     precondition(weight.shape[2] == stride && weight.shape[3] == stride, "convTranspose2d supports kernel = stride only")
-    let (n, cin, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let (n, cin, h, w) = channelsLast ? (input.shape[0], input.shape[3], input.shape[1], input.shape[2])
+                                      : (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let (cout, k) = (weight.shape[1], stride)
     var output = Tensor(zeros: [n, cout, h * k, w * k])
     let rows = cout * k * k
@@ -168,8 +170,8 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
                     let (x, wt, y, p) = (x.baseAddress!, wt.baseAddress!, y.baseAddress!, p.baseAddress!)
                     for image in 0..<n {
                         // p[(co·k + ky)·k + kx, iy·W + ix] = Σ_ci w[ci, co, ky, kx] · x[ci, iy, ix]
-                        gemm(transA: true, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
-                             ldb: h * w, c: p, ldc: h * w)
+                        gemm(transA: true, transB: channelsLast, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
+                             ldb: channelsLast ? cin : h * w, c: p, ldc: h * w)
                         let out = y + image * cout * h * k * w * k
                         Threading.parallelFor(cout) { channels in
                             for co in channels {

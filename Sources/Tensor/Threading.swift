@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Dispatch
 import Foundation
@@ -12,6 +13,11 @@ public enum Threading {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var current: Int = {
         openblas_set_num_threads(1)
+        // Activations of tens of megabytes are allocated and freed for every layer. glibc serves blocks above
+        // its mmap threshold with fresh mappings, so each one page-faults and zero-fills anew (a quarter of
+        // SAM's decoder time); keeping them in the heap lets freed blocks be reused. Peak RSS is unchanged:
+        // it is set by the largest working set, which is held either way.
+        ck_keep_large_allocations()
         return ProcessInfo.processInfo.activeProcessorCount
     }()
     /// Marks threads that are running a `parallelFor` body, so that nested loops run serially instead of

@@ -18,4 +18,7 @@ void ck_exp(float *p, long n);
 // erf(x), for tests of the polynomial against the C library.
 void ck_erf(float *p, long n);
 
+// glibc: serve large blocks from the heap (reused after free) instead of fresh zero-filled mappings each time.
+void ck_keep_large_allocations(void);
+
 #endif
