@@ -73,6 +73,25 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         float inverse = 1.0f / sum;                                                          \
         for (i = 0; i < n; i++) row[i] *= inverse;                                           \
     }
+#define LAYER_NORM_BODY                                                                      \
+    for (long r = 0; r < rows; r++) {                                                        \
+        const float *v = x + r * n;                                                          \
+        float *out = y + r * n;                                                              \
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
+        long i = 0;                                                                          \
+        for (; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += v[i + j];             \
+        for (; i < n; i++) s[0] += v[i];                                                     \
+        float mean = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (float)n; \
+        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
+        for (i = 0; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) { float d = v[i + j] - mean; t[j] += d * d; } \
+        for (; i < n; i++) { float d = v[i] - mean; t[0] += d * d; }                        \
+        float variance = (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) / (float)n; \
+        float inverse = 1.0f / sqrtf(variance + eps);                                        \
+        for (i = 0; i < n; i++) out[i] = (v[i] - mean) * inverse * g[i] + b[i];              \
+    }
+#define ADD_REPEATING_BODY                                                                   \
+    for (long start = 0; start < n; start += period)                                        \
+        for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
 #define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
 #define SILU_BODY    for (long i = 0; i < n; i++) p[i] = p[i] / (1.0f + exp_poly(-p[i]));
 #define SIGMOID_BODY for (long i = 0; i < n; i++) p[i] = 1.0f / (1.0f + exp_poly(-p[i]));
@@ -97,6 +116,9 @@ static int has_avx2(void) {
 #endif
 
 DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
+DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
+         (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)
+DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)
 DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
 DISPATCH(silu, (float *p, long n), (p, n), SILU_BODY)
 DISPATCH(sigmoid, (float *p, long n), (p, n), SIGMOID_BODY)

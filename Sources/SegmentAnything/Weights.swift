@@ -30,19 +30,3 @@ struct Norm {
     let weight: Tensor
     let bias: Tensor
 }
-
-extension Tensor {
-    /// self + other, the smaller repeated along the leading dimension (one image's values added to every
-    /// prompt's); the result has the larger one's shape.
-    func adding(_ other: Tensor) -> Tensor {
-        let (large, small) = count >= other.count ? (self, other) : (other, self)
-        precondition(small.count > 0 && large.count % small.count == 0, "adding \(shape) and \(other.shape)")
-        var out = large
-        out.withUnsafeMutableBufferPointer { p in
-            small.withUnsafeBufferPointer { q in
-                for start in stride(from: 0, to: p.count, by: q.count) { for i in 0..<q.count { p[start + i] += q[i] } }
-            }
-        }
-        return out
-    }
-}

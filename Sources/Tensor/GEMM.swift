@@ -15,8 +15,11 @@ public func gemm(
         for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
         return
     }
-    // Split the larger side of C into one block per thread; below ~2 MFLOP a block is not worth a thread.
-    let blocks = min(Threading.count, max(1, m * n * k / (1 << 20)), max(m, n))
+    // Split the larger side of C into blocks whose number depends on the problem's size only — never on the
+    // thread count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of
+    // the call that computes it, so this gives the same results with any `threads=` (a resumed job may run
+    // with another). Blocks are ≥ 4 M multiply-adds, at most 16 (each call re-packs the other operand).
+    let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
     if blocks == 1 || Threading.isInsideParallelRegion {
         sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     } else if m >= n {

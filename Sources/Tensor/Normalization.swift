@@ -1,23 +1,18 @@
+import CKernels
+
 /// `torch.nn.LayerNorm` over the last dimension: (x − mean) / √(var + eps) · γ + β, biased variance.
 public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     let c = input.dim(-1)
     precondition(weight.shape == [c] && bias.shape == [c], "layerNorm parameters must be [\(c)] for \(input.shape)")
-    var output = input
+    var output = Tensor(uninitialized: input.shape)
     let rows = input.count / max(1, c)
-    output.withUnsafeMutableBufferPointer { y in
-        weight.withUnsafeBufferPointer { g in
-            bias.withUnsafeBufferPointer { b in
-                let (y, g, b) = (y.baseAddress!, g.baseAddress!, b.baseAddress!)
-                Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
-                    for row in range {
-                        let v = y + row * c
-                        var mean: Float = 0
-                        for i in 0..<c { mean += v[i] }
-                        mean /= Float(c)
-                        var variance: Float = 0
-                        for i in 0..<c { let d = v[i] - mean; variance += d * d }
-                        let inv = 1 / (variance / Float(c) + eps).squareRoot()
-                        for i in 0..<c { v[i] = (v[i] - mean) * inv * g[i] + b[i] }
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            weight.withUnsafeBufferPointer { g in
+                bias.withUnsafeBufferPointer { b in
+                    let (x, y, g, b) = (x.baseAddress!, y.baseAddress!, g.baseAddress!, b.baseAddress!)
+                    Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
+                        ck_layer_norm_rows(x + range.lowerBound * c, y + range.lowerBound * c, range.count, c, g, b, eps)
                     }
                 }
             }

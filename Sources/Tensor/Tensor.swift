@@ -1,3 +1,5 @@
+import CKernels
+
 /// A contiguous, row-major Float32 tensor.
 ///
 /// Deliberately plain: a shape and a buffer, no strides, no autograd, no device. Views that PyTorch gets
@@ -16,6 +18,46 @@ public struct Tensor: Equatable, @unchecked Sendable {
 
     public init(zeros shape: [Int]) {
         self.init(shape: shape, storage: [Float](repeating: 0, count: shape.reduce(1, *)))
+    }
+
+    /// A tensor whose every element the caller writes before reading any: no zero-filling pass over memory
+    /// that a kernel overwrites anyway.
+    init(uninitialized shape: [Int]) {
+        let count = shape.reduce(1, *)
+        self.init(shape: shape, storage: [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count })
+    }
+
+    /// self + other, where the smaller of the two repeats along the leading dimensions (one image's values added
+    /// to every prompt's); the result has the larger one's shape.
+    public func adding(_ other: Tensor) -> Tensor {
+        let (large, small) = count >= other.count ? (self, other) : (other, self)
+        precondition(small.count > 0 && large.count % small.count == 0, "adding \(shape) and \(other.shape)")
+        var out = Tensor(uninitialized: large.shape)
+        large.withUnsafeBufferPointer { a in
+            small.withUnsafeBufferPointer { b in
+                out.withUnsafeMutableBufferPointer { y in
+                    let (a, b, y, period) = (a.baseAddress!, b.baseAddress!, y.baseAddress!, small.count)
+                    // Work in pieces of about 64 K values that never straddle a period: several whole periods
+                    // of a short operand, or a slice of one period of a long one.
+                    let piece = period >= 65_536 ? 65_536 : period * (65_536 / period)
+                    let piecesPerPeriod = (period + piece - 1) / piece
+                    let periods = large.count / period
+                    Threading.parallelFor(period >= 65_536 ? periods * piecesPerPeriod : (large.count + piece - 1) / piece) { units in
+                        for unit in units {
+                            if period >= 65_536 {
+                                let (p, s) = (unit / piecesPerPeriod * period, unit % piecesPerPeriod * piece)
+                                let length = min(piece, period - s)
+                                ck_add_repeating(a + p + s, b + s, y + p + s, length, length)
+                            } else {
+                                let start = unit * piece
+                                ck_add_repeating(a + start, b, y + start, min(piece, large.count - start), period)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
     }
 
     public init(repeating value: Float, shape: [Int]) {

@@ -41,8 +41,16 @@ public enum Threading {
     /// smaller than `grain` iterations, so tiny loops stay on the calling thread. Nested calls run serially.
     public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
-        let parts = isInsideParallelRegion ? 1 : min(count, max(1, n / max(1, grain)))
-        if parts == 1 { body(0..<n); return }
+        if isInsideParallelRegion { body(0..<n); return }
+        let parts = min(count, max(1, n / max(1, grain)))
+        if parts == 1 {
+            // Still a parallel region, so that what runs inside (a nested GEMM) splits the same way whatever
+            // the thread count: results must not depend on it.
+            pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
+            defer { pthread_setspecific(insideKey, nil) }
+            body(0..<n)
+            return
+        }
         DispatchQueue.concurrentPerform(iterations: parts) { part in
             let start = n * part / parts
             let end = n * (part + 1) / parts

@@ -27,6 +27,26 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Heads interleaved in the last dimension, and batch-1 inputs shared by every batch entry, against the
+    /// float64 reference on heads split out by hand.
+    func testMultiHeadAttentionOnTheLinearLayoutWithSharedInputs() {
+        let (heads, d, dv) = (3, 4, 2)
+        for (bq, bk, tq, tk, chunk) in [(1, 1, 5, 7, 256), (4, 1, 7, 300, 256), (1, 4, 300, 7, 64), (3, 3, 9, 9, 4)] {
+            let q = randomTensor([bq, tq, heads * d], seed: 80), k = randomTensor([bk, tk, heads * d], seed: 81)
+            let v = randomTensor([bk, tk, heads * dv], seed: 82)
+            let batch = max(bq, bk)
+            // [B, T, H·d] → [B·H, T, d], repeating a shared input for every entry.
+            func split(_ x: Tensor, _ t: Int, _ width: Int, _ b: Int) -> Tensor {
+                let split = x.reshaped([b, t, heads, width]).permuted([0, 2, 1, 3])
+                return Tensor(shape: [batch * heads, t, width], storage: b == batch ? split.storage : Array((0..<batch).map { _ in split.storage }.joined()))
+            }
+            let want = naive(split(q, tq, d, bq), split(k, tk, d, bk), split(v, tk, dv, bk))
+            let expected = Tensor(shape: [batch, heads, tq, dv], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
+            assertClose(multiHeadAttention(query: q, key: k, value: v, heads: heads, chunkRows: chunk), expected.doubles,
+                        shape: [batch, tq, heads * dv], "multi-head \(bq)/\(bk) × \(tq)×\(tk)")
+        }
+    }
+
     func testChunkedEqualsUnchunked() {
         let q = randomTensor([3, 2, 100, 16], seed: 63, range: -3...3), k = randomTensor([3, 2, 90, 16], seed: 64, range: -3...3)
         let v = randomTensor([3, 2, 90, 8], seed: 65)
@@ -49,17 +69,27 @@ final class AttentionTests: XCTestCase {
         assertClose(got, naive(q, k, v, bias: bias), shape: [2, 11, 3], "attention with bias")
     }
 
+    /// Bit for bit: a resumed job may run with another `threads=` and must write the same labels. The GEMMs
+    /// are large enough to be split into blocks, in both directions.
     func testThreadCountDoesNotChangeResults() {
-        let x = randomTensor([2, 8, 21, 17], seed: 69), w = randomTensor([8, 8, 3, 3], seed: 70)
+        let x = randomTensor([2, 16, 41, 37], seed: 69), w = randomTensor([40, 16, 3, 3], seed: 70)
+        let tokens = randomTensor([3, 500, 96], seed: 71), weight = randomTensor([200, 96], seed: 72)
+        let q = randomTensor([4, 300, 32], seed: 73), kv = randomTensor([1, 700, 32], seed: 74)
+        func compute() -> [Tensor] {
+            var activated = conv2d(x, weight: w, geometry: .init(padding: 1))
+            activated.gelu()
+            return [conv2d(x, weight: w, geometry: .init(padding: 1)), activated, linear(tokens, weight: weight),
+                    linear(weight, weight: tokens.reshaped([1500, 96])), multiHeadAttention(query: q, key: kv, value: kv, heads: 4)]
+        }
         let saved = Threading.count
         defer { Threading.count = saved }
-        Threading.count = 1
-        let one = conv2d(x, weight: w, geometry: .init(padding: 1))
-        var g1 = one; g1.gelu()
-        Threading.count = 2
-        let two = conv2d(x, weight: w, geometry: .init(padding: 1))
-        var g2 = two; g2.gelu()
-        assertClose(two, one.doubles, shape: one.shape, tolerance: 1e-6, "conv 1 vs 2 threads")
-        assertClose(g2, g1.doubles, shape: g1.shape, tolerance: 1e-6, "gelu 1 vs 2 threads")
+        var results: [[Tensor]] = []
+        for threads in [1, 2, 3] {
+            Threading.count = threads
+            results.append(compute())
+        }
+        for (i, result) in results.enumerated().dropFirst() {
+            for (a, b) in zip(result, results[0]) { XCTAssertEqual(a.storage, b.storage, "\(i + 1) threads vs 1, shape \(a.shape)") }
+        }
     }
 }

@@ -57,6 +57,9 @@ final class ConvolutionTests: XCTestCase {
                 want[((image * cout + co) * h * k + y) * w * k + xo] = s
             } } } }
             assertClose(convTranspose2d(x, weight: wt, bias: b, stride: k), want, shape: [n, cout, h * k, w * k], "convTranspose \(x.shape) k\(k)")
+            let channelsLast = x.permuted([0, 2, 3, 1])
+            assertClose(convTranspose2d(channelsLast, weight: wt, bias: b, stride: k, channelsLast: true), want, shape: [n, cout, h * k, w * k],
+                        "convTranspose channels-last \(x.shape) k\(k)")
         }
     }
 

@@ -20,6 +20,17 @@ final class ElementwiseTests: XCTestCase {
         assertClose(relu, x.doubles.map { max($0, 0) }, shape: x.shape, "relu")
     }
 
+    /// Sums where one operand repeats along the leading dimensions: short and long periods, either order.
+    func testAddingRepeatsTheSmallerOperand() {
+        for (large, small) in [([5, 7], [5, 7]), ([5, 300, 256], [1, 300, 256]), ([300, 256], [256]), ([3, 70_001], [70_001]), ([2, 3], [1])] {
+            let a = randomTensor(large, seed: 45), b = randomTensor(small, seed: 46)
+            let (x, y) = (a.doubles, b.doubles)
+            let want = x.indices.map { x[$0] + y[$0 % y.count] }
+            assertClose(a.adding(b), want, shape: large, "\(large) + \(small)")
+            assertClose(b.adding(a), want, shape: large, "\(small) + \(large)")
+        }
+    }
+
     func testSoftmaxIsStableForLargeLogits() {
         for shape in [[1, 1], [7, 13], [2, 3, 4096]] {
             var x = randomTensor(shape, seed: 41, range: -50...50)

@@ -18,6 +18,12 @@ void ck_exp(float *p, long n);
 // erf(x), for tests of the polynomial against the C library.
 void ck_erf(float *p, long n);
 
+// Layer norm of `rows` rows of `n` values from `x` into `y` (which may be `x`): (x − mean) / √(var + eps) · g + b,
+// biased variance, with 8 partial sums so that the reductions vectorise.
+void ck_layer_norm_rows(const float *x, float *y, long rows, long n, const float *g, const float *b, float eps);
+// y = a + b elementwise for n values, b repeating every `period` values (period divides n).
+void ck_add_repeating(const float *a, const float *b, float *y, long n, long period);
+
 // glibc: serve large blocks from the heap (reused after free) instead of fresh zero-filled mappings each time.
 void ck_keep_large_allocations(void);
 
