@@ -84,27 +84,25 @@ struct ImageEncoderViT {
         let q = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[0..<part]))
         let k = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[part..<(2 * part)]))
         let v = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[(2 * part)..<(3 * part)]))
-        // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1].
-        // rel_h[bh, qy, qx, ky] = Σ_c q[bh, (qy, qx), c] · Rh[qy, ky, c]; rel_w likewise over x (q unscaled).
+        // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1], expanded to [S, S, d].
+        // rel_h[bh, qy, qx, ky] = Σ_c q[bh, (qy, qx), c] · Rh[qy, ky, c]: for one query row qy, the S queries
+        // (qy, ·) times Rh[qy]ᵀ, a GEMM; rel_w likewise for one column qx, its queries S·d floats apart (q unscaled).
+        let (expandedH, expandedW) = (Self.expand(block.relPosH, size: s, d: d), Self.expand(block.relPosW, size: s, d: d))
         var relH = [Float](repeating: 0, count: b * heads * tokens * s), relW = relH
         q.withUnsafeBufferPointer { qp in
-            block.relPosH.withUnsafeBufferPointer { th in
-                block.relPosW.withUnsafeBufferPointer { tw in
+            expandedH.withUnsafeBufferPointer { th in
+                expandedW.withUnsafeBufferPointer { tw in
                     relH.withUnsafeMutableBufferPointer { rh in
                         relW.withUnsafeMutableBufferPointer { rw in
                             let (qp, th, tw, rh, rw) = (qp.baseAddress!, th.baseAddress!, tw.baseAddress!, rh.baseAddress!, rw.baseAddress!)
-                            Threading.parallelFor(b * heads * tokens, grain: 64) { range in
-                                for row in range {
-                                    let token = row % tokens
-                                    let (qy, qx) = (token / s, token % s)
-                                    let query = qp + row * d
-                                    for k in 0..<s {
-                                        let eh = th + (qy - k + s - 1) * d, ew = tw + (qx - k + s - 1) * d
-                                        var sh: Float = 0, sw: Float = 0
-                                        for i in 0..<d { sh += query[i] * eh[i]; sw += query[i] * ew[i] }
-                                        rh[row * s + k] = sh
-                                        rw[row * s + k] = sw
-                                    }
+                            Threading.parallelFor(b * heads * s) { items in
+                                for item in items {
+                                    let (bh, i) = (item / s, item % s)
+                                    let (queries, h, w) = (qp + bh * tokens * d, rh + bh * tokens * s, rw + bh * tokens * s)
+                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * s * d, lda: d, b: th + i * s * d, ldb: d,
+                                         c: h + i * s * s, ldc: s)
+                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * d, lda: s * d, b: tw + i * s * d, ldb: d,
+                                         c: w + i * s, ldc: s * s)
                                 }
                             }
                         }
@@ -127,6 +125,15 @@ struct ImageEncoderViT {
         // [B·heads, S·S, d] → [B, S·S, heads, d] → proj
         let merged = out.reshaped([b, heads, tokens, d]).permuted([0, 2, 1, 3]).reshaped([b * tokens, c])
         return block.proj(merged).reshaped([b, s, s, c])
+    }
+
+    /// R[qi, ki, :] = table[qi − ki + S − 1] for qi, ki < S, as [S, S, d] (`get_rel_pos` for equal sizes).
+    static func expand(_ table: Tensor, size s: Int, d: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: s * s * d)
+        for qi in 0..<s {
+            for ki in 0..<s { out.replaceSubrange(((qi * s + ki) * d)..<((qi * s + ki + 1) * d), with: table.storage[((qi - ki + s - 1) * d)..<((qi - ki + s) * d)]) }
+        }
+        return out
     }
 
     /// window_partition: [1, side, side, C] zero-padded to a multiple of the window → [windows, w, w, C].

@@ -63,8 +63,9 @@ public func multiHeadAttention(query: Tensor, key: Tensor, value: Tensor, heads:
                  && (bq == batch || bq == 1) && (bk == batch || bk == 1),
                  "multiHeadAttention shapes q \(query.shape), k \(key.shape), v \(value.shape), \(heads) heads")
     let (d, dv) = (inner / heads, innerV / heads)
-    var output = Tensor(zeros: [batch, tq, innerV])
-    guard output.count > 0, tk > 0 else { return output }
+    guard tk > 0 else { return Tensor(zeros: [batch, tq, innerV]) }
+    var output = Tensor(uninitialized: [batch, tq, innerV])  // every (entry, head, chunk) writes its block
+    guard output.count > 0 else { return output }
     let chunk = max(1, min(chunkRows, tq))
     let chunks = (tq + chunk - 1) / chunk
     let scale = 1 / Float(d).squareRoot()

@@ -160,7 +160,7 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
     let (n, cin, h, w) = channelsLast ? (input.shape[0], input.shape[3], input.shape[1], input.shape[2])
                                       : (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let (cout, k) = (weight.shape[1], stride)
-    var output = Tensor(zeros: [n, cout, h * k, w * k])
+    var output = Tensor(uninitialized: [n, cout, h * k, w * k])
     let rows = cout * k * k
     var product = [Float](repeating: 0, count: rows * h * w)
     input.withUnsafeBufferPointer { x in
@@ -173,16 +173,14 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
                         gemm(transA: true, transB: channelsLast, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
                              ldb: channelsLast ? cin : h * w, c: p, ldc: h * w)
                         let out = y + image * cout * h * k * w * k
-                        Threading.parallelFor(cout) { channels in
-                            for co in channels {
+                        // Output row iy·k + ky interleaves the k planes (ky, 0…k−1): written left to right.
+                        Threading.parallelFor(cout * h) { lines in
+                            for index in lines {
+                                let (co, iy) = (index / h, index % h)
                                 for ky in 0..<k {
-                                    for kx in 0..<k {
-                                        let source = p + ((co * k + ky) * k + kx) * h * w
-                                        for iy in 0..<h {
-                                            let line = out + (co * h * k + iy * k + ky) * w * k + kx
-                                            for ix in 0..<w { line[ix * k] = source[iy * w + ix] }
-                                        }
-                                    }
+                                    let line = out + (co * h * k + iy * k + ky) * w * k
+                                    let source = p + ((co * k + ky) * k) * h * w + iy * w
+                                    for ix in 0..<w { for kx in 0..<k { line[ix * k + kx] = source[kx * h * w + ix] } }
                                 }
                             }
                         }

@@ -3,7 +3,7 @@ public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tens
     precondition(weight.rank == 2 && input.dim(-1) == weight.shape[1], "linear: input \(input.shape), weight \(weight.shape)")
     let (rows, inFeatures, outFeatures) = (input.count / max(1, input.dim(-1)), weight.shape[1], weight.shape[0])
     precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
-    var output = Tensor(zeros: Array(input.shape.dropLast()) + [outFeatures])
+    var output = Tensor(uninitialized: Array(input.shape.dropLast()) + [outFeatures])  // the bias or GEMM writes all
     guard output.count > 0 else { return output }
     output.withUnsafeMutableBufferPointer { y in
         let y = y.baseAddress!
