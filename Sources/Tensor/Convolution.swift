@@ -89,11 +89,16 @@ private func im2col(
     _ x: UnsafePointer<Float>, _ columns: UnsafeMutablePointer<Float>, c: Int, h: Int, w: Int,
     kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
 ) {
+    let stride = g.stride.x
     Threading.parallelFor(c * kh * kw, grain: 4) { rows in
         for row in rows {
             let (channel, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw)
             let plane = x + channel * h * w
             let out = columns + row * ho * wo
+            // ix = ox · stride + offset: the outputs [lo, hi) read inside the row, the rest is padding.
+            let offset = kx * g.dilation.x - g.padding.x
+            let lo = min(wo, offset >= 0 ? 0 : (-offset + stride - 1) / stride)
+            let hi = max(lo, w - 1 - offset < 0 ? 0 : min(wo, (w - 1 - offset) / stride + 1))
             for oy in 0..<ho {
                 let iy = oy * g.stride.y - g.padding.y + ky * g.dilation.y
                 let line = out + oy * wo
@@ -101,11 +106,14 @@ private func im2col(
                     line.update(repeating: 0, count: wo)
                     continue
                 }
-                let source = plane + iy * w
-                for ox in 0..<wo {
-                    let ix = ox * g.stride.x - g.padding.x + kx * g.dilation.x
-                    line[ox] = ix >= 0 && ix < w ? source[ix] : 0
+                let source = plane + iy * w + offset
+                line.update(repeating: 0, count: lo)
+                if stride == 1 {
+                    (line + lo).update(from: source + lo, count: hi - lo)
+                } else {
+                    for ox in lo..<hi { line[ox] = source[ox * stride] }
                 }
+                (line + hi).update(repeating: 0, count: wo - hi)
             }
         }
     }
