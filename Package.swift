@@ -52,8 +52,8 @@ let package = Package(
         .target(name: "ModelCache", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Annotate",
-            dependencies: ["Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry",
-                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "ModelCache",
+                           .product(name: "GRDB", package: "GRDB.swift")]),
 
         // Executables
         .executableTarget(

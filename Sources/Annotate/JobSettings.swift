@@ -1,6 +1,6 @@
-import Crypto
 import Foundation
 import Geometry
+import ModelCache
 
 /// Everything that decides a job's output. Stored with the job; `resume` refuses to continue when any of it
 /// differs, naming what changed, so that a resumed job's labels are those of one consistent run.
@@ -75,17 +75,9 @@ public struct JobSettings: Codable, Equatable, Sendable {
 extension JobSettings.Model {
     /// Identifies a model file by content: SHA-256 of its bytes (streamed, never held in memory at once).
     public static func identify(path: String) throws -> JobSettings.Model {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        guard let (digest, size) = try fileSHA256(path: path) else {
             throw AnnotateError.unreadable(path: path, reason: "no such file, or not readable")
         }
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        var size = 0
-        while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty {
-            hasher.update(data: chunk)
-            size += chunk.count
-        }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         return .init(path: URL(fileURLWithPath: path).standardizedFileURL.path, sha256: digest, size: size)
     }
 }

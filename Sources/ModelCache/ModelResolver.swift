@@ -119,11 +119,8 @@ public struct ModelResolver: Sendable {
     }
 
     func sha256(of path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw ModelError.corrupt(path: path, reason: "unreadable") }
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        guard let (digest, _) = try fileSHA256(path: path) else { throw ModelError.corrupt(path: path, reason: "unreadable") }
+        return digest
     }
 
     /// fsync the file, rename it into place, fsync the folder: after a crash the name is absent or complete.
@@ -134,6 +131,20 @@ public struct ModelResolver: Sendable {
         let folder = open((to as NSString).deletingLastPathComponent, O_RDONLY)
         if folder >= 0 { fsync(folder); close(folder) }
     }
+}
+
+/// The SHA-256 (lower-case hex) and size of a file, streamed in 8 MB pieces, never held in memory at once; nil
+/// when the file cannot be opened.
+public func fileSHA256(path: String) throws -> (sha256: String, size: Int)? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    var hasher = SHA256()
+    var size = 0
+    while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty {
+        hasher.update(data: chunk)
+        size += chunk.count
+    }
+    return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), size)
 }
 
 /// Why a model argument does not give a file.
