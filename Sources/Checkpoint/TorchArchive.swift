@@ -86,7 +86,7 @@ public struct TorchArchive {
             guard args.count >= 3, case .global(let m, let n) = args[0], let inner = args[2].items else {
                 throw file.corrupt("pickle: malformed _rebuild_from_type_v2 arguments")
             }
-            return try rebuild(m, n, inner, file: file) ?? .none
+            return try rebuild(m, n, inner, file: file)
         case ("collections", "OrderedDict"):
             let dict = PickleDict()
             for case .tuple(let pair) in args.first?.items ?? [] where pair.count == 2 { dict.set(pair[0], pair[1]) }
