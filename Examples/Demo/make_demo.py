@@ -13,7 +13,6 @@ Ultralytics checkpoint; a segment_anything state dict), plus the demo images and
 Pinned versions: Tests/Fixtures/requirements.txt (torch 2.13.0 CPU, ultralytics 8.4.190, segment-anything 1.0).
 """
 import json
-import math
 import shutil
 import subprocess
 import sys

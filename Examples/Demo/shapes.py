@@ -67,8 +67,7 @@ def scene(split, index):
         circles.append((cx, cy, r))
         cls = int(rng.integers(0, len(CLASSES)))
         poly = outline(rng, cls, cx, cy, r)
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        mask = mask_of(poly, w, h)
         # A colour that stands out from the background under the shape, with a soft shading gradient.
         under = img[mask > 0].mean(0)
         for _ in range(20):
@@ -85,7 +84,7 @@ def scene(split, index):
 
 
 def mask_of(poly, w, h):
-    """Binary mask of a polygon, rasterised as the scene draws it."""
+    """Binary mask of a polygon (OpenCV's fillPoly at 1/16 pixel): the shapes the scenes paint, and the ground truth."""
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [np.round(np.asarray(poly) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
     return mask
