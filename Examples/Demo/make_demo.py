@@ -34,7 +34,8 @@ DETECTOR = HERE / "shapes_yolov8.pt"
 SAM = HERE / "shapes_sam.pt"
 TRAIN_SCENES, VAL_SCENES, DEMO_SCENES, TEST_SCENES = 800, 100, 6, 10
 TEST_FIXTURES = HERE.parent.parent / "Tests" / "Fixtures" / "demo"
-DETECTOR_IMGSZ, DETECTOR_EPOCHS = 480, 15
+DETECTOR_IMGSZ, DETECTOR_EPOCHS = 480, 8
+SAM_INPUT, SAM_WINDOW = 512, 8
 
 
 def data(work):
@@ -68,7 +69,7 @@ def detector(work):
     model = YOLO(str(yaml_path))
     model.train(data=str(work / "dataset" / "data.yaml"), epochs=DETECTOR_EPOCHS, imgsz=DETECTOR_IMGSZ, batch=16,
                 device="cpu", workers=2, seed=0, nbs=16, optimizer="AdamW", lr0=0.002, cos_lr=True, warmup_epochs=1, deterministic=True, plots=False, amp=False, project=str(work / "runs"),
-                name="detector", exist_ok=True, mosaic=1.0, close_mosaic=3, fliplr=0.5, flipud=0.5, degrees=0.0,
+                name="detector", exist_ok=True, mosaic=1.0, close_mosaic=2, fliplr=0.5, flipud=0.5, degrees=0.0,
                 hsv_h=0.1, verbose=False)
     best = work / "runs" / "detector" / "weights" / "best.pt"
     shutil.copy(best, DETECTOR)
@@ -76,16 +77,18 @@ def detector(work):
 
 
 def tiny_sam():
-    """SAM's modules (segment_anything 1.0) at small widths: a 3-block ViT of width 64 on 16-pixel patches of the
-    1024-pixel input (windowed attention only: a global block would triple the training time on a CPU), prompt and
-    mask decoder of width 64 with 8 heads, as every SAM has."""
+    """SAM's modules (segment_anything 1.0) at small widths: a 3-block ViT of width 64 on 16-pixel patches of a
+    512-pixel input — half SAM's 1024, a quarter of the tokens, so a training step costs a quarter (the scenes are
+    at most 480 pixels wide, so no detail is lost) — with windowed attention only (8 × 8 windows tile the 32 × 32
+    grid; a global block would triple the training time on a CPU); prompt and mask decoder of width 64 with 8 heads,
+    as every SAM has."""
     from make_checkpoint_fixtures import segment_anything_modeling
     m = segment_anything_modeling()
     return m.Sam(
-        image_encoder=m.ImageEncoderViT(depth=3, embed_dim=64, img_size=1024, mlp_ratio=4, num_heads=2, patch_size=16,
+        image_encoder=m.ImageEncoderViT(depth=3, embed_dim=64, img_size=SAM_INPUT, mlp_ratio=4, num_heads=2, patch_size=16,
                                         norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-                                        global_attn_indexes=[], window_size=14, out_chans=64),
-        prompt_encoder=m.PromptEncoder(embed_dim=64, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+                                        global_attn_indexes=[], window_size=SAM_WINDOW, out_chans=64),
+        prompt_encoder=m.PromptEncoder(embed_dim=64, image_embedding_size=(SAM_INPUT // 16, SAM_INPUT // 16), input_image_size=(SAM_INPUT, SAM_INPUT), mask_in_chans=16),
         mask_decoder=m.MaskDecoder(num_multimask_outputs=3, transformer=m.TwoWayTransformer(depth=2, embedding_dim=64, mlp_dim=256, num_heads=8),
                                    transformer_dim=64, iou_head_depth=3, iou_head_hidden_dim=64),
         pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
@@ -93,13 +96,14 @@ def tiny_sam():
 
 def sam_batch(sam, rng, scenes):
     """Model inputs for training scenes: padded normalised images, jittered box prompts (as a detector's boxes are
-    off by a few pixels), and the true masks for each box at 512 scale (half the model's input)."""
+    off by a few pixels), and the true masks for each box at half the model's input size (its low-resolution
+    masks are a quarter)."""
     images, boxes, masks = [], [], []
     for index in scenes:
         img, objects = shapes.scene("train", int(index))
         img = cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1], cv2.IMREAD_COLOR)  # as shipped
         h, w = img.shape[:2]
-        scale = 1024 / max(h, w)
+        scale = SAM_INPUT / max(h, w)
         rgb = cv2.resize(img[..., ::-1], (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
         images.append(sam.preprocess(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()))
         prompt, truth = [], []
@@ -107,16 +111,17 @@ def sam_batch(sam, rng, scenes):
             (x0, y0), (x1, y1) = poly.min(0), poly.max(0)
             side = np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
             prompt.append((np.array([x0, y0, x1, y1]) + rng.normal(0, 0.04, 4) * side) * scale)
-            truth.append(shapes.mask_of(poly * scale / 2, 512, 512))
+            truth.append(shapes.mask_of(poly * scale / 2, SAM_INPUT // 2, SAM_INPUT // 2))
         boxes.append(torch.tensor(np.array(prompt), dtype=torch.float32))
         masks.append(torch.from_numpy(np.array(truth)).float())
     return torch.stack(images), boxes, masks
 
 
-def sam_phase(model, steps, first_scene, lr, balanced, seed, batch=2):
+def sam_phase(model, steps, first_scene, lr, balanced, seed, threads, free_core, batch=2):
     """`steps` optimiser steps on scenes from `first_scene` on: dice loss plus binary cross-entropy on the upscaled
     mask — `balanced` between the object's pixels and the rest, or plain — and, as SAM, the mean squared error of
-    the predicted IoU against the mask's real IoU."""
+    the predicted IoU against the mask's real IoU. Runs on `threads` threads until `free_core()` says another core
+    has come free (the detector's training is over), then on one more."""
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.04)
@@ -129,7 +134,7 @@ def sam_phase(model, steps, first_scene, lr, balanced, seed, batch=2):
             sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
             logits, iou = model.mask_decoder(image_embeddings=embedding[None], image_pe=model.prompt_encoder.get_dense_pe(),
                                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
-            logits = torch.nn.functional.interpolate(logits, (512, 512), mode="bilinear", align_corners=False)[:, 0]
+            logits = torch.nn.functional.interpolate(logits, (SAM_INPUT // 2, SAM_INPUT // 2), mode="bilinear", align_corners=False)[:, 0]
             p = logits.sigmoid()
             raw = torch.nn.functional.binary_cross_entropy_with_logits(logits, truth, reduction="none")
             if balanced:
@@ -150,26 +155,28 @@ def sam_phase(model, steps, first_scene, lr, balanced, seed, batch=2):
         schedule.step()
         if step % 25 == 24 or step == steps - 1:
             print(f"sam step {step + 1}/{steps}: loss {loss.item():.4f}, mask IoU (last 25 steps) {np.mean(recent):.3f}, "
-                  f"{time.time() - start:.0f} s", flush=True)
+                  f"{time.time() - start:.0f} s, {torch.get_num_threads()} threads", flush=True)
             recent = []
+            if torch.get_num_threads() == threads and free_core():
+                torch.set_num_threads(threads + 1)
 
 
-def sam(work, threads=2):
+def sam(work, threads=2, free_core=lambda: False):
     """Trains the tiny SAM from scratch on box prompts, for its single-mask output (the one auto_annotate uses), in
     three phases: 1500 steps with the cross-entropy balanced between object and background (plain cross-entropy,
     or SAM's focal loss, leave a model this small predicting background everywhere for hundreds of steps), then
-    600 and 700 with plain cross-entropy at lower rates, which stops the balanced loss's fattening of uncertain
+    1200 and 1600 with plain cross-entropy at lower rates, which stops the balanced loss's fattening of uncertain
     edges. Each phase's result is kept in WORK/sam_phaseN.pt, and a phase whose file exists is not run again."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = tiny_sam().train()
-    phases = [(1500, 0, 1e-3, True, 0), (600, 3000, 3e-4, False, 1), (700, 4200, 2e-4, False, 2)]
+    phases = [(1500, 0, 1e-3, True, 0), (1200, 3000, 3e-4, False, 1), (1600, 5400, 2e-4, False, 2)]
     for number, (steps, first_scene, lr, balanced, seed) in enumerate(phases, 1):
         done = work / f"sam_phase{number}.pt"
         if done.exists():
             model.load_state_dict(torch.load(done))
             continue
-        sam_phase(model, steps, first_scene, lr, balanced=balanced, seed=seed)
+        sam_phase(model, steps, first_scene, lr, balanced, seed, threads, free_core)
         torch.save(model.state_dict(), done)
     torch.save(model.state_dict(), SAM)
     print(f"sam: {SAM} ({SAM.stat().st_size / 1e6:.1f} MB)")
@@ -257,7 +264,7 @@ if __name__ == "__main__":
         data(work)
         # Both trainings at once: Ultralytics trains on min(8, cores - 1) threads, 1 on a 2-core machine.
         trainer = subprocess.Popen([sys.executable, __file__, "detector", str(work)])
-        sam(work, threads=1)
+        sam(work, threads=1, free_core=lambda: trainer.poll() is not None)
         if trainer.wait() != 0:
             sys.exit("the detector's training failed")
         images()
