@@ -54,10 +54,11 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
     return p / q;
 }
 
-// Softmax rows with 8 partial maxima and sums, so that the reductions vectorise without reassociation flags.
-#define SOFTMAX_BODY                                                                         \
-    for (long r = 0; r < rows; r++) {                                                        \
-        float *row = p + r * stride;                                                         \
+// One softmax row's numerators e^(x − max), in place, with 8 partial maxima and sums so that the reductions
+// vectorise without reassociation flags; returns 1 / Σ.
+#define SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
+    float inverse_sum;                                                                       \
+    {                                                                                        \
         float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY}; \
         long i = 0;                                                                          \
         for (; i + 8 <= n; i += 8)                                                           \
@@ -65,13 +66,36 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         for (; i < n; i++) m[0] = row[i] > m[0] ? row[i] : m[0];                             \
         float maximum = m[0];                                                                \
         for (int j = 1; j < 8; j++) maximum = m[j] > maximum ? m[j] : maximum;               \
+        for (i = 0; i < n; i++) row[i] = exp_poly(row[i] - maximum);                         \
         float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
-        for (i = 0; i + 8 <= n; i += 8)                                                      \
-            for (int j = 0; j < 8; j++) { float e = exp_poly(row[i + j] - maximum); row[i + j] = e; s[j] += e; } \
-        for (; i < n; i++) { float e = exp_poly(row[i] - maximum); row[i] = e; s[0] += e; }  \
-        float sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));       \
-        float inverse = 1.0f / sum;                                                          \
-        for (i = 0; i < n; i++) row[i] *= inverse;                                           \
+        for (i = 0; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += row[i + j];      \
+        for (; i < n; i++) s[0] += row[i];                                                   \
+        inverse_sum = 1.0f / (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))); \
+    }
+#define SOFTMAX_BODY                                                                         \
+    for (long r = 0; r < rows; r++) {                                                        \
+        float *row = p + r * stride;                                                         \
+        SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
+        for (long i = 0; i < n; i++) row[i] *= inverse_sum;                                  \
+    }
+// Softmax numerators only, 1 / Σ per row into `inverse`: the caller scales the rows of softmax · V instead
+// (dv values per row rather than n).
+#define SOFTMAX_NUMERATORS_BODY                                                              \
+    for (long r = 0; r < rows; r++) {                                                        \
+        float *row = p + r * stride;                                                         \
+        SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
+        inverse[r] = inverse_sum;                                                            \
+    }
+// SAM's decomposed relative positions: row r of keys laid out as an s × s grid gets h[r·s + ky] + w[r·s + kx].
+#define DECOMPOSED_BIAS_BODY                                                                 \
+    for (long r = 0; r < rows; r++) {                                                        \
+        float *row = p + r * stride;                                                         \
+        const float *hr = h + r * s, *wr = w + r * s;                                        \
+        for (long ky = 0; ky < s; ky++) {                                                    \
+            float bias = hr[ky];                                                             \
+            float *line = row + ky * s;                                                      \
+            for (long kx = 0; kx < s; kx++) line[kx] += bias + wr[kx];                       \
+        }                                                                                    \
     }
 #define LAYER_NORM_BODY                                                                      \
     for (long r = 0; r < rows; r++) {                                                        \
@@ -116,6 +140,10 @@ static int has_avx2(void) {
 #endif
 
 DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
+DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride, float *restrict inverse), (p, rows, n, stride, inverse),
+         SOFTMAX_NUMERATORS_BODY)
+DISPATCH(add_decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
+         DECOMPOSED_BIAS_BODY)
 DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
          (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)

@@ -74,22 +74,19 @@ struct ImageEncoderViT {
     }
 
     /// Multi-head attention over [B, S, S, C] tokens with decomposed relative positions (added per block of
-    /// score rows inside the chunked attention, never as a full tokens × tokens matrix).
+    /// score rows inside the chunked attention, never as a full tokens × tokens matrix). The heads are read in
+    /// place from the qkv projection's rows and written side by side for `proj`: no splits or permutes.
     func attention(_ block: Block, _ x: Tensor, size s: Int) -> Tensor {
         let (b, c, heads) = (x.shape[0], architecture.encoderWidth, architecture.encoderHeads)
         let d = c / heads, tokens = s * s
-        // qkv: [B, S·S, 3, heads, d] → [3, B·heads, S·S, d]
-        let qkv = block.qkv(x.reshaped([b * tokens, c])).reshaped([b, tokens, 3, heads, d]).permuted([2, 0, 3, 1, 4])
-        let part = b * heads * tokens * d
-        let q = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[0..<part]))
-        let k = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[part..<(2 * part)]))
-        let v = Tensor(shape: [b * heads, tokens, d], storage: Array(qkv.storage[(2 * part)..<(3 * part)]))
+        let qkv = block.qkv(x.reshaped([b * tokens, c]))  // rows: [3, heads, d]
         // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1], expanded to [S, S, d].
         // rel_h[bh, qy, qx, ky] = Σ_c q[bh, (qy, qx), c] · Rh[qy, ky, c]: for one query row qy, the S queries
-        // (qy, ·) times Rh[qy]ᵀ, a GEMM; rel_w likewise for one column qx, its queries S·d floats apart (q unscaled).
+        // (qy, ·) times Rh[qy]ᵀ, a GEMM; rel_w likewise for one column qx, its queries S rows apart (q unscaled).
         let (expandedH, expandedW) = (Self.expand(block.relPosH, size: s, d: d), Self.expand(block.relPosW, size: s, d: d))
         var relH = [Float](repeating: 0, count: b * heads * tokens * s), relW = relH
-        q.withUnsafeBufferPointer { qp in
+        let row = 3 * c
+        qkv.withUnsafeBufferPointer { qp in
             expandedH.withUnsafeBufferPointer { th in
                 expandedW.withUnsafeBufferPointer { tw in
                     relH.withUnsafeMutableBufferPointer { rh in
@@ -98,10 +95,11 @@ struct ImageEncoderViT {
                             Threading.parallelFor(b * heads * s) { items in
                                 for item in items {
                                     let (bh, i) = (item / s, item % s)
-                                    let (queries, h, w) = (qp + bh * tokens * d, rh + bh * tokens * s, rw + bh * tokens * s)
-                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * s * d, lda: d, b: th + i * s * d, ldb: d,
+                                    let queries = qp + (bh / heads) * tokens * row + (bh % heads) * d
+                                    let (h, w) = (rh + bh * tokens * s, rw + bh * tokens * s)
+                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * s * row, lda: row, b: th + i * s * d, ldb: d,
                                          c: h + i * s * s, ldc: s)
-                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * d, lda: s * d, b: tw + i * s * d, ldb: d,
+                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * row, lda: s * row, b: tw + i * s * d, ldb: d,
                                          c: w + i * s, ldc: s * s)
                                 }
                             }
@@ -112,19 +110,11 @@ struct ImageEncoderViT {
         }
         let out = relH.withUnsafeBufferPointer { rh in
             relW.withUnsafeBufferPointer { rw in
-                let (rh, rw) = (rh.baseAddress!, rw.baseAddress!)
-                return scaledDotProductAttention(query: q, key: k, value: v) { head, rows, scores, ld in
-                    for (r, row) in rows.enumerated() {
-                        let h = rh + (head * tokens + row) * s, w = rw + (head * tokens + row) * s
-                        let line = scores + r * ld
-                        for ky in 0..<s { let bias = h[ky]; for kx in 0..<s { line[ky * s + kx] += bias + w[kx] } }
-                    }
-                }
+                return selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
+                                     bias: decomposedRelativePositionBias(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s))
             }
         }
-        // [B·heads, S·S, d] → [B, S·S, heads, d] → proj
-        let merged = out.reshaped([b, heads, tokens, d]).permuted([0, 2, 1, 3]).reshaped([b * tokens, c])
-        return block.proj(merged).reshaped([b, s, s, c])
+        return block.proj(out.reshaped([b * tokens, c])).reshaped([b, s, s, c])
     }
 
     /// R[qi, ki, :] = table[qi − ki + S − 1] for qi, ki < S, as [S, S, d] (`get_rel_pos` for equal sizes).
@@ -138,13 +128,12 @@ struct ImageEncoderViT {
 
     /// window_partition: [1, side, side, C] zero-padded to a multiple of the window → [windows, w, w, C].
     func partition(_ x: Tensor, side: Int, window w: Int, width c: Int) -> (Tensor, Int) {
-        let padded = (side + w - 1) / w * w, n = padded / w
-        var out = Tensor(zeros: [n * n, w, w, c])
-        for y in 0..<side {
-            for xx in 0..<side {
-                let window = (y / w) * n + xx / w, inner = (y % w) * w + xx % w
-                let src = (y * side + xx) * c, dst = (window * w * w + inner) * c
-                for i in 0..<c { out.storage[dst + i] = x.storage[src + i] }
+        let padded = (side + w - 1) / w * w
+        var out = Tensor(zeros: [(padded / w) * (padded / w), w, w, c])
+        out.withUnsafeMutableBufferPointer { o in
+            x.withUnsafeBufferPointer { p in
+                Self.moveTokens(image: UnsafeMutablePointer(mutating: p.baseAddress!), windows: o.baseAddress!, side: side, padded: padded,
+                                window: w, width: c, toWindows: true)
             }
         }
         return (out, padded)
@@ -152,15 +141,28 @@ struct ImageEncoderViT {
 
     /// window_unpartition: the inverse, cropping the padding.
     func unpartition(_ windows: Tensor, side: Int, padded: Int, window w: Int, width c: Int) -> Tensor {
-        let n = padded / w
-        var out = Tensor(zeros: [1, side, side, c])
-        for y in 0..<side {
-            for xx in 0..<side {
-                let window = (y / w) * n + xx / w, inner = (y % w) * w + xx % w
-                let dst = (y * side + xx) * c, src = (window * w * w + inner) * c
-                for i in 0..<c { out.storage[dst + i] = windows.storage[src + i] }
+        var out = Tensor(uninitialized: [1, side, side, c])
+        out.withUnsafeMutableBufferPointer { o in
+            windows.withUnsafeBufferPointer { p in
+                Self.moveTokens(image: o.baseAddress!, windows: UnsafeMutablePointer(mutating: p.baseAddress!), side: side, padded: padded,
+                                window: w, width: c, toWindows: false)
             }
         }
         return out
+    }
+
+    /// Copies each token's C values from the image layout [side, side, C] to its place in the window layout
+    /// [windows, w, w, C] of the padded grid, or back.
+    static func moveTokens(image: UnsafeMutablePointer<Float>, windows: UnsafeMutablePointer<Float>, side: Int, padded: Int,
+                           window w: Int, width c: Int, toWindows: Bool) {
+        let n = padded / w
+        Threading.parallelFor(side, grain: 8) { rows in
+            for y in rows {
+                for x in 0..<side {
+                    let (i, j) = ((y * side + x) * c, (((y / w) * n + x / w) * w * w + (y % w) * w + x % w) * c)
+                    if toWindows { (windows + j).update(from: image + i, count: c) } else { (image + i).update(from: windows + j, count: c) }
+                }
+            }
+        }
     }
 }

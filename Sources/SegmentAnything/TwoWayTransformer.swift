@@ -15,8 +15,22 @@ struct DecoderAttention {
 
     /// q [Nq, Tq, E], k and v [Nk, Tk, E] → [N, Tq, E]; an input with N = 1 is shared by all prompts, and its
     /// projection is computed once.
+    ///
+    /// Between the image (4096 rows) and a prompt's few tokens (T = 7 for a box), the attention has rank
+    /// H·T per prompt, below the internal width D (8 · 7 = 56 < 128 in every released SAM), so the projections on
+    /// the image side are moved to the token side (`attentionToFewKeys`, `attentionFromFewQueries`): the same
+    /// values in less than half the multiply-adds. Elsewhere, the reference's order: project, attend, project out.
     func callAsFunction(q query: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
-        out(multiHeadAttention(query: q(query), key: k(key), value: v(value), heads: heads))
+        let (tq, tk, width) = (query.shape[1], key.shape[1], q.weight.shape[0])
+        if heads * tk < width, tk < tq {
+            return attentionToFewKeys(query: query, keys: k(key), values: v(value), heads: heads, queryProjection: (q.weight, q.bias!),
+                                      outProjection: (out.weight, out.bias!))
+        }
+        if heads * tq < width, tq < tk, key.shape[0] == query.shape[0] {
+            return out(attentionFromFewQueries(queries: q(query), key: key, value: value, heads: heads, keyWeight: k.weight,
+                                               valueProjection: (v.weight, v.bias!)))
+        }
+        return out(multiHeadAttention(query: q(query), key: k(key), value: v(value), heads: heads))
     }
 }
 

@@ -22,7 +22,7 @@ public struct Tensor: Equatable, @unchecked Sendable {
 
     /// A tensor whose every element the caller writes before reading any: no zero-filling pass over memory
     /// that a kernel overwrites anyway.
-    init(uninitialized shape: [Int]) {
+    public init(uninitialized shape: [Int]) {
         let count = shape.reduce(1, *)
         self.init(shape: shape, storage: [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count })
     }

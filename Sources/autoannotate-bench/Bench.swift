@@ -212,6 +212,9 @@ struct SAMBench: ParsableCommand {
     @Option(help: "Only the mask decoder, for this many boxes, repeated (for profiling): the encoder runs once, untimed.")
     var decoderOnly: Int?
 
+    @Option(help: "Only the image encoder, this many times (for profiling).")
+    var encoderOnly: Int?
+
     static func boxes(_ count: Int) -> [SamBox] {
         (0..<count).map { i -> SamBox in
             let (x, y) = (Float(i * 7 % 500), Float(i * 13 % 300))
@@ -229,6 +232,11 @@ struct SAMBench: ParsableCommand {
                 let seconds = minimumTime(repeats: 1) { _ = try! predictor.predict(boxes: Self.boxes(count)) }
                 print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms")
             }
+            return
+        }
+        if let count = encoderOnly {
+            let image = Image.gradientTexture(width: 1024, height: 768)
+            for _ in 0..<count { print("ours image encoder: \(fmt(minimumTime(repeats: 1) { predictor.setImage(image) })) s") }
             return
         }
         let architecture = predictor.architecture

@@ -7,7 +7,7 @@ box+point prompts, single- and multi-mask.
     python Tests/Fixtures/make_sam_fixtures.py                 # the committed tiny fixtures (Tests/Fixtures/sam)
     python Tests/Fixtures/make_sam_fixtures.py --full DIR [l]  # the same for DIR/sam_b.pt (or sam_l.pt) (from
         make_checkpoint_fixtures.py --full) on bus.jpg and zidane.jpg, written to DIR/sam_fixtures (sam_l_fixtures); then
-        AUTOANNOTATE_SAM_FIXTURES=DIR/sam_fixtures swift test -c release --filter PredictorTests
+        AUTOANNOTATE_SAM_FIXTURES=DIR/sam_fixtures swift test -c release -Xswiftc -enable-testing --filter PredictorTests
 
 The tiny model is the one of checkpoints/tiny_sam.pt (segment_anything's classes, small widths) loaded into
 Ultralytics' own SAMModel modules, so the reference is Ultralytics' code path end to end (its LetterBox, its

@@ -21,7 +21,7 @@ final class PredictorTests: XCTestCase {
     }
 
     /// The committed tiny fixtures, or full-size ones made by `make_sam_fixtures.py --full DIR` when
-    /// AUTOANNOTATE_SAM_FIXTURES names their folder (run those with `swift test -c release`).
+    /// AUTOANNOTATE_SAM_FIXTURES names their folder (run those with `swift test -c release -Xswiftc -enable-testing`).
     static let directory = ProcessInfo.processInfo.environment["AUTOANNOTATE_SAM_FIXTURES"].map { URL(fileURLWithPath: $0) }
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam").standardized
     static let manifest = try! JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))

@@ -69,6 +69,29 @@ final class AttentionTests: XCTestCase {
         assertClose(got, naive(q, k, v, bias: bias), shape: [2, 11, 3], "attention with bias")
     }
 
+    /// A fused qkv projection's rows ([3, heads, d] each), read in place, with a bias per (entry · heads + head,
+    /// query, key), against the float64 reference on q, k and v split out by hand.
+    func testSelfAttentionOnAFusedProjectionWithBias() {
+        let (batch, tokens, heads, d) = (2, 11, 3, 4)
+        let qkv = randomTensor([batch, tokens, 3 * heads * d], seed: 83)
+        func bias(_ head: Int, _ row: Int, _ column: Int) -> Double {
+            let code: Int = (head * 17 + row * 5 + column * 3) % 13
+            return Double(code) / 6 - 1
+        }
+        // [B, T, 3, H, d] → part [B·H, T, d]
+        let split = qkv.reshaped([batch, tokens, 3, heads, d]).permuted([2, 0, 3, 1, 4])
+        let size = batch * heads * tokens * d
+        func part(_ index: Int) -> Tensor { Tensor(shape: [batch * heads, tokens, d], storage: Array(split.storage[(index * size)..<((index + 1) * size)])) }
+        let want = naive(part(0), part(1), part(2), bias: bias)
+        let expected = Tensor(shape: [batch, heads, tokens, d], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
+        for chunk in [4, 256] {
+            let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk) { head, rows, scores, ld in
+                for (r, row) in rows.enumerated() { for column in 0..<tokens { scores[r * ld + column] += Float(bias(head, row, column)) } }
+            }
+            assertClose(got, expected.doubles, shape: [batch, tokens, heads * d], "self-attention, chunks of \(chunk)")
+        }
+    }
+
     /// Bit for bit: a resumed job may run with another `threads=` and must write the same labels. The GEMMs
     /// are large enough to be split into blocks, in both directions.
     func testThreadCountDoesNotChangeResults() {

@@ -1,0 +1,154 @@
+/// Attention between many rows and a few tokens with the projections moved to the tokens' side. Where H heads
+/// attend to T tokens and H·T is below the internal width D, softmax(X·W_qᵀ·Kᵀ)·V·W_outᵀ can be computed through
+/// [rows, H·T] products instead of projecting every row to D and back: SAM's mask decoder, between the image
+/// (4096 rows) and a box prompt's 7 tokens (8 heads, D = 128), spends less than half the multiply-adds.
+/// Weights are in PyTorch's `nn.Linear` layout [out, in].
+
+/// out(multi-head attention(q(query), keys, values)) for many query rows: query [N or 1, rows, E] (1: shared by
+/// the N prompts), keys and values already projected [N, T, D] → [N, rows, E_out]. Per prompt and head, scores =
+/// x·(W_q,hᵀ·K_hᵀ) + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [E, H·T] matrix
+/// on the way in and the softmax one [H·T, E_out] on the way out. Where one image's rows serve every prompt,
+/// their projection q(x) is shared and computed once instead.
+public func attentionToFewKeys(
+    query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor),
+    outProjection out: (weight: Tensor, bias: Tensor)
+) -> Tensor {
+    let (n, t, rows, e) = (keys.shape[0], keys.shape[1], query.shape[1], query.shape[2])
+    let (d, outWidth) = (q.weight.shape[0], out.weight.shape[0])
+    precondition(keys.rank == 3 && values.shape == keys.shape && keys.shape[2] == d && d % heads == 0 && query.rank == 3
+                 && (query.shape[0] == n || query.shape[0] == 1) && q.weight.shape[1] == e && out.weight.shape[1] == d,
+                 "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q.weight.shape), out \(out.weight.shape)")
+    let (dh, ht) = (d / heads, heads * t)
+    let scale = 1 / Float(dh).squareRoot()
+    let shared: Tensor? = query.shape[0] == 1 && n > 1 ? linear(query, weight: q.weight, bias: q.bias) : nil
+    var output = Tensor(uninitialized: [n, rows, outWidth])
+    var scores = Tensor(uninitialized: [rows, ht])
+    var offset = [Float](repeating: 0, count: ht)
+    let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht), back = UnsafeMutablePointer<Float>.allocate(capacity: ht * outWidth)
+    defer { into.deallocate(); back.deallocate() }
+    for prompt in 0..<n {
+        keys.withUnsafeBufferPointer { kp in
+            let kn = kp.baseAddress! + prompt * t * d
+            if let shared {
+                shared.withUnsafeBufferPointer { sq in
+                    scores.withUnsafeMutableBufferPointer { s in
+                        let (sq, s) = (sq.baseAddress!, s.baseAddress!)
+                        Threading.parallelFor(heads) { hs in
+                            for h in hs {
+                                gemm(transB: true, m: rows, n: t, k: dh, alpha: scale, a: sq + h * dh, lda: d, b: kn + h * dh,
+                                     ldb: d, c: s + h * t, ldc: ht)
+                            }
+                        }
+                    }
+                }
+                return
+            }
+            // into[:, h·T + t] = scale · W_q,hᵀ · K_h[t]; offset[h·T + t] = scale · b_q,h · K_h[t].
+            q.weight.withUnsafeBufferPointer { wq in
+                for h in 0..<heads {
+                    gemm(transA: true, transB: true, m: e, n: t, k: dh, alpha: scale, a: wq.baseAddress! + h * dh * e, lda: e,
+                         b: kn + h * dh, ldb: d, c: into + h * t, ldc: ht)
+                }
+            }
+            let bq = q.bias.storage
+            for h in 0..<heads {
+                for j in 0..<t {
+                    var sum: Float = 0
+                    for c in 0..<dh { sum += bq[h * dh + c] * kn[j * d + h * dh + c] }
+                    offset[h * t + j] = scale * sum
+                }
+            }
+            let xn = query.shape[0] == 1 ? 0 : prompt
+            query.withUnsafeBufferPointer { x in
+                scores.withUnsafeMutableBufferPointer { s in
+                    fillRows(s.baseAddress!, rows: rows, with: offset)
+                    gemm(m: rows, n: ht, k: e, a: x.baseAddress! + xn * rows * e, lda: e, b: into, ldb: ht,
+                         beta: 1, c: s.baseAddress!, ldc: ht)
+                }
+            }
+        }
+        scores = scores.reshaped([rows * heads, t])
+        scores.softmaxLastDim()
+        scores = scores.reshaped([rows, ht])
+        // back[h·T + t, :] = V_h[t] · W_out,hᵀ
+        values.withUnsafeBufferPointer { vp in
+            out.weight.withUnsafeBufferPointer { wo in
+                for h in 0..<heads {
+                    gemm(transB: true, m: t, n: outWidth, k: dh, a: vp.baseAddress! + prompt * t * d + h * dh, lda: d,
+                         b: wo.baseAddress! + h * dh, ldb: d, c: back + h * t * outWidth, ldc: outWidth)
+                }
+            }
+        }
+        scores.withUnsafeBufferPointer { s in
+            output.withUnsafeMutableBufferPointer { o in
+                let o = o.baseAddress! + prompt * rows * outWidth
+                fillRows(o, rows: rows, with: out.bias.storage)
+                gemm(m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: ht, b: back, ldb: outWidth, beta: 1, c: o, ldc: outWidth)
+            }
+        }
+    }
+    return output
+}
+
+/// Multi-head attention(queries, k(key), v(value)) for few queries, before any output projection: queries already
+/// projected [N, T, D], key and value rows [N, rows, E] (a prompt's own image rows) → [N, T, D]. Per head, scores
+/// = (Q_h·W_k,h)·keyᵀ — b_k adds the same to every score of a query and cancels in the softmax — and, as softmax
+/// rows sum to one, output = (softmax · value)·W_v,hᵀ + b_v,h: the image rows are never projected.
+public func attentionFromFewQueries(
+    queries: Tensor, key: Tensor, value: Tensor, heads: Int, keyWeight: Tensor, valueProjection v: (weight: Tensor, bias: Tensor)
+) -> Tensor {
+    let (n, t, rows, e) = (queries.shape[0], queries.shape[1], key.shape[1], key.shape[2])
+    let d = queries.shape[2]
+    precondition(queries.rank == 3 && key.rank == 3 && value.shape == key.shape && key.shape[0] == n && d % heads == 0
+                 && keyWeight.shape == [d, e] && v.weight.shape == [d, e],
+                 "attentionFromFewQueries: queries \(queries.shape), key \(key.shape), value \(value.shape), k \(keyWeight.shape), v \(v.weight.shape)")
+    let (dh, ht) = (d / heads, heads * t)
+    let scale = 1 / Float(dh).squareRoot()
+    var attended = Tensor(uninitialized: [n, t, d])
+    var scores = Tensor(uninitialized: [ht, rows])
+    let folded = UnsafeMutablePointer<Float>.allocate(capacity: ht * e), mixed = UnsafeMutablePointer<Float>.allocate(capacity: ht * e)
+    defer { folded.deallocate(); mixed.deallocate() }
+    for prompt in 0..<n {
+        queries.withUnsafeBufferPointer { qp in
+            keyWeight.withUnsafeBufferPointer { wk in
+                for h in 0..<heads {  // folded[h·T + t, :] = scale · Q_h[t] · W_k,h
+                    gemm(m: t, n: e, k: dh, alpha: scale, a: qp.baseAddress! + prompt * t * d + h * dh, lda: d,
+                         b: wk.baseAddress! + h * dh * e, ldb: e, c: folded + h * t * e, ldc: e)
+                }
+            }
+        }
+        key.withUnsafeBufferPointer { kx in
+            scores.withUnsafeMutableBufferPointer { s in
+                gemm(transB: true, m: ht, n: rows, k: e, a: folded, lda: e, b: kx.baseAddress! + prompt * rows * e, ldb: e,
+                     c: s.baseAddress!, ldc: rows)
+            }
+        }
+        scores.softmaxLastDim()
+        value.withUnsafeBufferPointer { vx in
+            scores.withUnsafeBufferPointer { s in
+                gemm(m: ht, n: e, k: rows, a: s.baseAddress!, lda: rows, b: vx.baseAddress! + prompt * rows * e, ldb: e,
+                     c: mixed, ldc: e)
+            }
+        }
+        attended.withUnsafeMutableBufferPointer { a in
+            let a = a.baseAddress! + prompt * t * d
+            fillRows(a, rows: t, with: v.bias.storage)
+            v.weight.withUnsafeBufferPointer { wv in
+                for h in 0..<heads {  // attended[t, h-th slice] = mixed[h·T + t] · W_v,hᵀ + b_v,h
+                    gemm(transB: true, m: t, n: dh, k: e, a: mixed + h * t * e, lda: e,
+                         b: wv.baseAddress! + h * dh * e, ldb: e, beta: 1, c: a + h * dh, ldc: d)
+                }
+            }
+        }
+    }
+    return attended
+}
+
+/// Copies `row` into each of `rows` consecutive rows at `p` (a bias that a GEMM with beta = 1 then adds to).
+private func fillRows(_ p: UnsafeMutablePointer<Float>, rows: Int, with row: [Float]) {
+    row.withUnsafeBufferPointer { r in
+        Threading.parallelFor(rows, grain: 256) { range in
+            for i in range { (p + i * r.count).update(from: r.baseAddress!, count: r.count) }
+        }
+    }
+}
