@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
         inverse[r] = inverse_sum;                                                            \
     }
-// SAM's decomposed relative positions: row r of keys laid out as an s × s grid gets h[r·s + ky] + w[r·s + kx].
+// SAM's decomposed relative positions: row r of keys laid out as an s × s grid is set to h[r·s + ky] + w[r·s + kx].
 #define DECOMPOSED_BIAS_BODY                                                                 \
     for (long r = 0; r < rows; r++) {                                                        \
         float *row = p + r * stride;                                                         \
@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         for (long ky = 0; ky < s; ky++) {                                                    \
             float bias = hr[ky];                                                             \
             float *line = row + ky * s;                                                      \
-            for (long kx = 0; kx < s; kx++) line[kx] += bias + wr[kx];                       \
+            for (long kx = 0; kx < s; kx++) line[kx] = bias + wr[kx];                        \
         }                                                                                    \
     }
 #define LAYER_NORM_BODY                                                                      \
@@ -142,7 +142,7 @@ static int has_avx2(void) {
 DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
 DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride, float *restrict inverse), (p, rows, n, stride, inverse),
          SOFTMAX_NUMERATORS_BODY)
-DISPATCH(add_decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
+DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
          DECOMPOSED_BIAS_BODY)
 DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
          (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)

@@ -1,8 +1,9 @@
 import CKernels
 
-/// Adds a bias to a block of attention scores in place, before the softmax: for batch-head `head`, the
-/// score rows `rows` (query indices) lie at `scores`, `leadingDimension` floats apart, one column per key.
-/// SAM's decomposed relative positions are such a bias; computing it per block means the full
+/// Writes the bias of a block of attention scores, before Q·Kᵀ is added onto it: for batch-head `head`, the
+/// score rows `rows` (query indices) lie at `scores`, `leadingDimension` floats apart, one column per key, and
+/// every one of them must be written (the GEMM then accumulates onto the bias instead of zeroing the block
+/// first). SAM's decomposed relative positions are such a bias; computing it per block means the full
 /// queries × keys matrix never exists. Called concurrently for different blocks: write only into `scores`.
 public typealias AttentionBias = (_ head: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>, _ leadingDimension: Int) -> Void
 
@@ -12,7 +13,7 @@ public typealias AttentionBias = (_ head: Int, _ rows: Range<Int>, _ scores: Uns
 public func decomposedRelativePositionBias(h: UnsafePointer<Float>, w: UnsafePointer<Float>, queries: Int, side: Int) -> AttentionBias {
     { head, rows, scores, ld in
         let offset = (head * queries + rows.lowerBound) * side
-        ck_add_decomposed_bias(scores, rows.count, side, ld, h + offset, w + offset)
+        ck_decomposed_bias(scores, rows.count, side, ld, h + offset, w + offset)
     }
 }
 
@@ -117,9 +118,9 @@ private func attendHeads(
         for item in items {
             let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
             let rows = min(chunk, tq - start)
-            gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: qb + entry * q.entry + start * q.row + head * q.head, lda: q.row,
-                 b: kb + entry * k.entry + head * k.head, ldb: k.row, c: scores, ldc: tk)
             bias?(entry * heads + head, start..<(start + rows), scores, tk)
+            gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: qb + entry * q.entry + start * q.row + head * q.head, lda: q.row,
+                 b: kb + entry * k.entry + head * k.head, ldb: k.row, beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
             // The softmax's division is applied to the dv outputs of a row instead of its tk scores.
             ck_softmax_numerators(scores, rows, tk, tk, inverse)
             let out = o + (entry * tq + start) * outRow + head * v.head

@@ -10,8 +10,8 @@ void ck_softmax_rows(float *p, long rows, long n, long stride);
 // The same without the division: e^(x − max) in place and 1 / Σ of each row into `inverse[row]`.
 void ck_softmax_numerators(float *p, long rows, long n, long stride, float *inverse);
 // Decomposed relative-position bias: for each of `rows` rows (`stride` apart) of s × s key scores,
-// row[ky · s + kx] += h[row · s + ky] + w[row · s + kx].
-void ck_add_decomposed_bias(float *p, long rows, long s, long stride, const float *h, const float *w);
+// row[ky · s + kx] = h[row · s + ky] + w[row · s + kx].
+void ck_decomposed_bias(float *p, long rows, long s, long stride, const float *h, const float *w);
 // GELU, exact erf form: x · ½ · (1 + erf(x / √2)).
 void ck_gelu(float *p, long n);
 // SiLU: x · σ(x).
