@@ -55,7 +55,8 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
 }
 
 // One softmax row's numerators e^(x − max), in place, with 8 partial maxima and sums so that the reductions
-// vectorise without reassociation flags; returns 1 / Σ.
+// vectorise without reassociation flags; declares `inverse_sum` = 1 / Σ. (The exp and the sum are separate loops:
+// fused, clang left the exp unvectorised in one of the two kernels that use this.)
 #define SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
     float inverse_sum;                                                                       \
     {                                                                                        \

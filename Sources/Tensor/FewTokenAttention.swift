@@ -143,12 +143,3 @@ public func attentionFromFewQueries(
     }
     return attended
 }
-
-/// Copies `row` into each of `rows` consecutive rows at `p` (a bias that a GEMM with beta = 1 then adds to).
-private func fillRows(_ p: UnsafeMutablePointer<Float>, rows: Int, with row: [Float]) {
-    row.withUnsafeBufferPointer { r in
-        Threading.parallelFor(rows, grain: 256) { range in
-            for i in range { (p + i * r.count).update(from: r.baseAddress!, count: r.count) }
-        }
-    }
-}

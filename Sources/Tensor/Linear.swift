@@ -8,9 +8,7 @@ public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tens
     output.withUnsafeMutableBufferPointer { y in
         let y = y.baseAddress!
         if let bias {  // start from the bias and let GEMM accumulate (beta = 1): one pass less than adding after
-            bias.withUnsafeBufferPointer { b in
-                for row in 0..<rows { (y + row * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
-            }
+            fillRows(y, rows: rows, with: bias.storage)
         }
         input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
@@ -20,4 +18,13 @@ public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tens
         }
     }
     return output
+}
+
+/// Copies `row` into each of `rows` consecutive rows at `p` (a bias that a GEMM with beta = 1 then adds to).
+func fillRows(_ p: UnsafeMutablePointer<Float>, rows: Int, with row: [Float]) {
+    row.withUnsafeBufferPointer { r in
+        Threading.parallelFor(rows, grain: 256) { range in
+            for i in range { (p + i * r.count).update(from: r.baseAddress!, count: r.count) }
+        }
+    }
 }
