@@ -123,6 +123,12 @@ struct Kernels: ParsableCommand {
     }
 }
 
+/// One JSON object on one line (the benchmark driver reads our results this way).
+func printJSON(_ object: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
 func fmt(_ v: Double) -> String { String(format: v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v) }
 
@@ -170,6 +176,9 @@ struct YOLOForward: ParsableCommand {
     @Option(help: "A Python with torch and ultralytics, to time the reference in the same run.")
     var referencePython: String?
 
+    @Flag(help: "Print one JSON object per model and size instead of text (for scripts/benchmark.py).")
+    var json = false
+
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
@@ -179,7 +188,12 @@ struct YOLOForward: ParsableCommand {
                 let input = Tensor.random([1, 3, h, w]).clampedToUnit()
                 let seconds = minimumTime(repeats: repeats) { _ = detector.model(input) }
                 let gflops = detector.model.gflops(height: h, width: w)
-                print("ours \((path as NSString).lastPathComponent) \(h)x\(w): \(fmt(seconds * 1000)) ms, \(fmt(gflops)) GFLOPs (thop count) → \(fmt(gflops / seconds)) GFLOP/s, \(threads) threads")
+                let name = (path as NSString).lastPathComponent
+                if json {
+                    printJSON(["model": name, "size": "\(h)x\(w)", "seconds": seconds, "gflops": gflops, "threads": threads])
+                } else {
+                    print("ours \(name) \(h)x\(w): \(fmt(seconds * 1000)) ms, \(fmt(gflops)) GFLOPs (thop count) → \(fmt(gflops / seconds)) GFLOP/s, \(threads) threads")
+                }
             }
             if let python = referencePython {
                 try runReference(python: python, script: "bench_yolo_torch.py", arguments: [path, String(threads), String(repeats), "640x640", "480x640"])
@@ -214,6 +228,9 @@ struct SAMBench: ParsableCommand {
 
     @Option(help: "Only the image encoder, this many times, each timed (for profiling; the first includes warm-up).")
     var encoderOnly: Int?
+
+    @Flag(help: "Print one JSON object instead of text (for scripts/benchmark.py).")
+    var json = false
 
     static func boxes(_ count: Int) -> [SamBox] {
         (0..<count).map { i -> SamBox in
@@ -252,15 +269,24 @@ struct SAMBench: ParsableCommand {
         let image = Image.gradientTexture(width: 1024, height: 768)
         let encoder = minimumTime(repeats: encoderRepeats) { predictor.setImage(image) }
         let gflops = architecture.encoderGFLOPs
-        print("ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
-              + "sgemm \(m)×\(k)×\(n) runs at \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(encoder / (gflops / rate)))× the floor")
+        if !json {
+            print("ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
+                  + "sgemm \(m)×\(k)×\(n) runs at \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(encoder / (gflops / rate)))× the floor")
+        }
+        var decoder: [String: Double] = [:]
         for count in [1, 10, 50] {
             let seconds = minimumTime(repeats: 3) { _ = try! predictor.predict(boxes: Self.boxes(count)) }
-            print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms")
+            decoder[String(count)] = seconds
+            if !json { print("ours mask decoder, \(count) boxes (masks at 1024×768 included): \(fmt(seconds * 1000)) ms") }
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        print("ours peak RSS \(usage.ru_maxrss / 1024) MB")
+        if json {
+            printJSON(["variant": architecture.variant.rawValue, "encoder_seconds": encoder, "encoder_gflops": gflops,
+                       "sgemm_gflops_per_s": rate, "decoder_seconds": decoder, "peak_rss_mb": usage.ru_maxrss / 1024, "threads": threads])
+        } else {
+            print("ours peak RSS \(usage.ru_maxrss / 1024) MB")
+        }
         if let python = referencePython {
             try runReference(python: python, script: "bench_sam_torch.py", arguments: [model, String(threads), String(encoderRepeats), "3"])
         }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch's side of `autoannotate-bench yolo`: Ultralytics' fused fp32 YOLOv8 forward on the same input sizes
-with the same thread count. Usage: bench_yolo_torch.py MODEL THREADS REPEATS HxW [HxW ...]"""
+with the same thread count. Usage: bench_yolo_torch.py MODEL THREADS REPEATS HxW [HxW ...] [--json]
+(--json: one JSON object per size instead of text, for scripts/benchmark.py)"""
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,9 @@ import torchvision_shim  # noqa: E402,F401
 import torch  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
-model_path, threads, repeats, sizes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+as_json = "--json" in sys.argv
+args = [a for a in sys.argv[1:] if a != "--json"]
+model_path, threads, repeats, sizes = args[0], int(args[1]), int(args[2]), args[3:]
 torch.set_num_threads(threads)
 model = YOLO(model_path).model.float().fuse().eval()
 for size in sizes:
@@ -24,4 +28,7 @@ for size in sizes:
             t = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t)
-    print(f"torch {torch.__version__} {h}x{w}: {min(times) * 1000:.1f} ms (min of {repeats}, {threads} threads)", flush=True)
+    if as_json:
+        print(json.dumps({"model": Path(model_path).name, "size": size, "seconds": min(times), "threads": threads}), flush=True)
+    else:
+        print(f"torch {torch.__version__} {h}x{w}: {min(times) * 1000:.1f} ms (min of {repeats}, {threads} threads)", flush=True)
