@@ -58,7 +58,7 @@ public final class AutoAnnotator {
         }
         self.settings = settings
         detector = try settings.detector.map { try Detector(path: $0.path) }
-        sam = try SamPredictor(path: settings.segmenter.path)
+        sam = try SamPredictor(path: settings.segmenter.path, precision: settings.precision ?? .fp32)
         policy = MultiPartPolicy(rawValue: settings.polygon) ?? .merge
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Geometry
 import ModelCache
+import Tensor
 
 /// Everything that decides a job's output. Stored with the job; `resume` refuses to continue when any of it
 /// differs, naming what changed, so that a resumed job's labels are those of one consistent run.
@@ -36,6 +37,8 @@ public struct JobSettings: Codable, Equatable, Sendable {
     public var samConfidence: Float = 0.25
     public var empty: EmptyPolicy = .write
     public var polygon: String = MultiPartPolicy.merge.rawValue
+    /// The SAM image encoder's arithmetic; nil in jobs stored before the setting existed (they ran fp32).
+    public var precision: Precision? = nil
     public var version: String = AutoAnnotator.version
 
     public init(data: String, output: String, detector: Model?, segmenter: Model) {
@@ -68,6 +71,7 @@ public struct JobSettings: Codable, Equatable, Sendable {
         check("sam_conf", stored.samConfidence, samConfidence)
         check("empty", stored.empty.rawValue, empty.rawValue)
         check("polygon", stored.polygon, polygon)
+        check("precision", (stored.precision ?? .fp32).rawValue, (precision ?? .fp32).rawValue)
         return out
     }
 }

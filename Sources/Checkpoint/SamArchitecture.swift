@@ -160,6 +160,30 @@ public struct SamArchitecture: Equatable, Sendable {
 }
 
 extension SamArchitecture {
+    /// segment_anything's `build_sam.py` configurations (vit_b, vit_l, vit_h), e.g. to make a random-init model of
+    /// a released size; nil for the other variants.
+    public static func published(_ variant: Variant) -> SamArchitecture? {
+        let (width, depth, heads, global): (Int, Int, Int, [Int])
+        switch variant {
+        case .vitB: (width, depth, heads, global) = (768, 12, 12, [2, 5, 8, 11])
+        case .vitL: (width, depth, heads, global) = (1024, 24, 16, [5, 11, 17, 23])
+        case .vitH: (width, depth, heads, global) = (1280, 32, 16, [7, 15, 23, 31])
+        case .mobileSAM, .custom: return nil
+        }
+        return SamArchitecture(variant: variant, encoderWidth: width, encoderDepth: depth, encoderHeads: heads, globalAttentionBlocks: global,
+                               windowSize: 14, patchSize: 16, gridSize: 64, mlpWidth: 4 * width, promptWidth: 256, maskInputChannels: 16,
+                               decoderMLPWidth: 2048, decoderDepth: 2, multimaskOutputs: 3, iouHeadDepth: 3, iouHeadWidth: 256)
+    }
+
+    private init(variant: Variant, encoderWidth: Int, encoderDepth: Int, encoderHeads: Int, globalAttentionBlocks: [Int], windowSize: Int,
+                 patchSize: Int, gridSize: Int, mlpWidth: Int, promptWidth: Int, maskInputChannels: Int, decoderMLPWidth: Int,
+                 decoderDepth: Int, multimaskOutputs: Int, iouHeadDepth: Int, iouHeadWidth: Int) {
+        (self.variant, self.encoderWidth, self.encoderDepth, self.encoderHeads) = (variant, encoderWidth, encoderDepth, encoderHeads)
+        (self.globalAttentionBlocks, self.windowSize, self.patchSize, self.gridSize) = (globalAttentionBlocks, windowSize, patchSize, gridSize)
+        (self.mlpWidth, self.promptWidth, self.maskInputChannels, self.decoderMLPWidth) = (mlpWidth, promptWidth, maskInputChannels, decoderMLPWidth)
+        (self.decoderDepth, self.multimaskOutputs, self.iouHeadDepth, self.iouHeadWidth) = (decoderDepth, multimaskOutputs, iouHeadDepth, iouHeadWidth)
+    }
+
     /// Leaf modules of Ultralytics' SAMModel for this architecture (its "layers" in `model.info()`): ViT blocks
     /// have 7 (two LayerNorms, qkv, proj, two MLP Linears, GELU), the encoder 5 more (patch embedding, neck);
     /// the prompt encoder 14; the mask decoder 19 per two-way layer, 5 for the final attention and its norm, 2

@@ -22,17 +22,21 @@ struct ImageEncoderViT {
     let positionEmbedding: Tensor  // [1, g, g, C]
     let blocks: [Block]
     let neck0: Tensor, neck1: Norm, neck2: Tensor, neck3: Norm
+    /// bf16: the blocks' linear layers and attention products (97 % of the FLOPs); patch embedding and neck stay fp32.
+    let precision: Precision
 
-    init(_ w: Weights, _ a: SamArchitecture) throws {
+    init(_ w: Weights, _ a: SamArchitecture, precision: Precision = .fp32) throws {
         architecture = a
+        self.precision = precision
         patchWeight = try w("image_encoder.patch_embed.proj.weight")
         patchBias = try w("image_encoder.patch_embed.proj.bias")
         positionEmbedding = try w("image_encoder.pos_embed")
         blocks = try (0..<a.encoderDepth).map { i in
             let p = "image_encoder.blocks.\(i)."
-            return Block(norm1: try w.norm(p + "norm1"), norm2: try w.norm(p + "norm2"), qkv: try w.linear(p + "attn.qkv"),
-                         proj: try w.linear(p + "attn.proj"), relPosH: try w(p + "attn.rel_pos_h"), relPosW: try w(p + "attn.rel_pos_w"),
-                         lin1: try w.linear(p + "mlp.lin1"), lin2: try w.linear(p + "mlp.lin2"),
+            let linear = { (name: String) in try w.linear(p + name).prepared(for: precision) }
+            return Block(norm1: try w.norm(p + "norm1"), norm2: try w.norm(p + "norm2"), qkv: try linear("attn.qkv"),
+                         proj: try linear("attn.proj"), relPosH: try w(p + "attn.rel_pos_h"), relPosW: try w(p + "attn.rel_pos_w"),
+                         lin1: try linear("mlp.lin1"), lin2: try linear("mlp.lin2"),
                          windowSize: a.globalAttentionBlocks.contains(i) ? 0 : a.windowSize)
         }
         neck0 = try w("image_encoder.neck.0.weight")
@@ -111,7 +115,8 @@ struct ImageEncoderViT {
         let out = relH.withUnsafeBufferPointer { rh in
             relW.withUnsafeBufferPointer { rw in
                 return selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
-                                     bias: decomposedRelativePositionBias(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s))
+                                     bias: decomposedRelativePositionBias(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s),
+                                     precision: precision)
             }
         }
         return block.proj(out.reshaped([b * tokens, c])).reshaped([b, s, s, c])

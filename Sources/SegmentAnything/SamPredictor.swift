@@ -37,9 +37,11 @@ public enum SamError: Error, LocalizedError, Equatable {
     case noImage
     case noPrompt
     case invalidPrompt(String)
+    case unsupportedPrecision(String)
 
     public var errorDescription: String? {
         switch self {
+        case .unsupportedPrecision(let reason): reason
         case .noImage: "no image is set: call setImage(_:) before predict"
         case .noPrompt: "give at least one box or point prompt (segment-everything is not available yet)"
         case .invalidPrompt(let reason): "invalid prompt: \(reason)"
@@ -69,24 +71,30 @@ public final class SamPredictor: @unchecked Sendable {
     static let mean: [Float] = [123.675, 116.28, 103.53]
     static let std: [Float] = [58.395, 57.12, 57.375]
 
-    public init(checkpoint: SamCheckpoint) throws {
+    /// The arithmetic of the image encoder's matrix products (the prompt encoder and mask decoder run fp32).
+    public let precision: Precision
+
+    /// `precision: .bf16` runs the image encoder's products in bfloat16 (AVX512-BF16; refused where the CPU lacks it).
+    public init(checkpoint: SamCheckpoint, precision: Precision = .fp32) throws {
         guard checkpoint.architecture.variant != .mobileSAM else {
             throw CheckpointError.unsupported(path: checkpoint.weights.path, reason: "MobileSAM (TinyViT encoder) is not supported yet; use sam_b.pt, sam_l.pt or sam_h.pt")
         }
+        if precision == .bf16, let refusal = Precision.bf16Refusal { throw SamError.unsupportedPrecision(refusal) }
+        self.precision = precision
         architecture = checkpoint.architecture
         let weights = Weights(state: checkpoint.weights)
-        encoder = try ImageEncoderViT(weights, architecture)
+        encoder = try ImageEncoderViT(weights, architecture, precision: precision)
         prompts = try PromptEncoder(weights, architecture)
         decoder = try MaskDecoder(weights, architecture)
         densePE = prompts.densePositionalEncoding()
     }
 
     /// Loads a SAM checkpoint (sam_b.pt, sam_vit_h_*.pth, …).
-    public convenience init(path: String) throws {
+    public convenience init(path: String, precision: Precision = .fp32) throws {
         guard case .sam(let checkpoint) = try ModelFile.open(path: path) else {
             throw CheckpointError.unsupported(path: path, reason: "this is a YOLO detector; sam_model needs a Segment Anything model such as sam_b.pt")
         }
-        try self.init(checkpoint: checkpoint)
+        try self.init(checkpoint: checkpoint, precision: precision)
     }
 
     /// The encoder input: letterboxed to the model's size at the top-left, grey 114, normalised, [1, 3, S, S].

@@ -19,11 +19,23 @@ struct Weights {
     func norm(_ prefix: String) throws -> Norm { Norm(weight: try self(prefix + ".weight"), bias: try self(prefix + ".bias")) }
 }
 
-/// `nn.Linear` with PyTorch's [out, in] weight.
+/// `nn.Linear` with PyTorch's [out, in] weight; with `packed`, the weight rounded to bf16 for `precision=bf16`.
 struct LinearLayer {
     let weight: Tensor
     let bias: Tensor?
-    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    var packed: PackedBF16?
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        if let packed { return linear(x, packedWeight: packed, bias: bias) }
+        return linear(x, weight: weight, bias: bias)
+    }
+
+    /// This layer with its weight packed for `precision` (bf16), or as it is (fp32).
+    func prepared(for precision: Precision) -> LinearLayer {
+        var layer = self
+        layer.packed = precision == .bf16 ? PackedBF16(linearWeight: weight) : nil
+        return layer
+    }
 }
 
 struct Norm {

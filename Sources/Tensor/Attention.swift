@@ -77,8 +77,9 @@ public func multiHeadAttention(
 
 /// Self-attention straight from a fused projection: qkv [B, T, 3·H·d], each row holding the queries, keys and
 /// values of all heads (PyTorch's `qkv(x).reshape(B, T, 3, H, d)`) → [B, T, H·d], heads merged as `proj` wants
-/// them. No tensor is split, permuted or merged on the way; `bias` gets entry · H + head.
-public func selfAttention(qkv: Tensor, heads: Int, chunkRows: Int = 256, bias: AttentionBias? = nil) -> Tensor {
+/// them. No tensor is split, permuted or merged on the way; `bias` gets entry · H + head. With `.bf16`, Q·Kᵀ and
+/// the product with V round their operands to bfloat16 (each head's K and V packed once per thread).
+public func selfAttention(qkv: Tensor, heads: Int, chunkRows: Int = 256, bias: AttentionBias? = nil, precision: Precision = .fp32) -> Tensor {
     precondition(qkv.rank == 3 && qkv.shape[2] % (3 * heads) == 0, "selfAttention wants [B, T, 3·H·d], got \(qkv.shape)")
     let (batch, tokens, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
     var output = Tensor(uninitialized: [batch, tokens, width])
@@ -86,7 +87,7 @@ public func selfAttention(qkv: Tensor, heads: Int, chunkRows: Int = 256, bias: A
         output.withUnsafeMutableBufferPointer { o in
             let operand = { (part: Int) in Operand(p.baseAddress.map { $0 + part * width }, row: 3 * width, entry: tokens * 3 * width, head: width / heads) }
             attendHeads(q: operand(0), k: operand(1), v: operand(2), output: o.baseAddress, batch: batch, heads: heads, tq: tokens, tk: tokens,
-                        chunkRows: chunkRows, bias: bias)
+                        chunkRows: chunkRows, bias: bias, precision: precision)
         }
     }
     return output
@@ -104,7 +105,7 @@ private struct Operand {
 /// output [batch, tq, heads · v.head], heads side by side.
 private func attendHeads(
     q: Operand, k: Operand, v: Operand, output: UnsafeMutablePointer<Float>?, batch: Int, heads: Int, tq: Int, tk: Int,
-    chunkRows: Int, bias: AttentionBias?
+    chunkRows: Int, bias: AttentionBias?, precision: Precision = .fp32
 ) {
     guard let o = output, let qb = q.base, let kb = k.base, let vb = v.base, batch * tq * heads * v.head > 0 else { return }
     let outRow = heads * v.head
@@ -115,16 +116,29 @@ private func attendHeads(
     Threading.parallelFor(batch * heads * chunks) { items in
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * tk), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
         defer { scores.deallocate(); inverse.deallocate() }
+        var packed: (entryHead: Int, keys: PackedBF16, values: PackedBF16)?  // a thread's items run head by head
         for item in items {
             let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
             let rows = min(chunk, tq - start)
-            bias?(entry * heads + head, start..<(start + rows), scores, tk)
-            gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: qb + entry * q.entry + start * q.row + head * q.head, lda: q.row,
-                 b: kb + entry * k.entry + head * k.head, ldb: k.row, beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
-            // The softmax's division is applied to the dv outputs of a row instead of its tk scores.
-            ck_softmax_numerators(scores, rows, tk, tk, inverse)
+            let (queries, keys, values) = (qb + entry * q.entry + start * q.row + head * q.head, kb + entry * k.entry + head * k.head,
+                                           vb + entry * v.entry + head * v.head)
             let out = o + (entry * tq + start) * outRow + head * v.head
-            gemm(m: rows, n: v.head, k: tk, a: scores, lda: tk, b: vb + entry * v.entry + head * v.head, ldb: v.row, c: out, ldc: outRow)
+            bias?(entry * heads + head, start..<(start + rows), scores, tk)
+            if precision == .bf16 {
+                if packed?.entryHead != entry * heads + head {
+                    packed = (entry * heads + head, PackedBF16(keys, ldb: k.row, transposed: true, k: q.head, n: tk),
+                              PackedBF16(values, ldb: v.row, transposed: false, k: tk, n: v.head))
+                }
+                gemmBF16(m: rows, a: queries, lda: q.row, b: packed!.keys, alpha: scale, c: scores, ldc: tk, accumulate: bias != nil)
+                ck_softmax_numerators(scores, rows, tk, tk, inverse)
+                gemmBF16(m: rows, a: scores, lda: tk, b: packed!.values, c: out, ldc: outRow)
+            } else {
+                gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: queries, lda: q.row, b: keys, ldb: k.row,
+                     beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
+                // The softmax's division is applied to the dv outputs of a row instead of its tk scores.
+                ck_softmax_numerators(scores, rows, tk, tk, inverse)
+                gemm(m: rows, n: v.head, k: tk, a: scores, lda: tk, b: values, ldb: v.row, c: out, ldc: outRow)
+            }
             for r in 0..<rows { for c in 0..<v.head { out[r * outRow + c] *= inverse[r] } }
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import COpenBLAS
 import Foundation
 import Imaging
@@ -14,7 +15,7 @@ import YOLO
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autoannotate-bench", abstract: "Release-build benchmarks, each beside its floor or its reference.",
-        subcommands: [Kernels.self, YOLOForward.self, SAMBench.self], defaultSubcommand: Kernels.self)
+        subcommands: [Kernels.self, YOLOForward.self, SAMBench.self, BF16Bench.self], defaultSubcommand: Kernels.self)
 }
 
 /// The fixture scripts folder (reference-side benchmark scripts live there).
@@ -214,6 +215,9 @@ struct SAMBench: ParsableCommand {
     @Option(help: "A SAM checkpoint (sam_b.pt, sam_l.pt, …).")
     var model: String
 
+    @Option(help: "Image encoder arithmetic: fp32 or bf16 (AVX512-BF16).")
+    var precision: Precision = .fp32
+
     @Option(help: "Threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -242,7 +246,7 @@ struct SAMBench: ParsableCommand {
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
-        let predictor = try SamPredictor(path: model)
+        let predictor = try SamPredictor(path: model, precision: precision)
         if let count = decoderOnly {
             predictor.setImage(Image.gradientTexture(width: 1024, height: 768))
             for _ in 0..<5 {
@@ -282,7 +286,7 @@ struct SAMBench: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         if json {
-            printJSON(["variant": architecture.variant.rawValue, "encoder_seconds": encoder, "encoder_gflops": gflops,
+            printJSON(["variant": architecture.variant.rawValue, "precision": precision.rawValue, "encoder_seconds": encoder, "encoder_gflops": gflops,
                        "sgemm_gflops_per_s": rate, "decoder_seconds": decoder, "peak_rss_mb": usage.ru_maxrss / 1024, "threads": threads])
         } else {
             print("ours peak RSS \(usage.ru_maxrss / 1024) MB")
@@ -290,5 +294,98 @@ struct SAMBench: ParsableCommand {
         if let python = referencePython {
             try runReference(python: python, script: "bench_sam_torch.py", arguments: [model, String(threads), String(encoderRepeats), "3"])
         }
+    }
+}
+
+extension Precision: ExpressibleByArgument {}
+
+/// `precision=bf16` beside fp32 on one model: encoder times, the embedding's and the decoder logits' relative error,
+/// and how many mask pixels agree. Needs a CPU with AVX512-BF16. Without `--model` it writes a random-init model
+/// of a published size (segment_anything's initialisation: linear and conv weights uniform in ±1/√fan-in, norms 1
+/// and 0, position tables 0), so that it runs where no checkpoint can be copied.
+struct BF16Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bf16", abstract: "SAM image encoder in bf16 beside fp32.")
+
+    @Option(help: "A SAM checkpoint; without it, a random-init model of --random's size.")
+    var model: String?
+
+    @Option(help: "vit_b, vit_l or vit_h: the size of the random-init model made when --model is not given.")
+    var random: String = "vit_b"
+
+    @Option(help: "Threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Encoder repetitions per precision; the minimum is reported.")
+    var repeats: Int = 3
+
+    @Option(help: "Boxes decoded on each embedding for the mask comparison.")
+    var boxes: Int = 20
+
+    func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        Threading.count = threads
+        if let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
+        let path = try model ?? Self.randomModel(random)
+        let fp32 = try SamPredictor(path: path), bf16 = try SamPredictor(path: path, precision: .bf16)
+        let image = Image.gradientTexture(width: 1024, height: 768)
+        let time32 = minimumTime(repeats: repeats) { fp32.setImage(image) }
+        let time16 = minimumTime(repeats: repeats) { bf16.setImage(image) }
+        let prompts = SAMBench.boxes(boxes)
+        let (a, b) = (try fp32.predict(boxes: prompts), try bf16.predict(boxes: prompts))
+        var (same, total) = (0, 0)
+        for (x, y) in zip(a.masks, b.masks) {
+            same += zip(x.pixels, y.pixels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+            total += x.pixels.count
+        }
+        let gflops = fp32.architecture.encoderGFLOPs
+        printJSON(["variant": fp32.architecture.variant.rawValue, "threads": threads, "cpu": Precision.cpuModelName, "kernel": Precision.bf16Kernel ?? "none",
+                   "fp32_seconds": time32, "bf16_seconds": time16, "speedup": time32 / time16,
+                   "fp32_gflops_per_s": gflops / time32, "bf16_gflops_per_s": gflops / time16,
+                   "embedding_relative_error": Self.relativeError(bf16.imageEmbedding!, fp32.imageEmbedding!),
+                   "logits_relative_error": Self.relativeError(b.lowResLogits, a.lowResLogits),
+                   "mask_pixels_equal": Double(same) / Double(max(1, total)), "boxes": boxes])
+    }
+
+    /// ‖x − y‖ / ‖y‖.
+    static func relativeError(_ x: Tensor, _ y: Tensor) -> Double {
+        var (difference, norm) = (0.0, 0.0)
+        for (p, q) in zip(x.storage, y.storage) { difference += Double(p - q) * Double(p - q); norm += Double(q) * Double(q) }
+        return (difference / max(norm, .leastNormalMagnitude)).squareRoot()
+    }
+
+    /// Writes a random-init SAM of a published size as safetensors in the temporary folder; returns its path.
+    static func randomModel(_ name: String) throws -> String {
+        guard let variant = SamArchitecture.Variant(rawValue: name), let architecture = SamArchitecture.published(variant) else {
+            throw ValidationError("--random takes vit_b, vit_l or vit_h")
+        }
+        var header: [String: Any] = [:], offset = 0
+        let tensors = architecture.expectedTensors
+        for (key, shape) in tensors {
+            let bytes = shape.reduce(1, *) * 4
+            header[key] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]]
+            offset += bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (json.count + 8) % 8 != 0 { json.append(UInt8(ascii: " ")) }
+        var file = Data(count: 8)
+        file.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(json.count).littleEndian, as: UInt64.self) }
+        file.append(json)
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        for (key, shape) in tensors {
+            let count = shape.reduce(1, *)
+            let isNorm = shape.count == 1 && (key.contains("norm") || key.contains("neck.1") || key.contains("neck.3")
+                                              || key.contains("upscaling.1") || key.contains("downscaling.1") || key.contains("downscaling.4"))
+            let bound: Float = key.contains("rel_pos") || key.contains("pos_embed") ? 0
+                : shape.count >= 2 ? 1 / Float(shape.dropFirst().reduce(1, *)).squareRoot() : 0.02
+            var values = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                values[i] = isNorm ? (key.hasSuffix("weight") ? 1 : 0) : bound * (Float(state >> 40) / Float(1 << 23) - 1)
+            }
+            values.withUnsafeBytes { file.append(contentsOf: $0) }
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-bench-random-\(name).safetensors").path
+        try file.write(to: URL(fileURLWithPath: path))
+        return path
     }
 }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import Geometry
+import Tensor
 
 extension AutoAnnotateCommand {
     /// `autoannotate data=DIR det_model=… sam_model=…`: the labelling job (the default subcommand).
@@ -49,8 +50,15 @@ extension AutoAnnotateCommand {
         @Option(help: "A recipe of these settings (Pipelines/NAME.yaml); command-line values override it.")
         var pipeline: String?
 
+        @Option(help: "SAM image encoder arithmetic: fp32, or bf16 (bfloat16 products, fp32 sums; needs AVX512-BF16).")
+        var precision: Precision = .fp32
+
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
+
+        func validate() throws {
+            if precision == .bf16, let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
+        }
 
         func run() throws {
             compute.apply()
@@ -72,6 +80,7 @@ extension AutoAnnotateCommand {
             settings.samConfidence = samConf
             settings.empty = empty
             settings.polygon = polygon.rawValue
+            settings.precision = precision
             if detection.classes != nil {
                 // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
                 guard let detectorPath, case .yolo(let checkpoint) = try ModelFile.open(path: detectorPath) else {
@@ -203,7 +212,7 @@ extension AutoAnnotateCommand {
             if let b = s.boxes { out += "  boxes: \(b)\n" }
             out += "  sam_model: \(s.segmenter.path) (sha256 \(s.segmenter.sha256.prefix(12))…)\n"
             out += "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
-            out += "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon)\n"
+            out += "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), precision \((s.precision ?? .fp32).rawValue)\n"
             if !j.lastErrors.isEmpty {
                 out += "  last errors:\n" + j.lastErrors.map { "    \($0["image"] ?? ""): \($0["error"] ?? "")" }.joined(separator: "\n") + "\n"
             }
@@ -214,6 +223,7 @@ extension AutoAnnotateCommand {
 
 extension JobSettings.EmptyPolicy: ExpressibleByArgument {}
 extension MultiPartPolicy: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// A live bar on a terminal, plain periodic lines otherwise.
 final class ProgressReporter {

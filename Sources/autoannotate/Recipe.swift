@@ -6,7 +6,7 @@ import Yams
 /// front of the command line's own arguments so that the command line wins (the last value of an option counts).
 enum Recipe {
     static let keys: Set<String> = ["det_model", "sam_model", "conf", "iou", "imgsz", "max_det", "classes", "sam_conf", "empty",
-                                    "polygon", "threads", "output_dir", "device", "retry_failed", "boxes"]
+                                    "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes"]
 
     /// `arguments` (already in `--key value` form) with the recipe's options inserted first.
     static func expand(_ arguments: [String]) throws -> [String] {

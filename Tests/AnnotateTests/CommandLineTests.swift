@@ -84,4 +84,19 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(result.errors.contains("yolov8n.pt is not here and could not be downloaded"), result.errors)
         XCTAssertTrue(result.errors.contains("Download it yourself from http://127.0.0.1:9/assets/yolov8n.pt\n  and put it in \(cache)"), result.errors)
     }
+
+    func testBF16WithoutAVX512BF16IsRefusedBeforeAnythingRuns() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        try XCTSkipIf(cpuinfo.contains("avx512_bf16"), "this CPU has AVX512-BF16")
+        let image = PipelineTests.fixtures.appendingPathComponent("sam/wide.jpg").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-bf16-\(UUID().uuidString)").path
+        for arguments in [["segment", "model=no-such-model.pt", "source=\(image)", "bboxes=1,1,5,5", "precision=bf16"],
+                          ["data=\(image)", "sam_model=no-such-model.pt", "output_dir=\(output)", "precision=bf16"]] {
+            let result = try run(arguments)
+            XCTAssertNotEqual(result.status, 0)
+            XCTAssertTrue(result.errors.contains("precision=bf16 needs a CPU with AVX512-BF16"), result.errors)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output), "no job may be created")
+        }
+    }
 }

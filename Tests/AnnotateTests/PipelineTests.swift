@@ -216,6 +216,11 @@ final class PipelineTests: XCTestCase {
         XCTAssertThrowsError(try AutoAnnotator(settings: changed)) { error in
             XCTAssertTrue(error.localizedDescription.contains("conf: the job has 0.25, now 0.3"), error.localizedDescription)
         }
+        var bf16 = try settings(data: data)
+        bf16.precision = .bf16
+        XCTAssertThrowsError(try AutoAnnotator(settings: bf16)) { error in
+            XCTAssertTrue(error.localizedDescription.contains("precision: the job has fp32, now bf16"), error.localizedDescription)
+        }
         var otherModel = try settings(data: data)
         otherModel.segmenter = try .identify(path: Self.fixtures.appendingPathComponent("checkpoints/tiny_sam.pt").path)
         XCTAssertThrowsError(try AutoAnnotator(settings: otherModel)) { error in

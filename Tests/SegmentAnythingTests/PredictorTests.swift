@@ -70,6 +70,28 @@ final class PredictorTests: XCTestCase {
         }
     }
 
+    /// bf16 on the tiny model: refused with the reason where the CPU lacks AVX512-BF16; elsewhere the embedding and
+    /// logits stay within 2 % of fp32's (bf16 keeps 8 mantissa bits) and the masks ≥ 99 % equal.
+    func testBF16EncoderIsRefusedOrCloseToFP32() throws {
+        let path = Self.directory.appendingPathComponent(Self.manifest.weights).path
+        guard Precision.bf16Supported else {
+            XCTAssertThrowsError(try SamPredictor(path: path, precision: .bf16)) {
+                XCTAssertEqual($0 as? SamError, .unsupportedPrecision(Precision.bf16Refusal!))
+            }
+            return
+        }
+        let fp32 = try SamPredictor(path: path), bf16 = try SamPredictor(path: path, precision: .bf16)
+        let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(Self.manifest.images[0].image).path)
+        fp32.setImage(image)
+        bf16.setImage(image)
+        XCTAssertLessThan(relativeError(bf16.imageEmbedding!.storage, fp32.imageEmbedding!.storage), 0.02)
+        let box = [SamBox(x1: 10, y1: 10, x2: Float(image.width) / 2, y2: Float(image.height) / 2)]
+        let (a, b) = (try fp32.predict(boxes: box), try bf16.predict(boxes: box))
+        XCTAssertLessThan(relativeError(b.lowResLogits.storage, a.lowResLogits.storage), 0.02)
+        let same = zip(a.masks[0].pixels, b.masks[0].pixels).filter { $0 == $1 }.count
+        XCTAssertGreaterThan(Double(same) / Double(a.masks[0].pixels.count), 0.99)
+    }
+
     func testPromptsAreRequiredAndAnImageMustBeSet() throws {
         let predictor = try SamPredictor(path: Self.directory.appendingPathComponent(Self.manifest.weights).path)
         XCTAssertThrowsError(try predictor.predict(boxes: [SamBox(x1: 0, y1: 0, x2: 1, y2: 1)])) { XCTAssertEqual($0 as? SamError, .noImage) }

@@ -1,6 +1,8 @@
 #ifndef AUTOANNOTATE_KERNELS_H
 #define AUTOANNOTATE_KERNELS_H
 
+#include <stdint.h>
+
 // Elementwise kernels that libm cannot vectorise: exp and erf as polynomials (Cephes' expf, Eigen's float erf;
 // about 1 ulp and a few ulp) in loops the compiler vectorises, with an AVX2+FMA build chosen at run time
 // where the CPU has it. Everything works in place on contiguous floats.
@@ -28,6 +30,19 @@ void ck_erf(float *p, long n);
 void ck_layer_norm_rows(const float *x, float *y, long rows, long n, const float *g, const float *b, float eps);
 // y = a + b elementwise for n values, b repeating every `period` values (period divides n).
 void ck_add_repeating(const float *a, const float *b, float *y, long n, long period);
+
+// bfloat16 products (bf16_gemm.c). 1 where the CPU has AVX512-BF16 (and the OS saves AVX-512 state), else 0.
+int ck_bf16_supported(void);
+// 1 where the products run on AMX tiles (AMX-BF16, and Linux granted the tile state), else 0.
+int ck_bf16_uses_amx(void);
+// Number of uint32 (bf16 pairs) that `ck_bf16_pack_b` writes for a k × n matrix.
+long ck_bf16_packed_count(long k, long n);
+// Rounds B (k × n; `transposed`: stored n × k, as a Linear weight) to bf16 and packs it for `ck_bf16_gemm`.
+void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, uint32_t *packed);
+// C = alpha · A·B (+ C when `accumulate`) with A (m × k, fp32, rounded here) and B packed; fp32 sums.
+// Returns -1 where the CPU lacks AVX512-BF16 (C untouched), -2 when out of memory, else 0.
+int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, const uint32_t *packed, float *c,
+                 long ldc, int accumulate);
 
 // glibc: serve large blocks from the heap (reused after free) instead of fresh zero-filled mappings each time.
 void ck_keep_large_allocations(void);
