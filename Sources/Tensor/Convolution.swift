@@ -43,21 +43,30 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometr
     let ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
     let wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
     precondition(ho > 0 && wo > 0, "conv2d output would be empty for input \(input.shape) and kernel \(kh)×\(kw)")
-    var output = Tensor(zeros: [n, o, ho, wo])
+    var output = Tensor(uninitialized: [n, o, ho, wo])  // every path writes every element
     let og = o / g.groups
+    let depthwiseCase = cg == 1 && og == 1
+    // GEMM paths start from the bias and accumulate onto it (beta = 1): no zeroing, no second pass to add it.
+    let beta: Float = bias == nil || depthwiseCase ? 0 : 1
 
     input.withUnsafeBufferPointer { x in
         weight.withUnsafeBufferPointer { wt in
             output.withUnsafeMutableBufferPointer { y in
                 let x = x.baseAddress!, wt = wt.baseAddress!, y = y.baseAddress!
-                if cg == 1 && og == 1 {
+                if let bias, !depthwiseCase {
+                    bias.withUnsafeBufferPointer { b in fillChannels(y, b.baseAddress!, n: n, c: o, plane: ho * wo) }
+                }
+                if depthwiseCase {
                     depthwise(x, wt, y, n: n, c: c, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                    if let bias {
+                        bias.withUnsafeBufferPointer { b in addChannelBias(y, b.baseAddress!, n: n, c: o, plane: ho * wo) }
+                    }
                 } else if kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0) {
                     for image in 0..<n {
                         for group in 0..<g.groups {
                             gemm(m: og, n: h * w, k: cg, a: wt + group * og * cg, lda: cg,
                                  b: x + (image * c + group * cg) * h * w, ldb: h * w,
-                                 c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                                 beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
                         }
                     }
                 } else {
@@ -69,13 +78,8 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometr
                             im2col(x + (image * c + group * cg) * h * w, columns, c: cg, h: h, w: w,
                                    kh: kh, kw: kw, ho: ho, wo: wo, g: g)
                             gemm(m: og, n: ho * wo, k: rows, a: wt + group * og * rows, lda: rows,
-                                 b: columns, ldb: ho * wo, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                                 b: columns, ldb: ho * wo, beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
                         }
-                    }
-                }
-                if let bias {
-                    bias.withUnsafeBufferPointer { b in
-                        addChannelBias(y, b.baseAddress!, n: n, c: o, plane: ho * wo)
                     }
                 }
             }
@@ -144,6 +148,13 @@ private func depthwise(
                 }
             }
         }
+    }
+}
+
+/// Sets each of the n · c planes of y to its channel's bias (the start a GEMM with beta = 1 accumulates onto).
+func fillChannels(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, n: Int, c: Int, plane: Int) {
+    Threading.parallelFor(n * c, grain: max(1, 16_384 / max(1, plane))) { planes in
+        for index in planes { (y + index * plane).update(repeating: bias[index % c], count: plane) }
     }
 }
 

@@ -15,28 +15,38 @@ public func gemm(
         for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
         return
     }
-    // Split the larger side of C into blocks whose number depends on the problem's size only — never on the
-    // thread count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of
-    // the call that computes it, so this gives the same results with any `threads=` (a resumed job may run
-    // with another). Blocks are ≥ 4 M multiply-adds, at most 16 (each call re-packs the other operand).
+    // Split C into a grid of blocks whose number and shape depend on the problem's size only — never on the thread
+    // count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of the call
+    // that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
+    // Blocks are ≥ 4 M multiply-adds, at most 16. A block packs its rows of A and its columns of B, so a grid of
+    // rows × columns blocks packs A `columns` times and B `rows` times: the grid is the one that packs least.
     let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
+    let (rowBlocks, columnBlocks) = blockGrid(blocks, m: m, n: n)
     if blocks == 1 || Threading.isInsideParallelRegion {
         sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-    } else if m >= n {
-        Threading.parallelFor(blocks) { range in
-            for block in range {
-                let (r0, r1) = (m * block / blocks, m * (block + 1) / blocks)
-                sgemm(transA, transB, r1 - r0, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc)
-            }
-        }
     } else {
-        Threading.parallelFor(blocks) { range in
+        Threading.parallelFor(rowBlocks * columnBlocks) { range in
             for block in range {
-                let (c0, c1) = (n * block / blocks, n * (block + 1) / blocks)
-                sgemm(transA, transB, m, c1 - c0, k, alpha, a, lda, transB ? b + c0 * ldb : b + c0, ldb, beta, c + c0, ldc)
+                let (i, j) = (block / columnBlocks, block % columnBlocks)
+                let (r0, r1) = (m * i / rowBlocks, m * (i + 1) / rowBlocks)
+                let (c0, c1) = (n * j / columnBlocks, n * (j + 1) / columnBlocks)
+                sgemm(transA, transB, r1 - r0, c1 - c0, k, alpha, transA ? a + r0 : a + r0 * lda, lda,
+                      transB ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc)
             }
         }
     }
+}
+
+/// The rows × columns grid of `blocks` blocks that packs least (columns · m + rows · n, in units of k), with at least
+/// one row and one column of C in each block.
+func blockGrid(_ blocks: Int, m: Int, n: Int) -> (rows: Int, columns: Int) {
+    var best = (rows: m >= n ? blocks : 1, columns: m >= n ? 1 : blocks)
+    var cost = best.columns * m + best.rows * n
+    for rows in 1...blocks where blocks % rows == 0 && rows <= m && blocks / rows <= n {
+        let columns = blocks / rows
+        if columns * m + rows * n < cost { (best, cost) = ((rows, columns), columns * m + rows * n) }
+    }
+    return best
 }
 
 @inline(__always)
