@@ -32,16 +32,21 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def run_measured(command):
-    """Runs a command; returns its stdout and its own peak RSS in MB (wait4 on the child alone)."""
+def run_measured(command, may_fail=False):
+    """Runs a command; returns its stdout and its own peak RSS in MB (wait4 on the child alone). A failing command
+    ends the benchmark, unless `may_fail`: then its stdout is None and its stderr is printed."""
     log("$ " + " ".join(map(str, command)))
-    with tempfile.TemporaryFile() as out:
-        process = subprocess.Popen(list(map(str, command)), stdout=out)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(list(map(str, command)), stdout=out, stderr=err if may_fail else None)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode()
+        err.seek(0)
+        errors = err.read().decode()
     if process.returncode != 0:
+        if may_fail:
+            return None, errors.strip()
         sys.exit(f"failed ({process.returncode}): {' '.join(map(str, command))}")
     return text, usage.ru_maxrss / 1024
 
@@ -91,6 +96,17 @@ def main():
             rows.append((f"{variant} decoder {boxes} box{'es' if boxes != '1' else ''}", f"{mine * 1000:.0f} ms{share}",
                          f"torch {theirs * 1000:.0f} ms", f"{theirs / mine:.2f}x", "", "", "", "3" if boxes == "50" else ""))
         rows.append(("sgemm, the encoder's MLP shape", "", "", "", f"{rate:.0f}", "1.00", "", ""))
+        bf16_text, refusal = run_measured([BENCH, "bf16", "--model", model, "--threads", threads, "--repeats", args.encoder_repeats],
+                                          may_fail=True)
+        if bf16_text is None:
+            log(refusal)
+            rows.append((f"{variant} encoder bf16", "refused: no AVX512-BF16", "", "", "", "", "", "4"))
+        else:
+            bf16 = json_lines(bf16_text)[0]
+            rows.append((f"{variant} encoder bf16 ({bf16['kernel']})", f"{bf16['bf16_seconds']:.2f} s", f"our fp32 {bf16['fp32_seconds']:.2f} s",
+                         f"{bf16['speedup']:.2f}x", f"{bf16['bf16_gflops_per_s']:.0f}", "", "", "4"))
+            rows.append((f"  embedding error {bf16['embedding_relative_error']:.1e}, masks equal {100 * bf16['mask_pixels_equal']:.2f} %",
+                         "", "", "", "", "", "", "4"))
 
     for name in args.yolo:
         model = args.dir / name
