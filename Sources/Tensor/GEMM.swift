@@ -18,8 +18,7 @@ public func gemm(
     // Split C into a grid of blocks whose number and shape depend on the problem's size only — never on the thread
     // count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of the call
     // that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
-    // Blocks are ≥ 4 M multiply-adds, at most 16. A block packs its rows of A and its columns of B, so a grid of
-    // rows × columns blocks packs A `columns` times and B `rows` times: the grid is the one that packs least.
+    // Blocks are ≥ 4 M multiply-adds, at most 16 (see `blockGrid` for their shape).
     let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
     let (rowBlocks, columnBlocks) = blockGrid(blocks, m: m, n: n)
     if blocks == 1 || Threading.isInsideParallelRegion {
@@ -37,10 +36,13 @@ public func gemm(
     }
 }
 
-/// The rows × columns grid of `blocks` blocks that packs least (columns · m + rows · n, in units of k), with at least
-/// one row and one column of C in each block.
+/// How `blocks` blocks tile C: strips of the larger side while they stay ≥ 256 wide (OpenBLAS runs such strips at
+/// full speed: the SAM encoder's linear layers); else the rows × columns grid that packs least (columns · m +
+/// rows · n, in units of k), with at least one row and one column of C in each block — for YOLO's late layers,
+/// 16 strips of 40–100 would each re-pack the whole other operand (measured: yolov8x 480×640 2.1 → 1.9 s).
 func blockGrid(_ blocks: Int, m: Int, n: Int) -> (rows: Int, columns: Int) {
     var best = (rows: m >= n ? blocks : 1, columns: m >= n ? 1 : blocks)
+    if max(m, n) / blocks >= 256 { return best }
     var cost = best.columns * m + best.rows * n
     for rows in 1...blocks where blocks % rows == 0 && rows <= m && blocks / rows <= n {
         let columns = blocks / rows
