@@ -181,16 +181,22 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
     let (cout, k) = (weight.shape[1], stride)
     var output = Tensor(uninitialized: [n, cout, h * k, w * k])
     let rows = cout * k * k
-    var product = [Float](repeating: 0, count: rows * h * w)
+    var product = [Float](unsafeUninitializedCapacity: rows * h * w) { _, count in count = rows * h * w }  // filled per image
     input.withUnsafeBufferPointer { x in
         weight.withUnsafeBufferPointer { wt in
             output.withUnsafeMutableBufferPointer { y in
                 product.withUnsafeMutableBufferPointer { p in
                     let (x, wt, y, p) = (x.baseAddress!, wt.baseAddress!, y.baseAddress!, p.baseAddress!)
                     for image in 0..<n {
-                        // p[(co·k + ky)·k + kx, iy·W + ix] = Σ_ci w[ci, co, ky, kx] · x[ci, iy, ix]
+                        // p[(co·k + ky)·k + kx, iy·W + ix] = b[co] + Σ_ci w[ci, co, ky, kx] · x[ci, iy, ix]: the GEMM
+                        // accumulates onto the bias (beta = 1), so neither a zeroing pass nor a bias pass is needed.
+                        if let bias {
+                            bias.withUnsafeBufferPointer { b in fillChannels(p, b.baseAddress!, n: 1, c: cout, plane: k * k * h * w) }
+                        } else {
+                            p.update(repeating: 0, count: rows * h * w)
+                        }
                         gemm(transA: true, transB: channelsLast, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
-                             ldb: channelsLast ? cin : h * w, c: p, ldc: h * w)
+                             ldb: channelsLast ? cin : h * w, beta: 1, c: p, ldc: h * w)
                         let out = y + image * cout * h * k * w * k
                         // Output row iy·k + ky interleaves the k planes (ky, 0…k−1): written left to right.
                         Threading.parallelFor(cout * h) { lines in
@@ -202,11 +208,6 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
                                     for ix in 0..<w { for kx in 0..<k { line[ix * k + kx] = source[kx * h * w + ix] } }
                                 }
                             }
-                        }
-                    }
-                    if let bias {
-                        bias.withUnsafeBufferPointer { b in
-                            addChannelBias(y, b.baseAddress!, n: n, c: cout, plane: h * k * w * k)
                         }
                     }
                 }
