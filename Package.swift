@@ -38,7 +38,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
 
-        // exp/erf-based elementwise kernels as vectorised polynomials (AVX2+FMA chosen at run time).
+        // exp/erf-based elementwise kernels as vectorised polynomials (AVX2+FMA chosen at run time), and the bf16
+        // matrix product (AMX or AVX512-BF16, chosen at run time).
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // Libraries

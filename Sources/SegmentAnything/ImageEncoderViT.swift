@@ -22,7 +22,8 @@ struct ImageEncoderViT {
     let positionEmbedding: Tensor  // [1, g, g, C]
     let blocks: [Block]
     let neck0: Tensor, neck1: Norm, neck2: Tensor, neck3: Norm
-    /// bf16: the blocks' linear layers and attention products (97 % of the FLOPs); patch embedding and neck stay fp32.
+    /// bf16: the blocks' linear layers and attention products (98 % of the FLOPs); patch embedding, neck and the
+    /// relative-position terms stay fp32.
     let precision: Precision
 
     init(_ w: Weights, _ a: SamArchitecture, precision: Precision = .fp32) throws {

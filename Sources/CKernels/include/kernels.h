@@ -5,7 +5,7 @@
 
 // Elementwise kernels that libm cannot vectorise: exp and erf as polynomials (Cephes' expf, Eigen's float erf;
 // about 1 ulp and a few ulp) in loops the compiler vectorises, with an AVX2+FMA build chosen at run time
-// where the CPU has it. Everything works in place on contiguous floats.
+// where the CPU has it. Everything works in place on contiguous floats. And the bf16 matrix product (bf16_gemm.c).
 
 // Softmax of `rows` rows of `n` values, `stride` floats apart, max-subtracted.
 void ck_softmax_rows(float *p, long rows, long n, long stride);
