@@ -20,10 +20,10 @@ public func gemm(
     // that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
     // Blocks are ≥ 4 M multiply-adds, at most 16 (see `blockGrid` for their shape).
     let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
-    let (rowBlocks, columnBlocks) = blockGrid(blocks, m: m, n: n)
     if blocks == 1 || Threading.isInsideParallelRegion {
         sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     } else {
+        let (rowBlocks, columnBlocks) = blockGrid(blocks, m: m, n: n)
         Threading.parallelFor(rowBlocks * columnBlocks) { range in
             for block in range {
                 let (i, j) = (block / columnBlocks, block % columnBlocks)

@@ -50,15 +50,10 @@ extension AutoAnnotateCommand {
         @Option(help: "A recipe of these settings (Pipelines/NAME.yaml); command-line values override it.")
         var pipeline: String?
 
-        @Option(help: "SAM image encoder arithmetic: fp32, or bf16 (bfloat16 products, fp32 sums; needs AVX512-BF16).")
-        var precision: Precision = .fp32
+        @OptionGroup var precision: PrecisionOptions
 
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
-
-        func validate() throws {
-            if precision == .bf16, let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
-        }
 
         func run() throws {
             compute.apply()
@@ -80,7 +75,7 @@ extension AutoAnnotateCommand {
             settings.samConfidence = samConf
             settings.empty = empty
             settings.polygon = polygon.rawValue
-            settings.precision = precision
+            settings.precision = precision.precision
             if detection.classes != nil {
                 // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
                 guard let detectorPath, case .yolo(let checkpoint) = try ModelFile.open(path: detectorPath) else {
@@ -223,7 +218,6 @@ extension AutoAnnotateCommand {
 
 extension JobSettings.EmptyPolicy: ExpressibleByArgument {}
 extension MultiPartPolicy: ExpressibleByArgument {}
-extension Precision: ExpressibleByArgument {}
 
 /// A live bar on a terminal, plain periodic lines otherwise.
 final class ProgressReporter {

@@ -70,6 +70,19 @@ struct ComputeOptions: ParsableArguments {
     func apply() { if let threads { Threading.count = threads } }
 }
 
+/// The SAM image encoder's arithmetic, shared by `segment` and the labelling job; bf16 is refused here, before any
+/// model loads or job store is created, where the CPU cannot run it.
+struct PrecisionOptions: ParsableArguments {
+    @Option(help: "SAM image encoder arithmetic: fp32, or bf16 (bfloat16 products, fp32 sums; needs AVX512-BF16).")
+    var precision: Precision = .fp32
+
+    func validate() throws {
+        if precision == .bf16, let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
+    }
+}
+
+extension Precision: ExpressibleByArgument {}
+
 /// Image files under `source` (or `source` itself), sorted, found by extension as Ultralytics' loaders do.
 func imageFiles(under source: String) throws -> [String] {
     let extensions: Set<String> = ["jpg", "jpeg", "png", "bmp", "dng", "mpo", "tif", "tiff", "webp", "pfm", "heic"]

@@ -3,7 +3,6 @@ import Foundation
 import Geometry
 import Imaging
 import SegmentAnything
-import Tensor
 
 extension AutoAnnotateCommand {
     /// `autoannotate segment model=sam_b.pt source=IMG bboxes=… | points=… labels=…`: Segment Anything on one image.
@@ -42,15 +41,13 @@ extension AutoAnnotateCommand {
         @Option(help: "Where format=png writes the overlay (default: <image stem>_sam.png beside the current folder).")
         var output: String?
 
-        @Option(help: "Image encoder arithmetic: fp32, or bf16 (bfloat16 products, fp32 sums; needs AVX512-BF16).")
-        var precision: Precision = .fp32
+        @OptionGroup var precision: PrecisionOptions
 
         @OptionGroup var compute: ComputeOptions
 
         enum Format: String, ExpressibleByArgument, CaseIterable { case json, png }
 
         func validate() throws {
-            if precision == .bf16, let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
             guard bboxes != nil || points != nil else {
                 throw ValidationError("give bboxes= and/or points=: segment-everything (no prompts) is not available yet")
             }
@@ -74,7 +71,7 @@ extension AutoAnnotateCommand {
             }
             let prompts = zip(coordinates, pointLabels).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
 
-            let predictor = try SamPredictor(path: try resolveModel(model), precision: precision)
+            let predictor = try SamPredictor(path: try resolveModel(model), precision: precision.precision)
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)
             let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask)
