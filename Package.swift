@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(name: "annotate-folder", dependencies: ["Annotate"], path: "Examples/AnnotateFolder"),
 
         // Tests: one target per library
-        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels"]),
         // Fixtures are read from Tests/Fixtures by path (see Tests/Fixtures/README.md).
         .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Geometry of a 2-D convolution, in PyTorch's terms.
 public struct Conv2dGeometry: Equatable, Sendable {
     public var stride: (y: Int, x: Int)
@@ -32,7 +34,8 @@ public struct Conv2dGeometry: Equatable, Sendable {
 ///
 /// Three paths, all exact: a 1×1 stride-1 convolution is one GEMM on the input as it lies; a depthwise
 /// convolution (one input channel per group) is a direct loop, since its GEMMs would be 1 × k² thin; every other
-/// case gathers patches (im2col) and runs one GEMM per image and group.
+/// case is one GEMM per image and group on the input's patches — gathered by our kernel as it packs them, or
+/// written out first (im2col) where OpenBLAS runs the product.
 public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init()) -> Tensor {
     precondition(input.rank == 4 && weight.rank == 4, "conv2d wants 4-D input and weight, got \(input.shape), \(weight.shape)")
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
@@ -67,6 +70,22 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometr
                             gemm(m: og, n: h * w, k: cg, a: wt + group * og * cg, lda: cg,
                                  b: x + (image * c + group * cg) * h * w, ldb: h * w,
                                  beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                        }
+                    }
+                } else if GEMMKernel.current == .ours {
+                    // The kernel gathers the patches straight into its packed panels: no im2col matrix.
+                    for image in 0..<n {
+                        for group in 0..<g.groups {
+                            var patches = ck_patches(
+                                x: x + (image * c + group * cg) * h * w, channels: cg, height: h, width: w, kernel_h: kh, kernel_w: kw,
+                                stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
+                                dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: ho, out_w: wo)
+                            withUnsafePointer(to: &patches) { patches in
+                                product(m: og, n: ho * wo, k: cg * kh * kw, alpha: 1,
+                                        a: ck_operand(data: wt + group * og * cg * kh * kw, row: cg * kh * kw, col: 1, packed: nil, patches: nil),
+                                        b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
+                                        beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                            }
                         }
                     }
                 } else {

@@ -1,10 +1,12 @@
+import CKernels
 import COpenBLAS
+import Foundation
 
 /// C = alpha · op(A) · op(B) + beta · C, row-major, where op(A) is M×K and op(B) is K×N.
 ///
-/// The only caller of BLAS in the project: every matrix product — linear layers, convolutions as GEMM,
-/// attention — comes through here, so threading and layout rules live in one place. OpenBLAS runs
-/// single-threaded (see `Threading`); large products are split here into one block of C per thread.
+/// Every matrix product — linear layers, convolutions as GEMM, attention — comes through here (or through
+/// `product`, for packed operands), so threading and layout rules live in one place: our kernel where the CPU has
+/// AVX2 and FMA, else OpenBLAS, single-threaded (see `Threading`), with large products split here among the threads.
 public func gemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -15,9 +17,15 @@ public func gemm(
         for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
         return
     }
-    // Split C into a grid of blocks whose number and shape depend on the problem's size only — never on the thread
-    // count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of the call
-    // that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
+    if GEMMKernel.current == .ours {
+        let left = ck_operand(data: a, row: transA ? 1 : lda, col: transA ? lda : 1, packed: nil, patches: nil)
+        let right = ck_operand(data: b, row: transB ? 1 : ldb, col: transB ? ldb : 1, packed: nil, patches: nil)
+        product(m: m, n: n, k: k, alpha: alpha, a: left, b: right, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    // OpenBLAS: split C into a grid of blocks whose number and shape depend on the problem's size only — never on
+    // the thread count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of the
+    // call that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
     // Blocks are ≥ 4 M multiply-adds, at most 16 (see `blockGrid` for their shape).
     let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
     if blocks == 1 || Threading.isInsideParallelRegion {
@@ -32,6 +40,41 @@ public func gemm(
                 sgemm(transA, transB, r1 - r0, c1 - c0, k, alpha, transA ? a + r0 : a + r0 * lda, lda,
                       transB ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc)
             }
+        }
+    }
+}
+
+/// Which kernel runs fp32 matrix products: ours (`ck_sgemm`, AVX2+FMA) where the CPU has it, else OpenBLAS.
+/// `AUTOANNOTATE_GEMM=openblas` forces OpenBLAS (to compare the two); tests set `current` to run both.
+public enum GEMMKernel: String, Sendable {
+    case ours, openblas
+
+    /// Set it only while no product runs (a test, before a benchmark); `.ours` needs `ck_sgemm_supported()`.
+    nonisolated(unsafe) public static var current: GEMMKernel =
+        ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas" ? .ours : .openblas
+}
+
+/// C = alpha · A·B + beta · C on our kernel, C cut into one block per thread. Any cut gives the same bits, so it is
+/// chosen for speed: along the side that keeps the packed operand whole — rows when B is packed (a weight), columns
+/// when A is (or B is a convolution's patches) —, else along the longer side, so the other operand is re-packed
+/// least.
+func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
+             c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let (rowUnits, columnUnits) = ((m + Int(CK_SGEMM_MR) - 1) / Int(CK_SGEMM_MR), (n + Int(CK_SGEMM_NR) - 1) / Int(CK_SGEMM_NR))
+    let threads = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, m * n * k / (1 << 20)))
+    var byRows = b.packed != nil || (a.packed == nil && b.patches == nil && m >= n)
+    if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
+    let parts = min(threads, byRows ? rowUnits : columnUnits)
+    withUnsafePointer(to: a) { a in
+        withUnsafePointer(to: b) { b in
+            let run = { (part: Int) in
+                let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (Int(CK_SGEMM_NR), columnUnits)
+                let (start, end) = (units * part / parts * unit, units * (part + 1) / parts * unit)
+                let status = byRows ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n)
+                                    : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end))
+                precondition(status == 0, "GEMM failed: out of memory")
+            }
+            if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
         }
     }
 }

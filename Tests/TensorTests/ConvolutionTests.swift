@@ -27,9 +27,12 @@ final class ConvolutionTests: XCTestCase {
                dilation: (Int, Int) = (1, 1), groups: Int = 1, bias: Bool = true, line: UInt = #line) {
         let x = randomTensor([n, c, h, w], seed: UInt64(line)), wt = randomTensor([o, c / groups, kh, kw], seed: UInt64(line) + 1)
         let b = bias ? randomTensor([o], seed: UInt64(line) + 2) : nil
-        let got = conv2d(x, weight: wt, bias: b, geometry: .init(stride: stride, padding: padding, dilation: dilation, groups: groups))
         let want = naiveConv(x, wt, b, stride: stride, padding: padding, dilation: dilation, groups: groups)
-        assertClose(got, want.values, shape: want.shape, "conv \(x.shape) * \(wt.shape) s\(stride) p\(padding) d\(dilation) g\(groups)", line: line)
+        forEachKernel {
+            let got = conv2d(x, weight: wt, bias: b, geometry: .init(stride: stride, padding: padding, dilation: dilation, groups: groups))
+            assertClose(got, want.values, shape: want.shape,
+                        "conv \(x.shape) * \(wt.shape) s\(stride) p\(padding) d\(dilation) g\(groups) on \(GEMMKernel.current)", line: line)
+        }
     }
 
     func testPointwiseFastPathWithBatch() { check(n: 2, c: 5, h: 7, w: 13, o: 6, kh: 1, kw: 1) }
@@ -43,6 +46,9 @@ final class ConvolutionTests: XCTestCase {
     func testDepthwiseThreeByThree() { check(n: 2, c: 5, h: 7, w: 13, o: 5, kh: 3, kw: 3, padding: (1, 1), groups: 5) }
     func testDepthwiseStridedLargeKernel() { check(n: 1, c: 4, h: 9, w: 11, o: 4, kh: 5, kw: 5, stride: (2, 2), padding: (2, 2), groups: 4) }
     func testChannelMultiplierDepthwise() { check(n: 1, c: 3, h: 6, w: 6, o: 6, kh: 3, kw: 3, padding: (1, 1), groups: 3) }
+    // Rows wide enough for whole 16-column panels inside the input, and k = 360 or 270: two slices of our kernel's k.
+    func testWideInputOverTwoSlicesOfK() { check(n: 1, c: 40, h: 6, w: 45, o: 7, kh: 3, kw: 3, padding: (1, 1)) }
+    func testWideStrideTwoOverTwoSlicesOfK() { check(n: 2, c: 30, h: 9, w: 70, o: 9, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1)) }
     func testKernelAsLargeAsTheInput() { check(n: 1, c: 2, h: 3, w: 3, o: 2, kh: 3, kw: 3) }
 
     func testTransposedConvolutionStrideEqualsKernel() {

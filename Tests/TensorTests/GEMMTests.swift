@@ -1,3 +1,4 @@
+import CKernels
 import Tensor
 import XCTest
 
@@ -14,8 +15,11 @@ final class GEMMTests: XCTestCase {
         return c
     }
 
-    func testEveryTransposeOnOddShapesMatchesFloat64() {
-        for (m, n, k) in [(1, 1, 1), (7, 13, 5), (33, 17, 65), (2, 96, 300)] {
+    func testEveryTransposeOnOddShapesMatchesFloat64() { forEachKernel(everyTransposeOnOddShapes) }
+
+    func everyTransposeOnOddShapes() {
+        // Our kernel's edges: 6-row and 16-column tiles, 256-deep slices of k, 144-row blocks, 3072-column blocks.
+        for (m, n, k) in [(1, 1, 1), (7, 13, 5), (33, 17, 65), (2, 96, 300), (150, 35, 513), (7, 3090, 20)] {
             for transA in [false, true] {
                 for transB in [false, true] {
                     let a = randomTensor(transA ? [k, m] : [m, k], seed: 1), b = randomTensor(transB ? [n, k] : [k, n], seed: 2)
@@ -29,30 +33,91 @@ final class GEMMTests: XCTestCase {
                         }
                     }
                     assertClose(c, naive(a.doubles, b.doubles, m: m, n: n, k: k, transA: transA, transB: transB),
-                                shape: [m, n], "gemm \(m)×\(n)×\(k) tA=\(transA) tB=\(transB)")
+                                shape: [m, n], "gemm \(m)×\(n)×\(k) tA=\(transA) tB=\(transB) on \(GEMMKernel.current)")
                 }
             }
         }
     }
 
     func testAlphaAndBetaAccumulate() {
-        let (m, n, k) = (5, 6, 7)
-        let a = randomTensor([m, k], seed: 3), b = randomTensor([k, n], seed: 4)
-        var c = randomTensor([m, n], seed: 5)
-        let before = c.doubles
-        a.withUnsafeBufferPointer { a in
-            b.withUnsafeBufferPointer { b in
-                c.withUnsafeMutableBufferPointer { c in
-                    gemm(m: m, n: n, k: k, alpha: 0.5, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: n, beta: 2,
-                         c: c.baseAddress!, ldc: n)
+        forEachKernel {
+            // k = 600 runs three slices through our kernel: beta applies once, alpha to each slice's sums.
+            for (m, n, k, beta) in [(5, 6, 7, Float(2)), (13, 40, 600, 2), (13, 40, 600, 1), (8, 17, 300, 0)] {
+                let a = randomTensor([m, k], seed: 3), b = randomTensor([k, n], seed: 4)
+                var c = randomTensor([m, n], seed: 5)
+                let before = c.doubles
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        c.withUnsafeMutableBufferPointer { c in
+                            gemm(m: m, n: n, k: k, alpha: 0.5, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: n, beta: beta,
+                                 c: c.baseAddress!, ldc: n)
+                        }
+                    }
                 }
+                let product = naive(a.doubles, b.doubles, m: m, n: n, k: k, transA: false, transB: false)
+                assertClose(c, zip(product, before).map { 0.5 * $0 + Double(beta) * $1 }, shape: [m, n],
+                            "alpha/beta \(m)×\(n)×\(k) beta \(beta) on \(GEMMKernel.current)")
             }
         }
-        let product = naive(a.doubles, b.doubles, m: m, n: n, k: k, transA: false, transB: false)
-        assertClose(c, zip(product, before).map { 0.5 * $0 + 2 * $1 }, shape: [m, n], "alpha/beta")
     }
 
-    func testBatchedMatmulWithAndWithoutTransposedOther() {
+    /// Our kernel sums every element in the same order whatever block of C computes it, so the threads may cut C
+    /// any way: a product cut into uneven blocks, or with its operands packed ahead, has the bits of the whole call.
+    func testOurKernelGivesTheSameBitsForAnyCutAndForPackedOperands() throws {
+        try XCTSkipIf(ck_sgemm_supported() == 0, "this CPU has no AVX2+FMA: OpenBLAS runs every product")
+        let (m, n, k) = (157, 75, 530)
+        let a = randomTensor([m, k], seed: 12), b = randomTensor([n, k], seed: 13)  // B stored transposed, as a weight
+        let initial = randomTensor([m, n], seed: 14)
+        func run(_ cuts: [(Int, Int, Int, Int)], packA: Bool = false, packB: Bool = false) -> [Float] {
+            var c = initial.storage
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    var left = ck_operand(data: a.baseAddress, row: k, col: 1, packed: nil, patches: nil)
+                    var right = ck_operand(data: b.baseAddress, row: 1, col: k, packed: nil, patches: nil)
+                    var packedA = [Float](repeating: .nan, count: ck_sgemm_packed_a_count(m, k))
+                    var packedB = [Float](repeating: .nan, count: ck_sgemm_packed_b_count(k, n))
+                    if packA { ck_sgemm_pack_a(&left, m, k, &packedA) }
+                    if packB { ck_sgemm_pack_b(&right, k, n, &packedB) }
+                    packedA.withUnsafeBufferPointer { pa in
+                        packedB.withUnsafeBufferPointer { pb in
+                            if packA { left.packed = pa.baseAddress }
+                            if packB { right.packed = pb.baseAddress }
+                            for (m0, m1, n0, n1) in cuts {
+                                XCTAssertEqual(ck_sgemm(m, n, k, 0.75, &left, &right, 1.5, &c, n, m0, m1, n0, n1), 0)
+                            }
+                        }
+                    }
+                }
+            }
+            return c
+        }
+        let whole = run([(0, m, 0, n)])
+        var expected = naive(a.doubles, b.doubles, m: m, n: n, k: k, transA: false, transB: true)
+        for i in expected.indices { expected[i] = 0.75 * expected[i] + 1.5 * Double(initial.storage[i]) }
+        assertClose(Tensor(shape: [m, n], storage: whole), expected, shape: [m, n], "whole call")
+        XCTAssertEqual(run([(0, 5, 0, n), (5, 150, 0, 33), (5, 150, 33, n), (150, m, 0, 1), (150, m, 1, n)]), whole, "uneven cut")
+        XCTAssertEqual(run([(0, 72, 0, n), (72, m, 0, 48), (72, m, 48, n)], packA: true, packB: true), whole, "packed operands")
+        // And through `gemm` at any thread count.
+        for threads in [1, 2, 3] {
+            let saved = Threading.count
+            Threading.count = threads
+            defer { Threading.count = saved }
+            var c = initial
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    c.withUnsafeMutableBufferPointer { c in
+                        gemm(transB: true, m: m, n: n, k: k, alpha: 0.75, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: k,
+                             beta: 1.5, c: c.baseAddress!, ldc: n)
+                    }
+                }
+            }
+            XCTAssertEqual(c.storage, whole, "gemm with \(threads) threads")
+        }
+    }
+
+    func testBatchedMatmulWithAndWithoutTransposedOther() { forEachKernel(batchedMatmul) }
+
+    func batchedMatmul() {
         let a = randomTensor([3, 2, 7, 9], seed: 6), b = randomTensor([3, 2, 9, 4], seed: 7)
         let bt = b.permuted([0, 1, 3, 2])
         var expected: [Double] = []
@@ -64,7 +129,9 @@ final class GEMMTests: XCTestCase {
         assertClose(a.matmul(bt, transposeOther: true), expected, shape: [3, 2, 7, 4], "matmul transposed")
     }
 
-    func testLinearMatchesFloat64WithAndWithoutBias() {
+    func testLinearMatchesFloat64WithAndWithoutBias() { forEachKernel(linearWithAndWithoutBias) }
+
+    func linearWithAndWithoutBias() {
         let x = randomTensor([2, 5, 13], seed: 8), w = randomTensor([7, 13], seed: 9), b = randomTensor([7], seed: 10)
         let (xd, wd) = (x.doubles, w.doubles)
         var expected = [Double](repeating: 0, count: 10 * 7)

@@ -1,3 +1,4 @@
+import CKernels
 import Tensor
 import XCTest
 
@@ -44,4 +45,14 @@ func assertClose(
 
 extension Tensor {
     var doubles: [Double] { storage.map(Double.init) }
+}
+
+/// Runs `body` on each matrix-product kernel this CPU has: ours (AVX2+FMA) and OpenBLAS.
+func forEachKernel(_ body: () -> Void) {
+    let saved = GEMMKernel.current
+    defer { GEMMKernel.current = saved }
+    for kernel in ck_sgemm_supported() != 0 ? [GEMMKernel.ours, .openblas] : [.openblas] {
+        GEMMKernel.current = kernel
+        body()
+    }
 }

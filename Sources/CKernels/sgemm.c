@@ -1,0 +1,260 @@
+// fp32 matrix products on our own AVX2+FMA kernel, in BLIS's scheme: A is packed into 6-row panels and B into
+// 16-column panels of a 256-deep slice of k, and a 6 × 16 register tile sums one panel pair. OpenBLAS's sgemm runs
+// at the same rate on these CPUs, but it packs both operands on every call and has no way to keep a packed weight:
+// here a weight is packed once at load, a convolution's patches are gathered straight into B's panels (no im2col
+// matrix), and a product can be cut into blocks of any shape with the same bits — every element is summed over k in
+// the same order (256-deep slices, in turn; fused multiply-adds within a slice) whatever block computes it.
+#include "kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
+#else
+#define AVX2
+#endif
+
+#define MR CK_SGEMM_MR
+#define NR CK_SGEMM_NR
+#define KC 256   // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
+#define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass
+#define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
+
+static long min_long(long a, long b) { return a < b ? a : b; }
+
+// Copies and zero fills of a few floats, as loops the compiler vectorises in place (a libc call per panel row
+// cost more than the copy: packing was a quarter of yolov8n's time).
+AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, long n) { for (long i = 0; i < n; i++) d[i] = s[i]; }
+AVX2 static inline void zero_floats(float *d, long n) { for (long i = 0; i < n; i++) d[i] = 0; }
+static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
+
+long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k; }
+long ck_sgemm_packed_b_count(long k, long n) { return round_up(n, NR) * k; }
+
+// Rows [i0, i0 + mc) and k [p0, p0 + kc) of A into 6-row panels: panel p holds a[k][r] at p · 6 · kc + k · 6 + r,
+// rows past the end zero.
+AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, long kc, float *dst) {
+    for (long i = 0; i < mc; i += MR, dst += MR * kc) {
+        const long rows = min_long(MR, mc - i);
+        const float *s = a->data + (i0 + i) * a->row + p0 * a->col;
+        if (rows < MR) memset(dst, 0, sizeof(float) * MR * kc);
+        if (a->col == 1) {
+            for (long r = 0; r < rows; r++)
+                for (long k = 0; k < kc; k++) dst[k * MR + r] = s[r * a->row + k];
+        } else {
+            for (long k = 0; k < kc; k++)
+                for (long r = 0; r < rows; r++) dst[k * MR + r] = s[r * a->row + k * a->col];
+        }
+    }
+}
+
+// One 16-column panel of a convolution's patches: B[p][j] = x[ch, oy·sy − py + ky·dy, ox·sx − px + kx·dx] with
+// p = (ch · kh + ky) · kw + kx and j = oy · wo + ox, zero outside the input (the padding). The panel's columns are
+// cut into runs along one output row; each run reads one input row at a fixed step, with the padding at its ends.
+AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
+    long start[NR + 1], oy[NR], ox[NR];
+    int runs = 0;
+    for (long c = 0; c < cols; runs++) {
+        start[runs] = c;
+        oy[runs] = (j0 + c) / g->out_w;
+        ox[runs] = (j0 + c) % g->out_w;
+        c += min_long(cols - c, g->out_w - ox[runs]);
+    }
+    start[runs] = cols;
+    const long sx = g->stride_x;
+    long ch = p0 / (g->kernel_h * g->kernel_w), ky = p0 / g->kernel_w % g->kernel_h, kx = p0 % g->kernel_w;
+    for (long k = 0; k < kc; k++, dst += NR) {
+        const float *plane = g->x + ch * g->height * g->width;
+        const long dy = ky * g->dilation_y - g->pad_y, dx = kx * g->dilation_x - g->pad_x;
+        for (int r = 0; r < runs; r++) {
+            float *d = dst + start[r];
+            const long length = start[r + 1] - start[r], iy = oy[r] * g->stride_y + dy, ix = ox[r] * sx + dx;
+            if (iy < 0 || iy >= g->height) { zero_floats(d, length); continue; }
+            const float *line = plane + iy * g->width + ix;
+            // Columns [lo, hi) of the run read inside the input row (no division for the common stride 1).
+            long lo, hi;
+            if (sx == 1) {
+                lo = ix >= 0 ? 0 : -ix;
+                hi = g->width - ix;
+            } else {
+                lo = ix >= 0 ? 0 : (-ix + sx - 1) / sx;
+                hi = ix > g->width - 1 ? 0 : (g->width - 1 - ix) / sx + 1;
+            }
+            lo = min_long(length, lo);
+            hi = min_long(length, hi < lo ? lo : hi);
+            if (length == NR && lo == 0 && hi == NR && sx == 1) { copy_floats(d, line, NR); continue; }
+            zero_floats(d, lo);
+            if (sx == 1) copy_floats(d + lo, line + lo, hi - lo);
+            else for (long i = lo; i < hi; i++) d[i] = line[i * sx];
+            zero_floats(d + hi, length - hi);
+        }
+        zero_floats(dst + cols, NR - cols);
+        if (++kx == g->kernel_w) { kx = 0; if (++ky == g->kernel_h) { ky = 0; ch++; } }
+    }
+}
+
+// k [p0, p0 + kc) and columns [j0, j0 + nc) of B into 16-column panels: panel q holds b[k][c] at q · 16 · kc + k · 16
+// + c, columns past the end zero.
+AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, long nc, float *dst) {
+    for (long j = 0; j < nc; j += NR, dst += NR * kc) {
+        const long cols = min_long(NR, nc - j);
+        if (b->patches) { pack_patches_panel(b->patches, p0, kc, j0 + j, cols, dst); continue; }
+        const float *s = b->data + p0 * b->row + (j0 + j) * b->col;
+        if (cols < NR) memset(dst, 0, sizeof(float) * NR * kc);
+        if (b->col == 1 && cols == NR) {
+            for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, NR);
+        } else if (b->col == 1) {
+            for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, cols);
+        } else {  // Bᵀ stored (a Linear weight [out, in]): read each column along k
+            for (long c = 0; c < cols; c++)
+                for (long k = 0; k < kc; k++) dst[k * NR + c] = s[c * b->col + k * b->row];
+        }
+    }
+}
+
+AVX2 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed) {
+    for (long p0 = 0; p0 < k; p0 += KC) pack_a_block(a, 0, m, p0, min_long(KC, k - p0), packed + p0 * round_up(m, MR));
+}
+
+AVX2 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed) {
+    for (long p0 = 0; p0 < k; p0 += KC) pack_b_block(b, p0, min_long(KC, k - p0), 0, n, packed + p0 * round_up(n, NR));
+}
+
+// How a slice's sums reach C: the first slice writes alpha · sum (+ beta · C), later ones add alpha · sum.
+static inline float finish(float sum, float old, float alpha, float beta, int first) {
+    if (first && beta == 0) return alpha * sum;
+    return fmaf(alpha, sum, first && beta != 1 ? beta * old : old);
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+int ck_sgemm_supported(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return known;
+}
+
+// C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row.
+AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, float *restrict c, long ldc,
+                             float alpha, float beta, int first) {
+    // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
+    // two threads, where OpenBLAS's kernel does the same).
+    for (int r = 0; r < MR; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
+    }
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma clang loop unroll_count(4)
+    for (long k = 0; k < kc; k++, a += MR, b += NR) {
+        _mm_prefetch((const char *)(a + 8 * MR), _MM_HINT_T0);
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        __m256 x = _mm256_broadcast_ss(a);
+        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const int overwrite = first && beta == 0, scale = first && beta != 1;
+#define STORE_ROW(r, lo, hi)                                                                           \
+    {                                                                                                  \
+        float *p = c + (r) * ldc;                                                                      \
+        if (overwrite) {                                                                               \
+            _mm256_storeu_ps(p, _mm256_mul_ps(va, lo));                                                \
+            _mm256_storeu_ps(p + 8, _mm256_mul_ps(va, hi));                                            \
+        } else {                                                                                       \
+            __m256 o0 = _mm256_loadu_ps(p), o1 = _mm256_loadu_ps(p + 8);                               \
+            if (scale) { o0 = _mm256_mul_ps(vb, o0); o1 = _mm256_mul_ps(vb, o1); }                      \
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, o0));                                          \
+            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, o1));                                      \
+        }                                                                                              \
+    }
+    STORE_ROW(0, c00, c01) STORE_ROW(1, c10, c11) STORE_ROW(2, c20, c21)
+    STORE_ROW(3, c30, c31) STORE_ROW(4, c40, c41) STORE_ROW(5, c50, c51)
+#undef STORE_ROW
+}
+
+// A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
+AVX2 static void edge_tile(long kc, const float *a, const float *b, float *c, long ldc, long rows, long cols,
+                           float alpha, float beta, int first) {
+    float sums[MR * NR];
+    kernel_6x16(kc, a, b, sums, NR, 1, 0, 1);
+    for (long r = 0; r < rows; r++)
+        for (long col = 0; col < cols; col++) c[r * ldc + col] = finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
+}
+
+// One B panel against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`.
+AVX2 static void row_of_tiles(long kc, const float *a, const float *b, float *c, long ldc, long rows, long cols,
+                              float alpha, float beta, int first) {
+    for (long ir = 0; ir < rows; ir += MR, a += MR * kc, c += MR * ldc) {
+        if (rows - ir >= MR && cols == NR) kernel_6x16(kc, a, b, c, ldc, alpha, beta, first);
+        else edge_tile(kc, a, b, c, ldc, min_long(MR, rows - ir), cols, alpha, beta, first);
+    }
+}
+
+AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
+                        float *c, long ldc, long m0, long m1, long n0, long n1, float *abuf, float *bbuf) {
+    for (long jc = n0; jc < n1; jc += NC) {
+        const long nc = min_long(NC, n1 - jc);
+        for (long pc = 0; pc < k; pc += KC) {
+            const long kc = min_long(KC, k - pc);
+            const int first = pc == 0;
+            const float *bblock = bbuf;
+            if (b->packed) {
+                bblock = b->packed + pc * round_up(n, NR) + jc * kc;
+            } else if (m1 - m0 <= MC) {
+                // One block of rows: each B panel is packed just before its tiles use it, while it is in L1, instead
+                // of the whole block first (megabytes through L3 when few rows use each panel: YOLO's thin layers).
+                const float *ablock = abuf;
+                if (a->packed) ablock = a->packed + pc * round_up(m, MR) + m0 * kc;
+                else pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
+                for (long jr = 0; jr < nc; jr += NR) {
+                    pack_b_block(b, pc, kc, jc + jr, min_long(NR, nc - jr), bbuf);
+                    row_of_tiles(kc, ablock, bbuf, c + m0 * ldc + jc + jr, ldc, m1 - m0, min_long(NR, nc - jr), alpha, beta, first);
+                }
+                continue;
+            } else {
+                pack_b_block(b, pc, kc, jc, nc, bbuf);
+            }
+            for (long ic = m0; ic < m1; ic += MC) {
+                const long mc = min_long(MC, m1 - ic);
+                const float *ablock = abuf;
+                if (a->packed) ablock = a->packed + pc * round_up(m, MR) + ic * kc;
+                else pack_a_block(a, ic, mc, pc, kc, abuf);
+                for (long jr = 0; jr < nc; jr += NR)
+                    row_of_tiles(kc, ablock, bblock + jr * kc, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
+            }
+        }
+    }
+}
+
+int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
+             long ldc, long m0, long m1, long n0, long n1) {
+    if (!ck_sgemm_supported()) return -1;
+    if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
+    float *abuf = NULL, *bbuf = NULL;
+    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * round_up(min_long(MC, m1 - m0), MR) * KC);
+    if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
+    int status = 0;
+    if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;
+    else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, abuf, bbuf);
+    free(abuf);
+    free(bbuf);
+    return status;
+}
+#else
+int ck_sgemm_supported(void) { return 0; }
+int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
+             long ldc, long m0, long m1, long n0, long n1) {
+    return -1;
+}
+#endif
