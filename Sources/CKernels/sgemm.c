@@ -22,6 +22,25 @@
 #define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass
 #define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
 
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+// r[i] ← column i of the 8 × 8 block whose rows are r[0…7].
+AVX2 static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) { t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]); t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+#define FAST_PACKING 1
+#endif
+
 static long min_long(long a, long b) { return a < b ? a : b; }
 
 // Copies and zero fills of a few floats, as loops the compiler vectorises in place (a libc call per panel row
@@ -30,7 +49,8 @@ AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, 
 AVX2 static inline void zero_floats(float *d, long n) { for (long i = 0; i < n; i++) d[i] = 0; }
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
-long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k; }
+// (+ 2: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end before the next k's.)
+long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k + 2; }
 long ck_sgemm_packed_b_count(long k, long n) { return round_up(n, NR) * k; }
 
 // Rows [i0, i0 + mc) and k [p0, p0 + kc) of A into 6-row panels: panel p holds a[k][r] at p · 6 · kc + k · 6 + r,
@@ -41,8 +61,22 @@ AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, lo
         const float *s = a->data + (i0 + i) * a->row + p0 * a->col;
         if (rows < MR) memset(dst, 0, sizeof(float) * MR * kc);
         if (a->col == 1) {
+            long k0 = 0;
+#ifdef FAST_PACKING
+            // Rows along k (activations, attention weights): 6 rows × 8 k transposed in registers, each k's 6
+            // values stored as 8 in increasing order (the extra 2 are overwritten by the next k, or are slack).
+            if (rows == MR) {
+                for (; k0 + 8 <= kc; k0 += 8) {
+                    __m256 v[8];
+                    for (int r = 0; r < MR; r++) v[r] = _mm256_loadu_ps(s + r * a->row + k0);
+                    v[6] = v[7] = _mm256_setzero_ps();
+                    transpose8(v);
+                    for (int k = 0; k < 8; k++) _mm256_storeu_ps(dst + (k0 + k) * MR, v[k]);
+                }
+            }
+#endif
             for (long r = 0; r < rows; r++)
-                for (long k = 0; k < kc; k++) dst[k * MR + r] = s[r * a->row + k];
+                for (long k = k0; k < kc; k++) dst[k * MR + r] = s[r * a->row + k];
         } else {
             for (long k = 0; k < kc; k++)
                 for (long r = 0; r < rows; r++) dst[k * MR + r] = s[r * a->row + k * a->col];
@@ -107,9 +141,27 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
             for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, NR);
         } else if (b->col == 1) {
             for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, cols);
-        } else {  // Bᵀ stored (a Linear weight [out, in]): read each column along k
+        } else {  // Bᵀ stored (a Linear weight [out, in], attention's keys): read each column along k
+            long k0 = 0;
+#ifdef FAST_PACKING
+            if (cols == NR && b->row == 1) {  // two 8 × 8 transposes per 8 k
+                for (; k0 + 8 <= kc; k0 += 8) {
+                    __m256 lo[8], hi[8];
+                    for (int c = 0; c < 8; c++) {
+                        lo[c] = _mm256_loadu_ps(s + c * b->col + k0);
+                        hi[c] = _mm256_loadu_ps(s + (c + 8) * b->col + k0);
+                    }
+                    transpose8(lo);
+                    transpose8(hi);
+                    for (int k = 0; k < 8; k++) {
+                        _mm256_storeu_ps(dst + (k0 + k) * NR, lo[k]);
+                        _mm256_storeu_ps(dst + (k0 + k) * NR + 8, hi[k]);
+                    }
+                }
+            }
+#endif
             for (long c = 0; c < cols; c++)
-                for (long k = 0; k < kc; k++) dst[k * NR + c] = s[c * b->col + k * b->row];
+                for (long k = k0; k < kc; k++) dst[k * NR + c] = s[c * b->col + k * b->row];
         }
     }
 }
@@ -242,7 +294,7 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
     float *abuf = NULL, *bbuf = NULL;
-    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * round_up(min_long(MC, m1 - m0), MR) * KC);
+    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(min_long(MC, m1 - m0), MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
     if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;

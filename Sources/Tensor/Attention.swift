@@ -117,6 +117,7 @@ private func attendHeads(
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * tk), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
         defer { scores.deallocate(); inverse.deallocate() }
         var packed: (entryHead: Int, keys: PackedBF16, values: PackedBF16)?  // a thread's items run head by head
+        var packedFP32: (entryHead: Int, keys: [Float], values: [Float])?
         for item in items {
             let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
             let rows = min(chunk, tq - start)
@@ -132,6 +133,22 @@ private func attendHeads(
                 gemmBF16(m: rows, a: queries, lda: q.row, b: packed!.keys, alpha: scale, c: scores, ldc: tk, accumulate: bias != nil)
                 ck_softmax_numerators(scores, rows, tk, tk, inverse)
                 gemmBF16(m: rows, a: scores, lda: tk, b: packed!.values, c: out, ldc: outRow)
+            } else if GEMMKernel.current == .ours {
+                // Each head's Kᵀ and V are packed for the kernel once per thread, not once per chunk of queries.
+                if packedFP32?.entryHead != entry * heads + head {
+                    packedFP32 = (entry * heads + head,
+                                  packedB(ck_operand(data: keys, row: 1, col: k.row, packed: nil, patches: nil), k: q.head, n: tk),
+                                  packedB(ck_operand(data: values, row: v.row, col: 1, packed: nil, patches: nil), k: tk, n: v.head))
+                }
+                packedFP32!.keys.withUnsafeBufferPointer { keys in
+                    product(m: rows, n: tk, k: q.head, alpha: scale, a: ck_operand(data: queries, row: q.row, col: 1, packed: nil, patches: nil),
+                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
+                }
+                ck_softmax_numerators(scores, rows, tk, tk, inverse)
+                packedFP32!.values.withUnsafeBufferPointer { values in
+                    product(m: rows, n: v.head, k: tk, alpha: 1, a: ck_operand(data: scores, row: tk, col: 1, packed: nil, patches: nil),
+                            b: ck_operand(data: nil, row: 0, col: 0, packed: values.baseAddress, patches: nil), beta: 0, c: out, ldc: outRow)
+                }
             } else {
                 gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: queries, lda: q.row, b: keys, ldb: k.row,
                      beta: bias == nil ? 0 : 1, c: scores, ldc: tk)

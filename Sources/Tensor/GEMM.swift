@@ -54,6 +54,14 @@ public enum GEMMKernel: String, Sendable {
         ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas" ? .ours : .openblas
 }
 
+/// B (k × n) packed for our kernel once, to serve several products.
+func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: ck_sgemm_packed_b_count(k, n)) { buffer, count in
+        withUnsafePointer(to: b) { ck_sgemm_pack_b($0, k, n, buffer.baseAddress) }
+        count = buffer.count
+    }
+}
+
 /// C = alpha · A·B + beta · C on our kernel, C cut into one block per thread. Any cut gives the same bits, so it is
 /// chosen for speed: along the side that keeps the packed operand whole — rows when B is packed (a weight), columns
 /// when A is (or B is a convolution's patches) —, else along the longer side, so the other operand is re-packed

@@ -23,7 +23,11 @@ final class AttentionTests: XCTestCase {
     func testMatchesFloat64OnOddShapes() {
         for (batch, nq, nk, d, dv) in [(1, 1, 1, 1, 1), (2, 7, 13, 5, 3), (6, 49, 49, 16, 16), (2, 5, 300, 8, 4)] {
             let q = randomTensor([batch, nq, d], seed: 60), k = randomTensor([batch, nk, d], seed: 61), v = randomTensor([batch, nk, dv], seed: 62)
-            assertClose(scaledDotProductAttention(query: q, key: k, value: v), naive(q, k, v), shape: [batch, nq, dv], "attention \(batch)×\(nq)×\(nk)")
+            let want = naive(q, k, v)
+            forEachKernel {
+                assertClose(scaledDotProductAttention(query: q, key: k, value: v), want, shape: [batch, nq, dv],
+                            "attention \(batch)×\(nq)×\(nk) on \(GEMMKernel.current)")
+            }
         }
     }
 
@@ -84,11 +88,13 @@ final class AttentionTests: XCTestCase {
         func part(_ index: Int) -> Tensor { Tensor(shape: [batch * heads, tokens, d], storage: Array(split.storage[(index * size)..<((index + 1) * size)])) }
         let want = naive(part(0), part(1), part(2), bias: bias)
         let expected = Tensor(shape: [batch, heads, tokens, d], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
-        for chunk in [4, 256] {
-            let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk) { head, rows, scores, ld in
-                for (r, row) in rows.enumerated() { for column in 0..<tokens { scores[r * ld + column] = Float(bias(head, row, column)) } }
+        forEachKernel {
+            for chunk in [4, 256] {
+                let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk) { head, rows, scores, ld in
+                    for (r, row) in rows.enumerated() { for column in 0..<tokens { scores[r * ld + column] = Float(bias(head, row, column)) } }
+                }
+                assertClose(got, expected.doubles, shape: [batch, tokens, heads * d], "self-attention, chunks of \(chunk) on \(GEMMKernel.current)")
             }
-            assertClose(got, expected.doubles, shape: [batch, tokens, heads * d], "self-attention, chunks of \(chunk)")
         }
     }
 
@@ -106,13 +112,17 @@ final class AttentionTests: XCTestCase {
         }
         let saved = Threading.count
         defer { Threading.count = saved }
-        var results: [[Tensor]] = []
-        for threads in [1, 2, 3] {
-            Threading.count = threads
-            results.append(compute())
-        }
-        for (i, result) in results.enumerated().dropFirst() {
-            for (a, b) in zip(result, results[0]) { XCTAssertEqual(a.storage, b.storage, "\(i + 1) threads vs 1, shape \(a.shape)") }
+        forEachKernel {
+            var results: [[Tensor]] = []
+            for threads in [1, 2, 3] {
+                Threading.count = threads
+                results.append(compute())
+            }
+            for (i, result) in results.enumerated().dropFirst() {
+                for (a, b) in zip(result, results[0]) {
+                    XCTAssertEqual(a.storage, b.storage, "\(i + 1) threads vs 1, shape \(a.shape), \(GEMMKernel.current)")
+                }
+            }
         }
     }
 }
