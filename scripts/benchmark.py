@@ -95,7 +95,7 @@ def main():
             share = f" ({100 * mine / encoder:.0f}% of enc.)" if boxes == "50" else ""
             rows.append((f"{variant} decoder {boxes} box{'es' if boxes != '1' else ''}", f"{mine * 1000:.0f} ms{share}",
                          f"torch {theirs * 1000:.0f} ms", f"{theirs / mine:.2f}x", "", "", "", "3" if boxes == "50" else ""))
-        rows.append(("sgemm, the encoder's MLP shape", "", "", "", f"{rate:.0f}", "1.00", "", ""))
+        rows.append(("OpenBLAS sgemm, the MLP's shape", "", "", "", f"{rate:.0f}", "1.00", "", ""))
         bf16_text, refusal = run_measured([BENCH, "bf16", "--model", model, "--threads", threads, "--repeats", args.encoder_repeats],
                                           may_fail=True)
         if bf16_text is None:

@@ -119,6 +119,16 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
             lo = min_long(length, lo);
             hi = min_long(length, hi < lo ? lo : hi);
             if (length == NR && lo == 0 && hi == NR && sx == 1) { copy_floats(d, line, NR); continue; }
+#ifdef FAST_PACKING
+            if (length == NR && lo == 0 && sx == 2 && ix + 2 * NR <= g->width) {  // YOLO's downsampling: 16 of 32 inputs
+                for (int half = 0; half < 2; half++) {
+                    const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
+                    const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 | 4 6 12 14
+                    _mm256_storeu_ps(d + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+                }
+                continue;
+            }
+#endif
             zero_floats(d, lo);
             if (sx == 1) copy_floats(d + lo, line + lo, hi - lo);
             else for (long i = lo; i < hi; i++) d[i] = line[i * sx];
@@ -181,9 +191,10 @@ static inline float finish(float sum, float old, float alpha, float beta, int fi
 }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+// Not where the CPU has AVX-512: OpenBLAS's kernels there use vectors twice as wide as this one.
 int ck_sgemm_supported(void) {
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !__builtin_cpu_supports("avx512f");
     return known;
 }
 

@@ -6,7 +6,8 @@ import Foundation
 ///
 /// Every matrix product — linear layers, convolutions as GEMM, attention — comes through here (or through
 /// `product`, for packed operands), so threading and layout rules live in one place: our kernel where the CPU has
-/// AVX2 and FMA, else OpenBLAS, single-threaded (see `Threading`), with large products split here among the threads.
+/// AVX2 and FMA but no AVX-512, else OpenBLAS, single-threaded (see `Threading`), with large products split here
+/// among the threads.
 public func gemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -46,7 +47,8 @@ public func gemm(
     }
 }
 
-/// Which kernel runs fp32 matrix products: ours (`ck_sgemm`, AVX2+FMA) where the CPU has it, else OpenBLAS.
+/// Which kernel runs fp32 matrix products: ours (`ck_sgemm`, AVX2+FMA) on CPUs with AVX2 and no AVX-512, else
+/// OpenBLAS (whose AVX-512 kernels are twice as wide).
 /// `AUTOANNOTATE_GEMM=openblas` forces OpenBLAS (to compare the two); tests set `current` to run both.
 public enum GEMMKernel: String, Sendable {
     case ours, openblas

@@ -64,7 +64,7 @@ final class GEMMTests: XCTestCase {
     /// Our kernel sums every element in the same order whatever block of C computes it, so the threads may cut C
     /// any way: a product cut into uneven blocks, or with its operands packed ahead, has the bits of the whole call.
     func testOurKernelGivesTheSameBitsForAnyCutAndForPackedOperands() throws {
-        try XCTSkipIf(ck_sgemm_supported() == 0, "this CPU has no AVX2+FMA: OpenBLAS runs every product")
+        try XCTSkipIf(ck_sgemm_supported() == 0, "our kernel does not run on this CPU (it needs AVX2+FMA without AVX-512): OpenBLAS runs every product")
         let (m, n, k) = (157, 75, 530)
         let a = randomTensor([m, k], seed: 12), b = randomTensor([n, k], seed: 13)  // B stored transposed, as a weight
         let initial = randomTensor([m, n], seed: 14)

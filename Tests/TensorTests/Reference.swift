@@ -47,7 +47,7 @@ extension Tensor {
     var doubles: [Double] { storage.map(Double.init) }
 }
 
-/// Runs `body` on each matrix-product kernel this CPU has: ours (AVX2+FMA) and OpenBLAS.
+/// Runs `body` on each matrix-product kernel this CPU runs: ours (AVX2+FMA, no AVX-512) and OpenBLAS.
 func forEachKernel(_ body: () -> Void) {
     let saved = GEMMKernel.current
     defer { GEMMKernel.current = saved }

@@ -44,7 +44,8 @@ void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, ui
 int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, const uint32_t *packed, float *c,
                  long ldc, int accumulate);
 
-// fp32 matrix products on our own kernel (sgemm.c), where the CPU has AVX2 and FMA; elsewhere OpenBLAS runs them.
+// fp32 matrix products on our own kernel (sgemm.c), where the CPU has AVX2 and FMA but not AVX-512 (where OpenBLAS's
+// wider kernels are faster); elsewhere OpenBLAS runs them.
 #define CK_SGEMM_MR 6   // rows of a packed A panel (and of the register tile)
 #define CK_SGEMM_NR 16  // columns of a packed B panel
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
@@ -60,7 +61,7 @@ typedef struct {
     const float *packed;
     const ck_patches *patches;
 } ck_operand;
-// 1 where the CPU has AVX2 and FMA, else 0 (and ck_sgemm returns -1).
+// 1 where the CPU has AVX2 and FMA and no AVX-512, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
 // Floats that ck_sgemm_pack_a writes for an m × k A, and ck_sgemm_pack_b for a k × n B.
 long ck_sgemm_packed_a_count(long m, long k);
