@@ -198,8 +198,9 @@ int ck_sgemm_supported(void) {
     return known;
 }
 
-// C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row.
-AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, float *restrict c, long ldc,
+// C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row. B's
+// rows are `ldb` apart: 16 in a packed panel, or a row-major B read in place.
+AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
                              float alpha, float beta, int first) {
     // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
     // two threads, where OpenBLAS's kernel does the same).
@@ -210,7 +211,7 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma clang loop unroll_count(4)
-    for (long k = 0; k < kc; k++, a += MR, b += NR) {
+    for (long k = 0; k < kc; k++, a += MR, b += ldb) {
         _mm_prefetch((const char *)(a + 8 * MR), _MM_HINT_T0);
         const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 x = _mm256_broadcast_ss(a);
@@ -247,20 +248,20 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 }
 
 // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
-AVX2 static void edge_tile(long kc, const float *a, const float *b, float *c, long ldc, long rows, long cols,
+AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                            float alpha, float beta, int first) {
     float sums[MR * NR];
-    kernel_6x16(kc, a, b, sums, NR, 1, 0, 1);
+    kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1);
     for (long r = 0; r < rows; r++)
         for (long col = 0; col < cols; col++) c[r * ldc + col] = finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
 
-// One B panel against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`.
-AVX2 static void row_of_tiles(long kc, const float *a, const float *b, float *c, long ldc, long rows, long cols,
+// One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`.
+AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                               float alpha, float beta, int first) {
     for (long ir = 0; ir < rows; ir += MR, a += MR * kc, c += MR * ldc) {
-        if (rows - ir >= MR && cols == NR) kernel_6x16(kc, a, b, c, ldc, alpha, beta, first);
-        else edge_tile(kc, a, b, c, ldc, min_long(MR, rows - ir), cols, alpha, beta, first);
+        if (rows - ir >= MR && cols == NR) kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first);
+        else edge_tile(kc, a, b, ldb, c, ldc, min_long(MR, rows - ir), cols, alpha, beta, first);
     }
 }
 
@@ -281,8 +282,16 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                 if (a->packed) ablock = a->packed + pc * round_up(m, MR) + m0 * kc;
                 else pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
-                    pack_b_block(b, pc, kc, jc + jr, min_long(NR, nc - jr), bbuf);
-                    row_of_tiles(kc, ablock, bbuf, c + m0 * ldc + jc + jr, ldc, m1 - m0, min_long(NR, nc - jr), alpha, beta, first);
+                    const long cols = min_long(NR, nc - jr);
+                    float *tiles = c + m0 * ldc + jc + jr;
+                    if (m1 - m0 <= 2 * MR && cols == NR && b->data && b->col == 1) {
+                        // One or two row tiles read a row-major B in place: packing it would cost more than they do
+                        // (the masks' 1 × 32 by 32 × 65,536 products).
+                        row_of_tiles(kc, ablock, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first);
+                        continue;
+                    }
+                    pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
+                    row_of_tiles(kc, ablock, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first);
                 }
                 continue;
             } else {
@@ -294,7 +303,7 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                 if (a->packed) ablock = a->packed + pc * round_up(m, MR) + ic * kc;
                 else pack_a_block(a, ic, mc, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR)
-                    row_of_tiles(kc, ablock, bblock + jr * kc, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
+                    row_of_tiles(kc, ablock, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
             }
         }
     }
