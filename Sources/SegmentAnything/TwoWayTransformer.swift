@@ -78,13 +78,14 @@ struct TwoWayTransformer {
                 queries = queries.adding(layer.selfAttention(q: q, k: q, v: queries))
             }
             queries = Self.norm(queries, layer.norm1)
-            var q = queries.adding(tokens), k = keys.adding(imagePE)
+            // keys + PE serves both cross attentions: the keys change only at the end of the layer.
+            let k = keys.adding(imagePE)
+            var q = queries.adding(tokens)
             queries = Self.norm(queries.adding(layer.tokenToImage(q: q, k: k, v: keys)), layer.norm2)
             var hidden = layer.lin1(queries)
             hidden.relu()
             queries = Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
             q = queries.adding(tokens)
-            k = keys.adding(imagePE)
             keys = Self.norm(keys.adding(layer.imageToToken(q: k, k: q, v: queries)), layer.norm4)
         }
         let q = queries.adding(tokens), k = keys.adding(imagePE)

@@ -224,6 +224,7 @@ public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil
                                 for ky in 0..<k {
                                     let line = out + (co * h * k + iy * k + ky) * w * k
                                     let source = p + ((co * k + ky) * k) * h * w + iy * w
+                                    if k == 2 { ck_interleave_pair(source, source + h * w, line, w); continue }  // SAM's
                                     for ix in 0..<w { for kx in 0..<k { line[ix * k + kx] = source[kx * h * w + ix] } }
                                 }
                             }
