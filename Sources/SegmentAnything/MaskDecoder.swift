@@ -68,16 +68,22 @@ struct MaskDecoder {
 
         let maskCount = maskTokens.shape[0]
         let selected = multimask ? Array(1..<maskCount) : [0]
-        var masks = Tensor(zeros: [n, selected.count, side, side])
+        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // every mask is written by its product
         var scores = Tensor(zeros: [n, selected.count])
         for prompt in 0..<n {
             let row = { (i: Int) in Tensor(shape: [1, e], storage: Array(hs.storage[((prompt * t + i) * e)..<((prompt * t + i + 1) * e)])) }
             let iou = iouHead(row(0))
-            let plane = Tensor(shape: [c, side * side], storage: Array(up.storage[(prompt * c * side * side)..<((prompt + 1) * c * side * side)]))
             for (slot, m) in selected.enumerated() {
                 let hyper = hypernetworks[m](row(1 + m))  // [1, c]
-                let mask = hyper.matmul(plane.reshaped([c, side * side]))  // [1, side²]
-                masks.storage.replaceSubrange(((prompt * selected.count + slot) * side * side)..<((prompt * selected.count + slot + 1) * side * side), with: mask.storage)
+                // mask [1, side²] = hyper · the prompt's upscaled planes [c, side²], read and written in place.
+                up.withUnsafeBufferPointer { planes in
+                    hyper.withUnsafeBufferPointer { h in
+                        masks.withUnsafeMutableBufferPointer { out in
+                            gemm(m: 1, n: side * side, k: c, a: h.baseAddress!, lda: c, b: planes.baseAddress! + prompt * c * side * side,
+                                 ldb: side * side, c: out.baseAddress! + (prompt * selected.count + slot) * side * side, ldc: side * side)
+                        }
+                    }
+                }
                 scores.storage[prompt * selected.count + slot] = iou.storage[m]
             }
         }
