@@ -136,7 +136,8 @@ def main():
 
     header = ("what", "ours", "reference", "ref/ours", "GFLOP/s", "x floor", "peak RSS MB (ours / ref)", "goal")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    print(f"{threads} threads; x floor = our time / (GFLOPs / sgemm rate of the same run); ref/ours > 1: ours faster")
+    print(f"{threads} threads; x floor = our best time / (GFLOPs / OpenBLAS's best sgemm rate, measured between our runs); "
+          "ref/ours > 1: ours faster")
     for row in [header, tuple("-" * w for w in widths)] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 

@@ -19,7 +19,8 @@
 #define MR CK_SGEMM_MR
 #define NR CK_SGEMM_NR
 #define KC 256   // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
-#define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass
+#define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows,
+                 // one block that streams B panel by panel)
 #define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -275,7 +276,7 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             const float *bblock = bbuf;
             if (b->packed) {
                 bblock = b->packed + pc * round_up(n, NR) + jc * kc;
-            } else if (m1 - m0 <= MC) {
+            } else if (m1 - m0 <= 2 * MC) {
                 // One block of rows: each B panel is packed just before its tiles use it, while it is in L1, instead
                 // of the whole block first (megabytes through L3 when few rows use each panel: YOLO's thin layers).
                 const float *ablock = abuf;
@@ -315,7 +316,7 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
     float *abuf = NULL, *bbuf = NULL;
-    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(min_long(MC, m1 - m0), MR) * KC + 16));
+    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
     if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;
