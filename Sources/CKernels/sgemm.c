@@ -1,9 +1,10 @@
 // fp32 matrix products on our own AVX2+FMA kernel, in BLIS's scheme: A is packed into 6-row panels and B into
 // 16-column panels of a 256-deep slice of k, and a 6 × 16 register tile sums one panel pair. OpenBLAS's sgemm runs
-// at the same rate on these CPUs, but it packs both operands on every call and has no way to keep a packed weight:
-// here a weight is packed once at load, a convolution's patches are gathered straight into B's panels (no im2col
-// matrix), and a product can be cut into blocks of any shape with the same bits — every element is summed over k in
-// the same order (256-deep slices, in turn; fused multiply-adds within a slice) whatever block computes it.
+// at the same rate per core on these CPUs, but it packs both operands on every call and has no way to keep a packed
+// operand: here attention packs a head's keys and values once, a convolution's patches are gathered straight into
+// B's panels (no im2col matrix), a row-major B used by one block of rows is read in place, and a product can be cut
+// into blocks of any shape with the same bits — every element is summed over k in the same order (256-deep slices,
+// in turn; fused multiply-adds within a slice) whatever block computes it.
 #include "kernels.h"
 #include <math.h>
 #include <stdlib.h>
@@ -50,8 +51,6 @@ AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, 
 AVX2 static inline void zero_floats(float *d, long n) { for (long i = 0; i < n; i++) d[i] = 0; }
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
-// (+ 2: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end before the next k's.)
-long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k + 2; }
 long ck_sgemm_packed_b_count(long k, long n) { return round_up(n, NR) * k; }
 
 // Rows [i0, i0 + mc) and k [p0, p0 + kc) of A into 6-row panels: panel p holds a[k][r] at p · 6 · kc + k · 6 + r,
@@ -65,7 +64,7 @@ AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, lo
             long k0 = 0;
 #ifdef FAST_PACKING
             // Rows along k (activations, attention weights): 6 rows × 8 k transposed in registers, each k's 6
-            // values stored as 8 in increasing order (the extra 2 are overwritten by the next k, or are slack).
+            // values stored as 8 in increasing order (the extra 2 are overwritten by the next k, or land in slack).
             if (rows == MR) {
                 for (; k0 + 8 <= kc; k0 += 8) {
                     __m256 v[8];
@@ -177,10 +176,6 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
     }
 }
 
-AVX2 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed) {
-    for (long p0 = 0; p0 < k; p0 += KC) pack_a_block(a, 0, m, p0, min_long(KC, k - p0), packed + p0 * round_up(m, MR));
-}
-
 AVX2 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed) {
     for (long p0 = 0; p0 < k; p0 += KC) pack_b_block(b, p0, min_long(KC, k - p0), 0, n, packed + p0 * round_up(n, NR));
 }
@@ -277,11 +272,9 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             if (b->packed) {
                 bblock = b->packed + pc * round_up(n, NR) + jc * kc;
             } else if (m1 - m0 <= 2 * MC) {
-                // One block of rows: each B panel is packed just before its tiles use it, while it is in L1, instead
-                // of the whole block first (megabytes through L3 when few rows use each panel: YOLO's thin layers).
-                const float *ablock = abuf;
-                if (a->packed) ablock = a->packed + pc * round_up(m, MR) + m0 * kc;
-                else pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
+                // One block of rows (up to 2 · MC): each B panel is packed just before its tiles use it, while it is in
+                // L1, instead of the whole block first (megabytes through L3 when few rows use each panel: YOLO).
+                pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long cols = min_long(NR, nc - jr);
                     float *tiles = c + m0 * ldc + jc + jr;
@@ -289,11 +282,11 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                         // A row-major B is read in place: its 16 columns of the slice are as good as a panel once
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the masks'
                         // 1 × 32 by 32 × 65,536 products; measured as fast or faster than packing here).
-                        row_of_tiles(kc, ablock, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first);
+                        row_of_tiles(kc, abuf, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first);
                         continue;
                     }
                     pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
-                    row_of_tiles(kc, ablock, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first);
+                    row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first);
                 }
                 continue;
             } else {
@@ -301,11 +294,9 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             }
             for (long ic = m0; ic < m1; ic += MC) {
                 const long mc = min_long(MC, m1 - ic);
-                const float *ablock = abuf;
-                if (a->packed) ablock = a->packed + pc * round_up(m, MR) + ic * kc;
-                else pack_a_block(a, ic, mc, pc, kc, abuf);
+                pack_a_block(a, ic, mc, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR)
-                    row_of_tiles(kc, ablock, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
+                    row_of_tiles(kc, abuf, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
             }
         }
     }
@@ -315,11 +306,11 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
              long ldc, long m0, long m1, long n0, long n1) {
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
-    float *abuf = NULL, *bbuf = NULL;
-    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
+    // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
+    float *abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16)), *bbuf = NULL;
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
-    if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;
+    if (!abuf || (!b->packed && !bbuf)) status = -2;
     else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, abuf, bbuf);
     free(abuf);
     free(bbuf);

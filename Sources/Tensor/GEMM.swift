@@ -67,14 +67,13 @@ func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
 }
 
 /// C = alpha · A·B + beta · C on our kernel, C cut into one block per thread. Any cut gives the same bits, so it is
-/// chosen for speed: along the side that keeps the packed operand whole — rows when B is packed (a weight), columns
-/// when A is (or B is a convolution's patches) —, else along the longer side, so the other operand is re-packed
-/// least.
+/// chosen for speed: by rows when B is packed, by columns when B is a convolution's patches (each block gathers only
+/// its own), else along the longer side, so that the other operand is re-packed least.
 func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
              c: UnsafeMutablePointer<Float>, ldc: Int) {
     let (rowUnits, columnUnits) = ((m + Int(CK_SGEMM_MR) - 1) / Int(CK_SGEMM_MR), (n + Int(CK_SGEMM_NR) - 1) / Int(CK_SGEMM_NR))
     let threads = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, m * n * k / (1 << 20)))
-    var byRows = b.packed != nil || (a.packed == nil && b.patches == nil && m >= n)
+    var byRows = b.packed != nil || (b.patches == nil && m >= n)
     if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
     withUnsafePointer(to: a) { a in

@@ -48,15 +48,15 @@ int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, 
 
 // fp32 matrix products on our own kernel (sgemm.c), where the CPU has AVX2 and FMA but not AVX-512 (where OpenBLAS's
 // wider kernels are faster); elsewhere OpenBLAS runs them.
-#define CK_SGEMM_MR 6   // rows of a packed A panel (and of the register tile)
+#define CK_SGEMM_MR 6   // rows of the register tile (and of a packed A panel)
 #define CK_SGEMM_NR 16  // columns of a packed B panel
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
 typedef struct {
     const float *x;
     long channels, height, width, kernel_h, kernel_w, stride_y, stride_x, pad_y, pad_x, dilation_y, dilation_x, out_h, out_w;
 } ck_patches;
-// An operand: element (i, j) at data[i · row + j · col]; or `packed` (the whole matrix, as ck_sgemm_pack_a/_b wrote
-// it); or, for B only, `patches`.
+// An operand: element (i, j) at data[i · row + j · col]; or, for B only, `packed` (the whole matrix, as
+// ck_sgemm_pack_b wrote it) or `patches`.
 typedef struct {
     const float *data;
     long row, col;
@@ -65,14 +65,12 @@ typedef struct {
 } ck_operand;
 // 1 where the CPU has AVX2 and FMA and no AVX-512, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
-// Floats that ck_sgemm_pack_a writes for an m × k A, and ck_sgemm_pack_b for a k × n B.
-long ck_sgemm_packed_a_count(long m, long k);
+// Floats that ck_sgemm_pack_b writes for a k × n B (packed once to serve several products).
 long ck_sgemm_packed_b_count(long k, long n);
-void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
-// The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n). m0 must be a multiple of
-// CK_SGEMM_MR when A is packed, n0 of CK_SGEMM_NR when B is. Any split of C gives the same bits. Returns -1 where the
-// CPU lacks AVX2/FMA, -2 when out of memory, else 0.
+// The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n); n0 must be a multiple of CK_SGEMM_NR
+// when B is packed. Any split of C gives the same bits. Returns -1 where ck_sgemm_supported() is 0, -2 when out of
+// memory, else 0.
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1);
 
