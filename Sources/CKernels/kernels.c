@@ -117,7 +117,6 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
 #define ADD_REPEATING_BODY                                                                   \
     for (long start = 0; start < n; start += period)                                        \
         for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
-#define INTERLEAVE_PAIR_BODY for (long i = 0; i < n; i++) { out[2 * i] = a[i]; out[2 * i + 1] = b[i]; }
 #define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
 #define SILU_BODY    for (long i = 0; i < n; i++) p[i] = p[i] / (1.0f + exp_poly(-p[i]));
 #define SIGMOID_BODY for (long i = 0; i < n; i++) p[i] = 1.0f / (1.0f + exp_poly(-p[i]));
@@ -149,8 +148,6 @@ DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float
 DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
          (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)
-DISPATCH(interleave_pair, (const float *restrict a, const float *restrict b, float *restrict out, long n), (a, b, out, n),
-         INTERLEAVE_PAIR_BODY)
 DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
 DISPATCH(silu, (float *p, long n), (p, n), SILU_BODY)
 DISPATCH(sigmoid, (float *p, long n), (p, n), SIGMOID_BODY)

@@ -21,7 +21,13 @@ struct MLP {
 struct MaskDecoder {
     let iouToken: Tensor, maskTokens: Tensor
     let transformer: TwoWayTransformer
-    let up0: (Tensor, Tensor), up1: Norm, up3: (Tensor, Tensor)
+    /// The output upscaling — ConvTranspose 2×2 (stride 2) → LayerNorm2d → GELU → ConvTranspose 2×2 → GELU — on
+    /// channels-last pixels: a stride-2 transposed convolution maps each input pixel's channels to its own 2×2
+    /// block, so it is a linear layer whose outputs are ordered here (block pixel, channel): four runs of
+    /// channels, one output pixel each. LayerNorm2d is then a norm of rows, the second convolution a product on
+    /// those rows, and each mask a dot product of the last rows — no map is transposed or interleaved; only the
+    /// masks' own pixels are put in place at the end.
+    let upscale1: LinearLayer, upscaleNorm: Norm, upscale2: LinearLayer
     let hypernetworks: [MLP]
     let iouHead: MLP
     let width: Int
@@ -31,14 +37,27 @@ struct MaskDecoder {
         iouToken = try w(p + "iou_token.weight")
         maskTokens = try w(p + "mask_tokens.weight")
         transformer = try TwoWayTransformer(w, a)
-        up0 = (try w(p + "output_upscaling.0.weight"), try w(p + "output_upscaling.0.bias"))
-        up1 = try w.norm(p + "output_upscaling.1")
-        up3 = (try w(p + "output_upscaling.3.weight"), try w(p + "output_upscaling.3.bias"))
+        upscale1 = Self.blockLinear(weight: try w(p + "output_upscaling.0.weight"), bias: try w(p + "output_upscaling.0.bias"))
+        upscaleNorm = try w.norm(p + "output_upscaling.1")
+        upscale2 = Self.blockLinear(weight: try w(p + "output_upscaling.3.weight"), bias: try w(p + "output_upscaling.3.bias"))
         hypernetworks = try (0...a.multimaskOutputs).map { i in
             MLP(layers: try (0..<3).map { try w.linear(p + "output_hypernetworks_mlps.\(i).layers.\($0)") })
         }
         iouHead = MLP(layers: try (0..<a.iouHeadDepth).map { try w.linear(p + "iou_prediction_head.layers.\($0)") })
         width = a.promptWidth
+    }
+
+    /// A ConvTranspose2d weight [Cin, Cout, 2, 2] (stride 2) and bias [Cout] as an `nn.Linear` from a pixel's Cin
+    /// channels to its 2×2 block: weight [(ky·2 + kx)·Cout + co, Cin], bias repeated per block pixel.
+    static func blockLinear(weight: Tensor, bias: Tensor) -> LinearLayer {
+        let (cin, cout) = (weight.shape[0], weight.shape[1])
+        precondition(weight.shape == [cin, cout, 2, 2] && bias.shape == [cout], "output upscaling: weight \(weight.shape), bias \(bias.shape)")
+        var reordered = [Float](repeating: 0, count: weight.count)
+        for ci in 0..<cin {
+            for co in 0..<cout { for block in 0..<4 { reordered[(block * cout + co) * cin + ci] = weight.storage[(ci * cout + co) * 4 + block] } }
+        }
+        return LinearLayer(weight: Tensor(shape: [4 * cout, cin], storage: reordered),
+                           bias: Tensor(shape: [4 * cout], storage: Array([[Float]](repeating: bias.storage, count: 4).joined())))
     }
 
     /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [E, g, g] (one for all prompts) →
@@ -49,44 +68,98 @@ struct MaskDecoder {
         let promptCount = sparse.first?.count ?? 0
         precondition(sparse.allSatisfy { $0.count == promptCount }, "every prompt of a batch needs the same number of tokens")
         let t = 1 + maskTokens.shape[0] + promptCount
-        var tokens = [Float]()
-        tokens.reserveCapacity(n * t * e)
-        for prompt in sparse { tokens += outputTokens; for token in prompt { tokens += token } }
         // src = image embedding + dense prompt, and the positional encoding, as [1, HW, E]: shared by every prompt.
-        let image = Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1])
-        let src = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(image)
-        let pos = Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1])
-        let (hs, keys) = transformer(image: src, imagePE: pos, tokens: Tensor(shape: [n, t, e], storage: tokens))
+        let rows = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1]))
+        let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]))
 
-        // Upscale: ConvTranspose ×2 → LayerNorm2d → GELU → ConvTranspose ×2 → GELU.
-        var up = convTranspose2d(keys.reshaped([n, g, g, e]), weight: up0.0, bias: up0.1, stride: 2, channelsLast: true)
-        up = layerNorm2d(up, weight: up1.weight, bias: up1.bias, eps: 1e-6)
-        up.gelu()
-        up = convTranspose2d(up, weight: up3.0, bias: up3.1, stride: 2)
-        up.gelu()
-        let (c, side) = (up.shape[1], up.shape[2])
-
-        let maskCount = maskTokens.shape[0]
-        let selected = multimask ? Array(1..<maskCount) : [0]
-        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // every mask is written by its product
+        let selected = multimask ? Array(1..<maskTokens.shape[0]) : [0]
+        let side = 4 * g
+        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // every pixel is written by `writeMasks`
         var scores = Tensor(zeros: [n, selected.count])
-        for prompt in 0..<n {
-            let row = { (i: Int) in Tensor(shape: [1, e], storage: Array(hs.storage[((prompt * t + i) * e)..<((prompt * t + i + 1) * e)])) }
-            let iou = iouHead(row(0))
-            for (slot, m) in selected.enumerated() {
-                let hyper = hypernetworks[m](row(1 + m))  // [1, c]
-                // mask [1, side²] = hyper · the prompt's upscaled planes [c, side²], read and written in place.
-                up.withUnsafeBufferPointer { planes in
-                    hyper.withUnsafeBufferPointer { h in
-                        masks.withUnsafeMutableBufferPointer { out in
-                            gemm(m: 1, n: side * side, k: c, a: h.baseAddress!, lda: c, b: planes.baseAddress! + prompt * c * side * side,
-                                 ldb: side * side, c: out.baseAddress! + (prompt * selected.count + slot) * side * side, ldc: side * side)
-                        }
-                    }
+        masks.withUnsafeMutableBufferPointer { masks in
+            scores.withUnsafeMutableBufferPointer { scores in
+                let (masks, scores) = (masks.baseAddress!, scores.baseAddress!)
+                let decode = { (prompt: Int) in
+                    let tokens = Tensor(shape: [1, t, e], storage: outputTokens + sparse[prompt].joined())
+                    let (hs, keys) = transformer(image: image, tokens: tokens)
+                    let row = { (i: Int) in Tensor(shape: [1, e], storage: Array(hs.storage[(i * e)..<((i + 1) * e)])) }
+                    let iou = iouHead(row(0))
+                    for (slot, m) in selected.enumerated() { scores[prompt * selected.count + slot] = iou.storage[m] }
+                    // hypers [c, M]: column `slot` is mask token m's hypernetwork output.
+                    let hypers = selected.map { hypernetworks[$0](row(1 + $0)).storage }
+                    let c = hypers[0].count
+                    let columns = (0..<c).flatMap { channel in hypers.map { $0[channel] } }
+                    writeMasks(keys: keys, grid: g, hypers: columns, into: masks + prompt * selected.count * side * side)
                 }
-                scores.storage[prompt * selected.count + slot] = iou.storage[m]
+                // With a prompt or more per thread, each prompt runs on one thread from start to end: its few-megabyte
+                // activations stay in that core's cache and no step waits for the others. Fewer prompts share the
+                // threads inside each step instead. The results are the same bits either way.
+                if n >= Threading.count {
+                    Threading.parallelFor(n) { $0.forEach(decode) }
+                } else {
+                    (0..<n).forEach(decode)
+                }
             }
         }
         return (masks, scores)
+    }
+
+    /// Upscales one prompt's keys [1, g², E] and writes its M masks [M, 4g, 4g] at `out`: mask m = Σ_c hypers[c, m] ·
+    /// upscaled[c]. A block of input pixels at a time goes through both transposed convolutions and the masks'
+    /// products while its maps (a quarter of a megabyte) are in cache.
+    func writeMasks(keys: Tensor, grid g: Int, hypers: [Float], into out: UnsafeMutablePointer<Float>) {
+        let (e, c1, c2) = (width, upscale1.weight.shape[0] / 4, upscale2.weight.shape[0] / 4)
+        let (count, side, block) = (hypers.count / c2, 4 * g, 128)
+        keys.withUnsafeBufferPointer { keys in
+            hypers.withUnsafeBufferPointer { hypers in
+                Threading.parallelFor((g * g + block - 1) / block) { blocks in
+                    var first = [Float](repeating: 0, count: block * 4 * c1), second = [Float](repeating: 0, count: block * 16 * c2)
+                    var logits = [Float](repeating: 0, count: block * 16 * count)
+                    for index in blocks {
+                        let (start, pixels) = (index * block, min(block, g * g - index * block))
+                        // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
+                        Self.linearRows(keys.baseAddress! + start * e, rows: pixels, upscale1, into: &first)
+                        first.withUnsafeMutableBufferPointer { f in
+                            layerNormRows(f.baseAddress!, rows: 4 * pixels, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: 1e-6)
+                            gelu(f.baseAddress!, count: 4 * pixels * c1)
+                        }
+                        first.withUnsafeBufferPointer { Self.linearRows($0.baseAddress!, rows: 4 * pixels, upscale2, into: &second) }
+                        second.withUnsafeMutableBufferPointer { s in
+                            gelu(s.baseAddress!, count: 16 * pixels * c2)
+                            // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
+                            logits.withUnsafeMutableBufferPointer { l in
+                                gemm(m: 16 * pixels, n: count, k: c2, a: s.baseAddress!, lda: c2, b: hypers.baseAddress!, ldb: count,
+                                     c: l.baseAddress!, ldc: count)
+                            }
+                        }
+                        // Input pixel (y, x), first-block pixel q1 and second-block pixel q2 land at
+                        // (4y + 2·(q1 / 2) + q2 / 2, 4x + 2·(q1 % 2) + q2 % 2).
+                        for pixel in 0..<pixels {
+                            let (y, x) = ((start + pixel) / g, (start + pixel) % g)
+                            for q1 in 0..<4 {
+                                for q2 in 0..<4 {
+                                    let at = (4 * y + 2 * (q1 / 2) + q2 / 2) * side + 4 * x + 2 * (q1 % 2) + q2 % 2
+                                    for m in 0..<count { out[m * side * side + at] = logits[((pixel * 4 + q1) * 4 + q2) * count + m] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// rows × in at `x` through `layer` (weight [out, in]) into `y` (rows × out floats at least).
+    static func linearRows(_ x: UnsafePointer<Float>, rows: Int, _ layer: LinearLayer, into y: inout [Float]) {
+        let (inWidth, outWidth) = (layer.weight.shape[1], layer.weight.shape[0])
+        y.withUnsafeMutableBufferPointer { y in
+            layer.bias!.withUnsafeBufferPointer { b in
+                for r in 0..<rows { (y.baseAddress! + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
+            }
+            layer.weight.withUnsafeBufferPointer { w in
+                gemm(transB: true, m: rows, n: outWidth, k: inWidth, a: x, lda: inWidth, b: w.baseAddress!, ldb: inWidth, beta: 1,
+                     c: y.baseAddress!, ldc: outWidth)
+            }
+        }
     }
 }

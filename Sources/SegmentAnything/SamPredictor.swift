@@ -137,24 +137,17 @@ public final class SamPredictor: @unchecked Sendable {
             ? [prompts.sparse(points: scaledPoints, box: nil)]
             : boxes.map { prompts.sparse(points: scaledPoints, box: ($0.x1 * r, $0.y1 * r, $0.x2 * r, $0.y2 * r)) }
         let dense = prompts.dense(mask: maskInput)
-        // Prompts go through the decoder a few at a time: its per-prompt activations (the image tokens and the
-        // upscaled maps) take ~9 MB per prompt at SAM's sizes, so 50 boxes at once would hold half a gigabyte.
-        var logitValues: [Float] = [], scoreValues: [Float] = []
-        let batch = 8
-        for start in stride(from: 0, to: sparse.count, by: batch) {
-            let part = Array(sparse[start..<min(sparse.count, start + batch)])
-            let (l, s) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: part, dense: dense, multimask: multimask)
-            logitValues += l.storage
-            scoreValues += s.storage
+        let (logits, scores) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: sparse, dense: dense, multimask: multimask)
+        var masks = [SamMask?](repeating: nil, count: logits.shape[0] * logits.shape[1])
+        masks.withUnsafeMutableBufferPointer { masks in
+            Threading.parallelFor(masks.count) { range in
+                for i in range {
+                    masks[i] = upscale(Tensor(shape: [1, 1, side, side], storage: Array(logits.storage[(i * side * side)..<((i + 1) * side * side)])),
+                                       width: w, height: h)
+                }
+            }
         }
-        let outputs = multimask ? architecture.multimaskOutputs : 1
-        let logits = Tensor(shape: [sparse.count, outputs, side, side], storage: logitValues)
-        let scores = Tensor(shape: [sparse.count, outputs], storage: scoreValues)
-        let count = logits.shape[0] * logits.shape[1]
-        let masks = (0..<count).map { i in
-            upscale(Tensor(shape: [1, 1, side, side], storage: Array(logits.storage[(i * side * side)..<((i + 1) * side * side)])), width: w, height: h)
-        }
-        return SamPrediction(masks: masks, scores: scores.storage, lowResLogits: logits)
+        return SamPrediction(masks: masks.map { $0! }, scores: scores.storage, lowResLogits: logits)
     }
 
     /// `scale_masks(..., padding=False)` as Ultralytics' SAM postprocess calls it, then `> 0`.

@@ -13,25 +13,50 @@ struct DecoderAttention {
         self.heads = heads
     }
 
-    /// q [Nq, Tq, E], k and v [Nk, Tk, E] → [N, Tq, E]; an input with N = 1 is shared by all prompts, and its
-    /// projection is computed once.
+    var width: Int { q.weight.shape[0] }
+
+    /// q [1, Tq, E], k and v [1, Tk, E] → [1, Tq, E].
     ///
     /// Between the image (4096 rows) and a prompt's few tokens (T = 7 for a box), the attention has rank
-    /// H·T per prompt, below the internal width D (8 · 7 = 56 < 128 in every released SAM), so the projections on
-    /// the image side are moved to the token side (`attentionToFewKeys`, `attentionFromFewQueries`): the same
-    /// values in less than half the multiply-adds. Elsewhere, the reference's order: project, attend, project out.
+    /// H·T, below the internal width D (8 · 7 = 56 < 128 in every released SAM), so the projections on the image
+    /// side are moved to the token side (`attentionToFewKeys`, `attentionFromFewQueries`): the same values in less
+    /// than half the multiply-adds. Elsewhere, the reference's order: project, attend, project out.
     func callAsFunction(q query: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
-        let (tq, tk, width) = (query.shape[1], key.shape[1], q.weight.shape[0])
+        let (tq, tk) = (query.shape[1], key.shape[1])
         if heads * tk < width, tk < tq {
             return attentionToFewKeys(query: query, keys: k(key), values: v(value), heads: heads, queryProjection: (q.weight, q.bias!),
                                       outProjection: (out.weight, out.bias!))
         }
-        if heads * tq < width, tq < tk, key.shape[0] == query.shape[0] {
+        if heads * tq < width, tq < tk {
             return out(attentionFromFewQueries(queries: q(query), key: key, value: value, heads: heads, keyWeight: k.weight,
                                                valueProjection: (v.weight, v.bias!)))
         }
         return out(multiHeadAttention(query: q(query), key: k(key), value: v(value), heads: heads))
     }
+
+    /// The same with the image rows' projections computed already (the first layer's, shared by every prompt):
+    /// tokens attend to projected image keys and values.
+    func callAsFunction(q query: Tensor, projectedKeys: Tensor, projectedValues: Tensor) -> Tensor {
+        out(multiHeadAttention(query: q(query), key: projectedKeys, value: projectedValues, heads: heads))
+    }
+
+    /// Projected image rows q(image) attend to the tokens k and v.
+    func callAsFunction(projectedQueries: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
+        if heads * key.shape[1] < width {
+            return attentionToFewKeys(query: projectedQueries, keys: k(key), values: v(value), heads: heads, queryProjection: nil,
+                                      outProjection: (out.weight, out.bias!))
+        }
+        return out(multiHeadAttention(query: projectedQueries, key: k(key), value: v(value), heads: heads))
+    }
+}
+
+/// What the decoder computes from the image alone, once for all the prompts of a `predict`: the image rows
+/// (embedding plus dense prompt) and their positional encoding, [1, HW, E], and the first layer's projections of
+/// them — until the first image-to-token attention, the image side is the same for every prompt.
+struct DecoderImage {
+    let rows: Tensor, pe: Tensor, rowsPlusPE: Tensor
+    /// The first layer's token-to-image keys k(rows + PE) and values v(rows), and image-to-token queries q(rows + PE).
+    let keys: Tensor, values: Tensor, queries: Tensor
 }
 
 /// Two-way transformer: tokens attend to themselves and to the image, the image attends to the tokens.
@@ -65,12 +90,17 @@ struct TwoWayTransformer {
 
     static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
 
-    /// image [1, HW, E] (already plus the dense prompt) and imagePE [1, HW, E], shared by the N prompts, and
-    /// tokens [N, T, E] → (queries [N, T, E], keys [N, HW, E]). The image side is the same for every prompt until
-    /// the first image-to-token attention, so until then its projections are computed once, not per prompt.
-    func callAsFunction(image: Tensor, imagePE: Tensor, tokens: Tensor) -> (Tensor, Tensor) {
-        var queries = tokens, keys = image
-        for layer in layers {
+    /// The prompt-independent part for image rows [1, HW, E] (already plus the dense prompt) and their PE [1, HW, E].
+    func image(rows: Tensor, pe: Tensor) -> DecoderImage {
+        let first = layers[0], rowsPlusPE = rows.adding(pe)
+        return DecoderImage(rows: rows, pe: pe, rowsPlusPE: rowsPlusPE, keys: first.tokenToImage.k(rowsPlusPE),
+                            values: first.tokenToImage.v(rows), queries: first.imageToToken.q(rowsPlusPE))
+    }
+
+    /// One prompt's tokens [1, T, E] against the image → (queries [1, T, E], keys [1, HW, E]).
+    func callAsFunction(image: DecoderImage, tokens: Tensor) -> (Tensor, Tensor) {
+        var queries = tokens, keys = image.rows
+        for (index, layer) in layers.enumerated() {
             if layer.skipFirstPositionalEncoding {
                 queries = layer.selfAttention(q: queries, k: queries, v: queries)
             } else {
@@ -78,17 +108,22 @@ struct TwoWayTransformer {
                 queries = queries.adding(layer.selfAttention(q: q, k: q, v: queries))
             }
             queries = Self.norm(queries, layer.norm1)
+            // In the first layer the keys are still the image's own, projected once for every prompt. Elsewhere,
             // keys + PE serves both cross attentions: the keys change only at the end of the layer.
-            let k = keys.adding(imagePE)
+            let first = index == 0
+            let k = first ? image.rowsPlusPE : keys.adding(image.pe)
             var q = queries.adding(tokens)
-            queries = Self.norm(queries.adding(layer.tokenToImage(q: q, k: k, v: keys)), layer.norm2)
+            let attended = first ? layer.tokenToImage(q: q, projectedKeys: image.keys, projectedValues: image.values)
+                                 : layer.tokenToImage(q: q, k: k, v: keys)
+            queries = Self.norm(queries.adding(attended), layer.norm2)
             var hidden = layer.lin1(queries)
             hidden.relu()
             queries = Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
             q = queries.adding(tokens)
-            keys = Self.norm(keys.adding(layer.imageToToken(q: k, k: q, v: queries)), layer.norm4)
+            let update = first ? layer.imageToToken(projectedQueries: image.queries, k: q, v: queries) : layer.imageToToken(q: k, k: q, v: queries)
+            keys = Self.norm(keys.adding(update), layer.norm4)
         }
-        let q = queries.adding(tokens), k = keys.adding(imagePE)
+        let q = queries.adding(tokens), k = keys.adding(image.pe)
         queries = Self.norm(queries.adding(finalAttention(q: q, k: k, v: keys)), finalNorm)
         return (queries, keys)
     }

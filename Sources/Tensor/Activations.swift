@@ -35,6 +35,9 @@ extension Tensor {
     }
 }
 
+/// GELU (exact erf form) in place on `count` floats at `p`, on the calling thread.
+public func gelu(_ p: UnsafeMutablePointer<Float>, count: Int) { ck_gelu(p, count) }
+
 /// In-place softmax of `rows` rows of `n` values, `stride` floats apart.
 @inline(__always)
 func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, _ n: Int, stride: Int) {

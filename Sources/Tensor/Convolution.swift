@@ -187,56 +187,6 @@ func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
     }
 }
 
-/// `torch.nn.ConvTranspose2d` with stride equal to the kernel and no padding (SAM's output upscaling):
-/// input [N, Cin, H, W], weight [Cin, Cout, k, k], bias [Cout] → [N, Cout, H·k, W·k]. Each input pixel paints
-/// its own k×k block, so it is one GEMM (Wᵀ · X) and a scatter. `channelsLast`: the input is [N, H, W, Cin]
-/// instead (a token sequence as transformers leave it), read as it is, with no transpose.
-public func convTranspose2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int, channelsLast: Bool = false) -> Tensor {
-    precondition(input.rank == 4 && weight.rank == 4 && weight.shape[0] == input.shape[channelsLast ? 3 : 1],
-                 "convTranspose2d: input \(input.shape), weight \(weight.shape)")
-    precondition(weight.shape[2] == stride && weight.shape[3] == stride, "convTranspose2d supports kernel = stride only")
-    let (n, cin, h, w) = channelsLast ? (input.shape[0], input.shape[3], input.shape[1], input.shape[2])
-                                      : (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-    let (cout, k) = (weight.shape[1], stride)
-    var output = Tensor(uninitialized: [n, cout, h * k, w * k])
-    let rows = cout * k * k
-    var product = [Float](unsafeUninitializedCapacity: rows * h * w) { _, count in count = rows * h * w }  // filled per image
-    input.withUnsafeBufferPointer { x in
-        weight.withUnsafeBufferPointer { wt in
-            output.withUnsafeMutableBufferPointer { y in
-                product.withUnsafeMutableBufferPointer { p in
-                    let (x, wt, y, p) = (x.baseAddress!, wt.baseAddress!, y.baseAddress!, p.baseAddress!)
-                    for image in 0..<n {
-                        // p[(co·k + ky)·k + kx, iy·W + ix] = b[co] + Σ_ci w[ci, co, ky, kx] · x[ci, iy, ix]: the GEMM
-                        // accumulates onto the bias (beta = 1), so neither a zeroing pass nor a bias pass is needed.
-                        if let bias {
-                            bias.withUnsafeBufferPointer { b in fillChannels(p, b.baseAddress!, n: 1, c: cout, plane: k * k * h * w) }
-                        } else {
-                            p.update(repeating: 0, count: rows * h * w)
-                        }
-                        gemm(transA: true, transB: channelsLast, m: rows, n: h * w, k: cin, a: wt, lda: rows, b: x + image * cin * h * w,
-                             ldb: channelsLast ? cin : h * w, beta: 1, c: p, ldc: h * w)
-                        let out = y + image * cout * h * k * w * k
-                        // Output row iy·k + ky interleaves the k planes (ky, 0…k−1): written left to right.
-                        Threading.parallelFor(cout * h) { lines in
-                            for index in lines {
-                                let (co, iy) = (index / h, index % h)
-                                for ky in 0..<k {
-                                    let line = out + (co * h * k + iy * k + ky) * w * k
-                                    let source = p + ((co * k + ky) * k) * h * w + iy * w
-                                    if k == 2 { ck_interleave_pair(source, source + h * w, line, w); continue }  // SAM's
-                                    for ix in 0..<w { for kx in 0..<k { line[ix * k + kx] = source[kx * h * w + ix] } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    return output
-}
-
 /// Folds an inference-mode BatchNorm that follows a convolution into the convolution's weight and bias, in
 /// float32 with the operation order of `torch.nn.utils.fusion.fuse_conv_bn_weights` (what Ultralytics' `fuse()`
 /// calls), so the folded weights are bit-identical to the reference's:

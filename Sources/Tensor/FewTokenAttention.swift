@@ -7,20 +7,20 @@
 /// out(multi-head attention(q(query), keys, values)) for many query rows: query [N or 1, rows, E] (1: shared by
 /// the N prompts), keys and values already projected [N, T, D] → [N, rows, E_out]. Per prompt and head, scores =
 /// x·(W_q,hᵀ·K_hᵀ) + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [E, H·T] matrix
-/// on the way in and the softmax one [H·T, E_out] on the way out. Where one image's rows serve every prompt,
-/// their projection q(x) is shared and computed once instead.
+/// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
+/// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
 public func attentionToFewKeys(
-    query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor),
+    query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
     outProjection out: (weight: Tensor, bias: Tensor)
 ) -> Tensor {
-    let (n, t, rows, e) = (keys.shape[0], keys.shape[1], query.shape[1], query.shape[2])
-    let (d, outWidth) = (q.weight.shape[0], out.weight.shape[0])
-    precondition(keys.rank == 3 && values.shape == keys.shape && keys.shape[2] == d && d % heads == 0 && query.rank == 3
-                 && (query.shape[0] == n || query.shape[0] == 1) && q.weight.shape[1] == e && out.weight.shape[1] == d,
-                 "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q.weight.shape), out \(out.weight.shape)")
+    let (n, t, rows) = (keys.shape[0], keys.shape[1], query.shape[1])
+    let (d, outWidth) = (keys.shape[2], out.weight.shape[0])
+    let e = q?.weight.shape[1] ?? d
+    precondition(keys.rank == 3 && values.shape == keys.shape && d % heads == 0 && query.rank == 3 && query.shape[2] == e
+                 && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d) && out.weight.shape[1] == d,
+                 "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q?.weight.shape ?? []), out \(out.weight.shape)")
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
-    let shared: Tensor? = query.shape[0] == 1 && n > 1 ? linear(query, weight: q.weight, bias: q.bias) : nil
     var output = Tensor(uninitialized: [n, rows, outWidth])
     var scores = Tensor(uninitialized: [rows, ht])
     var offset = [Float](repeating: 0, count: ht)
@@ -29,10 +29,11 @@ public func attentionToFewKeys(
     for prompt in 0..<n {
         keys.withUnsafeBufferPointer { kp in
             let kn = kp.baseAddress! + prompt * t * d
-            if let shared {
-                shared.withUnsafeBufferPointer { sq in
+            let xn = query.shape[0] == 1 ? 0 : prompt
+            guard let q else {
+                query.withUnsafeBufferPointer { sq in
                     scores.withUnsafeMutableBufferPointer { s in
-                        let (sq, s) = (sq.baseAddress!, s.baseAddress!)
+                        let (sq, s) = (sq.baseAddress! + xn * rows * d, s.baseAddress!)
                         Threading.parallelFor(heads) { hs in
                             for h in hs {
                                 gemm(transB: true, m: rows, n: t, k: dh, alpha: scale, a: sq + h * dh, lda: d, b: kn + h * dh,
@@ -58,7 +59,6 @@ public func attentionToFewKeys(
                     offset[h * t + j] = scale * sum
                 }
             }
-            let xn = query.shape[0] == 1 ? 0 : prompt
             query.withUnsafeBufferPointer { x in
                 scores.withUnsafeMutableBufferPointer { s in
                     fillRows(s.baseAddress!, rows: rows, with: offset)

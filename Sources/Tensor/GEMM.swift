@@ -29,9 +29,10 @@ public func gemm(
     // OpenBLAS: split C into a grid of blocks whose number and shape depend on the problem's size only — never on
     // the thread count — and share them among the threads: OpenBLAS's bits for an element depend on the shape of the
     // call that computes it, so this gives the same results with any `threads=` (a resumed job may run with another).
-    // Blocks are ≥ 4 M multiply-adds, at most 16 (see `blockGrid` for their shape).
+    // Blocks are ≥ 4 M multiply-adds, at most 16 (see `blockGrid` for their shape). Inside a parallel loop the
+    // same blocks run in turn on the calling thread: a product gives the same bits wherever it is called from.
     let blocks = min(16, max(1, m * n * k / (1 << 22)), max(m, n))
-    if blocks == 1 || Threading.isInsideParallelRegion {
+    if blocks == 1 {
         sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     } else {
         let (rowBlocks, columnBlocks) = blockGrid(blocks, m: m, n: n)
@@ -56,6 +57,9 @@ public enum GEMMKernel: String, Sendable {
     /// Set it only while no product runs (a test, before a benchmark); `.ours` needs `ck_sgemm_supported()`.
     nonisolated(unsafe) public static var current: GEMMKernel =
         ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas" ? .ours : .openblas
+
+    /// The kernels this CPU can run (tests run each).
+    public static var available: [GEMMKernel] { ck_sgemm_supported() != 0 ? [.ours, .openblas] : [.openblas] }
 }
 
 /// B (k × n) packed for our kernel once, to serve several products.

@@ -21,6 +21,15 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float)
     return output
 }
 
+/// `layerNorm` in place on `rows` rows of `weight.count` floats at `x`, on the calling thread (for loops that are
+/// parallel already).
+public func layerNormRows(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: Tensor, bias: Tensor, eps: Float) {
+    precondition(bias.shape == weight.shape && weight.rank == 1, "layerNormRows parameters \(weight.shape), \(bias.shape)")
+    weight.withUnsafeBufferPointer { g in
+        bias.withUnsafeBufferPointer { b in ck_layer_norm_rows(x, x, rows, weight.count, g.baseAddress!, b.baseAddress!, eps) }
+    }
+}
+
 /// SAM's `LayerNorm2d`: layer norm across the channels of each pixel of an [N, C, H, W] map.
 public func layerNorm2d(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     precondition(input.rank == 4, "layerNorm2d wants [N, C, H, W], got \(input.shape)")

@@ -70,6 +70,31 @@ final class PredictorTests: XCTestCase {
         }
     }
 
+    /// The decoder gives each prompt a thread of its own when there are at least as many prompts as threads, and
+    /// shares the threads inside each step otherwise: the logits are the same bits with any thread count (a resumed
+    /// job may run with another `threads=`), on each GEMM kernel.
+    func testLogitsAreTheSameBitsForAnyThreadCount() throws {
+        let predictor = Self.predictor
+        let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(Self.manifest.images[0].image).path)
+        let (w, h) = (Float(image.width), Float(image.height))
+        let boxes = (0..<5).map { i in SamBox(x1: w * Float(i) / 10, y1: h * Float(4 - i) / 10, x2: w * Float(5 + i) / 10, y2: h * 0.9) }
+        let saved = (Threading.count, GEMMKernel.current)
+        defer { (Threading.count, GEMMKernel.current) = saved }
+        for kernel in GEMMKernel.available {
+            GEMMKernel.current = kernel
+            Threading.count = 1
+            predictor.setImage(image)
+            let reference = try predictor.predict(boxes: boxes, multimask: true)
+            for threads in [2, 3, 6] {  // prompts on their own threads (2, 3), threads inside each step (6)
+                Threading.count = threads
+                let prediction = try predictor.predict(boxes: boxes, multimask: true)
+                XCTAssertEqual(prediction.lowResLogits.storage, reference.lowResLogits.storage, "\(kernel), \(threads) threads: logits")
+                XCTAssertEqual(prediction.scores, reference.scores, "\(kernel), \(threads) threads: scores")
+                XCTAssertEqual(prediction.masks, reference.masks, "\(kernel), \(threads) threads: masks")
+            }
+        }
+    }
+
     /// bf16 on the tiny model: refused with the reason where the CPU lacks AVX512-BF16; elsewhere the embedding and
     /// logits stay within 2 % of fp32's (bf16 keeps 8 mantissa bits) and the masks ≥ 99 % equal.
     func testBF16EncoderIsRefusedOrCloseToFP32() throws {

@@ -51,24 +51,6 @@ final class ConvolutionTests: XCTestCase {
     func testWideStrideTwoOverTwoSlicesOfK() { check(n: 2, c: 30, h: 9, w: 70, o: 9, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1)) }
     func testKernelAsLargeAsTheInput() { check(n: 1, c: 2, h: 3, w: 3, o: 2, kh: 3, kw: 3) }
 
-    func testTransposedConvolutionStrideEqualsKernel() {
-        for (n, cin, h, w, cout, k) in [(2, 4, 3, 5, 3, 2), (1, 3, 1, 1, 2, 4), (1, 5, 7, 13, 4, 2)] {
-            let x = randomTensor([n, cin, h, w], seed: 20), wt = randomTensor([cin, cout, k, k], seed: 21), b = randomTensor([cout], seed: 22)
-            var want = [Double](repeating: 0, count: n * cout * h * k * w * k)
-            for image in 0..<n { for co in 0..<cout { for y in 0..<(h * k) { for xo in 0..<(w * k) {
-                var s = Double(b.storage[co])
-                for ci in 0..<cin {
-                    s += Double(x.storage[((image * cin + ci) * h + y / k) * w + xo / k]) * Double(wt.storage[((ci * cout + co) * k + y % k) * k + xo % k])
-                }
-                want[((image * cout + co) * h * k + y) * w * k + xo] = s
-            } } } }
-            assertClose(convTranspose2d(x, weight: wt, bias: b, stride: k), want, shape: [n, cout, h * k, w * k], "convTranspose \(x.shape) k\(k)")
-            let channelsLast = x.permuted([0, 2, 3, 1])
-            assertClose(convTranspose2d(channelsLast, weight: wt, bias: b, stride: k, channelsLast: true), want, shape: [n, cout, h * k, w * k],
-                        "convTranspose channels-last \(x.shape) k\(k)")
-        }
-    }
-
     func testFoldedBatchNormEqualsConvolutionThenBatchNorm() {
         let x = randomTensor([2, 3, 6, 5], seed: 30), w = randomTensor([4, 3, 3, 3], seed: 31), convBias = randomTensor([4], seed: 32)
         let gamma = randomTensor([4], seed: 33), beta = randomTensor([4], seed: 34), mean = randomTensor([4], seed: 35)

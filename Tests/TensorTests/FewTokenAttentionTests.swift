@@ -23,13 +23,16 @@ final class FewTokenAttentionTests: XCTestCase {
         let (q, k, v, out) = (projection(128, 256, seed: 1), projection(128, 256, seed: 2), projection(128, 256, seed: 3), projection(256, 128, seed: 4))
         let tokens = randomTensor([3, 7, 256], seed: 11, range: -2...2), others = randomTensor([3, 7, 256], seed: 14)
         let (keys, values) = (linear(tokens, weight: k.weight, bias: k.bias), linear(others, weight: v.weight, bias: v.bias))
-        // Per-prompt image rows (the decoder's second layer), and one image's rows shared by three prompts (the first).
+        // Per-prompt image rows (the decoder's second layer), and one image's rows shared by three prompts (the first),
+        // as rows (the query projection folded in) and as rows projected already (the decoder's first layer).
         for image in [randomTensor([3, 300, 256], seed: 12, range: -2...2), randomTensor([1, 300, 256], seed: 13, range: -2...2)] {
-            let fast = attentionToFewKeys(query: image, keys: keys, values: values, heads: 8, queryProjection: q, outProjection: out)
-            let attended = multiHeadAttention(query: linear(image, weight: q.weight, bias: q.bias), key: keys, value: values, heads: 8)
-            let reference = linear(attended, weight: out.weight, bias: out.bias)
-            XCTAssertEqual(fast.shape, [3, 300, 256])
-            XCTAssertLessThanOrEqual(relativeError(fast, reference), 1e-5, "image rows \(image.shape)")
+            let projected = linear(image, weight: q.weight, bias: q.bias)
+            let reference = linear(multiHeadAttention(query: projected, key: keys, value: values, heads: 8), weight: out.weight, bias: out.bias)
+            for (query, projection) in [(image, Optional(q)), (projected, nil)] {
+                let fast = attentionToFewKeys(query: query, keys: keys, values: values, heads: 8, queryProjection: projection, outProjection: out)
+                XCTAssertEqual(fast.shape, [3, 300, 256])
+                XCTAssertLessThanOrEqual(relativeError(fast, reference), 1e-5, "image rows \(image.shape), projected: \(projection == nil)")
+            }
         }
     }
 

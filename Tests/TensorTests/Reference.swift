@@ -51,7 +51,7 @@ extension Tensor {
 func forEachKernel(_ body: () -> Void) {
     let saved = GEMMKernel.current
     defer { GEMMKernel.current = saved }
-    for kernel in ck_sgemm_supported() != 0 ? [GEMMKernel.ours, .openblas] : [.openblas] {
+    for kernel in GEMMKernel.available {
         GEMMKernel.current = kernel
         body()
     }

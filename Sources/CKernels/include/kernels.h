@@ -14,8 +14,6 @@ void ck_softmax_numerators(float *p, long rows, long n, long stride, float *inve
 // Decomposed relative-position bias: for each of `rows` rows (`stride` apart) of s × s key scores,
 // row[ky · s + kx] = h[row · s + ky] + w[row · s + kx].
 void ck_decomposed_bias(float *p, long rows, long s, long stride, const float *h, const float *w);
-// out[2i] = a[i], out[2i + 1] = b[i] for n values of each (a stride-2 transposed convolution's output rows).
-void ck_interleave_pair(const float *a, const float *b, float *out, long n);
 // GELU, exact erf form: x · ½ · (1 + erf(x / √2)).
 void ck_gelu(float *p, long n);
 // SiLU: x · σ(x).
