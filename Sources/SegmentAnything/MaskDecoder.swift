@@ -41,9 +41,9 @@ struct MaskDecoder {
         upscaleNorm = try w.norm(p + "output_upscaling.1")
         upscale2 = Self.blockLinear(weight: try w(p + "output_upscaling.3.weight"), bias: try w(p + "output_upscaling.3.bias"))
         hypernetworks = try (0...a.multimaskOutputs).map { i in
-            MLP(layers: try (0..<3).map { try w.linear(p + "output_hypernetworks_mlps.\(i).layers.\($0)") })
+            MLP(layers: try (0..<3).map { try w.fewRowsLinear(p + "output_hypernetworks_mlps.\(i).layers.\($0)") })
         }
-        iouHead = MLP(layers: try (0..<a.iouHeadDepth).map { try w.linear(p + "iou_prediction_head.layers.\($0)") })
+        iouHead = MLP(layers: try (0..<a.iouHeadDepth).map { try w.fewRowsLinear(p + "iou_prediction_head.layers.\($0)") })
         width = a.promptWidth
     }
 
@@ -56,8 +56,9 @@ struct MaskDecoder {
         for ci in 0..<cin {
             for co in 0..<cout { for block in 0..<4 { reordered[(block * cout + co) * cin + ci] = weight.storage[(ci * cout + co) * 4 + block] } }
         }
-        return LinearLayer(weight: Tensor(shape: [4 * cout, cin], storage: reordered),
-                           bias: Tensor(shape: [4 * cout], storage: Array([[Float]](repeating: bias.storage, count: 4).joined())))
+        let weight = Tensor(shape: [4 * cout, cin], storage: reordered)
+        return LinearLayer(weight: weight, bias: Tensor(shape: [4 * cout], storage: Array([[Float]](repeating: bias.storage, count: 4).joined())),
+                           packedFP32: PackedLinearWeight(weight))
     }
 
     /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [E, g, g] (one for all prompts) →
@@ -85,11 +86,8 @@ struct MaskDecoder {
                     let row = { (i: Int) in Tensor(shape: [1, e], storage: Array(hs.storage[(i * e)..<((i + 1) * e)])) }
                     let iou = iouHead(row(0))
                     for (slot, m) in selected.enumerated() { scores[prompt * selected.count + slot] = iou.storage[m] }
-                    // hypers [c, M]: column `slot` is mask token m's hypernetwork output.
-                    let hypers = selected.map { hypernetworks[$0](row(1 + $0)).storage }
-                    let c = hypers[0].count
-                    let columns = (0..<c).flatMap { channel in hypers.map { $0[channel] } }
-                    writeMasks(keys: keys, grid: g, hypers: columns, into: masks + prompt * selected.count * side * side)
+                    let hypers = selected.flatMap { hypernetworks[$0](row(1 + $0)).storage }  // [M, c]
+                    writeMasks(keys: keys, grid: g, hypers: hypers, into: masks + prompt * selected.count * side * side)
                 }
                 // With a prompt or more per thread, each prompt runs on one thread from start to end: its few-megabyte
                 // activations stay in that core's cache and no step waits for the others. Fewer prompts share the
@@ -104,7 +102,7 @@ struct MaskDecoder {
         return (masks, scores)
     }
 
-    /// Upscales one prompt's keys [1, g², E] and writes its M masks [M, 4g, 4g] at `out`: mask m = Σ_c hypers[c, m] ·
+    /// Upscales one prompt's keys [1, g², E] and writes its M masks [M, 4g, 4g] at `out`: mask m = Σ_c hypers[m, c] ·
     /// upscaled[c]. A block of input pixels at a time goes through both transposed convolutions and the masks'
     /// products while its maps (a quarter of a megabyte) are in cache.
     func writeMasks(keys: Tensor, grid g: Int, hypers: [Float], into out: UnsafeMutablePointer<Float>) {
@@ -118,18 +116,16 @@ struct MaskDecoder {
                     for index in blocks {
                         let (start, pixels) = (index * block, min(block, g * g - index * block))
                         // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
-                        Self.linearRows(keys.baseAddress! + start * e, rows: pixels, upscale1, into: &first)
+                        first.withUnsafeMutableBufferPointer { upscale1(keys.baseAddress! + start * e, rows: pixels, into: $0.baseAddress!) }
                         first.withUnsafeMutableBufferPointer { f in
                             layerNormRows(f.baseAddress!, rows: 4 * pixels, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: 1e-6)
                             gelu(f.baseAddress!, count: 4 * pixels * c1)
                         }
-                        first.withUnsafeBufferPointer { Self.linearRows($0.baseAddress!, rows: 4 * pixels, upscale2, into: &second) }
+                        first.withUnsafeBufferPointer { f in second.withUnsafeMutableBufferPointer { upscale2(f.baseAddress!, rows: 4 * pixels, into: $0.baseAddress!) } }
+                        // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
                         second.withUnsafeMutableBufferPointer { s in
-                            gelu(s.baseAddress!, count: 16 * pixels * c2)
-                            // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
                             logits.withUnsafeMutableBufferPointer { l in
-                                gemm(m: 16 * pixels, n: count, k: c2, a: s.baseAddress!, lda: c2, b: hypers.baseAddress!, ldb: count,
-                                     c: l.baseAddress!, ldc: count)
+                                geluDotRows(s.baseAddress!, rows: 16 * pixels, width: c2, hypers.baseAddress!, count: count, into: l.baseAddress!)
                             }
                         }
                         // Input pixel (y, x), first-block pixel q1 and second-block pixel q2 land at
@@ -145,20 +141,6 @@ struct MaskDecoder {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// rows × in at `x` through `layer` (weight [out, in]) into `y` (rows × out floats at least).
-    static func linearRows(_ x: UnsafePointer<Float>, rows: Int, _ layer: LinearLayer, into y: inout [Float]) {
-        let (inWidth, outWidth) = (layer.weight.shape[1], layer.weight.shape[0])
-        y.withUnsafeMutableBufferPointer { y in
-            layer.bias!.withUnsafeBufferPointer { b in
-                for r in 0..<rows { (y.baseAddress! + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
-            }
-            layer.weight.withUnsafeBufferPointer { w in
-                gemm(transB: true, m: rows, n: outWidth, k: inWidth, a: x, lda: inWidth, b: w.baseAddress!, ldb: inWidth, beta: 1,
-                     c: y.baseAddress!, ldc: outWidth)
             }
         }
     }

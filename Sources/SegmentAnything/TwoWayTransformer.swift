@@ -8,8 +8,8 @@ struct DecoderAttention {
     let heads: Int
 
     init(_ w: Weights, _ prefix: String, heads: Int) throws {
-        (q, k, v, out) = (try w.linear(prefix + ".q_proj"), try w.linear(prefix + ".k_proj"), try w.linear(prefix + ".v_proj"),
-                          try w.linear(prefix + ".out_proj"))
+        (q, k, v, out) = (try w.fewRowsLinear(prefix + ".q_proj"), try w.fewRowsLinear(prefix + ".k_proj"), try w.fewRowsLinear(prefix + ".v_proj"),
+                          try w.fewRowsLinear(prefix + ".out_proj"))
         self.heads = heads
     }
 
@@ -19,14 +19,11 @@ struct DecoderAttention {
     ///
     /// Between the image (4096 rows) and a prompt's few tokens (T = 7 for a box), the attention has rank
     /// H·T, below the internal width D (8 · 7 = 56 < 128 in every released SAM), so the projections on the image
-    /// side are moved to the token side (`attentionToFewKeys`, `attentionFromFewQueries`): the same values in less
-    /// than half the multiply-adds. Elsewhere, the reference's order: project, attend, project out.
+    /// side are moved to the token side (`attentionFromFewQueries` here, `attentionToFewKeys` in `imageToTokens`):
+    /// the same values in less than half the multiply-adds. Elsewhere, the reference's order: project, attend,
+    /// project out.
     func callAsFunction(q query: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
         let (tq, tk) = (query.shape[1], key.shape[1])
-        if heads * tk < width, tk < tq {
-            return attentionToFewKeys(query: query, keys: k(key), values: v(value), heads: heads, queryProjection: (q.weight, q.bias!),
-                                      outProjection: (out.weight, out.bias!))
-        }
         if heads * tq < width, tq < tk {
             return out(attentionFromFewQueries(queries: q(query), key: key, value: value, heads: heads, keyWeight: k.weight,
                                                valueProjection: (v.weight, v.bias!)))
@@ -40,13 +37,15 @@ struct DecoderAttention {
         out(multiHeadAttention(query: q(query), key: projectedKeys, value: projectedValues, heads: heads))
     }
 
-    /// Projected image rows q(image) attend to the tokens k and v.
-    func callAsFunction(projectedQueries: Tensor, k key: Tensor, v value: Tensor) -> Tensor {
+    /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
+    /// already (`projectedQueries`, q(image)).
+    func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor) -> Tensor {
         if heads * key.shape[1] < width {
-            return attentionToFewKeys(query: projectedQueries, keys: k(key), values: v(value), heads: heads, queryProjection: nil,
-                                      outProjection: (out.weight, out.bias!))
+            return attentionToFewKeys(query: projectedQueries ?? image!, keys: k(key), values: v(value), heads: heads,
+                                      queryProjection: projectedQueries == nil ? (q.weight, q.bias!) : nil,
+                                      outProjection: (out.weight, out.bias!), residual: residual)
         }
-        return out(multiHeadAttention(query: projectedQueries, key: k(key), value: v(value), heads: heads))
+        return residual.adding(out(multiHeadAttention(query: projectedQueries ?? q(image!), key: k(key), value: v(value), heads: heads)))
     }
 }
 
@@ -81,7 +80,7 @@ struct TwoWayTransformer {
                          tokenToImage: try DecoderAttention(w, l + "cross_attn_token_to_image", heads: a.decoderHeads),
                          imageToToken: try DecoderAttention(w, l + "cross_attn_image_to_token", heads: a.decoderHeads),
                          norm1: try w.norm(l + "norm1"), norm2: try w.norm(l + "norm2"), norm3: try w.norm(l + "norm3"),
-                         norm4: try w.norm(l + "norm4"), lin1: try w.linear(l + "mlp.lin1"), lin2: try w.linear(l + "mlp.lin2"),
+                         norm4: try w.norm(l + "norm4"), lin1: try w.fewRowsLinear(l + "mlp.lin1"), lin2: try w.fewRowsLinear(l + "mlp.lin2"),
                          skipFirstPositionalEncoding: i == 0)
         }
         finalAttention = try DecoderAttention(w, p + "final_attn_token_to_image", heads: a.decoderHeads)
@@ -120,8 +119,8 @@ struct TwoWayTransformer {
             hidden.relu()
             queries = Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
             q = queries.adding(tokens)
-            let update = first ? layer.imageToToken(projectedQueries: image.queries, k: q, v: queries) : layer.imageToToken(q: k, k: q, v: queries)
-            keys = Self.norm(keys.adding(update), layer.norm4)
+            keys = Self.norm(first ? layer.imageToToken.imageToTokens(projectedQueries: image.queries, k: q, v: queries, residual: keys)
+                                   : layer.imageToToken.imageToTokens(image: k, k: q, v: queries, residual: keys), layer.norm4)
         }
         let q = queries.adding(tokens), k = keys.adding(image.pe)
         queries = Self.norm(queries.adding(finalAttention(q: q, k: k, v: keys)), finalNorm)

@@ -6,18 +6,20 @@
 
 /// out(multi-head attention(q(query), keys, values)) for many query rows: query [N or 1, rows, E] (1: shared by
 /// the N prompts), keys and values already projected [N, T, D] → [N, rows, E_out]. Per prompt and head, scores =
-/// x·(W_q,hᵀ·K_hᵀ) + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [E, H·T] matrix
+/// x·(K_h·W_q,h)ᵀ + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [E, H·T] matrix
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
+/// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias.
 public func attentionToFewKeys(
     query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
-    outProjection out: (weight: Tensor, bias: Tensor)
+    outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil
 ) -> Tensor {
     let (n, t, rows) = (keys.shape[0], keys.shape[1], query.shape[1])
     let (d, outWidth) = (keys.shape[2], out.weight.shape[0])
     let e = q?.weight.shape[1] ?? d
     precondition(keys.rank == 3 && values.shape == keys.shape && d % heads == 0 && query.rank == 3 && query.shape[2] == e
-                 && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d) && out.weight.shape[1] == d,
+                 && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d) && out.weight.shape[1] == d
+                && (residual == nil || residual!.shape == [n, rows, out.weight.shape[0]]),
                  "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q?.weight.shape ?? []), out \(out.weight.shape)")
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
@@ -44,11 +46,12 @@ public func attentionToFewKeys(
                 }
                 return
             }
-            // into[:, h·T + t] = scale · W_q,hᵀ · K_h[t]; offset[h·T + t] = scale · b_q,h · K_h[t].
+            // into[h·T + t, :] = scale · K_h[t] · W_q,h (E wide: our kernel's shape, where E × T per head would not
+            // be); offset[h·T + t] = scale · b_q,h · K_h[t].
             q.weight.withUnsafeBufferPointer { wq in
                 for h in 0..<heads {
-                    gemm(transA: true, transB: true, m: e, n: t, k: dh, alpha: scale, a: wq.baseAddress! + h * dh * e, lda: e,
-                         b: kn + h * dh, ldb: d, c: into + h * t, ldc: ht)
+                    gemm(m: t, n: e, k: dh, alpha: scale, a: kn + h * dh, lda: d, b: wq.baseAddress! + h * dh * e, ldb: e,
+                         c: into + h * t * e, ldc: e)
                 }
             }
             let bq = q.bias.storage
@@ -62,7 +65,7 @@ public func attentionToFewKeys(
             query.withUnsafeBufferPointer { x in
                 scores.withUnsafeMutableBufferPointer { s in
                     fillRows(s.baseAddress!, rows: rows, with: offset)
-                    gemm(m: rows, n: ht, k: e, a: x.baseAddress! + xn * rows * e, lda: e, b: into, ldb: ht,
+                    gemm(transB: true, m: rows, n: ht, k: e, a: x.baseAddress! + xn * rows * e, lda: e, b: into, ldb: e,
                          beta: 1, c: s.baseAddress!, ldc: ht)
                 }
             }
@@ -82,7 +85,11 @@ public func attentionToFewKeys(
         scores.withUnsafeBufferPointer { s in
             output.withUnsafeMutableBufferPointer { o in
                 let o = o.baseAddress! + prompt * rows * outWidth
-                fillRows(o, rows: rows, with: out.bias.storage)
+                if let residual {
+                    residual.withUnsafeBufferPointer { fillRows(o, rows: rows, adding: $0.baseAddress! + prompt * rows * outWidth, to: out.bias.storage) }
+                } else {
+                    fillRows(o, rows: rows, with: out.bias.storage)
+                }
                 gemm(m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: ht, b: back, ldb: outWidth, beta: 1, c: o, ldc: outWidth)
             }
         }

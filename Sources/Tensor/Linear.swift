@@ -1,23 +1,53 @@
-/// `torch.nn.functional.linear`: x [..., in] · Wᵀ + b with W in PyTorch's [out, in] layout → [..., out].
-public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+import CKernels
+
+/// `torch.nn.functional.linear`: x [..., in] · Wᵀ + b with W in PyTorch's [out, in] layout → [..., out]; `packed`,
+/// the same weight packed once (the same bits, without packing it again).
+public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed: PackedLinearWeight? = nil) -> Tensor {
     precondition(weight.rank == 2 && input.dim(-1) == weight.shape[1], "linear: input \(input.shape), weight \(weight.shape)")
-    let (rows, inFeatures, outFeatures) = (input.count / max(1, input.dim(-1)), weight.shape[1], weight.shape[0])
-    precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
-    var output = Tensor(uninitialized: Array(input.shape.dropLast()) + [outFeatures])  // the bias or GEMM writes all
+    let rows = input.count / max(1, input.dim(-1))
+    var output = Tensor(uninitialized: Array(input.shape.dropLast()) + [weight.shape[0]])  // the bias or GEMM writes all
     guard output.count > 0 else { return output }
-    output.withUnsafeMutableBufferPointer { y in
-        let y = y.baseAddress!
-        if let bias {  // start from the bias and let GEMM accumulate (beta = 1): one pass less than adding after
-            fillRows(y, rows: rows, with: bias.storage)
-        }
-        input.withUnsafeBufferPointer { x in
-            weight.withUnsafeBufferPointer { w in
-                gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x.baseAddress!, lda: inFeatures,
-                     b: w.baseAddress!, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
-            }
-        }
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in linear(x.baseAddress!, rows: rows, weight: weight, bias: bias, packed: packed, into: y.baseAddress!) }
     }
     return output
+}
+
+/// `linear` on `rows` rows of in floats at `x`, into rows of out floats at `y`.
+public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor?, packed: PackedLinearWeight? = nil,
+                   into y: UnsafeMutablePointer<Float>) {
+    let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
+    precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
+    if let bias {  // start from the bias and let GEMM accumulate (beta = 1): one pass less than adding after
+        fillRows(y, rows: rows, with: bias.storage)
+    }
+    if let packed, GEMMKernel.current == .ours, !packed.values.isEmpty {
+        packed.values.withUnsafeBufferPointer { w in
+            product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
+                    b: ck_operand(data: nil, row: 0, col: 0, packed: w.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
+        }
+        return
+    }
+    weight.withUnsafeBufferPointer { w in
+        gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+             beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
+    }
+}
+
+/// A linear layer's weight [out, in] packed once as our kernel's right operand Wᵀ. A layer that runs on a few rows
+/// at a time (the mask decoder's tokens: 7 rows for a box) would otherwise pack its whole weight on every call, at a
+/// cost above its multiply-adds. Empty where the CPU cannot run our kernel, and for fewer than 16 outputs (which
+/// `gemm` gives to OpenBLAS).
+public struct PackedLinearWeight: Sendable {
+    let values: [Float]
+
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "PackedLinearWeight wants [out, in], got \(weight.shape)")
+        guard GEMMKernel.available.contains(.ours), weight.shape[0] >= Int(CK_SGEMM_NR) else { values = []; return }
+        values = weight.withUnsafeBufferPointer { w in
+            packedB(ck_operand(data: w.baseAddress, row: 1, col: weight.shape[1], packed: nil, patches: nil), k: weight.shape[1], n: weight.shape[0])
+        }
+    }
 }
 
 /// Copies `row` into each of `rows` consecutive rows at `p` (a bias that a GEMM with beta = 1 then adds to).
@@ -25,6 +55,16 @@ func fillRows(_ p: UnsafeMutablePointer<Float>, rows: Int, with row: [Float]) {
     row.withUnsafeBufferPointer { r in
         Threading.parallelFor(rows, grain: 256) { range in
             for i in range { (p + i * r.count).update(from: r.baseAddress!, count: r.count) }
+        }
+    }
+}
+
+/// y[i] = x[i] + `row` for each of `rows` consecutive rows: a bias plus a residual, for a GEMM to add onto.
+func fillRows(_ y: UnsafeMutablePointer<Float>, rows: Int, adding x: UnsafePointer<Float>, to row: [Float]) {
+    row.withUnsafeBufferPointer { r in
+        Threading.parallelFor(rows, grain: 256) { range in
+            let start = range.lowerBound * r.count
+            ck_add_repeating(x + start, r.baseAddress!, y + start, range.count * r.count, r.count)
         }
     }
 }

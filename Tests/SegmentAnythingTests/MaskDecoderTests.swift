@@ -24,7 +24,7 @@ final class MaskDecoderTests: XCTestCase {
             return Float(Int64(bitPattern: seed >> 11) % 2000) / 1000 - 1
         }
         let keys = Tensor(shape: [1, grid * grid, e], storage: (0..<(grid * grid * e)).map { _ in random() })
-        let hypers = (0..<(c2 * masks)).map { _ in random() }  // [c2, masks]
+        let hypers = (0..<(c2 * masks)).map { _ in random() }  // [masks, c2]
 
         /// ConvTranspose 2×2, stride 2: x [C, s, s] → [C', 2s, 2s].
         func transposedConvolution(_ x: [Double], side s: Int, _ w: Tensor, _ b: Tensor) -> [Double] {
@@ -57,7 +57,7 @@ final class MaskDecoderTests: XCTestCase {
         let side = 4 * grid
         var want = [Double](repeating: 0, count: masks * side * side)
         for m in 0..<masks { for pixel in 0..<(side * side) {
-            want[m * side * side + pixel] = (0..<c2).reduce(0.0) { $0 + Double(hypers[$1 * masks + m]) * up[$1 * side * side + pixel] }
+            want[m * side * side + pixel] = (0..<c2).reduce(0.0) { $0 + Double(hypers[m * c2 + $1]) * up[$1 * side * side + pixel] }
         } }
 
         for threads in [1, 2] {

@@ -136,6 +136,19 @@ final class GEMMTests: XCTestCase {
                     shape: [2, 5, 7], "linear with bias")
     }
 
+    /// A weight packed once gives the same bits as packing it per call: few rows (a box prompt's 7 tokens), many
+    /// rows over two of our kernel's k slices and several threads, and outputs too few to pack (left to `gemm`).
+    func testLinearWithPackedWeightGivesTheSameBits() {
+        forEachKernel {
+            for (rows, inWidth, outWidth) in [(7, 256, 40), (300, 270, 35), (5, 9, 4)] {
+                let x = randomTensor([rows, inWidth], seed: 11), w = randomTensor([outWidth, inWidth], seed: 12), b = randomTensor([outWidth], seed: 13)
+                let packed = PackedLinearWeight(w)
+                XCTAssertEqual(linear(x, weight: w, bias: b, packed: packed).storage, linear(x, weight: w, bias: b).storage, "\(rows)×\(inWidth)×\(outWidth)")
+                XCTAssertEqual(linear(x, weight: w, packed: packed).storage, linear(x, weight: w).storage, "\(rows)×\(inWidth)×\(outWidth), no bias")
+            }
+        }
+    }
+
     func testPermuteMatchesIndexArithmetic() {
         let x = randomTensor([2, 3, 4, 5], seed: 11)
         let y = x.permuted([2, 0, 3, 1])
