@@ -87,6 +87,27 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
         inverse[r] = inverse_sum;                                                            \
     }
+// Softmax down each of n columns of a t-row block (rows `stride` apart), 256 columns at a time so that every step
+// runs along rows, vectorised across columns.
+#define SOFTMAX_COLUMNS_BODY                                                                 \
+    for (long j0 = 0; j0 < n; j0 += 256) {                                                   \
+        const long w = n - j0 < 256 ? n - j0 : 256;                                          \
+        float m[256], s[256];                                                                \
+        for (long j = 0; j < w; j++) { m[j] = p[j0 + j]; s[j] = 0; }                         \
+        for (long r = 1; r < t; r++) {                                                       \
+            const float *row = p + r * stride + j0;                                          \
+            for (long j = 0; j < w; j++) m[j] = row[j] > m[j] ? row[j] : m[j];               \
+        }                                                                                    \
+        for (long r = 0; r < t; r++) {                                                       \
+            float *row = p + r * stride + j0;                                                \
+            for (long j = 0; j < w; j++) { row[j] = exp_poly(row[j] - m[j]); s[j] += row[j]; } \
+        }                                                                                    \
+        for (long j = 0; j < w; j++) s[j] = 1.0f / s[j];                                     \
+        for (long r = 0; r < t; r++) {                                                       \
+            float *row = p + r * stride + j0;                                                \
+            for (long j = 0; j < w; j++) row[j] *= s[j];                                     \
+        }                                                                                    \
+    }
 // SAM's decomposed relative positions: row r of keys laid out as an s × s grid is set to h[r·s + ky] + w[r·s + kx].
 #define DECOMPOSED_BIAS_BODY                                                                 \
     for (long r = 0; r < rows; r++) {                                                        \
@@ -156,6 +177,7 @@ static int has_avx2(void) {
 #endif
 
 DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
+DISPATCH(softmax_columns, (float *p, long t, long n, long stride), (p, t, n, stride), SOFTMAX_COLUMNS_BODY)
 DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride, float *restrict inverse), (p, rows, n, stride, inverse),
          SOFTMAX_NUMERATORS_BODY)
 DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),

@@ -1,6 +1,8 @@
+import CKernels
+
 /// Attention between many rows and a few tokens with the projections moved to the tokens' side. Where H heads
 /// attend to T tokens and H·T is below the internal width D, softmax(X·W_qᵀ·Kᵀ)·V·W_outᵀ can be computed through
-/// [rows, H·T] products instead of projecting every row to D and back: SAM's mask decoder, between the image
+/// [H·T, rows] products instead of projecting every row to D and back: SAM's mask decoder, between the image
 /// (4096 rows) and a box prompt's 7 tokens (8 heads, D = 128), spends less than half the multiply-adds.
 /// Weights are in PyTorch's `nn.Linear` layout [out, in].
 
@@ -24,8 +26,9 @@ public func attentionToFewKeys(
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
     var output = Tensor(uninitialized: [n, rows, outWidth])
-    var scores = Tensor(uninitialized: [rows, ht])
-    var offset = [Float](repeating: 0, count: ht)
+    // The scores transposed, [H·T, rows]: every product is `rows` wide (our kernel's shape, where T columns would
+    // not be), and each head's softmax runs down T rows of long contiguous runs, vectorised across the image rows.
+    var scores = Tensor(uninitialized: [ht, rows])
     let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht), back = UnsafeMutablePointer<Float>.allocate(capacity: ht * outWidth)
     defer { into.deallocate(); back.deallocate() }
     for prompt in 0..<n {
@@ -33,21 +36,18 @@ public func attentionToFewKeys(
             let kn = kp.baseAddress! + prompt * t * d
             let xn = query.shape[0] == 1 ? 0 : prompt
             guard let q else {
+                // scores[h·T + t, :] = scale · K_h[t] · Q_hᵀ
                 query.withUnsafeBufferPointer { sq in
                     scores.withUnsafeMutableBufferPointer { s in
-                        let (sq, s) = (sq.baseAddress! + xn * rows * d, s.baseAddress!)
-                        Threading.parallelFor(heads) { hs in
-                            for h in hs {
-                                gemm(transB: true, m: rows, n: t, k: dh, alpha: scale, a: sq + h * dh, lda: d, b: kn + h * dh,
-                                     ldb: d, c: s + h * t, ldc: ht)
-                            }
+                        for h in 0..<heads {
+                            gemm(transB: true, m: t, n: rows, k: dh, alpha: scale, a: kn + h * dh, lda: d,
+                                 b: sq.baseAddress! + xn * rows * d + h * dh, ldb: d, c: s.baseAddress! + h * t * rows, ldc: rows)
                         }
                     }
                 }
                 return
             }
-            // into[h·T + t, :] = scale · K_h[t] · W_q,h (E wide: our kernel's shape, where E × T per head would not
-            // be); offset[h·T + t] = scale · b_q,h · K_h[t].
+            // into[h·T + t, :] = scale · K_h[t] · W_q,h, so that scores[h·T + t, :] = into[h·T + t] · xᵀ + scale · b_q,h · K_h[t].
             q.weight.withUnsafeBufferPointer { wq in
                 for h in 0..<heads {
                     gemm(m: t, n: e, k: dh, alpha: scale, a: kn + h * dh, lda: d, b: wq.baseAddress! + h * dh * e, ldb: e,
@@ -55,24 +55,30 @@ public func attentionToFewKeys(
                 }
             }
             let bq = q.bias.storage
-            for h in 0..<heads {
-                for j in 0..<t {
-                    var sum: Float = 0
-                    for c in 0..<dh { sum += bq[h * dh + c] * kn[j * d + h * dh + c] }
-                    offset[h * t + j] = scale * sum
-                }
-            }
             query.withUnsafeBufferPointer { x in
                 scores.withUnsafeMutableBufferPointer { s in
-                    fillRows(s.baseAddress!, rows: rows, with: offset)
-                    gemm(transB: true, m: rows, n: ht, k: e, a: x.baseAddress! + xn * rows * e, lda: e, b: into, ldb: e,
-                         beta: 1, c: s.baseAddress!, ldc: ht)
+                    for h in 0..<heads {
+                        for j in 0..<t {
+                            var sum: Float = 0
+                            for c in 0..<dh { sum += bq[h * dh + c] * kn[j * d + h * dh + c] }
+                            (s.baseAddress! + (h * t + j) * rows).update(repeating: scale * sum, count: rows)
+                        }
+                    }
+                    gemm(transB: true, m: ht, n: rows, k: e, a: into, lda: e, b: x.baseAddress! + xn * rows * e, ldb: e,
+                         beta: 1, c: s.baseAddress!, ldc: rows)
                 }
             }
         }
-        scores = scores.reshaped([rows * heads, t])
-        scores.softmaxLastDim()
-        scores = scores.reshaped([rows, ht])
+        scores.withUnsafeMutableBufferPointer { s in
+            let (s, columns) = (s.baseAddress!, 1024)
+            let pieces = (rows + columns - 1) / columns
+            Threading.parallelFor(heads * pieces) { range in
+                for index in range {
+                    let (h, start) = (index / pieces, index % pieces * columns)
+                    ck_softmax_columns(s + h * t * rows + start, t, min(columns, rows - start), rows)
+                }
+            }
+        }
         // back[h·T + t, :] = V_h[t] · W_out,hᵀ
         values.withUnsafeBufferPointer { vp in
             out.weight.withUnsafeBufferPointer { wo in
@@ -90,7 +96,7 @@ public func attentionToFewKeys(
                 } else {
                     fillRows(o, rows: rows, with: out.bias.storage)
                 }
-                gemm(m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: ht, b: back, ldb: outWidth, beta: 1, c: o, ldc: outWidth)
+                gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: rows, b: back, ldb: outWidth, beta: 1, c: o, ldc: outWidth)
             }
         }
     }

@@ -11,6 +11,8 @@
 void ck_softmax_rows(float *p, long rows, long n, long stride);
 // The same without the division: e^(x − max) in place and 1 / Σ of each row into `inverse[row]`.
 void ck_softmax_numerators(float *p, long rows, long n, long stride, float *inverse);
+// Softmax down each of n columns of a t-row block whose rows are `stride` floats apart, in place.
+void ck_softmax_columns(float *p, long t, long n, long stride);
 // Decomposed relative-position bias: for each of `rows` rows (`stride` apart) of s × s key scores,
 // row[ky · s + kx] = h[row · s + ky] + w[row · s + kx].
 void ck_decomposed_bias(float *p, long rows, long s, long stride, const float *h, const float *w);
