@@ -162,12 +162,22 @@ public final class SamPredictor: @unchecked Sendable {
         if abs(Double(h) * gainH - Double(bottom)) + abs(Double(w) * gainW - Double(right)) > 1e-3 {
             values = sampleContentSpan(logits, width: w, height: h, gainW: Float(gainW), gainH: Float(gainH))
         } else {
-            var crop = Tensor(zeros: [1, 1, bottom, right])
             let n = logits.shape[3]
-            for y in 0..<bottom { for x in 0..<right { crop.storage[y * right + x] = logits.storage[y * n + x] } }
-            values = resizeBilinear(crop, height: h, width: w)
+            let crop = logits.storage.withUnsafeBufferPointer { l in
+                [Float](unsafeUninitializedCapacity: bottom * right) { c, count in
+                    for y in 0..<bottom { (c.baseAddress! + y * right).update(from: l.baseAddress! + y * n, count: right) }
+                    count = bottom * right
+                }
+            }
+            values = resizeBilinear(Tensor(shape: [1, 1, bottom, right], storage: crop), height: h, width: w)
         }
-        return SamMask(width: w, height: h, pixels: values.storage.map { $0 > 0 })
+        let pixels = values.storage.withUnsafeBufferPointer { v in
+            [Bool](unsafeUninitializedCapacity: v.count) { b, count in
+                for i in 0..<v.count { b[i] = v[i] > 0 }
+                count = v.count
+            }
+        }
+        return SamMask(width: w, height: h, pixels: pixels)
     }
 
     /// The `F.affine_grid` + `F.grid_sample(bilinear, border, align_corners=False)` path: output pixel (x, y)

@@ -61,16 +61,20 @@ public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -
         output.withUnsafeMutableBufferPointer { y in
             let (x, y) = (x.baseAddress!, y.baseAddress!)
             Threading.parallelFor(n * c) { planes in
+                // Each source row is interpolated across once, then every output row blends two of those: the same
+                // sums as blending four taps per output pixel, with the gathers done once per source row.
+                var across = [Float](repeating: 0, count: h * outW)
                 for plane in planes {
                     let source = x + plane * h * w, out = y + plane * outH * outW
-                    for oy in 0..<outH {
-                        let ty = ys[oy]
-                        let row0 = source + ty.index * w, row1 = source + (ty.index + ty.step) * w
-                        for ox in 0..<outW {
-                            let tx = xs[ox]
-                            let top = tx.w0 * row0[tx.index] + tx.w1 * row0[tx.index + tx.step]
-                            let bottom = tx.w0 * row1[tx.index] + tx.w1 * row1[tx.index + tx.step]
-                            out[oy * outW + ox] = ty.w0 * top + ty.w1 * bottom
+                    across.withUnsafeMutableBufferPointer { across in
+                        for row in 0..<h {
+                            let (from, to) = (source + row * w, across.baseAddress! + row * outW)
+                            for ox in 0..<outW { let tx = xs[ox]; to[ox] = tx.w0 * from[tx.index] + tx.w1 * from[tx.index + tx.step] }
+                        }
+                        for oy in 0..<outH {
+                            let ty = ys[oy]
+                            let (top, bottom, to) = (across.baseAddress! + ty.index * outW, across.baseAddress! + (ty.index + ty.step) * outW, out + oy * outW)
+                            for ox in 0..<outW { to[ox] = ty.w0 * top[ox] + ty.w1 * bottom[ox] }
                         }
                     }
                 }
