@@ -99,6 +99,35 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
     start[runs] = cols;
     const long sx = g->stride_x;
     long ch = p0 / (g->kernel_h * g->kernel_w), ky = p0 / g->kernel_w % g->kernel_h, kx = p0 % g->kernel_w;
+    // A whole panel along one output row whose every tap lies inside the input (most panels of a 3×3
+    // convolution): one source pointer per k and a straight copy, no per-k bounds.
+    if (runs == 1 && cols == NR && (sx == 1 || sx == 2)) {
+        const long iy0 = oy[0] * g->stride_y - g->pad_y, ix0 = ox[0] * sx - g->pad_x;
+        // The last input read: the last tap of the last column (stride 2 loads one float past it).
+        const long iy1 = iy0 + (g->kernel_h - 1) * g->dilation_y, ix1 = ix0 + (g->kernel_w - 1) * g->dilation_x + (NR - 1) * sx + (sx == 2);
+        if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width) {
+            const float *origin = g->x + iy0 * g->width + ix0;
+            const long plane = g->height * g->width;
+            for (long k = 0; k < kc; k++, dst += NR) {
+                const float *line = origin + ch * plane + ky * g->dilation_y * g->width + kx * g->dilation_x;
+                if (sx == 1) {
+                    copy_floats(dst, line, NR);
+                } else {
+#ifdef FAST_PACKING
+                    for (int half = 0; half < 2; half++) {
+                        const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
+                        const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
+                        _mm256_storeu_ps(dst + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+                    }
+#else
+                    for (int i = 0; i < NR; i++) dst[i] = line[2 * i];
+#endif
+                }
+                if (++kx == g->kernel_w) { kx = 0; if (++ky == g->kernel_h) { ky = 0; ch++; } }
+            }
+            return;
+        }
+    }
     for (long k = 0; k < kc; k++, dst += NR) {
         const float *plane = g->x + ch * g->height * g->width;
         const long dy = ky * g->dilation_y - g->pad_y, dx = kx * g->dilation_x - g->pad_x;
