@@ -129,11 +129,21 @@ public struct StoredTensor: Sendable {
 
     /// The elements converted to Float32 (exactly, for every type but float64 and large integers).
     public func floats() -> [Float] {
+        // The common cases — float32 and float16, contiguous, little-endian — straight from the mapped file.
+        if isContiguous && !storage.bigEndian && count > 0 && (type == .float32 || type == .float16) {
+            let start = storage.bytes.startIndex + offset * type.byteSize
+            return storage.bytes[start..<(start + count * type.byteSize)].withUnsafeBytes { p in
+                type == .float32 ? [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                    UnsafeMutableRawBufferPointer(out).copyMemory(from: p)
+                    initialized = count
+                } : floatsFromHalves(p.baseAddress!, count: count)
+            }
+        }
         let raw = contiguousBytes()
         return raw.withUnsafeBytes { (p: UnsafeRawBufferPointer) -> [Float] in
             switch type {
             case .float32: return (0..<count).map { Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
-            case .float16: return (0..<count).map { Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) }
+            case .float16: return floatsFromHalves(p.baseAddress!, count: count)
             case .bfloat16: return (0..<count).map { Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
             case .float64: return (0..<count).map { Float(Double(bitPattern: p.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
             case .int64: return (0..<count).map { Float(p.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }

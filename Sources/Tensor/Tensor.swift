@@ -136,3 +136,11 @@ public func forEachStridedElement(shape: [Int], strides: [Int], offset start: In
         }
     }
 }
+
+/// `count` IEEE half-precision values at `halves` (any alignment) as Float, exactly: F16C where the CPU has it.
+public func floatsFromHalves(_ halves: UnsafeRawPointer, count: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: count) { out, initialized in
+        ck_halves_to_floats(halves.assumingMemoryBound(to: UInt16.self), out.baseAddress, count)
+        initialized = count
+    }
+}

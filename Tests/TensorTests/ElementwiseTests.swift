@@ -131,3 +131,24 @@ final class ElementwiseTests: XCTestCase {
         }
     }
 }
+
+/// Half-precision weights (Ultralytics' checkpoints) to Float: every one of the 65,536 bit patterns, equal to Swift's
+/// own `Float(Float16)` (NaNs stay NaN), through the 8-wide path and, in runs of 7, the one-by-one path.
+final class HalfConversionTests: XCTestCase {
+    func testEveryHalfBitPatternConvertsExactly() {
+        let patterns = (0...UInt16.max).map { $0 }
+        let want = patterns.map { Float(Float16(bitPattern: $0)) }
+        patterns.withUnsafeBytes { bytes in
+            let whole = floatsFromHalves(bytes.baseAddress!, count: patterns.count)
+            var inRuns = [Float]()
+            for start in stride(from: 0, to: patterns.count, by: 7) {
+                inRuns += floatsFromHalves(bytes.baseAddress! + 2 * start, count: min(7, patterns.count - start))
+            }
+            for (name, got) in [("8-wide", whole), ("one by one", inRuns)] {
+                XCTAssertEqual(got.count, want.count)
+                let wrong = zip(got, want).enumerated().filter { _, pair in pair.1.isNaN ? !pair.0.isNaN : pair.0.bitPattern != pair.1.bitPattern }
+                XCTAssertTrue(wrong.isEmpty, "\(name): \(wrong.count) patterns differ, first 0x\(String(wrong.first?.offset ?? 0, radix: 16))")
+            }
+        }
+    }
+}

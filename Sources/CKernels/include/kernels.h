@@ -76,6 +76,9 @@ void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1);
 
+// IEEE half-precision values to float, exactly (F16C where the CPU has it).
+void ck_halves_to_floats(const uint16_t *h, float *out, long n);
+
 // glibc: serve large blocks from the heap (reused after free) instead of fresh zero-filled mappings each time.
 void ck_keep_large_allocations(void);
 
