@@ -84,6 +84,19 @@ AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, lo
     }
 }
 
+// d[i] = line[2i] for a panel's 16 columns (a stride-2 convolution), reading line[0…31].
+AVX2 static inline void gather_even(float *d, const float *line) {
+#ifdef FAST_PACKING
+    for (int half = 0; half < 2; half++) {
+        const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
+        const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 | 4 6 12 14
+        _mm256_storeu_ps(d + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+#else
+    for (int i = 0; i < NR; i++) d[i] = line[2 * i];
+#endif
+}
+
 // One 16-column panel of a convolution's patches: B[p][j] = x[ch, oy·sy − py + ky·dy, ox·sx − px + kx·dx] with
 // p = (ch · kh + ky) · kw + kx and j = oy · wo + ox, zero outside the input (the padding). The panel's columns are
 // cut into runs along one output row; each run reads one input row at a fixed step, with the padding at its ends.
@@ -103,7 +116,7 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
     // convolution): one source pointer per k and a straight copy, no per-k bounds.
     if (runs == 1 && cols == NR && (sx == 1 || sx == 2)) {
         const long iy0 = oy[0] * g->stride_y - g->pad_y, ix0 = ox[0] * sx - g->pad_x;
-        // The last input read: the last tap of the last column (stride 2 loads one float past it).
+        // The last input read: the last tap of the last column (gather_even reads one float past it).
         const long iy1 = iy0 + (g->kernel_h - 1) * g->dilation_y, ix1 = ix0 + (g->kernel_w - 1) * g->dilation_x + (NR - 1) * sx + (sx == 2);
         if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width) {
             const float *origin = g->x + iy0 * g->width + ix0;
@@ -113,15 +126,7 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
                 if (sx == 1) {
                     copy_floats(dst, line, NR);
                 } else {
-#ifdef FAST_PACKING
-                    for (int half = 0; half < 2; half++) {
-                        const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
-                        const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
-                        _mm256_storeu_ps(dst + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
-                    }
-#else
-                    for (int i = 0; i < NR; i++) dst[i] = line[2 * i];
-#endif
+                    gather_even(dst, line);
                 }
                 if (++kx == g->kernel_w) { kx = 0; if (++ky == g->kernel_h) { ky = 0; ch++; } }
             }
@@ -148,16 +153,10 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
             lo = min_long(length, lo);
             hi = min_long(length, hi < lo ? lo : hi);
             if (length == NR && lo == 0 && hi == NR && sx == 1) { copy_floats(d, line, NR); continue; }
-#ifdef FAST_PACKING
             if (length == NR && lo == 0 && sx == 2 && ix + 2 * NR <= g->width) {  // YOLO's downsampling: 16 of 32 inputs
-                for (int half = 0; half < 2; half++) {
-                    const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
-                    const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 | 4 6 12 14
-                    _mm256_storeu_ps(d + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
-                }
+                gather_even(d, line);
                 continue;
             }
-#endif
             zero_floats(d, lo);
             if (sx == 1) copy_floats(d + lo, line + lo, hi - lo);
             else for (long i = lo; i < hi; i++) d[i] = line[i * sx];

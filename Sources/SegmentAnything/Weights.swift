@@ -45,7 +45,6 @@ struct LinearLayer {
         linear(x, rows: rows, weight: weight, bias: bias, packed: packedFP32, into: y)
     }
 
-
     /// This layer with its weight packed for `precision` (bf16), or as it is (fp32).
     func prepared(for precision: Precision) -> LinearLayer {
         var layer = self

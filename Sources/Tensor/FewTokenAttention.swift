@@ -8,7 +8,7 @@ import CKernels
 
 /// out(multi-head attention(q(query), keys, values)) for many query rows: query [N or 1, rows, E] (1: shared by
 /// the N prompts), keys and values already projected [N, T, D] → [N, rows, E_out]. Per prompt and head, scores =
-/// x·(K_h·W_q,h)ᵀ + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [E, H·T] matrix
+/// x·(K_h·W_q,h)ᵀ + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [H·T, E] matrix
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
 /// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias.
@@ -21,7 +21,7 @@ public func attentionToFewKeys(
     let e = q?.weight.shape[1] ?? d
     precondition(keys.rank == 3 && values.shape == keys.shape && d % heads == 0 && query.rank == 3 && query.shape[2] == e
                  && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d) && out.weight.shape[1] == d
-                && (residual == nil || residual!.shape == [n, rows, out.weight.shape[0]]),
+                 && (residual == nil || residual!.shape == [n, rows, outWidth]),
                  "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q?.weight.shape ?? []), out \(out.weight.shape)")
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
