@@ -73,6 +73,9 @@ struct MaskDecoder {
         let rows = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1]))
         let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]))
 
+        let tokens = Tensor(shape: [n, t, e], storage: Array((0..<n).map { outputTokens + sparse[$0].joined() }.joined()))
+        let first = transformer.firstQueries(image: image, tokens: tokens)
+
         let selected = multimask ? Array(1..<maskTokens.shape[0]) : [0]
         let side = 4 * g
         var masks = Tensor(uninitialized: [n, selected.count, side, side])  // every pixel is written by `writeMasks`
@@ -80,9 +83,9 @@ struct MaskDecoder {
         masks.withUnsafeMutableBufferPointer { masks in
             scores.withUnsafeMutableBufferPointer { scores in
                 let (masks, scores) = (masks.baseAddress!, scores.baseAddress!)
+                let slice = { (x: Tensor, prompt: Int) in Tensor(shape: [1, t, e], storage: Array(x.storage[(prompt * t * e)..<((prompt + 1) * t * e)])) }
                 let decode = { (prompt: Int) in
-                    let tokens = Tensor(shape: [1, t, e], storage: outputTokens + sparse[prompt].joined())
-                    let (hs, keys) = transformer(image: image, tokens: tokens)
+                    let (hs, keys) = transformer(image: image, tokens: slice(tokens, prompt), firstQueries: slice(first, prompt))
                     let row = { (i: Int) in Tensor(shape: [1, e], storage: Array(hs.storage[(i * e)..<((i + 1) * e)])) }
                     let iou = iouHead(row(0))
                     for (slot, m) in selected.enumerated() { scores[prompt * selected.count + slot] = iou.storage[m] }

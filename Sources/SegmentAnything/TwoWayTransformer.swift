@@ -32,9 +32,13 @@ struct DecoderAttention {
     }
 
     /// The same with the image rows' projections computed already (the first layer's, shared by every prompt):
-    /// tokens attend to projected image keys and values.
+    /// tokens [N, T, E] attend to projected image keys and values [1, HW, D]. All N·T token rows go as one batch
+    /// entry, so each head's keys and values are packed once for all the prompts.
     func callAsFunction(q query: Tensor, projectedKeys: Tensor, projectedValues: Tensor) -> Tensor {
-        out(multiHeadAttention(query: q(query), key: projectedKeys, value: projectedValues, heads: heads))
+        let projected = q(query)
+        let attended = multiHeadAttention(query: projected.reshaped([1, projected.count / width, width]), key: projectedKeys,
+                                          value: projectedValues, heads: heads)
+        return out(attended.reshaped(projected.shape))
     }
 
     /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
@@ -53,7 +57,7 @@ struct DecoderAttention {
 /// (embedding plus dense prompt) and their positional encoding, [1, HW, E], and the first layer's projections of
 /// them — until the first image-to-token attention, the image side is the same for every prompt.
 struct DecoderImage {
-    let rows: Tensor, pe: Tensor, rowsPlusPE: Tensor
+    let rows: Tensor, pe: Tensor
     /// The first layer's token-to-image keys k(rows + PE) and values v(rows), and image-to-token queries q(rows + PE).
     let keys: Tensor, values: Tensor, queries: Tensor
 }
@@ -92,35 +96,45 @@ struct TwoWayTransformer {
     /// The prompt-independent part for image rows [1, HW, E] (already plus the dense prompt) and their PE [1, HW, E].
     func image(rows: Tensor, pe: Tensor) -> DecoderImage {
         let first = layers[0], rowsPlusPE = rows.adding(pe)
-        return DecoderImage(rows: rows, pe: pe, rowsPlusPE: rowsPlusPE, keys: first.tokenToImage.k(rowsPlusPE),
-                            values: first.tokenToImage.v(rows), queries: first.imageToToken.q(rowsPlusPE))
+        return DecoderImage(rows: rows, pe: pe, keys: first.tokenToImage.k(rowsPlusPE), values: first.tokenToImage.v(rows),
+                            queries: first.imageToToken.q(rowsPlusPE))
     }
 
-    /// One prompt's tokens [1, T, E] against the image → (queries [1, T, E], keys [1, HW, E]).
-    func callAsFunction(image: DecoderImage, tokens: Tensor) -> (Tensor, Tensor) {
-        var queries = tokens, keys = image.rows
-        for (index, layer) in layers.enumerated() {
-            if layer.skipFirstPositionalEncoding {
-                queries = layer.selfAttention(q: queries, k: queries, v: queries)
-            } else {
-                let q = queries.adding(tokens)
-                queries = queries.adding(layer.selfAttention(q: q, k: q, v: queries))
-            }
-            queries = Self.norm(queries, layer.norm1)
-            // In the first layer the keys are still the image's own, projected once for every prompt. Elsewhere,
+    /// The tokens' half of a layer — self-attention, attention to the image (`attend`, given queries + PE), MLP —
+    /// on queries [N, T, E] with their PE `tokens`.
+    private func tokenHalf(_ layer: Layer, queries: Tensor, tokens: Tensor, attend: (Tensor) -> Tensor) -> Tensor {
+        var queries = queries
+        if layer.skipFirstPositionalEncoding {
+            queries = layer.selfAttention(q: queries, k: queries, v: queries)
+        } else {
+            let q = queries.adding(tokens)
+            queries = queries.adding(layer.selfAttention(q: q, k: q, v: queries))
+        }
+        queries = Self.norm(queries, layer.norm1)
+        queries = Self.norm(queries.adding(attend(queries.adding(tokens))), layer.norm2)
+        var hidden = layer.lin1(queries)
+        hidden.relu()
+        return Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
+    }
+
+    /// Every prompt's queries after the first layer's tokens' half, all prompts at once: tokens [N, T, E] → [N, T, E].
+    /// Until the first image-to-token attention the image is the same for every prompt (projected once, `image`).
+    func firstQueries(image: DecoderImage, tokens: Tensor) -> Tensor {
+        let layer = layers[0]
+        return tokenHalf(layer, queries: tokens, tokens: tokens) { layer.tokenToImage(q: $0, projectedKeys: image.keys, projectedValues: image.values) }
+    }
+
+    /// One prompt from there on: its tokens [1, T, E] and `firstQueries` [1, T, E] → (queries [1, T, E], keys [1, HW, E]).
+    func callAsFunction(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, Tensor) {
+        var queries = firstQueries
+        // The first layer's image half: the image rows, projected once, attend to this prompt's tokens.
+        var keys = Self.norm(layers[0].imageToToken.imageToTokens(projectedQueries: image.queries, k: queries.adding(tokens), v: queries,
+                                                                  residual: image.rows), layers[0].norm4)
+        for layer in layers.dropFirst() {
             // keys + PE serves both cross attentions: the keys change only at the end of the layer.
-            let first = index == 0
-            let k = first ? image.rowsPlusPE : keys.adding(image.pe)
-            var q = queries.adding(tokens)
-            let attended = first ? layer.tokenToImage(q: q, projectedKeys: image.keys, projectedValues: image.values)
-                                 : layer.tokenToImage(q: q, k: k, v: keys)
-            queries = Self.norm(queries.adding(attended), layer.norm2)
-            var hidden = layer.lin1(queries)
-            hidden.relu()
-            queries = Self.norm(queries.adding(layer.lin2(hidden)), layer.norm3)
-            q = queries.adding(tokens)
-            keys = Self.norm(first ? layer.imageToToken.imageToTokens(projectedQueries: image.queries, k: q, v: queries, residual: keys)
-                                   : layer.imageToToken.imageToTokens(image: k, k: q, v: queries, residual: keys), layer.norm4)
+            let k = keys.adding(image.pe)
+            queries = tokenHalf(layer, queries: queries, tokens: tokens) { layer.tokenToImage(q: $0, k: k, v: keys) }
+            keys = Self.norm(layer.imageToToken.imageToTokens(image: k, k: queries.adding(tokens), v: queries, residual: keys), layer.norm4)
         }
         let q = queries.adding(tokens), k = keys.adding(image.pe)
         queries = Self.norm(queries.adding(finalAttention(q: q, k: k, v: keys)), finalNorm)
