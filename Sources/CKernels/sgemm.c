@@ -308,8 +308,8 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                     float *tiles = c + m0 * ldc + jc + jr;
                     if (cols == NR && b->data && b->col == 1) {
                         // A row-major B is read in place: its 16 columns of the slice are as good as a panel once
-                        // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the masks'
-                        // 1 × 32 by 32 × 65,536 products; measured as fast or faster than packing here).
+                        // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
+                        // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
                         row_of_tiles(kc, abuf, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first);
                         continue;
                     }
