@@ -136,9 +136,16 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         for (; i < n; i++) { float d = v[i] - mean; t[0] += d * d; }                        \
         float variance = (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) / (float)n; \
         float inverse = 1.0f / sqrtf(variance + eps);                                        \
+        if (inverses) inverses[r] = inverse;                                                 \
         /* in place (out == v) is safe element by element: vectorise without the overlap check's scalar loop */ \
         _Pragma("clang loop vectorize(assume_safety)")                                       \
         for (i = 0; i < n; i++) out[i] = (v[i] - mean) * inverse * g[i] + b[i];              \
+    }
+#define SCALE_ADD_ROWS_BODY                                                                  \
+    for (long r = 0; r < rows; r++) {                                                        \
+        const float *v = x + r * n, *add = b + r * b_stride;                                 \
+        float *out = y + r * n;                                                              \
+        for (long i = 0; i < n; i++) out[i] = s[r] * v[i] + add[i];                          \
     }
 #define ADD_REPEATING_BODY                                                                   \
     for (long start = 0; start < n; start += period)                                        \
@@ -187,8 +194,10 @@ DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride,
          SOFTMAX_NUMERATORS_BODY)
 DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
          DECOMPOSED_BIAS_BODY)
-DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
-         (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)
+DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps, float *inverses),
+         (x, y, rows, n, g, b, eps, inverses), LAYER_NORM_BODY)
+DISPATCH(scale_add_rows, (const float *restrict x, const float *restrict s, const float *restrict b, long b_stride, float *restrict y,
+                          long rows, long n), (x, s, b, b_stride, y, rows, n), SCALE_ADD_ROWS_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)
 DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
 DISPATCH(gelu_dot_rows, (float *restrict x, long rows, long n, const float *restrict h, long count, float *restrict out),

@@ -78,6 +78,13 @@ AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, lo
             for (long r = 0; r < rows; r++)
                 for (long k = k0; k < kc; k++) dst[k * MR + r] = s[r * a->row + k];
         } else {
+#ifdef FAST_PACKING
+            if (a->row == 1 && rows == MR) {  // Aᵀ stored (attention probabilities [H·T, rows]): 6 floats in a row per k
+                const __m256i six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+                for (long k = 0; k < kc; k++) _mm256_storeu_ps(dst + k * MR, _mm256_maskload_ps(s + k * a->col, six));
+                continue;
+            }
+#endif
             for (long k = 0; k < kc; k++)
                 for (long r = 0; r < rows; r++) dst[k * MR + r] = s[r * a->row + k * a->col];
         }

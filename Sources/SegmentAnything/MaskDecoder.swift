@@ -28,6 +28,8 @@ struct MaskDecoder {
     /// those rows, and each mask a dot product of the last rows — no map is transposed or interleaved; only the
     /// masks' own pixels are put in place at the end.
     let upscale1: LinearLayer, upscaleNorm: Norm, upscale2: LinearLayer
+    /// The first convolution for prompts with few tokens, from the image's rows and the prompt's updates.
+    let upscale1Map: RowsProjection
     let hypernetworks: [MLP]
     let iouHead: MLP
     let width: Int
@@ -39,6 +41,8 @@ struct MaskDecoder {
         transformer = try TwoWayTransformer(w, a)
         upscale1 = Self.blockLinear(weight: try w(p + "output_upscaling.0.weight"), bias: try w(p + "output_upscaling.0.bias"))
         upscaleNorm = try w.norm(p + "output_upscaling.1")
+        upscale1Map = RowsProjection(upscale1, addsPE: false, norms: transformer.layers.map(\.norm4),
+                                     biases: transformer.layers.map { $0.imageToToken.out.bias! })
         upscale2 = Self.blockLinear(weight: try w(p + "output_upscaling.3.weight"), bias: try w(p + "output_upscaling.3.bias"))
         hypernetworks = try (0...a.multimaskOutputs).map { i in
             MLP(layers: try (0..<3).map { try w.fewRowsLinear(p + "output_hypernetworks_mlps.\(i).layers.\($0)") })
@@ -71,7 +75,8 @@ struct MaskDecoder {
         let t = 1 + maskTokens.shape[0] + promptCount
         // src = image embedding + dense prompt, and the positional encoding, as [1, HW, E]: shared by every prompt.
         let rows = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1]))
-        let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]))
+        let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]), tokens: t)
+        let upscaleShared = image.centred.map { upscale1Map.shared(centredRows: $0, pe: image.pe) }
 
         let tokens = Tensor(shape: [n, t, e], storage: Array((0..<n).map { outputTokens + sparse[$0].joined() }.joined()))
         let first = transformer.firstQueries(image: image, tokens: tokens)
@@ -90,7 +95,16 @@ struct MaskDecoder {
                     let iou = iouHead(row(0))
                     for (slot, m) in selected.enumerated() { scores[prompt * selected.count + slot] = iou.storage[m] }
                     let hypers = selected.flatMap { hypernetworks[$0](row(1 + $0)).storage }  // [M, c]
-                    writeMasks(keys: keys, grid: g, hypers: hypers, into: masks + prompt * selected.count * side * side)
+                    let out = masks + prompt * selected.count * side * side
+                    switch keys {
+                    case .rows(let keys):
+                        keys.withUnsafeBufferPointer { keys in
+                            writeMasks(grid: g, hypers: hypers, into: out) { upscale1(keys.baseAddress! + $0.lowerBound * e, rows: $0.count, into: $1) }
+                        }
+                    case .updates(let rows):
+                        let right = upscale1Map.right(rows)
+                        writeMasks(grid: g, hypers: hypers, into: out) { upscale1Map.apply(rows, right: right, shared: upscaleShared!, range: $0, into: $1) }
+                    }
                 }
                 // With a prompt or more per thread, each prompt runs on one thread from start to end: its few-megabyte
                 // activations stay in that core's cache and no step waits for the others. Fewer prompts share the
@@ -105,41 +119,41 @@ struct MaskDecoder {
         return (masks, scores)
     }
 
-    /// Upscales one prompt's keys [1, g², E] and writes its M masks [M, 4g, 4g] at `out`: mask m = Σ_c hypers[m, c] ·
-    /// upscaled[c]. A block of input pixels at a time goes through both transposed convolutions and the masks'
-    /// products while its maps (a quarter of a megabyte) are in cache.
-    func writeMasks(keys: Tensor, grid g: Int, hypers: [Float], into out: UnsafeMutablePointer<Float>) {
-        let (e, c1, c2) = (width, upscale1.weight.shape[0] / 4, upscale2.weight.shape[0] / 4)
+    /// Upscales one prompt's image rows (g² pixels) and writes its M masks [M, 4g, 4g] at `out`: mask m =
+    /// Σ_c hypers[m, c] · upscaled[c]. `first` writes the first convolution of a range of pixels, [pixels, 4 · C1]
+    /// (`upscale1` on the rows, or `upscale1Map`). A block of pixels at a time goes through both transposed
+    /// convolutions and the masks' products while its maps (a quarter of a megabyte) are in cache.
+    func writeMasks(grid g: Int, hypers: [Float], into out: UnsafeMutablePointer<Float>,
+                    first upscaled: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        let (c1, c2) = (upscale1.weight.shape[0] / 4, upscale2.weight.shape[0] / 4)
         let (count, side, block) = (hypers.count / c2, 4 * g, 128)
-        keys.withUnsafeBufferPointer { keys in
-            hypers.withUnsafeBufferPointer { hypers in
-                Threading.parallelFor((g * g + block - 1) / block) { blocks in
-                    var first = [Float](repeating: 0, count: block * 4 * c1), second = [Float](repeating: 0, count: block * 16 * c2)
-                    var logits = [Float](repeating: 0, count: block * 16 * count)
-                    for index in blocks {
-                        let (start, pixels) = (index * block, min(block, g * g - index * block))
-                        // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
-                        first.withUnsafeMutableBufferPointer { upscale1(keys.baseAddress! + start * e, rows: pixels, into: $0.baseAddress!) }
-                        first.withUnsafeMutableBufferPointer { f in
-                            layerNormRows(f.baseAddress!, rows: 4 * pixels, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: 1e-6)
-                            gelu(f.baseAddress!, count: 4 * pixels * c1)
+        hypers.withUnsafeBufferPointer { hypers in
+            Threading.parallelFor((g * g + block - 1) / block) { blocks in
+                var first = [Float](repeating: 0, count: block * 4 * c1), second = [Float](repeating: 0, count: block * 16 * c2)
+                var logits = [Float](repeating: 0, count: block * 16 * count)
+                for index in blocks {
+                    let (start, pixels) = (index * block, min(block, g * g - index * block))
+                    // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
+                    first.withUnsafeMutableBufferPointer { upscaled(start..<(start + pixels), $0.baseAddress!) }
+                    first.withUnsafeMutableBufferPointer { f in
+                        layerNormRows(f.baseAddress!, rows: 4 * pixels, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: 1e-6)
+                        gelu(f.baseAddress!, count: 4 * pixels * c1)
+                    }
+                    first.withUnsafeBufferPointer { f in second.withUnsafeMutableBufferPointer { upscale2(f.baseAddress!, rows: 4 * pixels, into: $0.baseAddress!) } }
+                    // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
+                    second.withUnsafeMutableBufferPointer { s in
+                        logits.withUnsafeMutableBufferPointer { l in
+                            geluDotRows(s.baseAddress!, rows: 16 * pixels, width: c2, hypers.baseAddress!, count: count, into: l.baseAddress!)
                         }
-                        first.withUnsafeBufferPointer { f in second.withUnsafeMutableBufferPointer { upscale2(f.baseAddress!, rows: 4 * pixels, into: $0.baseAddress!) } }
-                        // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
-                        second.withUnsafeMutableBufferPointer { s in
-                            logits.withUnsafeMutableBufferPointer { l in
-                                geluDotRows(s.baseAddress!, rows: 16 * pixels, width: c2, hypers.baseAddress!, count: count, into: l.baseAddress!)
-                            }
-                        }
-                        // Input pixel (y, x), first-block pixel q1 and second-block pixel q2 land at
-                        // (4y + 2·(q1 / 2) + q2 / 2, 4x + 2·(q1 % 2) + q2 % 2).
-                        for pixel in 0..<pixels {
-                            let (y, x) = ((start + pixel) / g, (start + pixel) % g)
-                            for q1 in 0..<4 {
-                                for q2 in 0..<4 {
-                                    let at = (4 * y + 2 * (q1 / 2) + q2 / 2) * side + 4 * x + 2 * (q1 % 2) + q2 % 2
-                                    for m in 0..<count { out[m * side * side + at] = logits[((pixel * 4 + q1) * 4 + q2) * count + m] }
-                                }
+                    }
+                    // Input pixel (y, x), first-block pixel q1 and second-block pixel q2 land at
+                    // (4y + 2·(q1 / 2) + q2 / 2, 4x + 2·(q1 % 2) + q2 % 2).
+                    for pixel in 0..<pixels {
+                        let (y, x) = ((start + pixel) / g, (start + pixel) % g)
+                        for q1 in 0..<4 {
+                            for q2 in 0..<4 {
+                                let at = (4 * y + 2 * (q1 / 2) + q2 / 2) * side + 4 * x + 2 * (q1 % 2) + q2 % 2
+                                for m in 0..<count { out[m * side * side + at] = logits[((pixel * 4 + q1) * 4 + q2) * count + m] }
                             }
                         }
                     }

@@ -43,11 +43,14 @@ struct DecoderAttention {
 
     /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
     /// already (`projectedQueries`, q(image)).
-    func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor) -> Tensor {
+    /// With few tokens (H·T below the width), `keep` receives the attention's probabilities and projected values
+    /// (`attentionToFewKeys`).
+    func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor,
+                       keep: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
         if heads * key.shape[1] < width {
             return attentionToFewKeys(query: projectedQueries ?? image!, keys: k(key), values: v(value), heads: heads,
                                       queryProjection: projectedQueries == nil ? (q.weight, q.bias!) : nil,
-                                      outProjection: (out.weight, out.bias!), residual: residual)
+                                      outProjection: (out.weight, out.bias!), residual: residual, keep: keep)
         }
         return residual.adding(out(multiHeadAttention(query: projectedQueries ?? q(image!), key: k(key), value: v(value), heads: heads)))
     }
@@ -60,6 +63,15 @@ struct DecoderImage {
     let rows: Tensor, pe: Tensor
     /// The first layer's token-to-image keys k(rows + PE) and values v(rows), and image-to-token queries q(rows + PE).
     let keys: Tensor, values: Tensor, queries: Tensor
+    /// Where prompts have few tokens: the rows, each minus its mean, and the image's parts of the later layers' maps
+    /// (`TwoWayTransformer.layerMaps`, `finalMaps`).
+    let centred: Tensor?, layerMaps: [[RowsProjection.Shared]], finalMaps: [RowsProjection.Shared]
+}
+
+/// A prompt's image rows at the decoder's end, as the output upscaling reads them: formed, or as the image's rows and
+/// the prompt's updates (`PromptRows`).
+enum DecodedRows {
+    case rows(Tensor), updates(PromptRows)
 }
 
 /// Two-way transformer: tokens attend to themselves and to the image, the image attends to the tokens.
@@ -75,6 +87,11 @@ struct TwoWayTransformer {
     let layers: [Layer]
     let finalAttention: DecoderAttention
     let finalNorm: Norm
+    /// For prompts with few tokens, the maps of their image rows that the cross attentions read, computed from the
+    /// image's rows and each prompt's updates (`RowsProjection`): for each layer after the first, the token-to-image
+    /// keys k(rows + PE) and values v(rows) and the image-to-token queries q(rows + PE); after the last layer, the
+    /// final attention's keys and values.
+    let layerMaps: [[RowsProjection]], finalMaps: [RowsProjection]
 
     init(_ w: Weights, _ a: SamArchitecture) throws {
         let p = "mask_decoder.transformer."
@@ -89,15 +106,48 @@ struct TwoWayTransformer {
         }
         finalAttention = try DecoderAttention(w, p + "final_attn_token_to_image", heads: a.decoderHeads)
         finalNorm = try w.norm(p + "norm_final_attn")
+        let (layers, norms, biases) = (layers, layers.map(\.norm4), layers.map { $0.imageToToken.out.bias! })
+        layerMaps = layers.indices.dropFirst().map { i in
+            let (layer, norms, biases) = (layers[i], Array(norms[..<i]), Array(biases[..<i]))
+            return [RowsProjection(layer.tokenToImage.k, addsPE: true, norms: norms, biases: biases),
+                    RowsProjection(layer.tokenToImage.v, addsPE: false, norms: norms, biases: biases),
+                    RowsProjection(layer.imageToToken.q, addsPE: true, norms: norms, biases: biases)]
+        }
+        let final = finalAttention
+        finalMaps = [RowsProjection(final.k, addsPE: true, norms: norms, biases: biases),
+                     RowsProjection(final.v, addsPE: false, norms: norms, biases: biases)]
+    }
+
+    /// Whether prompts of t tokens go through `RowsProjection`: where the image-to-token attentions' updates have
+    /// rank H·T below their width (a box: 8 · 7 = 56 < 128).
+    func expands(tokens t: Int) -> Bool {
+        let attention = layers[0].imageToToken
+        return attention.heads * t < attention.width
     }
 
     static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
 
-    /// The prompt-independent part for image rows [1, HW, E] (already plus the dense prompt) and their PE [1, HW, E].
-    func image(rows: Tensor, pe: Tensor) -> DecoderImage {
+    /// The prompt-independent part for image rows [1, HW, E] (already plus the dense prompt) and their PE [1, HW, E],
+    /// for prompts of `tokens` tokens.
+    func image(rows: Tensor, pe: Tensor, tokens: Int) -> DecoderImage {
         let first = layers[0], rowsPlusPE = rows.adding(pe)
+        var centred: Tensor?
+        if expands(tokens: tokens) {
+            var c = rows
+            let e = rows.shape[2]
+            c.withUnsafeMutableBufferPointer { c in
+                for start in stride(from: 0, to: c.count, by: e) {
+                    let row = UnsafeMutableBufferPointer(rebasing: c[start..<(start + e)])
+                    let mean = row.reduce(0, +) / Float(e)
+                    for i in row.indices { row[i] -= mean }
+                }
+            }
+            centred = c
+        }
+        let shared = { (map: RowsProjection) in map.shared(centredRows: centred!, pe: pe) }
         return DecoderImage(rows: rows, pe: pe, keys: first.tokenToImage.k(rowsPlusPE), values: first.tokenToImage.v(rows),
-                            queries: first.imageToToken.q(rowsPlusPE))
+                            queries: first.imageToToken.q(rowsPlusPE), centred: centred,
+                            layerMaps: centred == nil ? [] : layerMaps.map { $0.map(shared) }, finalMaps: centred == nil ? [] : finalMaps.map(shared))
     }
 
     /// The tokens' half of a layer — self-attention, attention to the image (`attend`, given queries + PE), MLP —
@@ -124,8 +174,9 @@ struct TwoWayTransformer {
         return tokenHalf(layer, queries: tokens, tokens: tokens) { layer.tokenToImage(q: $0, projectedKeys: image.keys, projectedValues: image.values) }
     }
 
-    /// One prompt from there on: its tokens [1, T, E] and `firstQueries` [1, T, E] → (queries [1, T, E], keys [1, HW, E]).
-    func callAsFunction(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, Tensor) {
+    /// One prompt from there on: its tokens [1, T, E] and `firstQueries` [1, T, E] → (queries [1, T, E], its image rows).
+    func callAsFunction(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, DecodedRows) {
+        if image.centred != nil { return expanded(image: image, tokens: tokens, firstQueries: firstQueries) }
         var queries = firstQueries
         // The first layer's image half: the image rows, projected once, attend to this prompt's tokens.
         var keys = Self.norm(layers[0].imageToToken.imageToTokens(projectedQueries: image.queries, k: queries.adding(tokens), v: queries,
@@ -138,6 +189,35 @@ struct TwoWayTransformer {
         }
         let q = queries.adding(tokens), k = keys.adding(image.pe)
         queries = Self.norm(queries.adding(finalAttention(q: q, k: k, v: keys)), finalNorm)
-        return (queries, keys)
+        return (queries, .rows(keys))
+    }
+
+    /// The same where the prompt's tokens are few: every map of the image rows that an attention reads comes from
+    /// `RowsProjection` (the image's part computed once, in `image`); the rows themselves are formed only for the
+    /// residuals and the norms' statistics.
+    private func expanded(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, DecodedRows) {
+        var (queries, keys, projectedQueries) = (firstQueries, image.rows, image.queries)
+        var updates = [RowUpdate]()
+        for (i, layer) in layers.enumerated() {
+            if i > 0 {
+                let rows = PromptRows(updates), maps = layerMaps[i - 1], shared = image.layerMaps[i - 1]
+                let (k, v) = (maps[0](rows, shared: shared[0]), maps[1](rows, shared: shared[1]))
+                queries = tokenHalf(layer, queries: queries, tokens: tokens) { layer.tokenToImage(q: $0, projectedKeys: k, projectedValues: v) }
+                projectedQueries = maps[2](rows, shared: shared[2])
+            }
+            var kept: (Tensor, Tensor)?
+            keys = layer.imageToToken.imageToTokens(projectedQueries: projectedQueries, k: queries.adding(tokens), v: queries, residual: keys) {
+                kept = ($1, $2)
+            }
+            var inverses = [Float](repeating: 0, count: keys.shape[1])
+            keys = inverses.withUnsafeMutableBufferPointer {
+                layerNorm(keys, weight: layer.norm4.weight, bias: layer.norm4.bias, eps: 1e-5, inverseDeviations: $0.baseAddress!)
+            }
+            updates.append(RowUpdate(probabilities: kept!.0, values: kept!.1, inverseDeviations: inverses))
+        }
+        let rows = PromptRows(updates)
+        let (k, v) = (finalMaps[0](rows, shared: image.finalMaps[0]), finalMaps[1](rows, shared: image.finalMaps[1]))
+        queries = Self.norm(queries.adding(finalAttention(q: queries.adding(tokens), projectedKeys: k, projectedValues: v)), finalNorm)
+        return (queries, .updates(rows))
     }
 }

@@ -11,10 +11,13 @@ import CKernels
 /// x·(K_h·W_q,h)ᵀ + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [H·T, E] matrix
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
-/// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias.
+/// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias. `keep`, if given,
+/// receives each prompt's index, probabilities [H·T, rows + 16] (rows padded) and values through the output projection [H·T, E_out]:
+/// the output is residual + probabilitiesᵀ·values + b_out.
 public func attentionToFewKeys(
     query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
-    outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil
+    outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil,
+    keep: ((_ prompt: Int, _ probabilities: Tensor, _ values: Tensor) -> Void)? = nil
 ) -> Tensor {
     let (n, t, rows) = (keys.shape[0], keys.shape[1], query.shape[1])
     let (d, outWidth) = (keys.shape[2], out.weight.shape[0])
@@ -28,9 +31,13 @@ public func attentionToFewKeys(
     var output = Tensor(uninitialized: [n, rows, outWidth])
     // The scores transposed, [H·T, rows]: every product is `rows` wide (our kernel's shape, where T columns would
     // not be), and each head's softmax runs down T rows of long contiguous runs, vectorised across the image rows.
-    var scores = Tensor(uninitialized: [ht, rows])
-    let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht), back = UnsafeMutablePointer<Float>.allocate(capacity: ht * outWidth)
-    defer { into.deallocate(); back.deallocate() }
+    // Each row a cache line longer than `rows`: at a power-of-two stride (4096 rows), the H·T values of an image row
+    // that packing reads for P·V would all fall in one L1 set.
+    let stride = rows + 16
+    var scores = Tensor(uninitialized: [ht, stride])
+    var back = Tensor(uninitialized: [ht, outWidth])
+    let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht)
+    defer { into.deallocate() }
     for prompt in 0..<n {
         keys.withUnsafeBufferPointer { kp in
             let kn = kp.baseAddress! + prompt * t * d
@@ -41,7 +48,7 @@ public func attentionToFewKeys(
                     scores.withUnsafeMutableBufferPointer { s in
                         for h in 0..<heads {
                             gemm(transB: true, m: t, n: rows, k: dh, alpha: scale, a: kn + h * dh, lda: d,
-                                 b: sq.baseAddress! + xn * rows * d + h * dh, ldb: d, c: s.baseAddress! + h * t * rows, ldc: rows)
+                                 b: sq.baseAddress! + xn * rows * d + h * dh, ldb: d, c: s.baseAddress! + h * t * stride, ldc: stride)
                         }
                     }
                 }
@@ -61,11 +68,11 @@ public func attentionToFewKeys(
                         for j in 0..<t {
                             var sum: Float = 0
                             for c in 0..<dh { sum += bq[h * dh + c] * kn[j * d + h * dh + c] }
-                            (s.baseAddress! + (h * t + j) * rows).update(repeating: scale * sum, count: rows)
+                            (s.baseAddress! + (h * t + j) * stride).update(repeating: scale * sum, count: rows)
                         }
                     }
                     gemm(transB: true, m: ht, n: rows, k: e, a: into, lda: e, b: x.baseAddress! + xn * rows * e, ldb: e,
-                         beta: 1, c: s.baseAddress!, ldc: rows)
+                         beta: 1, c: s.baseAddress!, ldc: stride)
                 }
             }
         }
@@ -75,19 +82,22 @@ public func attentionToFewKeys(
             Threading.parallelFor(heads * pieces) { range in
                 for index in range {
                     let (h, start) = (index / pieces, index % pieces * columns)
-                    ck_softmax_columns(s + h * t * rows + start, t, min(columns, rows - start), rows)
+                    ck_softmax_columns(s + h * t * stride + start, t, min(columns, rows - start), stride)
                 }
             }
         }
         // back[h·T + t, :] = V_h[t] · W_out,hᵀ
         values.withUnsafeBufferPointer { vp in
             out.weight.withUnsafeBufferPointer { wo in
-                for h in 0..<heads {
-                    gemm(transB: true, m: t, n: outWidth, k: dh, a: vp.baseAddress! + prompt * t * d + h * dh, lda: d,
-                         b: wo.baseAddress! + h * dh, ldb: d, c: back + h * t * outWidth, ldc: outWidth)
+                back.withUnsafeMutableBufferPointer { back in
+                    for h in 0..<heads {
+                        gemm(transB: true, m: t, n: outWidth, k: dh, a: vp.baseAddress! + prompt * t * d + h * dh, lda: d,
+                             b: wo.baseAddress! + h * dh, ldb: d, c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
+                    }
                 }
             }
         }
+        keep?(prompt, scores, back)
         scores.withUnsafeBufferPointer { s in
             output.withUnsafeMutableBufferPointer { o in
                 let o = o.baseAddress! + prompt * rows * outWidth
@@ -96,7 +106,10 @@ public func attentionToFewKeys(
                 } else {
                     fillRows(o, rows: rows, with: out.bias.storage)
                 }
-                gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: rows, b: back, ldb: outWidth, beta: 1, c: o, ldc: outWidth)
+                back.withUnsafeBufferPointer { back in
+                    gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth, beta: 1,
+                         c: o, ldc: outWidth)
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 import CKernels
 
 /// `torch.nn.LayerNorm` over the last dimension: (x − mean) / √(var + eps) · γ + β, biased variance.
-public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+/// `inverseDeviations`, if given, receives each row's 1 / √(var + eps).
+public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float, inverseDeviations: UnsafeMutablePointer<Float>? = nil) -> Tensor {
     let c = input.dim(-1)
     precondition(weight.shape == [c] && bias.shape == [c], "layerNorm parameters must be [\(c)] for \(input.shape)")
     var output = Tensor(uninitialized: input.shape)
@@ -12,7 +13,8 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float)
                 bias.withUnsafeBufferPointer { b in
                     let (x, y, g, b) = (x.baseAddress!, y.baseAddress!, g.baseAddress!, b.baseAddress!)
                     Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
-                        ck_layer_norm_rows(x + range.lowerBound * c, y + range.lowerBound * c, range.count, c, g, b, eps)
+                        ck_layer_norm_rows(x + range.lowerBound * c, y + range.lowerBound * c, range.count, c, g, b, eps,
+                                           inverseDeviations.map { $0 + range.lowerBound })
                     }
                 }
             }
@@ -26,7 +28,7 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float)
 public func layerNormRows(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: Tensor, bias: Tensor, eps: Float) {
     precondition(bias.shape == weight.shape && weight.rank == 1, "layerNormRows parameters \(weight.shape), \(bias.shape)")
     weight.withUnsafeBufferPointer { g in
-        bias.withUnsafeBufferPointer { b in ck_layer_norm_rows(x, x, rows, weight.count, g.baseAddress!, b.baseAddress!, eps) }
+        bias.withUnsafeBufferPointer { b in ck_layer_norm_rows(x, x, rows, weight.count, g.baseAddress!, b.baseAddress!, eps, nil) }
     }
 }
 

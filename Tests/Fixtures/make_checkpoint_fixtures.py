@@ -61,8 +61,9 @@ def segment_anything_modeling():
     return modeling
 
 
-def tiny_sam(seed=0):
-    """A SAM with every module of vit_b's code path but small widths (segment_anything's classes)."""
+def tiny_sam(seed=0, width=16):
+    """A SAM with every module of vit_b's code path but small widths (segment_anything's classes); `width`, the
+    prompt and decoder width (16; 128 gives the decoder's cross attentions 64 channels, above 8 heads × 7 tokens)."""
     from functools import partial
     m = segment_anything_modeling()
     ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer = (
@@ -71,10 +72,10 @@ def tiny_sam(seed=0):
     return Sam(
         image_encoder=ImageEncoderViT(depth=2, embed_dim=16, img_size=1024, mlp_ratio=4, num_heads=2, patch_size=16,
                                       norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-                                      global_attn_indexes=[1], window_size=14, out_chans=16),
-        prompt_encoder=PromptEncoder(embed_dim=16, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=8),
-                                 transformer_dim=16, iou_head_depth=3, iou_head_hidden_dim=16),
+                                      global_attn_indexes=[1], window_size=14, out_chans=width),
+        prompt_encoder=PromptEncoder(embed_dim=width, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=width, mlp_dim=32, num_heads=8),
+                                 transformer_dim=width, iou_head_depth=3, iou_head_hidden_dim=16),
         pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
 
 

@@ -5,6 +5,8 @@ the image embedding, low-resolution logits, predicted IoUs and the final binary 
 box+point prompts, single- and multi-mask.
 
     python Tests/Fixtures/make_sam_fixtures.py                 # the committed tiny fixtures (Tests/Fixtures/sam)
+    python Tests/Fixtures/make_sam_fixtures.py --wide          # the same with a 128-wide decoder (Tests/Fixtures/sam_wide):
+        its cross attentions have 64 channels, above 8 heads × 7 tokens, so box prompts take the decoder's low-rank path
     python Tests/Fixtures/make_sam_fixtures.py --full DIR [l]  # the same for DIR/sam_b.pt (or sam_l.pt) (from
         make_checkpoint_fixtures.py --full) on bus.jpg and zidane.jpg, written to DIR/sam_fixtures (sam_l_fixtures); then
         AUTOANNOTATE_SAM_FIXTURES=DIR/sam_fixtures swift test -c release -Xswiftc -enable-testing --filter PredictorTests
@@ -30,7 +32,7 @@ from make_yolo_fixtures import scene  # noqa: E402
 OUT = HERE / "sam"
 
 
-def ultralytics_tiny_sam(state):
+def ultralytics_tiny_sam(state, width=16):
     from ultralytics.models.sam.modules.decoders import MaskDecoder
     from ultralytics.models.sam.modules.encoders import ImageEncoderViT, PromptEncoder
     from ultralytics.models.sam.modules.sam import SAMModel
@@ -38,10 +40,10 @@ def ultralytics_tiny_sam(state):
     model = SAMModel(
         image_encoder=ImageEncoderViT(depth=2, embed_dim=16, img_size=1024, mlp_ratio=4, num_heads=2, patch_size=16,
                                       norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-                                      global_attn_indexes=[1], window_size=14, out_chans=16),
-        prompt_encoder=PromptEncoder(embed_dim=16, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=16, mlp_dim=32, num_heads=8),
-                                 transformer_dim=16, iou_head_depth=3, iou_head_hidden_dim=16))
+                                      global_attn_indexes=[1], window_size=14, out_chans=width),
+        prompt_encoder=PromptEncoder(embed_dim=width, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=width, mlp_dim=32, num_heads=8),
+                                 transformer_dim=width, iou_head_depth=3, iou_head_hidden_dim=16))
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -50,17 +52,22 @@ def main():
     from ultralytics.models.sam.predict import Predictor
     full = Path(sys.argv[2]) if len(sys.argv) >= 3 and sys.argv[1] == "--full" else None
     variant = sys.argv[3] if len(sys.argv) == 4 else "b"  # b or l: which of DIR/sam_b.pt, DIR/sam_l.pt
-    out = full / ("sam_fixtures" if variant == "b" else f"sam_{variant}_fixtures") if full else OUT
+    wide = sys.argv[1:] == ["--wide"]
+    out = full / ("sam_fixtures" if variant == "b" else f"sam_{variant}_fixtures") if full else HERE / "sam_wide" if wide else OUT
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    state = torch.load(full / f"sam_{variant}.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
+    if wide:
+        from make_checkpoint_fixtures import tiny_sam
+        state = tiny_sam(seed=1, width=128).state_dict()
+    else:
+        state = torch.load(full / f"sam_{variant}.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
     # Random SAM predicts IoUs around 0 and Ultralytics drops masks with IoU <= 0.25: make the IoU head's last
     # layer answer 0.9 ± a little (its bias), so every mask is kept and scores still differ per mask.
     last = "mask_decoder.iou_prediction_head.layers.2"
     state[last + ".weight"] = state[last + ".weight"] * 0.01
     state[last + ".bias"] = torch.full_like(state[last + ".bias"], 0.9)
-    weights = f"sam_{variant}_iou.pt" if full else "tiny_sam_iou.pt"
+    weights = f"sam_{variant}_iou.pt" if full else "tiny_sam_wide_iou.pt" if wide else "tiny_sam_iou.pt"
     torch.save(state, out / weights)
     if full:
         import ultralytics
@@ -71,8 +78,10 @@ def main():
         assets = Path(ultralytics.__file__).parent / "assets"
         images = {"portrait.jpg": cv2.imread(str(assets / "bus.jpg")), "wide.jpg": cv2.imread(str(assets / "zidane.jpg"))}
     else:
-        model = ultralytics_tiny_sam(state)
+        model = ultralytics_tiny_sam(state, width=128 if wide else 16)
         images = {"portrait.jpg": scene(810, 1080, 21), "wide.jpg": scene(451, 300, 22)}  # crop path; mid-pixel grid path
+        if wide:
+            images.pop("wide.jpg")
     for name, img in images.items():
         cv2.imwrite(str(out / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
@@ -84,6 +93,9 @@ def main():
                               dict(points=[[[400, 500], [200, 700]]], labels=[[1, 0]]),
                               dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)],
              "wide.jpg": [dict(bboxes=[[40, 30, 300, 250]]), dict(points=[[[200, 150]]], labels=[[1]])]}
+    if wide:  # boxes (7 tokens) and one point (5 + 1 + padding): the low-rank path, one and several prompts, multimask
+        cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]), dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400]]),
+                                  dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)]}
     if full:
         cases["wide.jpg"] = [dict(bboxes=[[40, 30, 700, 650], [600, 100, 1200, 700]]), dict(points=[[[640, 360]]], labels=[[1]])]
     for name in images:

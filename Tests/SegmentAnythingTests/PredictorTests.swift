@@ -27,8 +27,8 @@ final class PredictorTests: XCTestCase {
     static let manifest = try! JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
     static let predictor = try! SamPredictor(path: directory.appendingPathComponent(manifest.weights).path)
 
-    func floats(_ name: String) throws -> [Float] {
-        try Data(contentsOf: Self.directory.appendingPathComponent(name)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    func floats(_ name: String, in directory: URL = directory) throws -> [Float] {
+        try Data(contentsOf: directory.appendingPathComponent(name)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     func relativeError(_ a: [Float], _ b: [Float]) -> Double {
@@ -38,27 +38,40 @@ final class PredictorTests: XCTestCase {
     }
 
     func testEmbeddingLogitsScoresAndMasksMatchUltralytics() throws {
-        let predictor = Self.predictor
-        for imageCase in Self.manifest.images {
-            let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(imageCase.image).path)
+        try checkParity(directory: Self.directory, manifest: Self.manifest, predictor: Self.predictor)
+    }
+
+    /// The same for a tiny SAM with a 128-wide decoder (Tests/Fixtures/sam_wide): its cross attentions have 64
+    /// channels, above 8 heads × 7 tokens, so box and one-point prompts take the decoder's low-rank path
+    /// (`RowsProjection`), as every released SAM's do; the 16-wide tiny SAM's never do.
+    func testWideDecoderMatchesUltralytics() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam_wide").standardized
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
+        try checkParity(directory: directory, manifest: manifest,
+                        predictor: try SamPredictor(path: directory.appendingPathComponent(manifest.weights).path))
+    }
+
+    func checkParity(directory: URL, manifest: Manifest, predictor: SamPredictor) throws {
+        for imageCase in manifest.images {
+            let image = try ImageDecoder.decode(path: directory.appendingPathComponent(imageCase.image).path)
             predictor.setImage(image)
             let embedding = try XCTUnwrap(predictor.imageEmbedding)
             XCTAssertEqual(embedding.shape, imageCase.shape)
-            let embeddingError = relativeError(embedding.storage, try floats(imageCase.embedding))
+            let embeddingError = relativeError(embedding.storage, try floats(imageCase.embedding, in: directory))
             XCTAssertLessThanOrEqual(embeddingError, 1e-4, "\(imageCase.image): image embedding")
             print("\(imageCase.image): embedding relative error \(embeddingError)")
-            for c in Self.manifest.cases where c.image == imageCase.image {
+            for c in manifest.cases where c.image == imageCase.image {
                 let boxes = (c.prompts.bboxes ?? []).map { SamBox(x1: $0[0], y1: $0[1], x2: $0[2], y2: $0[3]) }
                 let points = zip(c.prompts.points?.first ?? [], c.prompts.labels?.first ?? []).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
                 let prediction = try predictor.predict(points: points, boxes: boxes, multimask: c.multimask)
                 XCTAssertEqual(prediction.lowResLogits.count, c.logits_shape.reduce(1, *), c.name)
-                let logitsError = relativeError(prediction.lowResLogits.storage, try floats(c.logits))
+                let logitsError = relativeError(prediction.lowResLogits.storage, try floats(c.logits, in: directory))
                 XCTAssertLessThanOrEqual(logitsError, 1e-4, "\(c.name): logits")
                 XCTAssertEqual(prediction.scores.count, c.scores.count, c.name)
                 for (got, want) in zip(prediction.scores, c.scores) { XCTAssertEqual(got, want, accuracy: 1e-4, "\(c.name): IoU score") }
                 XCTAssertEqual(prediction.masks.count, c.masks, c.name)
                 for (j, mask) in prediction.masks.enumerated() {
-                    let reference = try ImageDecoder.decode(path: Self.directory.appendingPathComponent("mask-\(c.name)-\(j).png").path)
+                    let reference = try ImageDecoder.decode(path: directory.appendingPathComponent("mask-\(c.name)-\(j).png").path)
                     XCTAssertEqual([mask.width, mask.height], [reference.width, reference.height], c.name)
                     var equal = 0
                     for i in 0..<mask.pixels.count where mask.pixels[i] == (reference.pixels[3 * i] > 127) { equal += 1 }
@@ -72,15 +85,16 @@ final class PredictorTests: XCTestCase {
 
     /// The decoder gives each prompt a thread of its own when there are at least as many prompts as threads, and
     /// shares the threads inside each step otherwise: the logits are the same bits with any thread count (a resumed
-    /// job may run with another `threads=`), on each GEMM kernel.
+    /// job may run with another `threads=`), on each GEMM kernel, on both tiny SAMs (the wide one's boxes take the
+    /// low-rank path).
     func testLogitsAreTheSameBitsForAnyThreadCount() throws {
-        let predictor = Self.predictor
         let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(Self.manifest.images[0].image).path)
         let (w, h) = (Float(image.width), Float(image.height))
         let boxes = (0..<5).map { i in SamBox(x1: w * Float(i) / 10, y1: h * Float(4 - i) / 10, x2: w * Float(5 + i) / 10, y2: h * 0.9) }
         let saved = (Threading.count, GEMMKernel.current)
         defer { (Threading.count, GEMMKernel.current) = saved }
-        for kernel in GEMMKernel.available {
+        let wide = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam_wide/tiny_sam_wide_iou.pt")
+        for predictor in [Self.predictor, try SamPredictor(path: wide.standardized.path)] { for kernel in GEMMKernel.available {
             GEMMKernel.current = kernel
             Threading.count = 1
             predictor.setImage(image)
@@ -92,7 +106,7 @@ final class PredictorTests: XCTestCase {
                 XCTAssertEqual(prediction.scores, reference.scores, "\(kernel), \(threads) threads: scores")
                 XCTAssertEqual(prediction.masks, reference.masks, "\(kernel), \(threads) threads: masks")
             }
-        }
+        } }
     }
 
     /// bf16 on the tiny model: refused with the reason where the CPU lacks AVX512-BF16; elsewhere the embedding and
