@@ -125,7 +125,7 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
 #define LAYER_NORM_BODY                                                                      \
     for (long r = 0; r < rows; r++) {                                                        \
         const float *v = x + r * n;                                                          \
-        float *out = y + r * n;                                                              \
+        float *out = y ? y + r * n : NULL;                                                   \
         float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
         long i = 0;                                                                          \
         for (; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += v[i + j];             \
@@ -137,6 +137,7 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         float variance = (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) / (float)n; \
         float inverse = 1.0f / sqrtf(variance + eps);                                        \
         if (inverses) inverses[r] = inverse;                                                 \
+        if (!out) continue;                                                                  \
         /* in place (out == v) is safe element by element: vectorise without the overlap check's scalar loop */ \
         _Pragma("clang loop vectorize(assume_safety)")                                       \
         for (i = 0; i < n; i++) out[i] = (v[i] - mean) * inverse * g[i] + b[i];              \

@@ -75,7 +75,8 @@ struct MaskDecoder {
         let t = 1 + maskTokens.shape[0] + promptCount
         // src = image embedding + dense prompt, and the positional encoding, as [1, HW, E]: shared by every prompt.
         let rows = dense.reshaped([1, e, g * g]).permuted([0, 2, 1]).adding(Tensor(shape: [1, e, g * g], storage: embedding.storage).permuted([0, 2, 1]))
-        let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]), tokens: t)
+        let image = transformer.image(rows: rows, pe: Tensor(shape: [1, e, g * g], storage: pe.storage).permuted([0, 2, 1]),
+                                      tokens: t, prompts: n)
         let upscaleShared = image.centred.map { upscale1Map.shared(centredRows: $0, pe: image.pe) }
 
         let tokens = Tensor(shape: [n, t, e], storage: Array((0..<n).map { outputTokens + sparse[$0].joined() }.joined()))

@@ -25,7 +25,7 @@ struct PromptRows {
         let (rows, depth) = (updates[0].inverseDeviations.count, updates.count)
         let width = rows + 16
         let k = updates.reduce(depth) { $0 + $1.probabilities.shape[0] }
-        var left = Tensor(zeros: [k, width])
+        var left = Tensor(uninitialized: [k, width])  // the padding is never read
         left.withUnsafeMutableBufferPointer { l in
             let l = l.baseAddress!
             let products = l + (k - depth) * width  // A_1 … A_L: the last rows
@@ -109,14 +109,27 @@ struct RowsProjection {
 
     var width: Int { weight.shape[0] }
 
-    /// What one image gives every prompt: X·N_1 and PE·Mᵀ + β_L·Mᵀ + bias (nil without PE: the constant alone).
-    struct Shared { let image: Tensor, base: Tensor? }
+    /// What one image gives every prompt: X·N_1 [rows, F] and PE·Mᵀ + β_L·Mᵀ + bias (nil without PE: the constant
+    /// alone); for maps that attention reads as keys (`scores`), each head's columns of both, packed once.
+    struct Shared {
+        let image: Tensor, base: Tensor?
+        let packedImage: [PackedLinearWeight], packedBase: [PackedLinearWeight]
+    }
 
-    /// For the image's rows, centred (each row minus its mean), and their PE, [rows, E] each.
-    func shared(centredRows: Tensor, pe: Tensor) -> Shared {
-        let rows = centredRows.count / chain[0].shape[0]
-        return Shared(image: centredRows.reshaped([rows, chain[0].shape[0]]).matmul(chain[0]),
-                      base: addsPE ? linear(pe, weight: weight, bias: constant).reshaped([rows, width]) : nil)
+    /// For the image's rows, centred (each row minus its mean), and their PE, [rows, E] each; `heads`, for a map read
+    /// as keys, packs each head's columns.
+    func shared(centredRows: Tensor, pe: Tensor, heads: Int = 0) -> Shared {
+        let (e, f) = (chain[0].shape[0], width)
+        let rows = centredRows.count / e
+        let image = centredRows.reshaped([rows, e]).matmul(chain[0])
+        let base = addsPE ? linear(pe, weight: weight, bias: constant).reshaped([rows, f]) : nil
+        func packed(_ x: Tensor?) -> [PackedLinearWeight] {
+            guard let x, heads > 0 else { return [] }
+            return x.withUnsafeBufferPointer { x in
+                (0..<heads).map { PackedLinearWeight(x.baseAddress! + $0 * f / heads, out: rows, in: f / heads, stride: f) }
+            }
+        }
+        return Shared(image: image, base: base, packedImage: packed(image), packedBase: packed(base))
     }
 
     /// The prompt's right operand [K, F]: W_i·N_i for each layer i, then c_1 … c_L.
@@ -138,10 +151,10 @@ struct RowsProjection {
         return right
     }
 
-    /// Rows `range` of the map on the prompt's rows into `out`, F floats a row, with `right` = `right(rows)`.
+    /// Rows `range` of the map on the prompt's rows into `out`, F floats a row, with `right` = `right(rows)`:
+    /// A_1 ⊙ X·N_1 + the base, then the prompt's product added onto it.
     func apply(_ rows: PromptRows, right: Tensor, shared: Shared, range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
         let (f, k, stride) = (width, rows.left.shape[0], rows.left.shape[1])
-        // out = A_1 ⊙ X·N_1 + the shared base, then the prompt's product is added onto it.
         shared.image.withUnsafeBufferPointer { x in
             (shared.base ?? constant).withUnsafeBufferPointer { b in
                 rows.scale.withUnsafeBufferPointer { a in
@@ -162,12 +175,104 @@ struct RowsProjection {
         }
     }
 
-    /// The map on all of the prompt's rows, [1, rows, F].
-    func callAsFunction(_ rows: PromptRows, shared: Shared) -> Tensor {
-        let count = rows.scale.count
-        var out = Tensor(uninitialized: [1, count, width])
+    /// A prompt's few token rows against this map of its image rows Y, as attention keys: z [1, T, F] (scaled
+    /// already) → scores [H·T, rows + 16], row h·T + t = z_h[t] · Y_hᵀ for each head h's columns. Y is never formed:
+    /// z_h·Y_hᵀ = (z_h·(X·N_1)_hᵀ) ⊙ A_1 + z_h·base_hᵀ + (z_h·right_hᵀ)·left — the image's parts packed once per
+    /// image (`shared(…, heads:)`), the prompt's part of rank K.
+    func scores(_ z: Tensor, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
+        let (t, f, k, stride) = (z.shape[1], width, rows.left.shape[0], rows.left.shape[1])
+        let (dh, count) = (f / heads, rows.scale.count)
+        precondition(z.rank == 3 && z.shape[0] == 1 && z.shape[2] == f && shared.base != nil && shared.packedImage.count == heads,
+                     "RowsProjection.scores: z \(z.shape), \(heads) heads, \(shared.packedImage.count) packed")
         let right = right(rows)
-        out.withUnsafeMutableBufferPointer { apply(rows, right: right, shared: shared, range: 0..<count, into: $0.baseAddress!) }
+        var scores = Tensor(uninitialized: [heads * t, stride]), g = Tensor(uninitialized: [heads * t, k])
+        z.withUnsafeBufferPointer { z in
+            scores.withUnsafeMutableBufferPointer { s in
+                let (z, s) = (z.baseAddress!, s.baseAddress!)
+                shared.image.withUnsafeBufferPointer { x in
+                    for h in 0..<heads {
+                        multiplyTransposed(z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                           packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
+                    }
+                }
+                rows.scale.withUnsafeBufferPointer { a in
+                    Threading.parallelFor(heads * t) { range in
+                        for row in range {
+                            let p = s + row * stride
+                            for r in 0..<count { p[r] *= a[r] }
+                        }
+                    }
+                }
+                shared.base!.withUnsafeBufferPointer { b in
+                    for h in 0..<heads {
+                        multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                           packed: shared.packedBase[h], beta: 1, into: s + h * t * stride, ldc: stride)
+                    }
+                }
+                // g[h·T + t] = z_h[t] · right_hᵀ, then scores += g · left
+                g.withUnsafeMutableBufferPointer { g in
+                    right.withUnsafeBufferPointer { w in
+                        for h in 0..<heads {
+                            gemm(transB: true, m: t, n: k, k: dh, a: z + h * dh, lda: f, b: w.baseAddress! + h * dh, ldb: f,
+                                 c: g.baseAddress! + h * t * k, ldc: k)
+                        }
+                    }
+                    rows.left.withUnsafeBufferPointer { l in
+                        gemm(m: heads * t, n: count, k: k, a: g.baseAddress!, lda: k, b: l.baseAddress!, ldb: stride, beta: 1, c: s, ldc: stride)
+                    }
+                }
+            }
+        }
+        return scores
+    }
+
+    /// A prompt's few token rows' attention output from this map of its image rows Y, as attention values: `p`
+    /// [H·T, rows + 16], each head's probabilities (rows summing to one) → [1, T, F], row t's head-h columns =
+    /// p_h[t] · Y_h. Y is never formed: p_h·Y_h = (p_h ⊙ A_1)·(X·N_1)_h + (p_h·leftᵀ)·right_h + the constant row's
+    /// head-h part (a map without PE: p_h's rows sum to one).
+    func weighted(_ p: Tensor, tokens t: Int, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
+        let (f, k, stride, count) = (width, rows.left.shape[0], rows.left.shape[1], rows.scale.count)
+        let dh = f / heads
+        precondition(p.shape == [heads * t, stride] && shared.base == nil, "RowsProjection.weighted: p \(p.shape), \(heads) heads")
+        let right = right(rows)
+        var out = Tensor(shape: [1, t, f], storage: Array([[Float]](repeating: constant.storage, count: t).joined()))
+        var scaled = p, q = Tensor(uninitialized: [heads * t, k])
+        rows.scale.withUnsafeBufferPointer { a in
+            scaled.withUnsafeMutableBufferPointer { s in
+                let s = s.baseAddress!
+                Threading.parallelFor(heads * t) { range in
+                    for row in range {
+                        let x = s + row * stride
+                        for r in 0..<count { x[r] *= a[r] }
+                    }
+                }
+            }
+        }
+        out.withUnsafeMutableBufferPointer { o in
+            let o = o.baseAddress!
+            scaled.withUnsafeBufferPointer { s in
+                shared.image.withUnsafeBufferPointer { x in
+                    for h in 0..<heads {
+                        gemm(m: t, n: dh, k: count, a: s.baseAddress! + h * t * stride, lda: stride, b: x.baseAddress! + h * dh, ldb: f,
+                             beta: 1, c: o + h * dh, ldc: f)
+                    }
+                }
+            }
+            q.withUnsafeMutableBufferPointer { q in
+                p.withUnsafeBufferPointer { p in
+                    rows.left.withUnsafeBufferPointer { l in
+                        gemm(transB: true, m: heads * t, n: k, k: count, a: p.baseAddress!, lda: stride, b: l.baseAddress!, ldb: stride,
+                             c: q.baseAddress!, ldc: k)
+                    }
+                }
+                right.withUnsafeBufferPointer { w in
+                    for h in 0..<heads {
+                        gemm(m: t, n: dh, k: k, a: q.baseAddress! + h * t * k, lda: k, b: w.baseAddress! + h * dh, ldb: f, beta: 1,
+                             c: o + h * dh, ldc: f)
+                    }
+                }
+            }
+        }
         return out
     }
 }

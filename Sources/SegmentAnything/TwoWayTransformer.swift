@@ -43,6 +43,26 @@ struct DecoderAttention {
 
     /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
     /// already (`projectedQueries`, q(image)).
+    /// Tokens [1, T, E] attend to a prompt's image rows given as their maps (`RowsProjection`): `keys` the map
+    /// k(rows + PE), `values` v(rows), with their images' parts `shared` → out(attention) [1, T, E].
+    func callAsFunction(q query: Tensor, keys: RowsProjection, values: RowsProjection, rows: PromptRows,
+                        shared: (keys: RowsProjection.Shared, values: RowsProjection.Shared)) -> Tensor {
+        var scores = keys.scores(Self.scaled(q(query), heads: heads), heads: heads, rows: rows, shared: shared.keys)
+        let (count, stride) = (rows.scale.count, scores.shape[1])
+        scores.withUnsafeMutableBufferPointer { s in
+            Threading.parallelFor(s.count / stride) { range in
+                softmaxRows(s.baseAddress! + range.lowerBound * stride, rows: range.count, count, stride: stride)
+            }
+        }
+        return out(values.weighted(scores, tokens: query.shape[1], heads: heads, rows: rows, shared: shared.values))
+    }
+
+    /// x · 1/√(D/H), the attention's scale applied to one side.
+    static func scaled(_ x: Tensor, heads: Int) -> Tensor {
+        let scale = 1 / Float(x.dim(-1) / heads).squareRoot()
+        return Tensor(shape: x.shape, storage: x.storage.map { $0 * scale })
+    }
+
     /// With few tokens (H·T below the width), `keep` receives the attention's probabilities and projected values
     /// (`attentionToFewKeys`).
     func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor,
@@ -118,21 +138,23 @@ struct TwoWayTransformer {
                      RowsProjection(final.v, addsPE: false, norms: norms, biases: biases)]
     }
 
-    /// Whether prompts of t tokens go through `RowsProjection`: where the image-to-token attentions' updates have
-    /// rank H·T below their width (a box: 8 · 7 = 56 < 128).
-    func expands(tokens t: Int) -> Bool {
+    /// Whether `prompts` prompts of t tokens each go through `RowsProjection`: where the image-to-token attentions'
+    /// updates have rank H·T below their width (a box: 8 · 7 = 56 < 128), and the prompts are enough to repay the
+    /// image's part of the maps (for ViT-B, about what four prompts' maps cost formed; measured: 1 box 48 → 99 ms).
+    /// The two ways differ by float rounding only; a prompt's bits can depend on how many share its call.
+    func expands(tokens t: Int, prompts: Int) -> Bool {
         let attention = layers[0].imageToToken
-        return attention.heads * t < attention.width
+        return attention.heads * t < attention.width && prompts >= 5
     }
 
     static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
 
     /// The prompt-independent part for image rows [1, HW, E] (already plus the dense prompt) and their PE [1, HW, E],
-    /// for prompts of `tokens` tokens.
-    func image(rows: Tensor, pe: Tensor, tokens: Int) -> DecoderImage {
+    /// for `prompts` prompts of `tokens` tokens.
+    func image(rows: Tensor, pe: Tensor, tokens: Int, prompts: Int) -> DecoderImage {
         let first = layers[0], rowsPlusPE = rows.adding(pe)
         var centred: Tensor?
-        if expands(tokens: tokens) {
+        if expands(tokens: tokens, prompts: prompts) {
             var c = rows
             let e = rows.shape[2]
             c.withUnsafeMutableBufferPointer { c in
@@ -144,7 +166,8 @@ struct TwoWayTransformer {
             }
             centred = c
         }
-        let shared = { (map: RowsProjection) in map.shared(centredRows: centred!, pe: pe) }
+        // Keys and queries (with PE) are read as attention keys, each head's columns packed; values as values.
+        let shared = { (map: RowsProjection) in map.shared(centredRows: centred!, pe: pe, heads: map.addsPE ? first.imageToToken.heads : 0) }
         return DecoderImage(rows: rows, pe: pe, keys: first.tokenToImage.k(rowsPlusPE), values: first.tokenToImage.v(rows),
                             queries: first.imageToToken.q(rowsPlusPE), centred: centred,
                             layerMaps: centred == nil ? [] : layerMaps.map { $0.map(shared) }, finalMaps: centred == nil ? [] : finalMaps.map(shared))
@@ -192,32 +215,42 @@ struct TwoWayTransformer {
         return (queries, .rows(keys))
     }
 
-    /// The same where the prompt's tokens are few: every map of the image rows that an attention reads comes from
-    /// `RowsProjection` (the image's part computed once, in `image`); the rows themselves are formed only for the
-    /// residuals and the norms' statistics.
+    /// The same where the prompt's tokens are few: the attentions read the image rows through their maps'
+    /// `RowsProjection`s (the image's parts computed once, in `image`), never forming them; the rows themselves are
+    /// formed only for the residuals and the norms' statistics.
     private func expanded(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, DecodedRows) {
-        var (queries, keys, projectedQueries) = (firstQueries, image.rows, image.queries)
+        var (queries, keys) = (firstQueries, image.rows)
         var updates = [RowUpdate]()
         for (i, layer) in layers.enumerated() {
-            if i > 0 {
-                let rows = PromptRows(updates), maps = layerMaps[i - 1], shared = image.layerMaps[i - 1]
-                let (k, v) = (maps[0](rows, shared: shared[0]), maps[1](rows, shared: shared[1]))
-                queries = tokenHalf(layer, queries: queries, tokens: tokens) { layer.tokenToImage(q: $0, projectedKeys: k, projectedValues: v) }
-                projectedQueries = maps[2](rows, shared: shared[2])
-            }
             var kept: (Tensor, Tensor)?
-            keys = layer.imageToToken.imageToTokens(projectedQueries: projectedQueries, k: queries.adding(tokens), v: queries, residual: keys) {
-                kept = ($1, $2)
+            let attention = layer.imageToToken
+            if i == 0 {
+                keys = attention.imageToTokens(projectedQueries: image.queries, k: queries.adding(tokens), v: queries, residual: keys) { kept = ($1, $2) }
+            } else {
+                let rows = PromptRows(updates), maps = layerMaps[i - 1], shared = image.layerMaps[i - 1]
+                queries = tokenHalf(layer, queries: queries, tokens: tokens) {
+                    layer.tokenToImage(q: $0, keys: maps[0], values: maps[1], rows: rows, shared: (shared[0], shared[1]))
+                }
+                // The image rows' queries q(rows + PE) against the tokens' keys: scores = scale · K_h[t] · Q_hᵀ.
+                var scores = maps[2].scores(DecoderAttention.scaled(attention.k(queries.adding(tokens)), heads: attention.heads),
+                                            heads: attention.heads, rows: rows, shared: shared[2])
+                keys = attentionToFewKeys(scores: &scores, values: attention.v(queries), heads: attention.heads,
+                                          outProjection: (attention.out.weight, attention.out.bias!), residual: keys) { kept = ($0, $1) }
             }
             var inverses = [Float](repeating: 0, count: keys.shape[1])
-            keys = inverses.withUnsafeMutableBufferPointer {
-                layerNorm(keys, weight: layer.norm4.weight, bias: layer.norm4.bias, eps: 1e-5, inverseDeviations: $0.baseAddress!)
+            if i == layers.count - 1 {  // the last rows serve only their statistics
+                inverses = inverseDeviations(keys, eps: 1e-5)
+            } else {
+                keys = inverses.withUnsafeMutableBufferPointer {
+                    layerNorm(keys, weight: layer.norm4.weight, bias: layer.norm4.bias, eps: 1e-5, inverseDeviations: $0.baseAddress!)
+                }
             }
             updates.append(RowUpdate(probabilities: kept!.0, values: kept!.1, inverseDeviations: inverses))
         }
         let rows = PromptRows(updates)
-        let (k, v) = (finalMaps[0](rows, shared: image.finalMaps[0]), finalMaps[1](rows, shared: image.finalMaps[1]))
-        queries = Self.norm(queries.adding(finalAttention(q: queries.adding(tokens), projectedKeys: k, projectedValues: v)), finalNorm)
+        let attended = finalAttention(q: queries.adding(tokens), keys: finalMaps[0], values: finalMaps[1], rows: rows,
+                                      shared: (image.finalMaps[0], image.finalMaps[1]))
+        queries = Self.norm(queries.adding(attended), finalNorm)
         return (queries, .updates(rows))
     }
 }

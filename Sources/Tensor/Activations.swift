@@ -47,6 +47,6 @@ public func geluDotRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int,
 
 /// In-place softmax of `rows` rows of `n` values, `stride` floats apart.
 @inline(__always)
-func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, _ n: Int, stride: Int) {
+public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, _ n: Int, stride: Int) {
     ck_softmax_rows(p, rows, n, stride)
 }

@@ -76,29 +76,7 @@ public func attentionToFewKeys(
                 }
             }
         }
-        scores.withUnsafeMutableBufferPointer { s in
-            let (s, columns) = (s.baseAddress!, 1024)
-            let pieces = (rows + columns - 1) / columns
-            Threading.parallelFor(heads * pieces) { range in
-                for index in range {
-                    let (h, start) = (index / pieces, index % pieces * columns)
-                    ck_softmax_columns(s + h * t * stride + start, t, min(columns, rows - start), stride)
-                }
-            }
-        }
-        // back[h·T + t, :] = V_h[t] · W_out,hᵀ
         values.withUnsafeBufferPointer { vp in
-            out.weight.withUnsafeBufferPointer { wo in
-                back.withUnsafeMutableBufferPointer { back in
-                    for h in 0..<heads {
-                        gemm(transB: true, m: t, n: outWidth, k: dh, a: vp.baseAddress! + prompt * t * d + h * dh, lda: d,
-                             b: wo.baseAddress! + h * dh, ldb: d, c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
-                    }
-                }
-            }
-        }
-        keep?(prompt, scores, back)
-        scores.withUnsafeBufferPointer { s in
             output.withUnsafeMutableBufferPointer { o in
                 let o = o.baseAddress! + prompt * rows * outWidth
                 if let residual {
@@ -106,14 +84,65 @@ public func attentionToFewKeys(
                 } else {
                     fillRows(o, rows: rows, with: out.bias.storage)
                 }
-                back.withUnsafeBufferPointer { back in
-                    gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth, beta: 1,
-                         c: o, ldc: outWidth)
-                }
+                attendFewKeys(scores: &scores, rows: rows, tokens: t, heads: heads, values: vp.baseAddress! + prompt * t * d, width: d,
+                              outWeight: out.weight, back: &back, into: o) { keep?(prompt, $0, $1) }
             }
         }
     }
     return output
+}
+
+/// The same for one prompt whose scores the caller computed: `scores` [H·T, rows + 16] (scaled, before the softmax;
+/// overwritten), the tokens' values already projected [1, T, D] → residual + out(attention) [1, rows, E_out].
+public func attentionToFewKeys(
+    scores: inout Tensor, values: Tensor, heads: Int, outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor,
+    keep: ((_ probabilities: Tensor, _ values: Tensor) -> Void)? = nil
+) -> Tensor {
+    let (t, d, rows, outWidth) = (values.shape[1], values.shape[2], residual.shape[1], out.weight.shape[0])
+    precondition(values.rank == 3 && values.shape[0] == 1 && scores.shape == [heads * t, rows + 16] && residual.shape == [1, rows, outWidth]
+                 && out.weight.shape[1] == d, "attentionToFewKeys: scores \(scores.shape), values \(values.shape), residual \(residual.shape)")
+    var output = Tensor(uninitialized: [1, rows, outWidth]), back = Tensor(uninitialized: [heads * t, outWidth])
+    values.withUnsafeBufferPointer { v in
+        output.withUnsafeMutableBufferPointer { o in
+            residual.withUnsafeBufferPointer { fillRows(o.baseAddress!, rows: rows, adding: $0.baseAddress!, to: out.bias.storage) }
+            attendFewKeys(scores: &scores, rows: rows, tokens: t, heads: heads, values: v.baseAddress!, width: d, outWeight: out.weight,
+                          back: &back, into: o.baseAddress!) { keep?($0, $1) }
+        }
+    }
+    return output
+}
+
+/// Softmax of each head's T scores per row, then out += probabilitiesᵀ · (V_h · W_out,hᵀ) for one prompt: its values
+/// [T, D] at `values`, `out` [rows, E_out] holding the bias (and residual) already.
+private func attendFewKeys(scores: inout Tensor, rows: Int, tokens t: Int, heads: Int, values: UnsafePointer<Float>, width d: Int,
+                           outWeight: Tensor, back: inout Tensor, into out: UnsafeMutablePointer<Float>, keep: (Tensor, Tensor) -> Void) {
+    let (dh, ht, outWidth, stride) = (d / heads, heads * t, outWeight.shape[0], scores.shape[1])
+    scores.withUnsafeMutableBufferPointer { s in
+        let (s, columns) = (s.baseAddress!, 1024)
+        let pieces = (rows + columns - 1) / columns
+        Threading.parallelFor(heads * pieces) { range in
+            for index in range {
+                let (h, start) = (index / pieces, index % pieces * columns)
+                ck_softmax_columns(s + h * t * stride + start, t, min(columns, rows - start), stride)
+            }
+        }
+    }
+    // back[h·T + t, :] = V_h[t] · W_out,hᵀ
+    outWeight.withUnsafeBufferPointer { wo in
+        back.withUnsafeMutableBufferPointer { back in
+            for h in 0..<heads {
+                gemm(transB: true, m: t, n: outWidth, k: dh, a: values + h * dh, lda: d, b: wo.baseAddress! + h * dh, ldb: d,
+                     c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
+            }
+        }
+    }
+    keep(scores, back)
+    scores.withUnsafeBufferPointer { s in
+        back.withUnsafeBufferPointer { back in
+            gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth, beta: 1,
+                 c: out, ldc: outWidth)
+        }
+    }
 }
 
 /// Multi-head attention(queries, k(key), v(value)) for few queries, before any output projection: queries already

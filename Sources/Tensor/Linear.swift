@@ -21,17 +21,24 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
     if let bias {  // start from the bias and let GEMM accumulate (beta = 1): one pass less than adding after
         fillRows(y, rows: rows, with: bias.storage)
     }
+    weight.withUnsafeBufferPointer { w in
+        multiplyTransposed(x, rows: rows, lda: inFeatures, w.baseAddress!, n: outFeatures, k: inFeatures, ldb: inFeatures, packed: packed,
+                           beta: bias == nil ? 0 : 1, into: y, ldc: outFeatures)
+    }
+}
+
+/// C = alpha · A·Bᵀ + beta · C for B [n, k] (rows `ldb` apart), A [rows, k] and C rows `lda` and `ldc` apart; `packed`,
+/// the same B packed once (`PackedLinearWeight`), is used where our kernel runs.
+public func multiplyTransposed(_ a: UnsafePointer<Float>, rows: Int, lda: Int, _ b: UnsafePointer<Float>, n: Int, k: Int, ldb: Int,
+                               packed: PackedLinearWeight?, alpha: Float = 1, beta: Float = 0, into c: UnsafeMutablePointer<Float>, ldc: Int) {
     if let packed, GEMMKernel.current == .ours, !packed.values.isEmpty {
         packed.values.withUnsafeBufferPointer { w in
-            product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
-                    b: ck_operand(data: nil, row: 0, col: 0, packed: w.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
+            product(m: rows, n: n, k: k, alpha: alpha, a: ck_operand(data: a, row: lda, col: 1, packed: nil, patches: nil),
+                    b: ck_operand(data: nil, row: 0, col: 0, packed: w.baseAddress, patches: nil), beta: beta, c: c, ldc: ldc)
         }
         return
     }
-    weight.withUnsafeBufferPointer { w in
-        gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-             beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
-    }
+    gemm(transB: true, m: rows, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
 }
 
 /// A linear layer's weight [out, in] packed once as our kernel's right operand Wᵀ. A layer that runs on a few rows
@@ -43,10 +50,13 @@ public struct PackedLinearWeight: Sendable {
 
     public init(_ weight: Tensor) {
         precondition(weight.rank == 2, "PackedLinearWeight wants [out, in], got \(weight.shape)")
-        guard GEMMKernel.available.contains(.ours), weight.shape[0] >= Int(CK_SGEMM_NR) else { values = []; return }
-        values = weight.withUnsafeBufferPointer { w in
-            packedB(ck_operand(data: w.baseAddress, row: 1, col: weight.shape[1], packed: nil, patches: nil), k: weight.shape[1], n: weight.shape[0])
-        }
+        self = weight.withUnsafeBufferPointer { PackedLinearWeight($0.baseAddress!, out: weight.shape[0], in: weight.shape[1], stride: weight.shape[1]) }
+    }
+
+    /// The same for a weight [out, in] whose rows are `stride` apart (a slice of columns of a wider matrix).
+    public init(_ weight: UnsafePointer<Float>, out: Int, in inFeatures: Int, stride: Int) {
+        guard GEMMKernel.available.contains(.ours), out >= Int(CK_SGEMM_NR) else { values = []; return }
+        values = packedB(ck_operand(data: weight, row: 1, col: stride, packed: nil, patches: nil), k: inFeatures, n: out)
     }
 }
 

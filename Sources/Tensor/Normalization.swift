@@ -23,6 +23,22 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float,
     return output
 }
 
+/// Each row's 1 / √(var + eps) over the last dimension, as `layerNorm` computes it, without normalising.
+public func inverseDeviations(_ input: Tensor, eps: Float) -> [Float] {
+    let c = input.dim(-1)
+    let rows = input.count / max(1, c)
+    var inverses = [Float](repeating: 0, count: rows)
+    input.withUnsafeBufferPointer { x in
+        inverses.withUnsafeMutableBufferPointer { d in
+            let (x, d) = (x.baseAddress!, d.baseAddress!)
+            Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
+                ck_layer_norm_rows(x + range.lowerBound * c, nil, range.count, c, nil, nil, eps, d + range.lowerBound)
+            }
+        }
+    }
+    return inverses
+}
+
 /// `layerNorm` in place on `rows` rows of `weight.count` floats at `x`, on the calling thread (for loops that are
 /// parallel already).
 public func layerNormRows(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: Tensor, bias: Tensor, eps: Float) {

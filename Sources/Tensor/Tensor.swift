@@ -90,6 +90,28 @@ public struct Tensor: Equatable, @unchecked Sendable {
         let strides = order.map { inStrides[$0] }
         var out = [Float](repeating: 0, count: count)
         if count == 0 { return Tensor(shape: outShape, storage: out) }
+        if rank >= 2, order == Array(0..<(rank - 2)) + [rank - 1, rank - 2] {
+            // The last two axes swapped (SAM's decoder: [1, C, HW] → [1, HW, C] per predict): matrix transposes in
+            // 32 × 32 tiles, so that reads and writes both run along cache lines.
+            let (rows, columns, tile) = (shape[rank - 2], shape[rank - 1], 32)
+            let tileRows = (rows + tile - 1) / tile
+            storage.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { dst in
+                    let (src, dst) = (src.baseAddress!, dst.baseAddress!)
+                    Threading.parallelFor(count / (rows * columns) * tileRows) { range in
+                        for index in range {
+                            let (base, i0) = (index / tileRows * rows * columns, index % tileRows * tile)
+                            for j0 in stride(from: 0, to: columns, by: tile) {
+                                for i in i0..<min(i0 + tile, rows) {
+                                    for j in j0..<min(j0 + tile, columns) { dst[base + j * rows + i] = src[base + i * columns + j] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return Tensor(shape: outShape, storage: out)
+        }
         storage.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 forEachStridedElement(shape: outShape, strides: strides) { position, offset in dst[position] = src[offset] }

@@ -60,6 +60,11 @@ def main():
     if wide:
         from make_checkpoint_fixtures import tiny_sam
         state = tiny_sam(seed=1, width=128).state_dict()
+        # Layer norms start at γ = 1, β = 0; give the decoder's their own values, as trained weights have, so that the
+        # low-rank path's handling of them is checked.
+        generator = torch.Generator().manual_seed(2)
+        for key in [k for k in state if k.startswith("mask_decoder.") and (".norm" in k or "output_upscaling.1." in k)]:
+            state[key] = state[key] + 0.2 * torch.randn(state[key].shape, generator=generator)
     else:
         state = torch.load(full / f"sam_{variant}.pt" if full else HERE / "checkpoints" / "tiny_sam.pt")
     # Random SAM predicts IoUs around 0 and Ultralytics drops masks with IoU <= 0.25: make the IoU head's last
@@ -93,10 +98,14 @@ def main():
                               dict(points=[[[400, 500], [200, 700]]], labels=[[1, 0]]),
                               dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)],
              "wide.jpg": [dict(bboxes=[[40, 30, 300, 250]]), dict(points=[[[200, 150]]], labels=[[1]])]}
-    if wide:  # boxes (7 tokens) and one point (5 + 1 + padding): the low-rank path, one and several prompts, multimask
-        cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]), dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400]]),
+    if wide:  # 5 boxes (7 tokens each): the low-rank path; one box, one point (5 + 1 + padding), multimask: the other
+        cases = {"portrait.jpg": [dict(bboxes=[[100, 200, 500, 900]]),
+                                  dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400], [0, 0, 810, 1080], [50, 600, 700, 1000],
+                                               [400, 100, 780, 500]]),
                                   dict(points=[[[400, 500]]], labels=[[1]], multimask_output=True)]}
-    if full:
+    if full:  # and 5 boxes on one image, which take the decoder's low-rank path
+        cases["portrait.jpg"].append(dict(bboxes=[[100, 200, 500, 900], [300, 50, 800, 400], [0, 0, 810, 1080], [50, 600, 700, 1000],
+                                                  [400, 100, 780, 500]]))
         cases["wide.jpg"] = [dict(bboxes=[[40, 30, 700, 650], [600, 100, 1200, 700]]), dict(points=[[[640, 360]]], labels=[[1]])]
     for name in images:
         path = str(out / name)

@@ -52,14 +52,34 @@ final class ElementwiseTests: XCTestCase {
             let x = randomTensor(shape, seed: 42, range: -3...5), c = shape.last!
             let g = randomTensor([c], seed: 43), b = randomTensor([c], seed: 44)
             let d = x.doubles
-            var want = [Double](repeating: 0, count: d.count)
+            var want = [Double](repeating: 0, count: d.count), inverses = [Double]()
             for row in 0..<(d.count / c) {
                 let slice = Array(d[(row * c)..<((row + 1) * c)])
                 let mean = slice.reduce(0, +) / Double(c)
                 let variance = slice.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
                 for i in 0..<c { want[row * c + i] = (slice[i] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[i]) + Double(b.storage[i]) }
+                inverses.append(1 / (variance + 1e-6).squareRoot())
             }
-            assertClose(layerNorm(x, weight: g, bias: b, eps: 1e-6), want, shape: shape, "layerNorm \(shape)")
+            var got = [Float](repeating: .nan, count: d.count / c)
+            let y = got.withUnsafeMutableBufferPointer { layerNorm(x, weight: g, bias: b, eps: 1e-6, inverseDeviations: $0.baseAddress!) }
+            assertClose(y, want, shape: shape, "layerNorm \(shape)")
+            for (a, w) in zip(got, inverses) { XCTAssertEqual(Double(a), w, accuracy: 1e-5 * w, "layerNorm \(shape): inverse deviation") }
+            XCTAssertEqual(inverseDeviations(x, eps: 1e-6), got, "inverseDeviations \(shape)")
+        }
+    }
+
+    /// Swapping the last two axes (tiled transposes) against indexing, for sizes off the 32-wide tiles.
+    func testSwappingTheLastTwoAxesMatchesIndexing() {
+        for shape in [[3, 1], [2, 37, 45], [1, 256, 64]] {
+            let x = randomTensor(shape, seed: 45)
+            let (rows, columns) = (shape[shape.count - 2], shape[shape.count - 1])
+            let y = x.permuted(shape.count == 2 ? [1, 0] : [0, 2, 1])
+            XCTAssertEqual(y.shape, Array(shape.dropLast(2)) + [columns, rows])
+            for b in 0..<(x.count / (rows * columns)) {
+                for i in 0..<rows { for j in 0..<columns {
+                    XCTAssertEqual(y.storage[(b * columns + j) * rows + i], x.storage[(b * rows + i) * columns + j], "\(shape) at \(b), \(i), \(j)")
+                } }
+            }
         }
     }
 
