@@ -30,9 +30,14 @@ struct PromptRows {
             let l = l.baseAddress!
             let products = l + (k - depth) * width  // A_1 … A_L: the last rows
             for i in stride(from: depth - 1, through: 0, by: -1) {
-                let (a, next) = (products + i * width, i + 1 < depth ? products + (i + 1) * width : nil)
+                let a = products + i * width
                 updates[i].inverseDeviations.withUnsafeBufferPointer { d in
-                    for r in 0..<rows { a[r] = (next?[r] ?? 1) * d[r] }
+                    if i == depth - 1 {
+                        a.update(from: d.baseAddress!, count: rows)
+                    } else {
+                        let next = a + width
+                        for r in 0..<rows { a[r] = next[r] * d[r] }
+                    }
                 }
             }
             var at = l
