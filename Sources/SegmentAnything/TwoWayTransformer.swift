@@ -41,8 +41,6 @@ struct DecoderAttention {
         return out(attended.reshaped(projected.shape))
     }
 
-    /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
-    /// already (`projectedQueries`, q(image)).
     /// Tokens [1, T, E] attend to a prompt's image rows given as their maps (`RowsProjection`): `keys` the map
     /// k(rows + PE), `values` v(rows), with their images' parts `shared` → out(attention) [1, T, E].
     func callAsFunction(q query: Tensor, keys: RowsProjection, values: RowsProjection, rows: PromptRows,
@@ -63,8 +61,9 @@ struct DecoderAttention {
         return Tensor(shape: x.shape, storage: x.storage.map { $0 * scale })
     }
 
-    /// With few tokens (H·T below the width), `keep` receives the attention's probabilities and projected values
-    /// (`attentionToFewKeys`).
+    /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
+    /// already (`projectedQueries`, q(image)). With few tokens (H·T below the width), `keep` receives the attention's
+    /// probabilities and projected values (`attentionToFewKeys`).
     func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor,
                        keep: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
         if heads * key.shape[1] < width {

@@ -12,8 +12,8 @@ import CKernels
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
 /// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias. `keep`, if given,
-/// receives each prompt's index, probabilities [H·T, rows + 16] (rows padded) and values through the output projection [H·T, E_out]:
-/// the output is residual + probabilitiesᵀ·values + b_out.
+/// receives each prompt's index, probabilities [H·T, rows + 16] (rows padded) and values through the output
+/// projection [H·T, E_out]: the output is residual + probabilitiesᵀ·values + b_out.
 public func attentionToFewKeys(
     query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
     outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil,
