@@ -83,7 +83,7 @@ struct RowsProjection {
     init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], biases: [Tensor]) {
         let (f, e) = (layer.weight.shape[0], layer.weight.shape[1])
         precondition(!norms.isEmpty && norms.count == biases.count && norms.allSatisfy { $0.weight.shape == [e] }, "RowsProjection: \(norms.count) norms")
-        // In float64: the chain's column means cancel exactly in exact arithmetic.
+        // In float64, so that each N_i's columns sum to zero (P's work) to float32's precision.
         var transposed = [Double](repeating: 0, count: e * f)  // Mᵀ
         for o in 0..<f { for c in 0..<e { transposed[c * f + o] = Double(layer.weight.storage[o * e + c]) } }
         var next = transposed  // N_{i+1}
