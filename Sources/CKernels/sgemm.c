@@ -278,11 +278,38 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 #undef STORE_ROW
 }
 
+// kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows
+// at C's edge costs its own multiply-adds, not six rows' (the mask decoder's 7-token products: 6 + 1 rows).
+#define KERNEL_ROWS(R)                                                                                           \
+    AVX2 static void kernel_##R##x16(long kc, const float *restrict a, const float *restrict b, long ldb,        \
+                                     float *restrict sums) {                                                     \
+        __m256 lo[R], hi[R];                                                                                     \
+        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();                                         \
+        for (long k = 0; k < kc; k++, a += MR, b += ldb) {                                                       \
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                                  \
+            for (int r = 0; r < R; r++) {                                                                        \
+                const __m256 x = _mm256_broadcast_ss(a + r);                                                     \
+                lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);                                                           \
+                hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);                                                           \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int r = 0; r < R; r++) { _mm256_storeu_ps(sums + r * NR, lo[r]); _mm256_storeu_ps(sums + r * NR + 8, hi[r]); } \
+    }
+KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
+#undef KERNEL_ROWS
+
 // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
 AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                            float alpha, float beta, int first) {
     float sums[MR * NR];
-    kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1);
+    switch (rows) {
+    case 1: kernel_1x16(kc, a, b, ldb, sums); break;
+    case 2: kernel_2x16(kc, a, b, ldb, sums); break;
+    case 3: kernel_3x16(kc, a, b, ldb, sums); break;
+    case 4: kernel_4x16(kc, a, b, ldb, sums); break;
+    case 5: kernel_5x16(kc, a, b, ldb, sums); break;
+    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1);
+    }
     for (long r = 0; r < rows; r++)
         for (long col = 0; col < cols; col++) c[r * ldc + col] = finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
