@@ -41,8 +41,7 @@ struct MaskDecoder {
         transformer = try TwoWayTransformer(w, a)
         upscale1 = Self.blockLinear(weight: try w(p + "output_upscaling.0.weight"), bias: try w(p + "output_upscaling.0.bias"))
         upscaleNorm = try w.norm(p + "output_upscaling.1")
-        upscale1Map = RowsProjection(upscale1, addsPE: false, norms: transformer.layers.map(\.norm4),
-                                     biases: transformer.layers.map { $0.imageToToken.out.bias! })
+        upscale1Map = RowsProjection(upscale1, addsPE: false, after: transformer.layers[...])
         upscale2 = Self.blockLinear(weight: try w(p + "output_upscaling.3.weight"), bias: try w(p + "output_upscaling.3.bias"))
         hypernetworks = try (0...a.multimaskOutputs).map { i in
             MLP(layers: try (0..<3).map { try w.fewRowsLinear(p + "output_hypernetworks_mlps.\(i).layers.\($0)") })

@@ -5,16 +5,15 @@ import CKernels
 import Tensor
 
 /// What one layer's image-to-token attention did to a prompt's image rows k: k ← LN(k + Sᵀ·W + b), where S
-/// [H·T, rows + padding] are the attention's probabilities, W [H·T, E] the tokens' values through its output projection, b that
+/// [H·T, paddedStride(rows)] are the attention's probabilities, W [H·T, E] the tokens' values through its output projection, b that
 /// projection's bias, and a [rows] the norm's inverse deviations, 1 / √(var + eps) of each row it normed.
 struct RowUpdate {
     let probabilities: Tensor, values: Tensor, inverseDeviations: [Float]
 }
 
 /// A prompt's image rows after L layers, kept as the updates that made them, with the left operand that every map
-/// of these rows shares (`RowsProjection`): [K, rows + 16], K = Σ H·T + L, the rows A_i ⊙ S_i of each layer i and
-/// then the rows A_1 … A_L, where A_i = a_i ⊙ … ⊙ a_L. (Each row is a cache line longer than the image's rows: at a
-/// power-of-two stride, the K values of an image row that packing reads would all fall in one L1 set.)
+/// of these rows shares (`RowsProjection`): [K, paddedStride(rows)], K = Σ H·T + L, the rows A_i ⊙ S_i of each layer
+/// i and then the rows A_1 … A_L, where A_i = a_i ⊙ … ⊙ a_L.
 struct PromptRows {
     let updates: [RowUpdate]
     let left: Tensor
@@ -23,7 +22,7 @@ struct PromptRows {
 
     init(_ updates: [RowUpdate]) {
         let (rows, depth) = (updates[0].inverseDeviations.count, updates.count)
-        let width = rows + 16
+        let width = paddedStride(rows)
         let k = updates.reduce(depth) { $0 + $1.probabilities.shape[0] }
         var left = Tensor(uninitialized: [k, width])  // the padding is never read
         left.withUnsafeMutableBufferPointer { l in
@@ -79,8 +78,13 @@ struct RowsProjection {
     /// β_L·Mᵀ + bias, [F].
     let constant: Tensor
 
+    /// `layer` on the rows after `layers` (their image-to-token attentions' output biases and norms).
+    init(_ layer: LinearLayer, addsPE: Bool, after layers: ArraySlice<TwoWayTransformer.Layer>) {
+        self.init(layer, addsPE: addsPE, norms: layers.map(\.norm4), biases: layers.map { $0.imageToToken.out.bias! })
+    }
+
     /// `layer` after the layers whose norms and image-to-token output biases are `norms` and `biases`, in order.
-    init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], biases: [Tensor]) {
+    private init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], biases: [Tensor]) {
         let (f, e) = (layer.weight.shape[0], layer.weight.shape[1])
         precondition(!norms.isEmpty && norms.count == biases.count && norms.allSatisfy { $0.weight.shape == [e] }, "RowsProjection: \(norms.count) norms")
         // In float64, so that each N_i's columns sum to zero (P's work) to float32's precision.
@@ -180,8 +184,20 @@ struct RowsProjection {
         }
     }
 
+    /// Each of `rows` rows (`stride` apart) times `a` element by element: the image rows' scale A_1 on [H·T, rows].
+    private static func scaleColumns(_ p: UnsafeMutablePointer<Float>, rows: Int, stride: Int, by a: [Float]) {
+        a.withUnsafeBufferPointer { a in
+            Threading.parallelFor(rows) { range in
+                for row in range {
+                    let x = p + row * stride
+                    for r in 0..<a.count { x[r] *= a[r] }
+                }
+            }
+        }
+    }
+
     /// A prompt's few token rows against this map of its image rows Y, as attention keys: z [1, T, F] (scaled
-    /// already) → scores [H·T, rows + 16], row h·T + t = z_h[t] · Y_hᵀ for each head h's columns. Y is never formed:
+    /// already) → scores [H·T, paddedStride(rows)], row h·T + t = z_h[t] · Y_hᵀ for each head h's columns. Y is never formed:
     /// z_h·Y_hᵀ = (z_h·(X·N_1)_hᵀ) ⊙ A_1 + z_h·base_hᵀ + (z_h·right_hᵀ)·left — the image's parts packed once per
     /// image (`shared(…, heads:)`), the prompt's part of rank K.
     func scores(_ z: Tensor, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
@@ -200,14 +216,7 @@ struct RowsProjection {
                                            packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
                     }
                 }
-                rows.scale.withUnsafeBufferPointer { a in
-                    Threading.parallelFor(heads * t) { range in
-                        for row in range {
-                            let p = s + row * stride
-                            for r in 0..<count { p[r] *= a[r] }
-                        }
-                    }
-                }
+                Self.scaleColumns(s, rows: heads * t, stride: stride, by: rows.scale)
                 shared.base!.withUnsafeBufferPointer { b in
                     for h in 0..<heads {
                         multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
@@ -232,7 +241,7 @@ struct RowsProjection {
     }
 
     /// A prompt's few token rows' attention output from this map of its image rows Y, as attention values: `p`
-    /// [H·T, rows + 16], each head's probabilities (rows summing to one) → [1, T, F], row t's head-h columns =
+    /// [H·T, paddedStride(rows)], each head's probabilities (rows summing to one) → [1, T, F], row t's head-h columns =
     /// p_h[t] · Y_h. Y is never formed: p_h·Y_h = (p_h ⊙ A_1)·(X·N_1)_h + (p_h·leftᵀ)·right_h + the constant row's
     /// head-h part (a map without PE: p_h's rows sum to one).
     func weighted(_ p: Tensor, tokens t: Int, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
@@ -242,17 +251,7 @@ struct RowsProjection {
         let right = right(rows)
         var out = Tensor(shape: [1, t, f], storage: Array([[Float]](repeating: constant.storage, count: t).joined()))
         var scaled = p, q = Tensor(uninitialized: [heads * t, k])
-        rows.scale.withUnsafeBufferPointer { a in
-            scaled.withUnsafeMutableBufferPointer { s in
-                let s = s.baseAddress!
-                Threading.parallelFor(heads * t) { range in
-                    for row in range {
-                        let x = s + row * stride
-                        for r in 0..<count { x[r] *= a[r] }
-                    }
-                }
-            }
-        }
+        scaled.withUnsafeMutableBufferPointer { Self.scaleColumns($0.baseAddress!, rows: heads * t, stride: stride, by: rows.scale) }
         out.withUnsafeMutableBufferPointer { o in
             let o = o.baseAddress!
             scaled.withUnsafeBufferPointer { s in

@@ -125,16 +125,13 @@ struct TwoWayTransformer {
         }
         finalAttention = try DecoderAttention(w, p + "final_attn_token_to_image", heads: a.decoderHeads)
         finalNorm = try w.norm(p + "norm_final_attn")
-        let (layers, norms, biases) = (layers, layers.map(\.norm4), layers.map { $0.imageToToken.out.bias! })
+        let (layers, final) = (layers, finalAttention)
         layerMaps = layers.indices.dropFirst().map { i in
-            let (layer, norms, biases) = (layers[i], Array(norms[..<i]), Array(biases[..<i]))
-            return [RowsProjection(layer.tokenToImage.k, addsPE: true, norms: norms, biases: biases),
-                    RowsProjection(layer.tokenToImage.v, addsPE: false, norms: norms, biases: biases),
-                    RowsProjection(layer.imageToToken.q, addsPE: true, norms: norms, biases: biases)]
+            let (layer, before) = (layers[i], layers[..<i])
+            return [RowsProjection(layer.tokenToImage.k, addsPE: true, after: before), RowsProjection(layer.tokenToImage.v, addsPE: false, after: before),
+                    RowsProjection(layer.imageToToken.q, addsPE: true, after: before)]
         }
-        let final = finalAttention
-        finalMaps = [RowsProjection(final.k, addsPE: true, norms: norms, biases: biases),
-                     RowsProjection(final.v, addsPE: false, norms: norms, biases: biases)]
+        finalMaps = [RowsProjection(final.k, addsPE: true, after: layers[...]), RowsProjection(final.v, addsPE: false, after: layers[...])]
     }
 
     /// Whether `prompts` prompts of t tokens each go through `RowsProjection`: where the image-to-token attentions'

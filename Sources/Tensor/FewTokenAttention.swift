@@ -12,7 +12,7 @@ import CKernels
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
 /// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias. `keep`, if given,
-/// receives each prompt's index, probabilities [H·T, rows + 16] (rows padded) and values through the output
+/// receives each prompt's index, probabilities [H·T, paddedStride(rows)] and values through the output
 /// projection [H·T, E_out]: the output is residual + probabilitiesᵀ·values + b_out.
 public func attentionToFewKeys(
     query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
@@ -31,9 +31,7 @@ public func attentionToFewKeys(
     var output = Tensor(uninitialized: [n, rows, outWidth])
     // The scores transposed, [H·T, rows]: every product is `rows` wide (our kernel's shape, where T columns would
     // not be), and each head's softmax runs down T rows of long contiguous runs, vectorised across the image rows.
-    // Each row a cache line longer than `rows`: at a power-of-two stride (4096 rows), the H·T values of an image row
-    // that packing reads for P·V would all fall in one L1 set.
-    let stride = rows + 16
+    let stride = paddedStride(rows)
     var scores = Tensor(uninitialized: [ht, stride])
     var back = Tensor(uninitialized: [ht, outWidth])
     let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht)
@@ -92,14 +90,18 @@ public func attentionToFewKeys(
     return output
 }
 
-/// The same for one prompt whose scores the caller computed: `scores` [H·T, rows + 16] (scaled, before the softmax;
+/// The stride of rows of `rows` floats that packing reads across (H·T probabilities of one image row): a cache line
+/// longer, since at a power-of-two stride (4,096 rows) those values would all fall in one L1 set.
+public func paddedStride(_ rows: Int) -> Int { rows + 16 }
+
+/// The same for one prompt whose scores the caller computed: `scores` [H·T, paddedStride(rows)] (scaled, before the softmax;
 /// overwritten), the tokens' values already projected [1, T, D] → residual + out(attention) [1, rows, E_out].
 public func attentionToFewKeys(
     scores: inout Tensor, values: Tensor, heads: Int, outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor,
     keep: ((_ probabilities: Tensor, _ values: Tensor) -> Void)? = nil
 ) -> Tensor {
     let (t, d, rows, outWidth) = (values.shape[1], values.shape[2], residual.shape[1], out.weight.shape[0])
-    precondition(values.rank == 3 && values.shape[0] == 1 && scores.shape == [heads * t, rows + 16] && residual.shape == [1, rows, outWidth]
+    precondition(values.rank == 3 && values.shape[0] == 1 && scores.shape == [heads * t, paddedStride(rows)] && residual.shape == [1, rows, outWidth]
                  && out.weight.shape[1] == d, "attentionToFewKeys: scores \(scores.shape), values \(values.shape), residual \(residual.shape)")
     var output = Tensor(uninitialized: [1, rows, outWidth]), back = Tensor(uninitialized: [heads * t, outWidth])
     values.withUnsafeBufferPointer { v in
