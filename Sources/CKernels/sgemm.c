@@ -130,6 +130,9 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
             const long plane = g->height * g->width;
             for (long k = 0; k < kc; k++, dst += NR) {
                 const float *line = origin + ch * plane + ky * g->dilation_y * g->width + kx * g->dilation_x;
+                // The panel two along reads this row 2 · 16 · sx floats on: dozens of input rows are read at once
+                // (one per channel and tap row), more streams than the hardware prefetcher follows.
+                __builtin_prefetch(line + 2 * NR * sx);
                 if (sx == 1) {
                     copy_floats(dst, line, NR);
                 } else {
