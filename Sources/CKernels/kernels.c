@@ -125,7 +125,7 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
 #define LAYER_NORM_BODY                                                                      \
     for (long r = 0; r < rows; r++) {                                                        \
         const float *v = x + r * n;                                                          \
-        float *out = y ? y + r * n : NULL;                                                   \
+        float *out = y + r * n;                                                              \
         float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
         long i = 0;                                                                          \
         for (; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += v[i + j];             \
@@ -136,8 +136,6 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         for (; i < n; i++) { float d = v[i] - mean; t[0] += d * d; }                        \
         float variance = (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))) / (float)n; \
         float inverse = 1.0f / sqrtf(variance + eps);                                        \
-        if (inverses) inverses[r] = inverse;                                                 \
-        if (!out) continue;                                                                  \
         /* in place (out == v) is safe element by element: vectorise without the overlap check's scalar loop */ \
         _Pragma("clang loop vectorize(assume_safety)")                                       \
         for (i = 0; i < n; i++) out[i] = (v[i] - mean) * inverse * g[i] + b[i];              \
@@ -195,8 +193,8 @@ DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride,
          SOFTMAX_NUMERATORS_BODY)
 DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
          DECOMPOSED_BIAS_BODY)
-DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps, float *inverses),
-         (x, y, rows, n, g, b, eps, inverses), LAYER_NORM_BODY)
+DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),
+         (x, y, rows, n, g, b, eps), LAYER_NORM_BODY)
 DISPATCH(scale_add_rows, (const float *restrict x, const float *restrict s, const float *restrict b, long b_stride, float *restrict y,
                           long rows, long n), (x, s, b, b_stride, y, rows, n), SCALE_ADD_ROWS_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)

@@ -5,8 +5,9 @@ import CKernels
 import Tensor
 
 /// What one layer's image-to-token attention did to a prompt's image rows k: k ← LN(k + Sᵀ·W + b), where S
-/// [H·T, paddedStride(rows)] are the attention's probabilities, W [H·T, E] the tokens' values through its output projection, b that
-/// projection's bias, and a [rows] the norm's inverse deviations, 1 / √(var + eps) of each row it normed.
+/// [H·T, paddedStride(rows)] are the attention's probabilities, W [H·T, E] the tokens' values V [1, T, D] (`values`)
+/// through its output projection (head h's rows V_h·W_out,hᵀ), b that projection's bias, and a [rows] the norm's
+/// inverse deviations, 1 / √(var + eps) of each row it normed.
 struct RowUpdate {
     let probabilities: Tensor, values: Tensor, inverseDeviations: [Float]
 }
@@ -66,13 +67,16 @@ struct PromptRows {
 ///
 /// with A_i = a_i ⊙ … ⊙ a_L scaling rows. X·N_1 is one product per image, shared by all its prompts; each prompt
 /// adds a product of rank K = Σ H·T + L — [4096 × 57]·[57 × F] after one layer, [4096 × 114]·[114 × F] after two —
-/// in place of [4096 × 256]·[256 × F]. The statistics a_i are the prompt's own, from its rows as the reference
-/// forms them (the decoder still forms them, for the residuals and the norms); P keeps every term centred, as the
-/// norm's input is, and X is centred before its product, so no large row means cancel.
+/// in place of [4096 × 256]·[256 × F]. The statistics a_i are the prompt's own (`RowStatistics`, also without
+/// the rows); P keeps every term centred, as the norm's input is, and X is centred before its product, so no large
+/// row means cancel.
 struct RowsProjection {
     let weight: Tensor, addsPE: Bool
     /// N_1 … N_L, [E, F] each.
     let chain: [Tensor]
+    /// W_out,iᵀ·N_i for each layer's image-to-token output projection W_out,i [E, D], [D, F] each: W_i·N_i is head
+    /// by head V_h·(W_out,iᵀ·N_i)_h, T·D·F multiply-adds instead of H·T·E·F.
+    let outChain: [Tensor]
     /// c_1 … c_L, [L, F].
     let constants: Tensor
     /// β_L·Mᵀ + bias, [F].
@@ -80,11 +84,12 @@ struct RowsProjection {
 
     /// `layer` on the rows after `layers` (their image-to-token attentions' output biases and norms).
     init(_ layer: LinearLayer, addsPE: Bool, after layers: ArraySlice<TwoWayTransformer.Layer>) {
-        self.init(layer, addsPE: addsPE, norms: layers.map(\.norm4), biases: layers.map { $0.imageToToken.out.bias! })
+        self.init(layer, addsPE: addsPE, norms: layers.map(\.norm4), outs: layers.map { $0.imageToToken.out })
     }
 
-    /// `layer` after the layers whose norms and image-to-token output biases are `norms` and `biases`, in order.
-    private init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], biases: [Tensor]) {
+    /// `layer` after the layers whose norms and image-to-token output projections are `norms` and `outs`, in order.
+    private init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], outs: [LinearLayer]) {
+        let biases = outs.map { $0.bias! }
         let (f, e) = (layer.weight.shape[0], layer.weight.shape[1])
         precondition(!norms.isEmpty && norms.count == biases.count && norms.allSatisfy { $0.weight.shape == [e] }, "RowsProjection: \(norms.count) norms")
         // In float64, so that each N_i's columns sum to zero (P's work) to float32's precision.
@@ -111,6 +116,16 @@ struct RowsProjection {
         }
         let constant = zip(times(norms.last!.bias, transposed), layer.bias?.storage ?? [Float](repeating: 0, count: f)).map { Float($0 + Double($1)) }
         self.chain = chain.map { Tensor(shape: [e, f], storage: $0.map(Float.init)) }
+        outChain = zip(outs, self.chain).map { out, n in
+            let d = out.weight.shape[1]
+            var product = Tensor(uninitialized: [d, f])
+            out.weight.withUnsafeBufferPointer { w in
+                n.withUnsafeBufferPointer { n in
+                    product.withUnsafeMutableBufferPointer { gemm(transA: true, m: d, n: f, k: e, a: w.baseAddress!, lda: d, b: n.baseAddress!, ldb: f, c: $0.baseAddress!, ldc: f) }
+                }
+            }
+            return product
+        }
         self.constants = Tensor(shape: [norms.count, f], storage: constants)
         self.constant = Tensor(shape: [f], storage: constant)
         (weight, self.addsPE) = (layer.weight, addsPE)
@@ -148,12 +163,17 @@ struct RowsProjection {
         var right = Tensor(uninitialized: [rows.left.shape[0], f])
         right.withUnsafeMutableBufferPointer { r in
             var at = r.baseAddress!
-            for (update, n) in zip(rows.updates, chain) {
-                let (ht, e) = (update.values.shape[0], update.values.shape[1])
-                update.values.withUnsafeBufferPointer { w in
-                    n.withUnsafeBufferPointer { n in gemm(m: ht, n: f, k: e, a: w.baseAddress!, lda: e, b: n.baseAddress!, ldb: f, c: at, ldc: f) }
+            for (update, n) in zip(rows.updates, outChain) {
+                let (t, d) = (update.values.shape[1], update.values.shape[2])
+                let heads = update.probabilities.shape[0] / t, dh = d / heads
+                update.values.withUnsafeBufferPointer { v in
+                    n.withUnsafeBufferPointer { n in
+                        for h in 0..<heads {
+                            gemm(m: t, n: f, k: dh, a: v.baseAddress! + h * dh, lda: d, b: n.baseAddress! + h * dh * f, ldb: f, c: at + h * t * f, ldc: f)
+                        }
+                    }
                 }
-                at += ht * f
+                at += heads * t * f
             }
             constants.withUnsafeBufferPointer { at.update(from: $0.baseAddress!, count: $0.count) }
         }

@@ -55,6 +55,25 @@ struct DecoderAttention {
         return out(values.weighted(scores, tokens: query.shape[1], heads: heads, rows: rows, shared: shared.values))
     }
 
+    /// The image rows' queries, projected already [1, rows, D] with each head's columns packed (`packed`), against
+    /// a prompt's tokens' keys k [1, T, D]: scores [H·T, paddedStride(rows)], row h·T + t = scale · k_h[t] · Q_hᵀ.
+    func scores(keys k: Tensor, projectedQueries queries: Tensor, packed: [PackedLinearWeight]) -> Tensor {
+        let (t, d, rows) = (k.shape[1], k.shape[2], queries.shape[1])
+        let (dh, stride) = (d / heads, paddedStride(rows))
+        var scores = Tensor(uninitialized: [heads * t, stride])
+        k.withUnsafeBufferPointer { k in
+            queries.withUnsafeBufferPointer { q in
+                scores.withUnsafeMutableBufferPointer { s in
+                    for h in 0..<heads {
+                        multiplyTransposed(k.baseAddress! + h * dh, rows: t, lda: d, q.baseAddress! + h * dh, n: rows, k: dh, ldb: d, packed: packed[h],
+                                           alpha: 1 / Float(dh).squareRoot(), into: s.baseAddress! + h * t * stride, ldc: stride)
+                    }
+                }
+            }
+        }
+        return scores
+    }
+
     /// x · 1/√(D/H), the attention's scale applied to one side.
     static func scaled(_ x: Tensor, heads: Int) -> Tensor {
         let scale = 1 / Float(x.dim(-1) / heads).squareRoot()
@@ -62,14 +81,12 @@ struct DecoderAttention {
     }
 
     /// residual + the image rows' attention to the tokens k and v, the rows given as they are (`image`) or projected
-    /// already (`projectedQueries`, q(image)). With few tokens (H·T below the width), `keep` receives the attention's
-    /// probabilities and projected values (`attentionToFewKeys`).
-    func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor,
-                       keep: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
+    /// already (`projectedQueries`, q(image)).
+    func imageToTokens(image: Tensor? = nil, projectedQueries: Tensor? = nil, k key: Tensor, v value: Tensor, residual: Tensor) -> Tensor {
         if heads * key.shape[1] < width {
             return attentionToFewKeys(query: projectedQueries ?? image!, keys: k(key), values: v(value), heads: heads,
                                       queryProjection: projectedQueries == nil ? (q.weight, q.bias!) : nil,
-                                      outProjection: (out.weight, out.bias!), residual: residual, keep: keep)
+                                      outProjection: (out.weight, out.bias!), residual: residual)
         }
         return residual.adding(out(multiHeadAttention(query: projectedQueries ?? q(image!), key: k(key), value: v(value), heads: heads)))
     }
@@ -82,9 +99,11 @@ struct DecoderImage {
     let rows: Tensor, pe: Tensor
     /// The first layer's token-to-image keys k(rows + PE) and values v(rows), and image-to-token queries q(rows + PE).
     let keys: Tensor, values: Tensor, queries: Tensor
-    /// Where prompts have few tokens: the rows, each minus its mean, and the image's parts of the later layers' maps
-    /// (`TwoWayTransformer.layerMaps`, `finalMaps`).
+    /// Where prompts have few tokens: the rows, each minus its mean, the image's parts of the later layers' maps
+    /// (`TwoWayTransformer.layerMaps`, `finalMaps`) and of the norms' statistics (`RowStatistics`), and each head's
+    /// columns of `queries`, packed.
     let centred: Tensor?, layerMaps: [[RowsProjection.Shared]], finalMaps: [RowsProjection.Shared]
+    let statistics: RowStatistics.Shared?, packedQueries: [PackedLinearWeight]
 }
 
 /// A prompt's image rows at the decoder's end, as the output upscaling reads them: formed, or as the image's rows and
@@ -111,6 +130,8 @@ struct TwoWayTransformer {
     /// keys k(rows + PE) and values v(rows) and the image-to-token queries q(rows + PE); after the last layer, the
     /// final attention's keys and values.
     let layerMaps: [[RowsProjection]], finalMaps: [RowsProjection]
+    /// Their norms' statistics, for a decoder of two layers (every released SAM's); nil otherwise.
+    let statistics: RowStatistics?
 
     init(_ w: Weights, _ a: SamArchitecture) throws {
         let p = "mask_decoder.transformer."
@@ -132,6 +153,7 @@ struct TwoWayTransformer {
                     RowsProjection(layer.imageToToken.q, addsPE: true, after: before)]
         }
         finalMaps = [RowsProjection(final.k, addsPE: true, after: layers[...]), RowsProjection(final.v, addsPE: false, after: layers[...])]
+        statistics = layers.count == 2 ? RowStatistics(layers) : nil
     }
 
     /// Whether `prompts` prompts of t tokens each go through `RowsProjection`: where the image-to-token attentions'
@@ -140,7 +162,7 @@ struct TwoWayTransformer {
     /// The two ways differ by float rounding only; a prompt's bits can depend on how many share its call.
     func expands(tokens t: Int, prompts: Int) -> Bool {
         let attention = layers[0].imageToToken
-        return attention.heads * t < attention.width && prompts >= 5
+        return statistics != nil && attention.heads * t < attention.width && prompts >= 5
     }
 
     static func norm(_ x: Tensor, _ n: Norm) -> Tensor { layerNorm(x, weight: n.weight, bias: n.bias, eps: 1e-5) }
@@ -164,9 +186,15 @@ struct TwoWayTransformer {
         }
         // Keys and queries (with PE) are read as attention keys, each head's columns packed; values as values.
         let shared = { (map: RowsProjection) in map.shared(centredRows: centred!, pe: pe, heads: map.addsPE ? first.imageToToken.heads : 0) }
+        let queries = first.imageToToken.q(rowsPlusPE)
+        let (d, heads) = (queries.shape[2], first.imageToToken.heads)
+        let packedQueries = centred == nil ? [] : queries.withUnsafeBufferPointer { q in
+            (0..<heads).map { PackedLinearWeight(q.baseAddress! + $0 * d / heads, out: queries.shape[1], in: d / heads, stride: d) }
+        }
         return DecoderImage(rows: rows, pe: pe, keys: first.tokenToImage.k(rowsPlusPE), values: first.tokenToImage.v(rows),
-                            queries: first.imageToToken.q(rowsPlusPE), centred: centred,
-                            layerMaps: centred == nil ? [] : layerMaps.map { $0.map(shared) }, finalMaps: centred == nil ? [] : finalMaps.map(shared))
+                            queries: queries, centred: centred,
+                            layerMaps: centred == nil ? [] : layerMaps.map { $0.map(shared) }, finalMaps: centred == nil ? [] : finalMaps.map(shared),
+                            statistics: centred.map { statistics!.shared(centredRows: $0) }, packedQueries: packedQueries)
     }
 
     /// The tokens' half of a layer — self-attention, attention to the image (`attend`, given queries + PE), MLP —
@@ -212,36 +240,36 @@ struct TwoWayTransformer {
     }
 
     /// The same where the prompt's tokens are few: the attentions read the image rows through their maps'
-    /// `RowsProjection`s (the image's parts computed once, in `image`), never forming them; the rows themselves are
-    /// formed only for the residuals and the norms' statistics.
+    /// `RowsProjection`s, and the norms take their statistics through `RowStatistics` (the image's parts of both
+    /// computed once, in `image`): the prompt's image rows are never formed.
     private func expanded(image: DecoderImage, tokens: Tensor, firstQueries: Tensor) -> (Tensor, DecodedRows) {
-        var (queries, keys) = (firstQueries, image.rows)
-        var updates = [RowUpdate]()
+        var queries = firstQueries
+        var updates = [RowUpdate](), first: RowStatistics.First?
+        let count = image.rows.shape[1]
         for (i, layer) in layers.enumerated() {
-            var kept: (Tensor, Tensor)?
             let attention = layer.imageToToken
+            var scores: Tensor
             if i == 0 {
-                keys = attention.imageToTokens(projectedQueries: image.queries, k: queries.adding(tokens), v: queries, residual: keys) { kept = ($1, $2) }
+                scores = attention.scores(keys: attention.k(queries.adding(tokens)), projectedQueries: image.queries, packed: image.packedQueries)
             } else {
                 let rows = PromptRows(updates), maps = layerMaps[i - 1], shared = image.layerMaps[i - 1]
                 queries = tokenHalf(layer, queries: queries, tokens: tokens) {
                     layer.tokenToImage(q: $0, keys: maps[0], values: maps[1], rows: rows, shared: (shared[0], shared[1]))
                 }
                 // The image rows' queries q(rows + PE) against the tokens' keys: scores = scale · K_h[t] · Q_hᵀ.
-                var scores = maps[2].scores(DecoderAttention.scaled(attention.k(queries.adding(tokens)), heads: attention.heads),
-                                            heads: attention.heads, rows: rows, shared: shared[2])
-                keys = attentionToFewKeys(scores: &scores, values: attention.v(queries), heads: attention.heads,
-                                          outProjection: (attention.out.weight, attention.out.bias!), residual: keys) { kept = ($0, $1) }
+                scores = maps[2].scores(DecoderAttention.scaled(attention.k(queries.adding(tokens)), heads: attention.heads),
+                                        heads: attention.heads, rows: rows, shared: shared[2])
             }
-            var inverses = [Float](repeating: 0, count: keys.shape[1])
-            if i == layers.count - 1 {  // the last rows serve only their statistics
-                inverses = inverseDeviations(keys, eps: 1e-5)
+            let values = attention.v(queries)
+            let back = fewKeyUpdate(scores: &scores, rows: count, values: values, heads: attention.heads, outWeight: attention.out.weight)
+            let inverses: [Float]
+            if i == 0 {
+                first = statistics!.first(probabilities: scores, values: values, back: back, shared: image.statistics!)
+                inverses = first!.inverseDeviations
             } else {
-                keys = inverses.withUnsafeMutableBufferPointer {
-                    layerNorm(keys, weight: layer.norm4.weight, bias: layer.norm4.bias, eps: 1e-5, inverseDeviations: $0.baseAddress!)
-                }
+                inverses = statistics!.second(probabilities: scores, values: values, back: back, after: first!, shared: image.statistics!)
             }
-            updates.append(RowUpdate(probabilities: kept!.0, values: kept!.1, inverseDeviations: inverses))
+            updates.append(RowUpdate(probabilities: scores, values: values, inverseDeviations: inverses))
         }
         let rows = PromptRows(updates)
         let attended = finalAttention(q: queries.adding(tokens), keys: finalMaps[0], values: finalMaps[1], rows: rows,

@@ -11,13 +11,10 @@ import CKernels
 /// x·(K_h·W_q,h)ᵀ + b_q,h·K_hᵀ and output = softmax(scores)·(V_h·W_out,hᵀ) + b_out: x meets one [H·T, E] matrix
 /// on the way in and the softmax one [H·T, E_out] on the way out. With `queryProjection` nil, the query is q(x)
 /// already, [N or 1, rows, D] (one image's rows, projected once for all the prompts that attend from them).
-/// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias. `keep`, if given,
-/// receives each prompt's index, probabilities [H·T, paddedStride(rows)] and values through the output
-/// projection [H·T, E_out]: the output is residual + probabilitiesᵀ·values + b_out.
+/// `residual` [N, rows, E_out], if given, is added to the output in the same pass as the bias.
 public func attentionToFewKeys(
     query: Tensor, keys: Tensor, values: Tensor, heads: Int, queryProjection q: (weight: Tensor, bias: Tensor)?,
-    outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil,
-    keep: ((_ prompt: Int, _ probabilities: Tensor, _ values: Tensor) -> Void)? = nil
+    outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor? = nil
 ) -> Tensor {
     let (n, t, rows) = (keys.shape[0], keys.shape[1], query.shape[1])
     let (d, outWidth) = (keys.shape[2], out.weight.shape[0])
@@ -33,7 +30,6 @@ public func attentionToFewKeys(
     // not be), and each head's softmax runs down T rows of long contiguous runs, vectorised across the image rows.
     let stride = paddedStride(rows)
     var scores = Tensor(uninitialized: [ht, stride])
-    var back = Tensor(uninitialized: [ht, outWidth])
     let into = UnsafeMutablePointer<Float>.allocate(capacity: e * ht)
     defer { into.deallocate() }
     for prompt in 0..<n {
@@ -74,16 +70,20 @@ public func attentionToFewKeys(
                 }
             }
         }
-        values.withUnsafeBufferPointer { vp in
-            output.withUnsafeMutableBufferPointer { o in
-                let o = o.baseAddress! + prompt * rows * outWidth
-                if let residual {
-                    residual.withUnsafeBufferPointer { fillRows(o, rows: rows, adding: $0.baseAddress! + prompt * rows * outWidth, to: out.bias.storage) }
-                } else {
-                    fillRows(o, rows: rows, with: out.bias.storage)
+        let back = fewKeyUpdate(scores: &scores, rows: rows, values: Tensor(shape: [1, t, d], storage: Array(values.storage[(prompt * t * d)..<((prompt + 1) * t * d)])),
+                                heads: heads, outWeight: out.weight)
+        output.withUnsafeMutableBufferPointer { o in
+            let o = o.baseAddress! + prompt * rows * outWidth
+            if let residual {
+                residual.withUnsafeBufferPointer { fillRows(o, rows: rows, adding: $0.baseAddress! + prompt * rows * outWidth, to: out.bias.storage) }
+            } else {
+                fillRows(o, rows: rows, with: out.bias.storage)
+            }
+            scores.withUnsafeBufferPointer { s in
+                back.withUnsafeBufferPointer { back in
+                    gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth,
+                         beta: 1, c: o, ldc: outWidth)
                 }
-                attendFewKeys(scores: &scores, rows: rows, tokens: t, heads: heads, values: vp.baseAddress! + prompt * t * d, width: d,
-                              outWeight: out.weight, back: &back, into: o) { keep?(prompt, $0, $1) }
             }
         }
     }
@@ -94,31 +94,15 @@ public func attentionToFewKeys(
 /// longer, since at a power-of-two stride (4,096 rows) those values would all fall in one L1 set.
 public func paddedStride(_ rows: Int) -> Int { rows + 16 }
 
-/// The same for one prompt whose scores the caller computed: `scores` [H·T, paddedStride(rows)] (scaled, before the softmax;
-/// overwritten), the tokens' values already projected [1, T, D] → residual + out(attention) [1, rows, E_out].
-public func attentionToFewKeys(
-    scores: inout Tensor, values: Tensor, heads: Int, outProjection out: (weight: Tensor, bias: Tensor), residual: Tensor,
-    keep: ((_ probabilities: Tensor, _ values: Tensor) -> Void)? = nil
-) -> Tensor {
-    let (t, d, rows, outWidth) = (values.shape[1], values.shape[2], residual.shape[1], out.weight.shape[0])
-    precondition(values.rank == 3 && values.shape[0] == 1 && scores.shape == [heads * t, paddedStride(rows)] && residual.shape == [1, rows, outWidth]
-                 && out.weight.shape[1] == d, "attentionToFewKeys: scores \(scores.shape), values \(values.shape), residual \(residual.shape)")
-    var output = Tensor(uninitialized: [1, rows, outWidth]), back = Tensor(uninitialized: [heads * t, outWidth])
-    values.withUnsafeBufferPointer { v in
-        output.withUnsafeMutableBufferPointer { o in
-            residual.withUnsafeBufferPointer { fillRows(o.baseAddress!, rows: rows, adding: $0.baseAddress!, to: out.bias.storage) }
-            attendFewKeys(scores: &scores, rows: rows, tokens: t, heads: heads, values: v.baseAddress!, width: d, outWeight: out.weight,
-                          back: &back, into: o.baseAddress!) { keep?($0, $1) }
-        }
-    }
-    return output
-}
-
-/// Softmax of each head's T scores per row, then out += probabilitiesᵀ · (V_h · W_out,hᵀ) for one prompt: its values
-/// [T, D] at `values`, `out` [rows, E_out] holding the bias (and residual) already.
-private func attendFewKeys(scores: inout Tensor, rows: Int, tokens t: Int, heads: Int, values: UnsafePointer<Float>, width d: Int,
-                           outWeight: Tensor, back: inout Tensor, into out: UnsafeMutablePointer<Float>, keep: (Tensor, Tensor) -> Void) {
-    let (dh, ht, outWidth, stride) = (d / heads, heads * t, outWeight.shape[0], scores.shape[1])
+/// The two factors of one prompt's update where its scores are known, without forming the update: `scores`
+/// [H·T, paddedStride(rows)] (scaled, before the softmax) become each head's probabilities (a softmax down its T rows,
+/// in place), and the tokens' values [1, T, D] through the output projection are returned, [H·T, E_out]: the
+/// attention's output is probabilitiesᵀ·that + b_out.
+public func fewKeyUpdate(scores: inout Tensor, rows: Int, values: Tensor, heads: Int, outWeight: Tensor) -> Tensor {
+    let (t, d, outWidth, stride) = (values.shape[1], values.shape[2], outWeight.shape[0], scores.shape[1])
+    let dh = d / heads
+    precondition(values.rank == 3 && values.shape[0] == 1 && d % heads == 0 && scores.shape == [heads * t, paddedStride(rows)]
+                 && outWeight.shape[1] == d, "fewKeyUpdate: scores \(scores.shape), values \(values.shape), out \(outWeight.shape)")
     scores.withUnsafeMutableBufferPointer { s in
         let (s, columns) = (s.baseAddress!, 1024)
         let pieces = (rows + columns - 1) / columns
@@ -130,21 +114,18 @@ private func attendFewKeys(scores: inout Tensor, rows: Int, tokens t: Int, heads
         }
     }
     // back[h·T + t, :] = V_h[t] · W_out,hᵀ
+    var back = Tensor(uninitialized: [heads * t, outWidth])
     outWeight.withUnsafeBufferPointer { wo in
-        back.withUnsafeMutableBufferPointer { back in
-            for h in 0..<heads {
-                gemm(transB: true, m: t, n: outWidth, k: dh, a: values + h * dh, lda: d, b: wo.baseAddress! + h * dh, ldb: d,
-                     c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
+        values.withUnsafeBufferPointer { v in
+            back.withUnsafeMutableBufferPointer { back in
+                for h in 0..<heads {
+                    gemm(transB: true, m: t, n: outWidth, k: dh, a: v.baseAddress! + h * dh, lda: d, b: wo.baseAddress! + h * dh, ldb: d,
+                         c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
+                }
             }
         }
     }
-    keep(scores, back)
-    scores.withUnsafeBufferPointer { s in
-        back.withUnsafeBufferPointer { back in
-            gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth, beta: 1,
-                 c: out, ldc: outWidth)
-        }
-    }
+    return back
 }
 
 /// Multi-head attention(queries, k(key), v(value)) for few queries, before any output projection: queries already

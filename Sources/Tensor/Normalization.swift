@@ -1,8 +1,7 @@
 import CKernels
 
 /// `torch.nn.LayerNorm` over the last dimension: (x − mean) / √(var + eps) · γ + β, biased variance.
-/// `inverseDeviations`, if given, receives each row's 1 / √(var + eps).
-public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float, inverseDeviations: UnsafeMutablePointer<Float>? = nil) -> Tensor {
+public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     let c = input.dim(-1)
     precondition(weight.shape == [c] && bias.shape == [c], "layerNorm parameters must be [\(c)] for \(input.shape)")
     var output = Tensor(uninitialized: input.shape)
@@ -13,8 +12,7 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float,
                 bias.withUnsafeBufferPointer { b in
                     let (x, y, g, b) = (x.baseAddress!, y.baseAddress!, g.baseAddress!, b.baseAddress!)
                     Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
-                        ck_layer_norm_rows(x + range.lowerBound * c, y + range.lowerBound * c, range.count, c, g, b, eps,
-                                           inverseDeviations.map { $0 + range.lowerBound })
+                        ck_layer_norm_rows(x + range.lowerBound * c, y + range.lowerBound * c, range.count, c, g, b, eps)
                     }
                 }
             }
@@ -23,28 +21,12 @@ public func layerNorm(_ input: Tensor, weight: Tensor, bias: Tensor, eps: Float,
     return output
 }
 
-/// Each row's 1 / √(var + eps) over the last dimension, as `layerNorm` computes it, without normalising.
-public func inverseDeviations(_ input: Tensor, eps: Float) -> [Float] {
-    let c = input.dim(-1)
-    let rows = input.count / max(1, c)
-    var inverses = [Float](repeating: 0, count: rows)
-    input.withUnsafeBufferPointer { x in
-        inverses.withUnsafeMutableBufferPointer { d in
-            let (x, d) = (x.baseAddress!, d.baseAddress!)
-            Threading.parallelFor(rows, grain: max(1, 4096 / max(1, c))) { range in
-                ck_layer_norm_rows(x + range.lowerBound * c, nil, range.count, c, nil, nil, eps, d + range.lowerBound)
-            }
-        }
-    }
-    return inverses
-}
-
 /// `layerNorm` in place on `rows` rows of `weight.count` floats at `x`, on the calling thread (for loops that are
 /// parallel already).
 public func layerNormRows(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: Tensor, bias: Tensor, eps: Float) {
     precondition(bias.shape == weight.shape && weight.rank == 1, "layerNormRows parameters \(weight.shape), \(bias.shape)")
     weight.withUnsafeBufferPointer { g in
-        bias.withUnsafeBufferPointer { b in ck_layer_norm_rows(x, x, rows, weight.count, g.baseAddress!, b.baseAddress!, eps, nil) }
+        bias.withUnsafeBufferPointer { b in ck_layer_norm_rows(x, x, rows, weight.count, g.baseAddress!, b.baseAddress!, eps) }
     }
 }
 

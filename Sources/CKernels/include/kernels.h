@@ -30,9 +30,8 @@ void ck_exp(float *p, long n);
 void ck_erf(float *p, long n);
 
 // Layer norm of `rows` rows of `n` values from `x` into `y` (which may be `x`): (x − mean) / √(var + eps) · g + b,
-// biased variance, with 8 partial sums so that the reductions vectorise. `inverses`, if not NULL, receives each
-// row's 1 / √(var + eps); with `y` NULL, that is all (g and b unused).
-void ck_layer_norm_rows(const float *x, float *y, long rows, long n, const float *g, const float *b, float eps, float *inverses);
+// biased variance, with 8 partial sums so that the reductions vectorise.
+void ck_layer_norm_rows(const float *x, float *y, long rows, long n, const float *g, const float *b, float eps);
 // y[r · n + i] = s[r] · x[r · n + i] + b[r · b_stride + i] for `rows` rows of n (b_stride 0: one row b for all).
 void ck_scale_add_rows(const float *x, const float *s, const float *b, long b_stride, float *y, long rows, long n);
 // y = a + b elementwise for n values, b repeating every `period` values (period divides n).
