@@ -151,18 +151,29 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
         for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
 #define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
 // out[r · count + m] = Σ_i GELU(x[r · n + i]) · h[m · n + i]: SAM's masks, each a hypernetwork vector times the
-// last upscaled map's GELU, row by row while the row is in L1 (8 partial sums, so the dot product vectorises).
+// last upscaled map's GELU. 8 values of a row at a time, GELU'd in registers and multiplied into 8 partial sums
+// for each of up to 4 masks, so that both vectorise and nothing is stored back.
 #define GELU_DOT_BODY                                                                        \
     for (long r = 0; r < rows; r++) {                                                        \
-        float *v = x + r * n;                                                                \
-        for (long i = 0; i < n; i++) v[i] = 0.5f * v[i] * (1.0f + erf_poly(v[i] * 0.70710678118654752f)); \
-        for (long m = 0; m < count; m++) {                                                   \
-            const float *w = h + m * n;                                                      \
-            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                           \
+        const float *v = x + r * n;                                                          \
+        for (long m0 = 0; m0 < count; m0 += 4) {                                             \
+            const long masks = count - m0 < 4 ? count - m0 : 4;                              \
+            float s[4][8] = {{0}};                                                           \
             long i = 0;                                                                      \
-            for (; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += v[i + j] * w[i + j]; \
-            for (; i < n; i++) s[0] += v[i] * w[i];                                          \
-            out[r * count + m] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); \
+            for (; i + 8 <= n; i += 8) {                                                     \
+                float g[8];                                                                  \
+                for (int j = 0; j < 8; j++) g[j] = 0.5f * v[i + j] * (1.0f + erf_poly(v[i + j] * 0.70710678118654752f)); \
+                for (long m = 0; m < masks; m++) {                                           \
+                    const float *w = h + (m0 + m) * n + i;                                   \
+                    for (int j = 0; j < 8; j++) s[m][j] += g[j] * w[j];                      \
+                }                                                                            \
+            }                                                                                \
+            for (; i < n; i++) {                                                             \
+                const float g = 0.5f * v[i] * (1.0f + erf_poly(v[i] * 0.70710678118654752f)); \
+                for (long m = 0; m < masks; m++) s[m][0] += g * h[(m0 + m) * n + i];         \
+            }                                                                                \
+            for (long m = 0; m < masks; m++)                                                 \
+                out[r * count + m0 + m] = ((s[m][0] + s[m][1]) + (s[m][2] + s[m][3])) + ((s[m][4] + s[m][5]) + (s[m][6] + s[m][7])); \
         }                                                                                    \
     }
 #define SILU_BODY    for (long i = 0; i < n; i++) p[i] = p[i] / (1.0f + exp_poly(-p[i]));
@@ -199,7 +210,7 @@ DISPATCH(scale_add_rows, (const float *restrict x, const float *restrict s, cons
                           long rows, long n), (x, s, b, b_stride, y, rows, n), SCALE_ADD_ROWS_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)
 DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
-DISPATCH(gelu_dot_rows, (float *restrict x, long rows, long n, const float *restrict h, long count, float *restrict out),
+DISPATCH(gelu_dot_rows, (const float *restrict x, long rows, long n, const float *restrict h, long count, float *restrict out),
          (x, rows, n, h, count, out), GELU_DOT_BODY)
 DISPATCH(silu, (float *p, long n), (p, n), SILU_BODY)
 DISPATCH(sigmoid, (float *p, long n), (p, n), SIGMOID_BODY)

@@ -141,7 +141,7 @@ struct MaskDecoder {
                     }
                     first.withUnsafeBufferPointer { f in second.withUnsafeMutableBufferPointer { upscale2(f.baseAddress!, rows: 4 * pixels, into: $0.baseAddress!) } }
                     // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
-                    second.withUnsafeMutableBufferPointer { s in
+                    second.withUnsafeBufferPointer { s in
                         logits.withUnsafeMutableBufferPointer { l in
                             geluDotRows(s.baseAddress!, rows: 16 * pixels, width: c2, hypers.baseAddress!, count: count, into: l.baseAddress!)
                         }

@@ -38,9 +38,9 @@ extension Tensor {
 /// GELU (exact erf form) in place on `count` floats at `p`, on the calling thread.
 public func gelu(_ p: UnsafeMutablePointer<Float>, count: Int) { ck_gelu(p, count) }
 
-/// out[r · count + m] = GELU(row r of x) · h[m] for `rows` rows of `width` floats at `x` (left GELU'd) and `count`
-/// vectors of `width` floats at `h`, on the calling thread.
-public func geluDotRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, _ h: UnsafePointer<Float>, count: Int,
+/// out[r · count + m] = GELU(row r of x) · h[m] for `rows` rows of `width` floats at `x` and `count` vectors of
+/// `width` floats at `h`, on the calling thread.
+public func geluDotRows(_ x: UnsafePointer<Float>, rows: Int, width: Int, _ h: UnsafePointer<Float>, count: Int,
                         into out: UnsafeMutablePointer<Float>) {
     ck_gelu_dot_rows(x, rows, width, h, count, out)
 }
