@@ -5,9 +5,9 @@ import CKernels
 import Tensor
 
 /// What one layer's image-to-token attention did to a prompt's image rows k: k ← LN(k + Sᵀ·W + b), where S
-/// [H·T, paddedStride(rows)] are the attention's probabilities, W [H·T, E] the tokens' values V [1, T, D] (`values`)
-/// through its output projection (head h's rows V_h·W_out,hᵀ), b that projection's bias, and a [rows] the norm's
-/// inverse deviations, 1 / √(var + eps) of each row it normed.
+/// [H·T, paddedStride(rows)] are the attention's probabilities, `values` the tokens' values V [1, T, D], W [H·T, E]
+/// those through the output projection (head h's rows V_h·W_out,hᵀ), b that projection's bias, and a [rows] the
+/// norm's inverse deviations, 1 / √(var + eps) of each row it normed.
 struct RowUpdate {
     let probabilities: Tensor, values: Tensor, inverseDeviations: [Float]
 }
@@ -82,7 +82,7 @@ struct RowsProjection {
     /// β_L·Mᵀ + bias, [F].
     let constant: Tensor
 
-    /// `layer` on the rows after `layers` (their image-to-token attentions' output biases and norms).
+    /// `layer` on the rows after `layers` (their image-to-token attentions' output projections and norms).
     init(_ layer: LinearLayer, addsPE: Bool, after layers: ArraySlice<TwoWayTransformer.Layer>) {
         self.init(layer, addsPE: addsPE, norms: layers.map(\.norm4), outs: layers.map { $0.imageToToken.out })
     }

@@ -1,7 +1,6 @@
 // Part of the port of segment_anything/modeling/transformer.py (TwoWayAttentionBlock: norm4 after the image-to-token
 // attention) at dca509f: the statistics those norms take of a prompt's image rows, from the image's rows and the
 // prompt's updates, without the rows.
-import CKernels
 import Tensor
 
 /// The inverse deviations a_1, a_2 that the two layers' `norm4` give a prompt's image rows (`RowUpdate`), computed
@@ -22,8 +21,8 @@ import Tensor
 /// (W_i·yᵀ = W̃_i·yᵀ for a centred y). W_i·yᵀ is, head by head, V_i,h·(y·W_out,i)_hᵀ, where y·W_out,i [rows, D] is the
 /// image's, shared by all its prompts: a prompt adds T·D multiply-adds a row for each, and its [H·T × H·T] forms about
 /// 4 · 56² a row — about 60 M multiply-adds a box instead of the 118 M of its two formed updates. Every term is
-/// centred, as the norm's input is, and only the prompt's own terms can cancel (float32 rounding, measured against
-/// the formed rows in the parity tests). For the two layers of every released SAM's decoder.
+/// centred, as the norm's input is; where a prompt's terms cancel, float32 rounding grows (the parity tests, with
+/// decoder norms off γ = 1, β = 0, hold at their bounds). For the two layers of every released SAM's decoder.
 struct RowStatistics {
     /// The two image-to-token attentions' output projections [E, D].
     let firstOut: Tensor, secondOut: Tensor
@@ -41,7 +40,7 @@ struct RowStatistics {
         mSquared = m.reduce(0) { $0 + $1 * $1 }
     }
 
-    static func centred(_ v: [Float]) -> [Float] {
+    private static func centred(_ v: [Float]) -> [Float] {
         let mean = v.reduce(0, +) / Float(v.count)
         return v.map { $0 - mean }
     }
