@@ -122,7 +122,7 @@ struct RowStatistics {
             Self.accumulate(&n2, s, twice: linear2, plus: q.baseAddress! + ht * stride)
         }
         Self.accumulate(&cross, s, constant: cm)
-        let a = n1.map { 1 / (max($0, 0) / Float(e) + 1e-5).squareRoot() }
+        let a = Self.inverseDeviations(n1, width: e)
         let partial = (0..<rows).map { a[$0] * a[$0] * n2[$0] + 2 * a[$0] * cross[$0] + mSquared }
         return First(inverseDeviations: a, partial: partial, c: c, probabilities: s)
     }
@@ -163,7 +163,7 @@ struct RowStatistics {
         var n = first.partial
         let wm = w2.withUnsafeBufferPointer { w in (0..<ht).map { j in 2 * (0..<e).reduce(Float(0)) { $0 + w[j * e + $1] * m[$1] } } }
         g.withUnsafeBufferPointer { g in Self.accumulate(&n, s, twice: y, plus: g.baseAddress!, constant: wm) }
-        return n.map { 1 / (max($0, 0) / Float(e) + 1e-5).squareRoot() }
+        return Self.inverseDeviations(n, width: e)
     }
 
     /// W_i·yᵀ for the image's map y (`Shared.maps[map]`, y·W_out,i): head h's rows V_h[t]·(y·W_out,i)_hᵀ, [H·T, stride].
@@ -182,6 +182,12 @@ struct RowStatistics {
             }
         }
         return out
+    }
+
+    /// 1 / √(var + eps) from each centred row's squared norm |z̃|² = width · var (rounding can take a sum of
+    /// cancelling terms just below zero; the norm's eps is nn.LayerNorm's default).
+    private static func inverseDeviations(_ squares: [Float], width: Int) -> [Float] {
+        squares.map { 1 / (max($0, 0) / Float(width) + 1e-5).squareRoot() }
     }
 
     /// x with each row minus its mean (after scaling it by `scale` element by element, if given), [R, E].
