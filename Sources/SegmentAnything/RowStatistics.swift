@@ -35,14 +35,9 @@ struct RowStatistics {
         let (first, second) = (layers[0].imageToToken.out, layers[1].imageToToken.out)
         (firstOut, secondOut, heads) = (first.weight, second.weight, layers[0].imageToToken.heads)
         gamma = layers[0].norm4.weight.storage
-        firstBias = Self.centred(first.bias!.storage)
-        m = Self.centred(zip(layers[0].norm4.bias.storage, second.bias!.storage).map { $0 + $1 })
+        firstBias = Self.centredRows(first.bias!).storage
+        m = Self.centredRows(Tensor(shape: [gamma.count], storage: zip(layers[0].norm4.bias.storage, second.bias!.storage).map { $0 + $1 })).storage
         mSquared = m.reduce(0) { $0 + $1 * $1 }
-    }
-
-    private static func centred(_ v: [Float]) -> [Float] {
-        let mean = v.reduce(0, +) / Float(v.count)
-        return v.map { $0 - mean }
     }
 
     /// What one image gives every prompt: per row |x'|², |x''|² and x''·m, and x'·W_out,1, x'''·W_out,1 and
@@ -190,14 +185,17 @@ struct RowStatistics {
         squares.map { 1 / (max($0, 0) / Float(width) + 1e-5).squareRoot() }
     }
 
-    /// x with each row minus its mean (after scaling it by `scale` element by element, if given), [R, E].
-    private static func centredRows(_ x: Tensor, scaledBy scale: [Float]? = nil) -> Tensor {
-        let e = x.shape[1]
+    /// x with each row (along its last axis) minus its mean, after scaling it by `scale` element by element if given.
+    static func centredRows(_ x: Tensor, scaledBy scale: [Float]? = nil) -> Tensor {
+        let e = x.dim(-1)
         var out = x
-        for start in stride(from: 0, to: out.count, by: e) {
-            if let scale { for c in 0..<e { out.storage[start + c] *= scale[c] } }
-            let mean = out.storage[start..<(start + e)].reduce(0, +) / Float(e)
-            for c in 0..<e { out.storage[start + c] -= mean }
+        out.withUnsafeMutableBufferPointer { p in
+            for start in stride(from: 0, to: p.count, by: e) {
+                let row = UnsafeMutableBufferPointer(rebasing: p[start..<(start + e)])
+                if let scale { for c in 0..<e { row[c] *= scale[c] } }
+                let mean = row.reduce(0, +) / Float(e)
+                for c in 0..<e { row[c] -= mean }
+            }
         }
         return out
     }

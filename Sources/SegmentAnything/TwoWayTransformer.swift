@@ -171,19 +171,7 @@ struct TwoWayTransformer {
     /// for `prompts` prompts of `tokens` tokens.
     func image(rows: Tensor, pe: Tensor, tokens: Int, prompts: Int) -> DecoderImage {
         let first = layers[0], rowsPlusPE = rows.adding(pe)
-        var centred: Tensor?
-        if expands(tokens: tokens, prompts: prompts) {
-            var c = rows
-            let e = rows.shape[2]
-            c.withUnsafeMutableBufferPointer { c in
-                for start in stride(from: 0, to: c.count, by: e) {
-                    let row = UnsafeMutableBufferPointer(rebasing: c[start..<(start + e)])
-                    let mean = row.reduce(0, +) / Float(e)
-                    for i in row.indices { row[i] -= mean }
-                }
-            }
-            centred = c
-        }
+        let centred = expands(tokens: tokens, prompts: prompts) ? RowStatistics.centredRows(rows) : nil
         // Keys and queries (with PE) are read as attention keys, each head's columns packed; values as values.
         let shared = { (map: RowsProjection) in map.shared(centredRows: centred!, pe: pe, heads: map.addsPE ? first.imageToToken.heads : 0) }
         let queries = first.imageToToken.q(rowsPlusPE)
