@@ -4,8 +4,10 @@
 // operand: here attention packs a head's keys and values once, a convolution's patches are gathered straight into
 // B's panels (no im2col matrix), a row-major B used by one block of rows is read in place, and a product can be cut
 // into blocks of any shape with the same bits — every element is summed over k in the same order (256-deep slices,
-// in turn; fused multiply-adds within a slice) whatever block computes it.
+// in turn; fused multiply-adds within a slice) whatever block computes it. Where the CPU has AVX-512, two A panels
+// share one pass over a B panel (a 12 × 16 tile of 16-lane vectors): the same sums in the same order, the same bits.
 #include "kernels.h"
+#include "polynomials.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,17 +227,23 @@ static inline float finish(float sum, float old, float alpha, float beta, int fi
 }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-// Not where the CPU has AVX-512: OpenBLAS's kernels there use vectors twice as wide as this one.
 int ck_sgemm_supported(void) {
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !__builtin_cpu_supports("avx512f");
+    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return known;
+}
+
+int ck_cpu_has_avx512(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx512f");
     return known;
 }
 
 // C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row. B's
-// rows are `ldb` apart: 16 in a packed panel, or a row-major B read in place.
+// rows are `ldb` apart: 16 in a packed panel, or a row-major B read in place. With `bias` (the first slice of a
+// product with a row bias), row r starts from bias[r] instead of beta · C.
 AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
-                             float alpha, float beta, int first) {
+                             float alpha, float beta, int first, const float *bias) {
     // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
     // two threads, where OpenBLAS's kernel does the same).
     for (int r = 0; r < MR; r++) {
@@ -266,7 +274,11 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 #define STORE_ROW(r, lo, hi)                                                                           \
     {                                                                                                  \
         float *p = c + (r) * ldc;                                                                      \
-        if (overwrite) {                                                                               \
+        if (bias) {                                                                                    \
+            const __m256 start = _mm256_broadcast_ss(bias + (r));                                      \
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, start));                                       \
+            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, start));                                   \
+        } else if (overwrite) {                                                                        \
             _mm256_storeu_ps(p, _mm256_mul_ps(va, lo));                                                \
             _mm256_storeu_ps(p + 8, _mm256_mul_ps(va, hi));                                            \
         } else {                                                                                       \
@@ -279,6 +291,39 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
     STORE_ROW(0, c00, c01) STORE_ROW(1, c10, c11) STORE_ROW(2, c20, c21)
     STORE_ROW(3, c30, c31) STORE_ROW(4, c40, c41) STORE_ROW(5, c50, c51)
 #undef STORE_ROW
+}
+
+// Two 6-row A panels (`a`, then the next at a + 6 · kc) against one B panel in one pass, where the CPU has AVX-512:
+// twelve 16-lane accumulators, one B vector and twelve broadcasts per k. Each element gets the same fused
+// multiply-adds in the same order as in kernel_6x16, so the same bits; B is read once for twelve rows, not six.
+#define AVX512 __attribute__((target("avx512f")))
+AVX512 static void kernel_12x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
+                                float alpha, float beta, int first, const float *bias) {
+    for (int r = 0; r < 2 * MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    const float *restrict a2 = a + MR * kc;
+    __m512 acc[2 * MR];
+    for (int r = 0; r < 2 * MR; r++) acc[r] = _mm512_setzero_ps();
+    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb) {
+        const __m512 x = _mm512_loadu_ps(b);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < MR; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), x, acc[r]);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < MR; r++) acc[MR + r] = _mm512_fmadd_ps(_mm512_set1_ps(a2[r]), x, acc[MR + r]);
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const int overwrite = first && beta == 0, scale = first && beta != 1;
+    for (int r = 0; r < 2 * MR; r++) {
+        float *p = c + r * ldc;
+        if (bias) {
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[r], _mm512_set1_ps(bias[r])));
+        } else if (overwrite) {
+            _mm512_storeu_ps(p, _mm512_mul_ps(va, acc[r]));
+        } else {
+            __m512 old = _mm512_loadu_ps(p);
+            if (scale) old = _mm512_mul_ps(vb, old);
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[r], old));
+        }
+    }
 }
 
 // kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows
@@ -303,7 +348,7 @@ KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
 
 // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
 AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
-                           float alpha, float beta, int first) {
+                           float alpha, float beta, int first, const float *bias) {
     float sums[MR * NR];
     switch (rows) {
     case 1: kernel_1x16(kc, a, b, ldb, sums); break;
@@ -311,28 +356,55 @@ AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, fl
     case 3: kernel_3x16(kc, a, b, ldb, sums); break;
     case 4: kernel_4x16(kc, a, b, ldb, sums); break;
     case 5: kernel_5x16(kc, a, b, ldb, sums); break;
-    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1);
+    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1, NULL);
     }
     for (long r = 0; r < rows; r++)
-        for (long col = 0; col < cols; col++) c[r * ldc + col] = finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
+        for (long col = 0; col < cols; col++)
+            c[r * ldc + col] = bias ? finish(sums[r * NR + col], bias[r], alpha, 1, first)
+                                    : finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
 
-// One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`.
+// The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU, then the residual.
+AVX2 static void finish_tile(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) {
+    for (long r = 0; r < rows; r++) {
+        float *p = c + r * ldc;
+        if (e->silu)
+            for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);
+        if (e->residual) {
+            const float *q = e->residual + (i + r) * e->ldr + j;
+            for (long x = 0; x < cols; x++) p[x] += q[x];
+        }
+    }
+}
+
+// One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`,
+// which is C's element (i, j); `last`: the product's last slice of k.
 AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
-                              float alpha, float beta, int first) {
-    for (long ir = 0; ir < rows; ir += MR, a += MR * kc, c += MR * ldc) {
-        if (rows - ir >= MR && cols == NR) kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first);
-        else edge_tile(kc, a, b, ldb, c, ldc, min_long(MR, rows - ir), cols, alpha, beta, first);
+                              float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
+    const float *bias = first && e && e->row_bias ? e->row_bias + i : NULL;
+    const int finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
+    for (long ir = 0; ir < rows;) {
+        long tile_rows = min_long(MR, rows - ir);
+        if (wide && rows - ir >= 2 * MR && cols == NR) {
+            tile_rows = 2 * MR;
+            kernel_12x16(kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        } else if (tile_rows == MR && cols == NR) {
+            kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        } else {
+            edge_tile(kc, a, b, ldb, c, ldc, tile_rows, cols, alpha, beta, first, bias ? bias + ir : NULL);
+        }
+        if (finishing) finish_tile(c, ldc, tile_rows, cols, e, i + ir, j);
+        ir += tile_rows, a += tile_rows * kc, c += tile_rows * ldc;
     }
 }
 
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
-                        float *c, long ldc, long m0, long m1, long n0, long n1, float *abuf, float *bbuf) {
+                        float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
     for (long jc = n0; jc < n1; jc += NC) {
         const long nc = min_long(NC, n1 - jc);
         for (long pc = 0; pc < k; pc += KC) {
             const long kc = min_long(KC, k - pc);
-            const int first = pc == 0;
+            const int first = pc == 0, last = pc + kc == k;
             const float *bblock = bbuf;
             if (b->packed) {
                 bblock = b->packed + pc * round_up(n, NR) + jc * kc;
@@ -347,11 +419,12 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                         // A row-major B is read in place: its 16 columns of the slice are as good as a panel once
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
                         // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
-                        row_of_tiles(kc, abuf, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first);
+                        row_of_tiles(kc, abuf, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first,
+                                     last, e, m0, jc + jr);
                         continue;
                     }
                     pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
-                    row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first);
+                    row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
                 }
                 continue;
             } else {
@@ -361,14 +434,15 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                 const long mc = min_long(MC, m1 - ic);
                 pack_a_block(a, ic, mc, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR)
-                    row_of_tiles(kc, abuf, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first);
+                    row_of_tiles(kc, abuf, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first,
+                                 last, e, ic, jc + jr);
             }
         }
     }
 }
 
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
-             long ldc, long m0, long m1, long n0, long n1) {
+             long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue) {
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
     // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
@@ -376,15 +450,16 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
     if (!abuf || (!b->packed && !bbuf)) status = -2;
-    else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, abuf, bbuf);
+    else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
     free(abuf);
     free(bbuf);
     return status;
 }
 #else
 int ck_sgemm_supported(void) { return 0; }
+int ck_cpu_has_avx512(void) { return 0; }
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
-             long ldc, long m0, long m1, long n0, long n1) {
+             long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue) {
     return -1;
 }
 #endif

@@ -30,13 +30,19 @@ public struct Conv2dGeometry: Equatable, Sendable {
     }
 }
 
-/// `torch.nn.functional.conv2d`: input [N, C, H, W], weight [O, C/groups, kH, kW], bias [O] → [N, O, Ho, Wo].
+/// `torch.nn.functional.conv2d`: input [N, C, H, W], weight [O, C/groups, kH, kW], bias [O] → [N, O, Ho, Wo]; then,
+/// where asked, SiLU and the addition of `residual` (the output's shape), in that order — Ultralytics' `Conv` and
+/// `Bottleneck`. On our kernel the bias, SiLU and residual are steps of the product itself (the output is written
+/// once, never re-read); elsewhere they are passes after it. The bits are the same either way.
 ///
 /// Three paths, all exact: a 1×1 stride-1 convolution is one GEMM on the input as it lies; a depthwise
 /// convolution (one input channel per group) is a direct loop, since its GEMMs would be 1 × k² thin; every other
 /// case is one GEMM per image and group on the input's patches — gathered by our kernel as it packs them, or
 /// written out first (im2col) where OpenBLAS runs the product.
-public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init()) -> Tensor {
+public func conv2d(
+    _ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
+    adding residual: Tensor? = nil
+) -> Tensor {
     precondition(input.rank == 4 && weight.rank == 4, "conv2d wants 4-D input and weight, got \(input.shape), \(weight.shape)")
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
@@ -46,58 +52,54 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometr
     let ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
     let wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
     precondition(ho > 0 && wo > 0, "conv2d output would be empty for input \(input.shape) and kernel \(kh)×\(kw)")
+    precondition(residual == nil || residual!.shape == [n, o, ho, wo], "conv2d residual must be \([n, o, ho, wo])")
     var output = Tensor(uninitialized: [n, o, ho, wo])  // every path writes every element
-    let og = o / g.groups
+    let (og, plane) = (o / g.groups, ho * wo)
     let depthwiseCase = cg == 1 && og == 1
-    // GEMM paths start from the bias and accumulate onto it (beta = 1): no zeroing, no second pass to add it.
-    let beta: Float = bias == nil || depthwiseCase ? 0 : 1
+    let fused = GEMMKernel.current == .ours && !depthwiseCase
+    let pointwise = kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
 
     input.withUnsafeBufferPointer { x in
         weight.withUnsafeBufferPointer { wt in
             output.withUnsafeMutableBufferPointer { y in
-                let x = x.baseAddress!, wt = wt.baseAddress!, y = y.baseAddress!
-                if let bias, !depthwiseCase {
-                    bias.withUnsafeBufferPointer { b in fillChannels(y, b.baseAddress!, n: n, c: o, plane: ho * wo) }
-                }
-                if depthwiseCase {
-                    depthwise(x, wt, y, n: n, c: c, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
-                    if let bias {
-                        bias.withUnsafeBufferPointer { b in addChannelBias(y, b.baseAddress!, n: n, c: o, plane: ho * wo) }
-                    }
-                } else if kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0) {
-                    for image in 0..<n {
-                        for group in 0..<g.groups {
-                            gemm(m: og, n: h * w, k: cg, a: wt + group * og * cg, lda: cg,
-                                 b: x + (image * c + group * cg) * h * w, ldb: h * w,
-                                 beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
-                        }
-                    }
-                } else if GEMMKernel.current == .ours {
-                    // The kernel gathers the patches straight into its packed panels: no im2col matrix.
-                    for image in 0..<n {
-                        for group in 0..<g.groups {
-                            var patches = ck_patches(
-                                x: x + (image * c + group * cg) * h * w, channels: cg, height: h, width: w, kernel_h: kh, kernel_w: kw,
-                                stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
-                                dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: ho, out_w: wo)
-                            withUnsafePointer(to: &patches) { patches in
-                                product(m: og, n: ho * wo, k: cg * kh * kw, alpha: 1,
-                                        a: ck_operand(data: wt + group * og * cg * kh * kw, row: cg * kh * kw, col: 1, packed: nil, patches: nil),
-                                        b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
-                                        beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                withOptionalBuffer(bias) { b in
+                    withOptionalBuffer(residual) { r in
+                        let x = x.baseAddress!, wt = wt.baseAddress!, y = y.baseAddress!
+                        if depthwiseCase {
+                            depthwise(x, wt, y, n: n, c: c, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                            if let b { addChannelBias(y, b, n: n, c: o, plane: plane) }
+                        } else if fused {
+                            for image in 0..<n {
+                                for group in 0..<g.groups {
+                                    let first = (image * o + group * og) * plane
+                                    let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
+                                                               residual: r.map { $0 + first }, ldr: plane)
+                                    let filters = ck_operand(data: wt + group * og * cg * kh * kw, row: cg * kh * kw, col: 1, packed: nil, patches: nil)
+                                    let source = x + (image * c + group * cg) * h * w
+                                    if pointwise {
+                                        product(m: og, n: plane, k: cg, alpha: 1, a: filters,
+                                                b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
+                                                beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                                        continue
+                                    }
+                                    // The kernel gathers the patches straight into its packed panels: no im2col matrix.
+                                    var patches = ck_patches(
+                                        x: source, channels: cg, height: h, width: w, kernel_h: kh, kernel_w: kw,
+                                        stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
+                                        dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: ho, out_w: wo)
+                                    withUnsafePointer(to: &patches) { patches in
+                                        product(m: og, n: plane, k: cg * kh * kw, alpha: 1, a: filters,
+                                                b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
+                                                beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                                    }
+                                }
                             }
+                        } else {
+                            openBLASConvolution(x, wt, b, y, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
                         }
-                    }
-                } else {
-                    let rows = cg * kh * kw
-                    let columns = UnsafeMutablePointer<Float>.allocate(capacity: rows * ho * wo)
-                    defer { columns.deallocate() }
-                    for image in 0..<n {
-                        for group in 0..<g.groups {
-                            im2col(x + (image * c + group * cg) * h * w, columns, c: cg, h: h, w: w,
-                                   kh: kh, kw: kw, ho: ho, wo: wo, g: g)
-                            gemm(m: og, n: ho * wo, k: rows, a: wt + group * og * rows, lda: rows,
-                                 b: columns, ldb: ho * wo, beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+                        if !fused {
+                            if silu { Threading.parallelFor(n * o, grain: max(1, 16_384 / plane)) { planes in ck_silu(y + planes.lowerBound * plane, planes.count * plane) } }
+                            if let r { for i in 0..<(n * o * plane) { y[i] += r[i] } }
                         }
                     }
                 }
@@ -105,6 +107,35 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometr
         }
     }
     return output
+}
+
+/// The GEMM paths on OpenBLAS: C filled with the bias and accumulated onto (beta = 1), the patches written out.
+private func openBLASConvolution(
+    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>,
+    n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
+) {
+    let (og, cg, rows) = (o / g.groups, c / g.groups, c / g.groups * kh * kw)
+    if let bias { fillChannels(y, bias, n: n, c: o, plane: ho * wo) }
+    let beta: Float = bias == nil ? 0 : 1
+    let pointwise = kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
+    let columns = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * ho * wo)
+    defer { columns?.deallocate() }
+    for image in 0..<n {
+        for group in 0..<g.groups {
+            var b = x + (image * c + group * cg) * h * w
+            if let columns {
+                im2col(b, columns, c: cg, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                b = UnsafePointer(columns)
+            }
+            gemm(m: og, n: ho * wo, k: rows, a: wt + group * og * rows, lda: rows, b: b, ldb: ho * wo,
+                 beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+        }
+    }
+}
+
+private func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    guard let tensor else { return body(nil) }
+    return tensor.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
 
 /// Patches of one group's input, laid out [C·kH·kW, Ho·Wo] so the weight multiplies them in one GEMM.

@@ -48,9 +48,9 @@ public func gemm(
     }
 }
 
-/// Which kernel runs fp32 matrix products: ours (`ck_sgemm`, AVX2+FMA) on CPUs with AVX2 and no AVX-512, else
-/// OpenBLAS (whose AVX-512 kernels are twice as wide).
-/// `AUTOANNOTATE_GEMM=openblas` forces OpenBLAS (to compare the two); tests set `current` to run both.
+/// Which kernel runs fp32 matrix products: ours (`ck_sgemm`) on CPUs with AVX2 and FMA — with AVX-512 where the CPU
+/// has it — else OpenBLAS. `AUTOANNOTATE_GEMM=openblas` forces OpenBLAS, to compare the two; tests set `current` to
+/// run both wherever the CPU can.
 public enum GEMMKernel: String, Sendable {
     case ours, openblas
 
@@ -60,6 +60,10 @@ public enum GEMMKernel: String, Sendable {
 
     /// The kernels this CPU can run (tests run each).
     public static var available: [GEMMKernel] { ck_sgemm_supported() != 0 ? [.ours, .openblas] : [.openblas] }
+
+    /// The kernels OpenBLAS picked for this CPU, by its model. A model newer than its table gets its oldest x86-64
+    /// kernels: Debian's 0.3.21 on an Emerald Rapids Xeon runs "Prescott" (SSE3) kernels, a third of our speed there.
+    public static let openBLASCore = String(cString: openblas_get_corename())
 }
 
 /// B (k × n) packed for our kernel once, to serve several products.
@@ -74,22 +78,26 @@ func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
 /// chosen for speed: by rows when B is packed, by columns when B is a convolution's patches (each block gathers only
 /// its own), else along the longer side, so that the other operand is re-packed least.
 func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
-             c: UnsafeMutablePointer<Float>, ldc: Int) {
+             c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue? = nil) {
     let (rowUnits, columnUnits) = ((m + Int(CK_SGEMM_MR) - 1) / Int(CK_SGEMM_MR), (n + Int(CK_SGEMM_NR) - 1) / Int(CK_SGEMM_NR))
     let threads = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, m * n * k / (1 << 20)))
     var byRows = b.packed != nil || (b.patches == nil && m >= n)
     if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
+    var finish = epilogue ?? ck_epilogue()
     withUnsafePointer(to: a) { a in
         withUnsafePointer(to: b) { b in
-            let run = { (part: Int) in
-                let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (Int(CK_SGEMM_NR), columnUnits)
-                let (start, end) = (units * part / parts * unit, units * (part + 1) / parts * unit)
-                let status = byRows ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n)
-                                    : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end))
-                precondition(status == 0, "GEMM failed: out of memory")
+            withUnsafePointer(to: &finish) { finish in
+                let e = epilogue == nil ? nil : finish
+                let run = { (part: Int) in
+                    let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (Int(CK_SGEMM_NR), columnUnits)
+                    let (start, end) = (units * part / parts * unit, units * (part + 1) / parts * unit)
+                    let status = byRows ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n, e)
+                                        : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end), e)
+                    precondition(status == 0, "GEMM failed: out of memory")
+                }
+                if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
             }
-            if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
         }
     }
 }

@@ -13,13 +13,7 @@ struct Bottleneck {
         add = node.object["add"].flatMap { if case .bool(let b) = $0 { b } else { nil } } ?? false
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = cv2(cv1(x))
-        if add {
-            y.withUnsafeMutableBufferPointer { p in x.withUnsafeBufferPointer { q in for i in 0..<p.count { p[i] += q[i] } } }
-        }
-        return y
-    }
+    func callAsFunction(_ x: Tensor) -> Tensor { cv2(cv1(x), adding: add ? x : nil) }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let a = cv1.operations(input), b = cv2.operations(a.output)

@@ -15,7 +15,10 @@ struct Conv2d {
         geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: try node.int("groups"))
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, geometry: geometry) }
+    /// The convolution, then SiLU and `residual` where given (fused into the product on our kernel).
+    func callAsFunction(_ x: Tensor, silu: Bool = false, adding residual: Tensor? = nil) -> Tensor {
+        conv2d(x, weight: weight, bias: bias, geometry: geometry, silu: silu, adding: residual)
+    }
 
     func outputShape(_ input: [Int]) -> [Int] {
         let (kh, kw) = (weight.shape[2], weight.shape[3])
@@ -59,10 +62,9 @@ struct Conv {
         activation = act == "SiLU"
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = conv(x)
-        if activation { y.silu() }
-        return y
+    /// `act(bn(conv(x)))`, plus `residual` after the activation (a `Bottleneck`'s shortcut).
+    func callAsFunction(_ x: Tensor, adding residual: Tensor? = nil) -> Tensor {
+        conv(x, silu: activation, adding: residual)
     }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {

@@ -49,7 +49,35 @@ final class ConvolutionTests: XCTestCase {
     // Rows wide enough for whole 16-column panels inside the input, and k = 360 or 270: two slices of our kernel's k.
     func testWideInputOverTwoSlicesOfK() { check(n: 1, c: 40, h: 6, w: 45, o: 7, kh: 3, kw: 3, padding: (1, 1)) }
     func testWideStrideTwoOverTwoSlicesOfK() { check(n: 2, c: 30, h: 9, w: 70, o: 9, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1)) }
+    // 20 filters: on an AVX-512 CPU our kernel runs a 12-row tile, then 6 and 2 rows, each starting from the bias.
+    func testTwentyFiltersOverTwoSlicesOfK() { check(n: 1, c: 40, h: 6, w: 45, o: 20, kh: 3, kw: 3, padding: (1, 1)) }
     func testKernelAsLargeAsTheInput() { check(n: 1, c: 2, h: 3, w: 3, o: 2, kh: 3, kw: 3) }
+
+    /// SiLU and the residual fused into the product give the bits of the passes after it (Ultralytics' order:
+    /// conv + bias, SiLU, + shortcut), with and without bias, over one and two slices of k, pointwise and patches.
+    func testFusedSiLUAndResidualEqualThePassesAfter() {
+        let cases: [(x: [Int], w: [Int], geometry: Conv2dGeometry, bias: Bool)] = [
+            ([2, 5, 7, 13], [6, 5, 1, 1], .init(), true),
+            ([1, 40, 6, 45], [20, 40, 3, 3], .init(padding: 1), true),  // 20 rows: tiles of 12 (AVX-512), 6 and 2
+            ([2, 30, 9, 70], [9, 30, 3, 3], .init(stride: 2, padding: 1), false),
+            ([1, 6, 5, 7], [4, 3, 3, 3], .init(padding: 1, groups: 2), true),
+        ]
+        for (index, test) in cases.enumerated() {
+            let seed = UInt64(40 + 4 * index)
+            let x = randomTensor(test.x, seed: seed), w = randomTensor(test.w, seed: seed + 1)
+            let b = test.bias ? randomTensor([test.w[0]], seed: seed + 2) : nil
+            forEachKernel {
+                var want = conv2d(x, weight: w, bias: b, geometry: test.geometry)
+                let residual = randomTensor(want.shape, seed: seed + 3)
+                want.silu()
+                let activated = want
+                for i in want.storage.indices { want.storage[i] += residual.storage[i] }
+                let label = "\(test.x) * \(test.w) on \(GEMMKernel.current)"
+                XCTAssertEqual(conv2d(x, weight: w, bias: b, geometry: test.geometry, silu: true).storage, activated.storage, label)
+                XCTAssertEqual(conv2d(x, weight: w, bias: b, geometry: test.geometry, silu: true, adding: residual).storage, want.storage, label)
+            }
+        }
+    }
 
     func testFoldedBatchNormEqualsConvolutionThenBatchNorm() {
         let x = randomTensor([2, 3, 6, 5], seed: 30), w = randomTensor([4, 3, 3, 3], seed: 31), convBias = randomTensor([4], seed: 32)

@@ -50,8 +50,8 @@ void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, ui
 int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, const uint32_t *packed, float *c,
                  long ldc, int accumulate);
 
-// fp32 matrix products on our own kernel (sgemm.c), where the CPU has AVX2 and FMA but not AVX-512 (where OpenBLAS's
-// wider kernels are faster); elsewhere OpenBLAS runs them.
+// fp32 matrix products on our own kernel (sgemm.c), where the CPU has AVX2 and FMA (with 16-lane AVX-512 tiles where
+// it has AVX-512); elsewhere OpenBLAS runs them.
 #define CK_SGEMM_MR 6   // rows of the register tile (and of a packed A panel)
 #define CK_SGEMM_NR 16  // columns of a packed B panel
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
@@ -67,16 +67,28 @@ typedef struct {
     const float *packed;
     const ck_patches *patches;
 } ck_operand;
-// 1 where the CPU has AVX2 and FMA and no AVX-512, else 0 (and ck_sgemm returns -1).
+// What a product does to C's values besides the sums (a convolution's bias, SiLU and residual, fused so that C is
+// written once and never re-read): C starts from `row_bias[i]` for row i instead of beta · C (beta is not used);
+// once summed, `silu` applies x · σ(x) (the same polynomial as ck_silu, the same bits), then `residual[i · ldr + j]` is
+// added. NULL pointers and 0 leave that step out.
+typedef struct {
+    const float *row_bias;
+    int silu;
+    const float *residual;
+    long ldr;
+} ck_epilogue;
+// 1 where the CPU has AVX2 and FMA, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
+// 1 where the CPU has AVX-512 (the foundation), whose 12-row tiles our kernel then uses, else 0.
+int ck_cpu_has_avx512(void);
 // Floats that ck_sgemm_pack_b writes for a k × n B (packed once to serve several products).
 long ck_sgemm_packed_b_count(long k, long n);
 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
 // The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n); n0 must be a multiple of CK_SGEMM_NR
 // when B is packed. Any split of C gives the same bits. Returns -1 where ck_sgemm_supported() is 0, -2 when out of
-// memory, else 0.
+// memory, else 0. `epilogue` may be NULL.
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
-             long ldc, long m0, long m1, long n0, long n1);
+             long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
 
 // IEEE half-precision values to float, exactly (F16C where the CPU has it).
 void ck_halves_to_floats(const uint16_t *h, float *out, long n);
