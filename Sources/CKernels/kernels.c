@@ -143,16 +143,28 @@ void ck_keep_large_allocations(void) {
 
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 static int has_avx2(void) {
     static int known = -1;
     if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return known;
 }
+static int has_avx512(void) {
+    static int known = -1;
+    if (known < 0) known = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    return known;
+}
+// Each kernel compiled three times, the widest the CPU runs chosen: 16 lanes, 8, or whatever the baseline has. The
+// bits are the same in all three: every operation is per element, and the reductions' partial sums are spelt out.
 #define DISPATCH(name, signature, arguments, body)          \
+    AVX512 static void name##_avx512 signature { body }     \
     AVX2 static void name##_avx2 signature { body }         \
     static void name##_generic signature { body }           \
     void ck_##name signature {                              \
-        if (has_avx2()) name##_avx2 arguments; else name##_generic arguments; \
+        if (has_avx512()) name##_avx512 arguments;          \
+        else if (has_avx2()) name##_avx2 arguments;         \
+        else name##_generic arguments;                      \
     }
 #else
 #define DISPATCH(name, signature, arguments, body) void ck_##name signature { body }
