@@ -326,6 +326,52 @@ AVX512 static void kernel_12x16(long kc, const float *restrict a, const float *r
     }
 }
 
+// kernel_12x16 over two B panels at once (`b`, `b2`: C's columns 0–15 and 16–31): 24 accumulators, two B vectors and
+// twelve broadcasts per k — 14 loads for 24 multiply-adds instead of 13 for 12. The same bits again.
+AVX512 static void kernel_12x32(long kc, const float *restrict a, const float *restrict b, const float *restrict b2, long ldb,
+                                float *restrict c, long ldc, float alpha, float beta, int first, const float *bias) {
+    for (int r = 0; r < 2 * MR; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + NR), _MM_HINT_T0);
+    }
+    const float *restrict a2 = a + MR * kc;
+    __m512 lo[2 * MR], hi[2 * MR];
+    for (int r = 0; r < 2 * MR; r++) lo[r] = hi[r] = _mm512_setzero_ps();
+    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
+        const __m512 x0 = _mm512_loadu_ps(b), x1 = _mm512_loadu_ps(b2);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < MR; r++) {
+            const __m512 v = _mm512_set1_ps(a[r]);
+            lo[r] = _mm512_fmadd_ps(v, x0, lo[r]);
+            hi[r] = _mm512_fmadd_ps(v, x1, hi[r]);
+        }
+#pragma clang loop unroll(full)
+        for (int r = 0; r < MR; r++) {
+            const __m512 v = _mm512_set1_ps(a2[r]);
+            lo[MR + r] = _mm512_fmadd_ps(v, x0, lo[MR + r]);
+            hi[MR + r] = _mm512_fmadd_ps(v, x1, hi[MR + r]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const int overwrite = first && beta == 0, scale = first && beta != 1;
+    for (int r = 0; r < 2 * MR; r++) {
+        float *p = c + r * ldc;
+        if (bias) {
+            const __m512 start = _mm512_set1_ps(bias[r]);
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, lo[r], start));
+            _mm512_storeu_ps(p + NR, _mm512_fmadd_ps(va, hi[r], start));
+        } else if (overwrite) {
+            _mm512_storeu_ps(p, _mm512_mul_ps(va, lo[r]));
+            _mm512_storeu_ps(p + NR, _mm512_mul_ps(va, hi[r]));
+        } else {
+            __m512 o0 = _mm512_loadu_ps(p), o1 = _mm512_loadu_ps(p + NR);
+            if (scale) { o0 = _mm512_mul_ps(vb, o0); o1 = _mm512_mul_ps(vb, o1); }
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, lo[r], o0));
+            _mm512_storeu_ps(p + NR, _mm512_fmadd_ps(va, hi[r], o1));
+        }
+    }
+}
+
 // kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows
 // at C's edge costs its own multiply-adds, not six rows' (the mask decoder's 7-token products: 6 + 1 rows).
 #define KERNEL_ROWS(R)                                                                                           \
@@ -398,8 +444,25 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
     }
 }
 
+// Two full B panels, the second `panel_stride` floats after the first, against `rows` rows of packed A, into C's 32
+// columns at `c` (element (i, j)): 12-row tiles over both panels at once, the remaining rows panel by panel.
+AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long panel_stride, long ldb, float *c, long ldc,
+                                   long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
+    const float *bias = first && e && e->row_bias ? e->row_bias + i : NULL;
+    const int finishing = last && e && (e->silu || e->residual);
+    long ir = 0;
+    for (; rows - ir >= 2 * MR; ir += 2 * MR, a += 2 * MR * kc, c += 2 * MR * ldc) {
+        kernel_12x32(kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        if (finishing) finish_tile(c, ldc, 2 * MR, 2 * NR, e, i + ir, j);
+    }
+    if (ir == rows) return;
+    row_of_tiles(kc, a, b, ldb, c, ldc, rows - ir, NR, alpha, beta, first, last, e, i + ir, j);
+    row_of_tiles(kc, a, b + panel_stride, ldb, c + NR, ldc, rows - ir, NR, alpha, beta, first, last, e, i + ir, j + NR);
+}
+
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
                         float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
+    const int wide = ck_cpu_has_avx512();
     for (long jc = n0; jc < n1; jc += NC) {
         const long nc = min_long(NC, n1 - jc);
         for (long pc = 0; pc < k; pc += KC) {
@@ -414,17 +477,23 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                 pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long cols = min_long(NR, nc - jr);
+                    const int pair = wide && nc - jr >= 2 * NR;
                     float *tiles = c + m0 * ldc + jc + jr;
                     if (cols == NR && b->data && b->col == 1) {
                         // A row-major B is read in place: its 16 columns of the slice are as good as a panel once
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
                         // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
-                        row_of_tiles(kc, abuf, b->data + pc * b->row + jc + jr, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first,
-                                     last, e, m0, jc + jr);
-                        continue;
+                        const float *panel = b->data + pc * b->row + jc + jr;
+                        if (pair) row_of_tile_pairs(kc, abuf, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        else row_of_tiles(kc, abuf, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                    } else if (pair) {
+                        pack_b_block(b, pc, kc, jc + jr, 2 * NR, bbuf);
+                        row_of_tile_pairs(kc, abuf, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                    } else {
+                        pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
+                        row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
                     }
-                    pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
-                    row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                    jr += pair ? NR : 0;
                 }
                 continue;
             } else {
@@ -433,9 +502,16 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             for (long ic = m0; ic < m1; ic += MC) {
                 const long mc = min_long(MC, m1 - ic);
                 pack_a_block(a, ic, mc, pc, kc, abuf);
-                for (long jr = 0; jr < nc; jr += NR)
+                for (long jr = 0; jr < nc; jr += NR) {
+                    if (wide && nc - jr >= 2 * NR) {
+                        row_of_tile_pairs(kc, abuf, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
+                                          last, e, ic, jc + jr);
+                        jr += NR;
+                        continue;
+                    }
                     row_of_tiles(kc, abuf, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first,
                                  last, e, ic, jc + jr);
+                }
             }
         }
     }
