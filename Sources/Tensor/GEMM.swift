@@ -6,7 +6,7 @@ import Foundation
 ///
 /// Every matrix product — linear layers, convolutions as GEMM, attention — comes through here (or through
 /// `product`, for packed operands), so threading and layout rules live in one place: our kernel where the CPU has
-/// AVX2 and FMA but no AVX-512, else OpenBLAS, single-threaded (see `Threading`), with large products split here
+/// AVX2 and FMA (see `GEMMKernel`), else OpenBLAS, single-threaded (see `Threading`), with large products split here
 /// among the threads.
 public func gemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
