@@ -5,7 +5,8 @@
 // B's panels (no im2col matrix), a row-major B used by one block of rows is read in place, and a product can be cut
 // into blocks of any shape with the same bits — every element is summed over k in the same order (256-deep slices,
 // in turn; fused multiply-adds within a slice) whatever block computes it. Where the CPU has AVX-512, two A panels
-// share one pass over a B panel (a 12 × 16 tile of 16-lane vectors): the same sums in the same order, the same bits.
+// share one pass over one or two B panels (12 × 16 and 12 × 32 tiles of 16-lane vectors): the same sums in the same
+// order, the same bits.
 #include "kernels.h"
 #include "polynomials.h"
 #include <math.h>
@@ -293,83 +294,52 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 #undef STORE_ROW
 }
 
-// Two 6-row A panels (`a`, then the next at a + 6 · kc) against one B panel in one pass, where the CPU has AVX-512:
-// twelve 16-lane accumulators, one B vector and twelve broadcasts per k. Each element gets the same fused
-// multiply-adds in the same order as in kernel_6x16, so the same bits; B is read once for twelve rows, not six.
+// Where the CPU has AVX-512: two 6-row A panels (`a`, then the next at a + 6 · kc) against one or two B panels (`b`,
+// `b2`: C's columns 0–15 and 16–31) in one pass — 12 × 16 with twelve 16-lane accumulators (one B vector and twelve
+// broadcasts per k), or 12 × 32 with 24 (two B vectors: 14 loads for 24 multiply-adds). Each element gets the same
+// fused multiply-adds in the same order as in kernel_6x16, so the same bits, and B is read once for twelve rows.
 #define AVX512 __attribute__((target("avx512f")))
-AVX512 static void kernel_12x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
-                                float alpha, float beta, int first, const float *bias) {
-    for (int r = 0; r < 2 * MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, long kc, const float *restrict a, const float *restrict b,
+                                                                 const float *restrict b2, long ldb, float *restrict c, long ldc,
+                                                                 float alpha, float beta, int first, const float *bias) {
+    for (int r = 0; r < 2 * MR; r++)
+        for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     const float *restrict a2 = a + MR * kc;
-    __m512 acc[2 * MR];
-    for (int r = 0; r < 2 * MR; r++) acc[r] = _mm512_setzero_ps();
-    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb) {
-        const __m512 x = _mm512_loadu_ps(b);
+    __m512 acc[2][2 * MR];
+    for (int q = 0; q < panels; q++)
+        for (int r = 0; r < 2 * MR; r++) acc[q][r] = _mm512_setzero_ps();
+    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
+        const __m512 x[2] = {_mm512_loadu_ps(b), panels == 2 ? _mm512_loadu_ps(b2) : _mm512_setzero_ps()};
 #pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), x, acc[r]);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) acc[MR + r] = _mm512_fmadd_ps(_mm512_set1_ps(a2[r]), x, acc[MR + r]);
+        for (int r = 0; r < 2 * MR; r++) {
+            const __m512 v = _mm512_set1_ps(r < MR ? a[r] : a2[r - MR]);
+            for (int q = 0; q < panels; q++) acc[q][r] = _mm512_fmadd_ps(v, x[q], acc[q][r]);
+        }
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int overwrite = first && beta == 0, scale = first && beta != 1;
     for (int r = 0; r < 2 * MR; r++) {
-        float *p = c + r * ldc;
-        if (bias) {
-            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[r], _mm512_set1_ps(bias[r])));
-        } else if (overwrite) {
-            _mm512_storeu_ps(p, _mm512_mul_ps(va, acc[r]));
-        } else {
-            __m512 old = _mm512_loadu_ps(p);
-            if (scale) old = _mm512_mul_ps(vb, old);
-            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[r], old));
+        for (int q = 0; q < panels; q++) {
+            float *p = c + r * ldc + q * NR;
+            if (bias) {
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], _mm512_set1_ps(bias[r])));
+            } else if (overwrite) {
+                _mm512_storeu_ps(p, _mm512_mul_ps(va, acc[q][r]));
+            } else {
+                __m512 old = _mm512_loadu_ps(p);
+                if (scale) old = _mm512_mul_ps(vb, old);
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], old));
+            }
         }
     }
 }
-
-// kernel_12x16 over two B panels at once (`b`, `b2`: C's columns 0–15 and 16–31): 24 accumulators, two B vectors and
-// twelve broadcasts per k — 14 loads for 24 multiply-adds instead of 13 for 12. The same bits again.
-AVX512 static void kernel_12x32(long kc, const float *restrict a, const float *restrict b, const float *restrict b2, long ldb,
-                                float *restrict c, long ldc, float alpha, float beta, int first, const float *bias) {
-    for (int r = 0; r < 2 * MR; r++) {
-        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + NR), _MM_HINT_T0);
-    }
-    const float *restrict a2 = a + MR * kc;
-    __m512 lo[2 * MR], hi[2 * MR];
-    for (int r = 0; r < 2 * MR; r++) lo[r] = hi[r] = _mm512_setzero_ps();
-    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
-        const __m512 x0 = _mm512_loadu_ps(b), x1 = _mm512_loadu_ps(b2);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) {
-            const __m512 v = _mm512_set1_ps(a[r]);
-            lo[r] = _mm512_fmadd_ps(v, x0, lo[r]);
-            hi[r] = _mm512_fmadd_ps(v, x1, hi[r]);
-        }
-#pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) {
-            const __m512 v = _mm512_set1_ps(a2[r]);
-            lo[MR + r] = _mm512_fmadd_ps(v, x0, lo[MR + r]);
-            hi[MR + r] = _mm512_fmadd_ps(v, x1, hi[MR + r]);
-        }
-    }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    const int overwrite = first && beta == 0, scale = first && beta != 1;
-    for (int r = 0; r < 2 * MR; r++) {
-        float *p = c + r * ldc;
-        if (bias) {
-            const __m512 start = _mm512_set1_ps(bias[r]);
-            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, lo[r], start));
-            _mm512_storeu_ps(p + NR, _mm512_fmadd_ps(va, hi[r], start));
-        } else if (overwrite) {
-            _mm512_storeu_ps(p, _mm512_mul_ps(va, lo[r]));
-            _mm512_storeu_ps(p + NR, _mm512_mul_ps(va, hi[r]));
-        } else {
-            __m512 o0 = _mm512_loadu_ps(p), o1 = _mm512_loadu_ps(p + NR);
-            if (scale) { o0 = _mm512_mul_ps(vb, o0); o1 = _mm512_mul_ps(vb, o1); }
-            _mm512_storeu_ps(p, _mm512_fmadd_ps(va, lo[r], o0));
-            _mm512_storeu_ps(p + NR, _mm512_fmadd_ps(va, hi[r], o1));
-        }
-    }
+AVX512 static void kernel_12x16(long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha, float beta,
+                                int first, const float *bias) {
+    tile_12(1, kc, a, b, b, ldb, c, ldc, alpha, beta, first, bias);
+}
+AVX512 static void kernel_12x32(long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc, float alpha,
+                                float beta, int first, const float *bias) {
+    tile_12(2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias);
 }
 
 // kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows

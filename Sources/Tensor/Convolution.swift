@@ -95,10 +95,15 @@ public func conv2d(
                                 }
                             }
                         } else {
-                            openBLASConvolution(x, wt, b, y, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
+                            openBLASConvolution(x, wt, b, y, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, ho: ho, wo: wo, g: g,
+                                                pointwise: pointwise)
                         }
                         if !fused {
-                            if silu { Threading.parallelFor(n * o, grain: max(1, 16_384 / plane)) { planes in ck_silu(y + planes.lowerBound * plane, planes.count * plane) } }
+                            if silu {
+                                Threading.parallelFor(n * o, grain: max(1, 16_384 / plane)) { planes in
+                                    ck_silu(y + planes.lowerBound * plane, planes.count * plane)
+                                }
+                            }
                             if let r { for i in 0..<(n * o * plane) { y[i] += r[i] } }
                         }
                     }
@@ -109,15 +114,15 @@ public func conv2d(
     return output
 }
 
-/// The GEMM paths on OpenBLAS: C filled with the bias and accumulated onto (beta = 1), the patches written out.
+/// The GEMM paths on OpenBLAS: C filled with the bias and accumulated onto (beta = 1), the patches written out
+/// (none for a `pointwise` convolution: the input is B as it lies).
 private func openBLASConvolution(
     _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
+    n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry, pointwise: Bool
 ) {
     let (og, cg, rows) = (o / g.groups, c / g.groups, c / g.groups * kh * kw)
     if let bias { fillChannels(y, bias, n: n, c: o, plane: ho * wo) }
     let beta: Float = bias == nil ? 0 : 1
-    let pointwise = kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
     let columns = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * ho * wo)
     defer { columns?.deallocate() }
     for image in 0..<n {

@@ -84,10 +84,9 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
     var byRows = b.packed != nil || (b.patches == nil && m >= n)
     if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
-    var finish = epilogue ?? ck_epilogue()
     withUnsafePointer(to: a) { a in
         withUnsafePointer(to: b) { b in
-            withUnsafePointer(to: &finish) { finish in
+            withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
                 let e = epilogue == nil ? nil : finish
                 let run = { (part: Int) in
                     let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (Int(CK_SGEMM_NR), columnUnits)
