@@ -298,7 +298,7 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 // `b2`: C's columns 0–15 and 16–31) in one pass — 12 × 16 with twelve 16-lane accumulators (one B vector and twelve
 // broadcasts per k), or 12 × 32 with 24 (two B vectors: 14 loads for 24 multiply-adds). Each element gets the same
 // fused multiply-adds in the same order as in kernel_6x16, so the same bits, and B is read once for twelve rows.
-#define AVX512 __attribute__((target("avx512f")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
 AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, long kc, const float *restrict a, const float *restrict b,
                                                                  const float *restrict b2, long ldb, float *restrict c, long ldc,
                                                                  float alpha, float beta, int first, const float *bias) {
@@ -380,17 +380,23 @@ AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, fl
                                     : finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
 
-// The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU, then the residual.
-AVX2 static void finish_tile(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) {
-    for (long r = 0; r < rows; r++) {
-        float *p = c + r * ldc;
-        if (e->silu)
-            for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);
-        if (e->residual) {
-            const float *q = e->residual + (i + r) * e->ldr + j;
-            for (long x = 0; x < cols; x++) p[x] += q[x];
-        }
+// The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU, then the residual; in 16
+// lanes where the CPU has AVX-512 (per element, so the same bits).
+#define FINISH_TILE_BODY                                                                     \
+    for (long r = 0; r < rows; r++) {                                                        \
+        float *p = c + r * ldc;                                                              \
+        if (e->silu)                                                                         \
+            for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);                          \
+        if (e->residual) {                                                                   \
+            const float *q = e->residual + (i + r) * e->ldr + j;                             \
+            for (long x = 0; x < cols; x++) p[x] += q[x];                                    \
+        }                                                                                    \
     }
+AVX2 static void finish_tile_avx2(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) { FINISH_TILE_BODY }
+AVX512 static void finish_tile_avx512(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) { FINISH_TILE_BODY }
+static void finish_tile(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) {
+    if (ck_cpu_has_avx512()) finish_tile_avx512(c, ldc, rows, cols, e, i, j);
+    else finish_tile_avx2(c, ldc, rows, cols, e, i, j);
 }
 
 // One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`,
