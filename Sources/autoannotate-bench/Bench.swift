@@ -111,33 +111,26 @@ struct Kernels: ParsableCommand {
 /// Raw `cblas_sgemm` (OpenBLAS with `threads` threads of its own, as any BLAS user gets it) on an M×K · K×N
 /// product, the minimum of `repeats` runs: the floor our kernels and models are measured against.
 func rawSgemmSeconds(m: Int, n: Int, k: Int, threads: Int, repeats: Int) -> Double {
-    let a = Tensor.random([m, k]), b = Tensor.random([k, n])
-    var c = [Float](repeating: 0, count: m * n)
     openblas_set_num_threads(Int32(threads))
     defer { openblas_set_num_threads(1) }
-    return a.withUnsafeBufferPointer { a in
-        b.withUnsafeBufferPointer { b in
-            c.withUnsafeMutableBufferPointer { c in
-                minimumTime(repeats: repeats) {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
-                                a.baseAddress, Int32(k), b.baseAddress, Int32(n), 0, c.baseAddress, Int32(n))
-                }
-            }
-        }
+    return productSeconds(m: m, n: n, k: k, repeats: repeats) { a, b, c in
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, c, Int32(n))
     }
 }
 
-/// The same product as `rawSgemmSeconds` through `gemm` (our kernel where it runs, on the threads of `Threading`).
+/// The same product through `gemm` (our kernel where it runs, on the threads of `Threading`).
 func kernelSeconds(m: Int, n: Int, k: Int, repeats: Int) -> Double {
+    productSeconds(m: m, n: n, k: k, repeats: repeats) { a, b, c in gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: c, ldc: n) }
+}
+
+/// The minimum time of `repeats` runs of `multiply` on random row-major A (M×K), B (K×N) and C (M×N).
+func productSeconds(m: Int, n: Int, k: Int, repeats: Int,
+                    _ multiply: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
     let a = Tensor.random([m, k]), b = Tensor.random([k, n])
     var c = [Float](repeating: 0, count: m * n)
     return a.withUnsafeBufferPointer { a in
         b.withUnsafeBufferPointer { b in
-            c.withUnsafeMutableBufferPointer { c in
-                minimumTime(repeats: repeats) {
-                    gemm(m: m, n: n, k: k, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: n, c: c.baseAddress!, ldc: n)
-                }
-            }
+            c.withUnsafeMutableBufferPointer { c in minimumTime(repeats: repeats) { multiply(a.baseAddress!, b.baseAddress!, c.baseAddress!) } }
         }
     }
 }
