@@ -149,12 +149,6 @@ static int has_avx2(void) {
     if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return known;
 }
-static int has_avx512(void) {
-    static int known = -1;
-    if (known < 0) known = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return known;
-}
 // Each kernel compiled three times, the widest the CPU runs chosen: 16 lanes, 8, or whatever the baseline has. The
 // bits are the same in all three: every operation is per element, and the reductions' partial sums are spelt out.
 #define DISPATCH(name, signature, arguments, body)          \
@@ -162,7 +156,7 @@ static int has_avx512(void) {
     AVX2 static void name##_avx2 signature { body }         \
     static void name##_generic signature { body }           \
     void ck_##name signature {                              \
-        if (has_avx512()) name##_avx512 arguments;          \
+        if (ck_cpu_has_avx512()) name##_avx512 arguments;   \
         else if (has_avx2()) name##_avx2 arguments;         \
         else name##_generic arguments;                      \
     }

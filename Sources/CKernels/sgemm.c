@@ -236,7 +236,9 @@ int ck_sgemm_supported(void) {
 
 int ck_cpu_has_avx512(void) {
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx512f");
+    if (known < 0)
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl");
     return known;
 }
 

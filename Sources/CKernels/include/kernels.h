@@ -79,7 +79,8 @@ typedef struct {
 } ck_epilogue;
 // 1 where the CPU has AVX2 and FMA, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
-// 1 where the CPU has AVX-512 (the foundation), whose 12-row tiles our kernel then uses, else 0.
+// 1 where the CPU has AVX-512 (F, DQ, BW, VL: every AVX-512 server CPU), whose 12-row tiles our kernel and whose
+// 16-lane builds the elementwise kernels then use, else 0.
 int ck_cpu_has_avx512(void);
 // Floats that ck_sgemm_pack_b writes for a k × n B (packed once to serve several products).
 long ck_sgemm_packed_b_count(long k, long n);
