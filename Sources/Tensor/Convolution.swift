@@ -43,98 +43,132 @@ public func conv2d(
     _ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
     adding residual: Tensor? = nil
 ) -> Tensor {
-    precondition(input.rank == 4 && weight.rank == 4, "conv2d wants 4-D input and weight, got \(input.shape), \(weight.shape)")
-    let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
-    precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups,
-                 "conv2d channels: input \(input.shape), weight \(weight.shape), groups \(g.groups)")
-    precondition(bias == nil || bias!.shape == [o], "conv2d bias must be [\(o)]")
-    let ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
-    let wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
-    precondition(ho > 0 && wo > 0, "conv2d output would be empty for input \(input.shape) and kernel \(kh)×\(kw)")
-    precondition(residual == nil || residual!.shape == [n, o, ho, wo], "conv2d residual must be \([n, o, ho, wo])")
-    var output = Tensor(uninitialized: [n, o, ho, wo])  // every path writes every element
-    let (og, plane) = (o / g.groups, ho * wo)
-    let depthwiseCase = cg == 1 && og == 1
-    let fused = GEMMKernel.current == .ours && !depthwiseCase
-    let pointwise = kh == 1 && kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
-
+    precondition(input.rank == 4, "conv2d wants 4-D input, got \(input.shape)")
+    let shape = ConvolutionShape(input: input.shape, weight: weight, bias: bias, geometry: g)
+    precondition(residual == nil || residual!.shape == shape.output, "conv2d residual must be \(shape.output)")
+    var output = Tensor(uninitialized: shape.output)  // every path writes every element
     input.withUnsafeBufferPointer { x in
-        weight.withUnsafeBufferPointer { wt in
-            output.withUnsafeMutableBufferPointer { y in
-                withOptionalBuffer(bias) { b in
-                    withOptionalBuffer(residual) { r in
-                        let x = x.baseAddress!, wt = wt.baseAddress!, y = y.baseAddress!
-                        if depthwiseCase {
-                            depthwise(x, wt, y, n: n, c: c, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
-                            if let b { addChannelBias(y, b, n: n, c: o, plane: plane) }
-                        } else if fused {
-                            for image in 0..<n {
-                                for group in 0..<g.groups {
-                                    let first = (image * o + group * og) * plane
-                                    let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
-                                                               residual: r.map { $0 + first }, ldr: plane)
-                                    let filters = ck_operand(data: wt + group * og * cg * kh * kw, row: cg * kh * kw, col: 1, packed: nil, patches: nil)
-                                    let source = x + (image * c + group * cg) * h * w
-                                    if pointwise {
-                                        product(m: og, n: plane, k: cg, alpha: 1, a: filters,
-                                                b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
-                                                beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
-                                        continue
-                                    }
-                                    // The kernel gathers the patches straight into its packed panels: no im2col matrix.
-                                    var patches = ck_patches(
-                                        x: source, channels: cg, height: h, width: w, kernel_h: kh, kernel_w: kw,
-                                        stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
-                                        dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: ho, out_w: wo)
-                                    withUnsafePointer(to: &patches) { patches in
-                                        product(m: og, n: plane, k: cg * kh * kw, alpha: 1, a: filters,
-                                                b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
-                                                beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
-                                    }
-                                }
-                            }
-                        } else {
-                            openBLASConvolution(x, wt, b, y, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, ho: ho, wo: wo, g: g,
-                                                pointwise: pointwise)
-                        }
-                        if !fused {
-                            if silu {
-                                Threading.parallelFor(n * o, grain: max(1, 16_384 / plane)) { planes in
-                                    ck_silu(y + planes.lowerBound * plane, planes.count * plane)
-                                }
-                            }
-                            if let r { for i in 0..<(n * o * plane) { y[i] += r[i] } }
-                        }
-                    }
-                }
+        output.withUnsafeMutableBufferPointer { y in
+            withOptionalBuffer(residual) { r in
+                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), weight: weight, bias: bias, silu: silu,
+                         residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
+                         y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
         }
     }
     return output
 }
 
-/// The GEMM paths on OpenBLAS: C filled with the bias and accumulated onto (beta = 1), the patches written out
-/// (none for a `pointwise` convolution: the input is B as it lies).
+/// A convolution's sizes, checked: input [n, c, h, w], weight [o, c / groups, kh, kw], output [n, o, ho, wo].
+struct ConvolutionShape {
+    let (n, c, h, w): (Int, Int, Int, Int)
+    let (o, cg, kh, kw): (Int, Int, Int, Int)
+    let (ho, wo): (Int, Int)
+    let geometry: Conv2dGeometry
+
+    init(input: [Int], weight: Tensor, bias: Tensor?, geometry g: Conv2dGeometry) {
+        precondition(weight.rank == 4, "conv2d wants a 4-D weight, got \(weight.shape)")
+        (n, c, h, w) = (input[0], input[1], input[2], input[3])
+        (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+        precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups,
+                     "conv2d channels: input \(input), weight \(weight.shape), groups \(g.groups)")
+        precondition(bias == nil || bias!.shape == [o], "conv2d bias must be [\(o)]")
+        ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
+        wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
+        precondition(ho > 0 && wo > 0, "conv2d output would be empty for input \(input) and kernel \(kh)×\(kw)")
+        geometry = g
+    }
+
+    var output: [Int] { [n, o, ho, wo] }
+    var outputImage: Int { o * ho * wo }
+}
+
+/// Where a batch's [C, H, W] images lie: image i at `base + i · stride` — a whole tensor's, or a run of channels of a
+/// wider one (`ChannelStack`).
+struct ImagePlanes<Pointer> {
+    let base: Pointer
+    let stride: Int
+    init(_ base: Pointer, stride: Int) { (self.base, self.stride) = (base, stride) }
+}
+
+/// `conv2d` on its operands in place (see there).
+func runConvolution(
+    _ s: ConvolutionShape, x: ImagePlanes<UnsafePointer<Float>>, weight: Tensor, bias: Tensor?, silu: Bool,
+    residual: ImagePlanes<UnsafePointer<Float>>?, y: ImagePlanes<UnsafeMutablePointer<Float>>
+) {
+    let g = s.geometry
+    let (og, plane) = (s.o / g.groups, s.ho * s.wo)
+    let depthwiseCase = s.cg == 1 && og == 1
+    let fused = GEMMKernel.current == .ours && !depthwiseCase
+    let pointwise = s.kh == 1 && s.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
+    weight.withUnsafeBufferPointer { wt in
+        withOptionalBuffer(bias) { b in
+            let wt = wt.baseAddress!
+            for image in 0..<s.n {
+                let (x, y, r) = (x.base + image * x.stride, y.base + image * y.stride, residual.map { $0.base + image * $0.stride })
+                if depthwiseCase {
+                    depthwise(x, wt, y, s)
+                    if let b { addChannelBias(y, b, c: s.o, plane: plane) }
+                } else if fused {
+                    for group in 0..<g.groups {
+                        let first = group * og * plane
+                        let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
+                                                   residual: r.map { $0 + first }, ldr: plane)
+                        let filters = ck_operand(data: wt + group * og * s.cg * s.kh * s.kw, row: s.cg * s.kh * s.kw, col: 1, packed: nil, patches: nil)
+                        let source = x + group * s.cg * s.h * s.w
+                        if pointwise {
+                            product(m: og, n: plane, k: s.cg, alpha: 1, a: filters,
+                                    b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
+                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                            continue
+                        }
+                        // The kernel gathers the patches straight into its packed panels: no im2col matrix.
+                        var patches = ck_patches(
+                            x: source, channels: s.cg, height: s.h, width: s.w, kernel_h: s.kh, kernel_w: s.kw,
+                            stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
+                            dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: s.ho, out_w: s.wo)
+                        withUnsafePointer(to: &patches) { patches in
+                            product(m: og, n: plane, k: s.cg * s.kh * s.kw, alpha: 1, a: filters,
+                                    b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
+                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                        }
+                    }
+                } else {
+                    openBLASConvolution(x, wt, b, y, s, pointwise: pointwise)
+                }
+                if !fused {
+                    if silu {
+                        Threading.parallelFor(s.o, grain: max(1, 16_384 / plane)) { planes in
+                            ck_silu(y + planes.lowerBound * plane, planes.count * plane)
+                        }
+                    }
+                    if let r { for i in 0..<(s.o * plane) { y[i] += r[i] } }
+                }
+            }
+        }
+    }
+}
+
+/// The GEMM paths on OpenBLAS for one image: C filled with the bias and accumulated onto (beta = 1), the patches
+/// written out (none for a `pointwise` convolution: the input is B as it lies).
 private func openBLASConvolution(
     _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry, pointwise: Bool
+    _ s: ConvolutionShape, pointwise: Bool
 ) {
-    let (og, cg, rows) = (o / g.groups, c / g.groups, c / g.groups * kh * kw)
-    if let bias { fillChannels(y, bias, n: n, c: o, plane: ho * wo) }
+    let g = s.geometry
+    let (og, rows, plane) = (s.o / g.groups, s.cg * s.kh * s.kw, s.ho * s.wo)
+    if let bias { fillChannels(y, bias, c: s.o, plane: plane) }
     let beta: Float = bias == nil ? 0 : 1
-    let columns = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * ho * wo)
+    let columns = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * plane)
     defer { columns?.deallocate() }
-    for image in 0..<n {
-        for group in 0..<g.groups {
-            var b = x + (image * c + group * cg) * h * w
-            if let columns {
-                im2col(b, columns, c: cg, h: h, w: w, kh: kh, kw: kw, ho: ho, wo: wo, g: g)
-                b = UnsafePointer(columns)
-            }
-            gemm(m: og, n: ho * wo, k: rows, a: wt + group * og * rows, lda: rows, b: b, ldb: ho * wo,
-                 beta: beta, c: y + (image * o + group * og) * ho * wo, ldc: ho * wo)
+    for group in 0..<g.groups {
+        var b = x + group * s.cg * s.h * s.w
+        if let columns {
+            im2col(b, columns, c: s.cg, h: s.h, w: s.w, kh: s.kh, kw: s.kw, ho: s.ho, wo: s.wo, g: g)
+            b = UnsafePointer(columns)
         }
+        gemm(m: og, n: plane, k: rows, a: wt + group * og * rows, lda: rows, b: b, ldb: plane,
+             beta: beta, c: y + group * og * plane, ldc: plane)
     }
 }
 
@@ -178,16 +212,14 @@ private func im2col(
     }
 }
 
-/// One filter per channel (groups = C = O): y[c] = Σ w[c, ky, kx] · x[c, shifted].
-private func depthwise(
-    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, h: Int, w: Int, kh: Int, kw: Int, ho: Int, wo: Int, g: Conv2dGeometry
-) {
-    Threading.parallelFor(n * c) { planes in
-        for planeIndex in planes {
-            let filter = wt + (planeIndex % c) * kh * kw
-            let source = x + planeIndex * h * w
-            let out = y + planeIndex * ho * wo
+/// One filter per channel (groups = C = O), one image: y[c] = Σ w[c, ky, kx] · x[c, shifted].
+private func depthwise(_ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ s: ConvolutionShape) {
+    let (g, h, w, kh, kw, ho, wo) = (s.geometry, s.h, s.w, s.kh, s.kw, s.ho, s.wo)
+    Threading.parallelFor(s.c) { planes in
+        for channel in planes {
+            let filter = wt + channel * kh * kw
+            let source = x + channel * h * w
+            let out = y + channel * ho * wo
             for oy in 0..<ho {
                 for ox in 0..<wo {
                     var sum: Float = 0
@@ -206,17 +238,17 @@ private func depthwise(
     }
 }
 
-/// Sets each of the n · c planes of y to its channel's bias (the start a GEMM with beta = 1 accumulates onto).
-func fillChannels(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, n: Int, c: Int, plane: Int) {
-    Threading.parallelFor(n * c, grain: max(1, 16_384 / max(1, plane))) { planes in
-        for index in planes { (y + index * plane).update(repeating: bias[index % c], count: plane) }
+/// Sets each of the c planes of y to its channel's bias (the start a GEMM with beta = 1 accumulates onto).
+private func fillChannels(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, c: Int, plane: Int) {
+    Threading.parallelFor(c, grain: max(1, 16_384 / max(1, plane))) { planes in
+        for index in planes { (y + index * plane).update(repeating: bias[index], count: plane) }
     }
 }
 
-func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, n: Int, c: Int, plane: Int) {
-    Threading.parallelFor(n * c, grain: max(1, 16_384 / max(1, plane))) { planes in
+private func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, c: Int, plane: Int) {
+    Threading.parallelFor(c, grain: max(1, 16_384 / max(1, plane))) { planes in
         for index in planes {
-            let value = bias[index % c]
+            let value = bias[index]
             let p = y + index * plane
             for i in 0..<plane { p[i] += value }
         }

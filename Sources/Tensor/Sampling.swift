@@ -1,22 +1,35 @@
-/// `nn.MaxPool2d(kernel, stride, padding)` on [N, C, H, W]; padding counts as −∞, as in PyTorch.
+/// `nn.MaxPool2d(kernel, stride, padding)` on [N, C, H, W]; padding counts as −∞, as in PyTorch. Separable: the
+/// maximum along each input row's windows first, then down the columns of those (2k comparisons per output, not k²;
+/// a maximum is exact in any order).
 public func maxPool2d(_ input: Tensor, kernel: Int, stride: Int, padding: Int) -> Tensor {
     precondition(input.rank == 4 && padding <= kernel / 2, "maxPool2d: input \(input.shape), kernel \(kernel), padding \(padding)")
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
-    var output = Tensor(zeros: [n, c, ho, wo])
+    var output = Tensor(uninitialized: [n, c, ho, wo])  // every window holds at least one input (padding ≤ kernel / 2)
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
             let (x, y) = (x.baseAddress!, y.baseAddress!)
             Threading.parallelFor(n * c) { planes in
+                let rows = UnsafeMutablePointer<Float>.allocate(capacity: h * wo)
+                defer { rows.deallocate() }
                 for plane in planes {
                     let source = x + plane * h * w, out = y + plane * ho * wo
-                    for oy in 0..<ho {
-                        let y0 = max(0, oy * stride - padding), y1 = min(h, oy * stride - padding + kernel)
+                    for iy in 0..<h {
+                        let line = source + iy * w
                         for ox in 0..<wo {
                             let x0 = max(0, ox * stride - padding), x1 = min(w, ox * stride - padding + kernel)
-                            var best = -Float.infinity
-                            for iy in y0..<y1 { for ix in x0..<x1 { best = max(best, source[iy * w + ix]) } }
-                            out[oy * wo + ox] = best
+                            var best = line[x0]
+                            for ix in (x0 + 1)..<x1 { best = max(best, line[ix]) }
+                            rows[iy * wo + ox] = best
+                        }
+                    }
+                    for oy in 0..<ho {
+                        let y0 = max(0, oy * stride - padding), y1 = min(h, oy * stride - padding + kernel)
+                        let line = out + oy * wo
+                        line.update(from: rows + y0 * wo, count: wo)
+                        for iy in (y0 + 1)..<y1 {
+                            let row = rows + iy * wo
+                            for ox in 0..<wo { line[ox] = max(line[ox], row[ox]) }
                         }
                     }
                 }
@@ -30,7 +43,7 @@ public func maxPool2d(_ input: Tensor, kernel: Int, stride: Int, padding: Int) -
 public func upsampleNearest(_ input: Tensor, factor: Int) -> Tensor {
     precondition(input.rank == 4 && factor >= 1)
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-    var output = Tensor(zeros: [n, c, h * factor, w * factor])
+    var output = Tensor(uninitialized: [n, c, h * factor, w * factor])  // every element is written
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
             let (x, y) = (x.baseAddress!, y.baseAddress!)

@@ -13,7 +13,12 @@ struct Bottleneck {
         add = node.object["add"].flatMap { if case .bool(let b) = $0 { b } else { nil } } ?? false
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { cv2(cv1(x), adding: add ? x : nil) }
+    /// The bottleneck on channels `input` of a C2f's stack, its output written into the channels from `channel` on.
+    func callAsFunction(_ stack: inout ChannelStack, from input: Range<Int>, into channel: Int) {
+        cv2(cv1(stack, channels: input), into: &stack, at: channel, addingChannels: add ? input : nil)
+    }
+
+    var outputChannels: Int { cv2.outputChannels }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let a = cv1.operations(input), b = cv2.operations(a.output)
@@ -22,7 +27,7 @@ struct Bottleneck {
 }
 
 /// `C2f`: cv1 to 2c channels, split in halves, the last half through each bottleneck in turn, all pieces
-/// concatenated and merged by cv2.
+/// concatenated and merged by cv2 — the pieces written in place in one `ChannelStack`.
 struct C2f {
     let cv1: Conv, cv2: Conv
     let m: [Bottleneck]
@@ -34,11 +39,16 @@ struct C2f {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let y = cv1(x)
-        let c = y.shape[1] / 2
-        var pieces = [channels(y, 0..<c), channels(y, c..<(2 * c))]
-        for bottleneck in m { pieces.append(bottleneck(pieces.last!)) }
-        return cv2(concatChannels(pieces))
+        let shape = cv1.conv.outputShape(x.shape)
+        var stack = ChannelStack(images: shape[0], channels: shape[1] + m.reduce(0) { $0 + $1.outputChannels }, height: shape[2], width: shape[3])
+        cv1(x, into: &stack, at: 0)
+        var last = (shape[1] / 2)..<shape[1]
+        for bottleneck in m {
+            let next = last.upperBound..<(last.upperBound + bottleneck.outputChannels)
+            bottleneck(&stack, from: last, into: next.lowerBound)
+            last = next
+        }
+        return cv2(stack.tensor)
     }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {

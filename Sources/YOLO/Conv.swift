@@ -67,6 +67,18 @@ struct Conv {
         conv(x, silu: activation, adding: residual)
     }
 
+    /// The same on channels `source` of `stack`.
+    func callAsFunction(_ stack: ChannelStack, channels source: Range<Int>) -> Tensor {
+        stack.convolve(channels: source, weight: conv.weight, bias: conv.bias, geometry: conv.geometry, silu: activation)
+    }
+
+    /// The same written into `stack`'s channels from `channel` on, plus its channels `residual` where given.
+    func callAsFunction(_ x: Tensor, into stack: inout ChannelStack, at channel: Int, addingChannels residual: Range<Int>? = nil) {
+        stack.convolve(x, weight: conv.weight, bias: conv.bias, geometry: conv.geometry, silu: activation, addingChannels: residual, into: channel)
+    }
+
+    var outputChannels: Int { conv.weight.shape[0] }
+
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let (output, count) = conv.operations(input)
         // thop's BatchNorm rule: 2 operations per element, doubled for the affine part.
@@ -78,7 +90,7 @@ struct Conv {
 func concatChannels(_ parts: [Tensor]) -> Tensor {
     let (n, h, w) = (parts[0].shape[0], parts[0].shape[2], parts[0].shape[3])
     let channels = parts.reduce(0) { $0 + $1.shape[1] }
-    var out = Tensor(zeros: [n, channels, h, w])
+    var out = Tensor(uninitialized: [n, channels, h, w])  // every part is copied in
     out.withUnsafeMutableBufferPointer { y in
         var offset = 0
         for image in 0..<n {
@@ -86,21 +98,6 @@ func concatChannels(_ parts: [Tensor]) -> Tensor {
                 let block = part.shape[1] * h * w
                 part.withUnsafeBufferPointer { x in (y.baseAddress! + offset).update(from: x.baseAddress! + image * block, count: block) }
                 offset += block
-            }
-        }
-    }
-    return out
-}
-
-/// Channels `range` of an [N, C, H, W] tensor (`x.chunk(...)` along dim 1), as a copy.
-func channels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
-    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    var out = Tensor(zeros: [n, range.count, h, w])
-    x.withUnsafeBufferPointer { src in
-        out.withUnsafeMutableBufferPointer { dst in
-            for image in 0..<n {
-                (dst.baseAddress! + image * range.count * h * w).update(
-                    from: src.baseAddress! + (image * c + range.lowerBound) * h * w, count: range.count * h * w)
             }
         }
     }

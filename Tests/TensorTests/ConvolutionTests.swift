@@ -79,6 +79,48 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Convolutions reading and writing channels of a `ChannelStack` in place (a C2f: cv1 into two halves, bottlenecks
+    /// on the last piece with and without a shortcut, a depthwise step) give the bits of separate tensors
+    /// concatenated — over a batch of two, where a run of channels is not contiguous, on every path.
+    func testChannelStackEqualsConvolutionsThenConcatenation() {
+        let (n, c, h, w) = (2, 4, 6, 19)
+        let x = randomTensor([n, 3, h, w], seed: 70)
+        let w1 = randomTensor([2 * c, 3, 1, 1], seed: 71), b1 = randomTensor([2 * c], seed: 72)
+        let w2 = randomTensor([c, c, 3, 3], seed: 73), w3 = randomTensor([c, c, 3, 3], seed: 74), b3 = randomTensor([c], seed: 75)
+        let w4 = randomTensor([c, 1, 3, 3], seed: 76)
+        let same = Conv2dGeometry(padding: 1), depthwise = Conv2dGeometry(padding: 1, groups: c)
+        forEachKernel {
+            let y = conv2d(x, weight: w1, bias: b1, silu: true)
+            let half = channelRange(y, c..<(2 * c))
+            let first = conv2d(conv2d(half, weight: w2, geometry: same, silu: true), weight: w3, bias: b3, geometry: same, silu: true, adding: half)
+            let second = conv2d(conv2d(first, weight: w2, geometry: same), weight: w4, geometry: depthwise)
+            let want = concatenated([y, first, second])
+
+            var stack = ChannelStack(images: n, channels: 4 * c, height: h, width: w)
+            stack.convolve(x, weight: w1, bias: b1, silu: true, into: 0)
+            stack.convolve(stack.convolve(channels: c..<(2 * c), weight: w2, geometry: same, silu: true), weight: w3, bias: b3, geometry: same,
+                           silu: true, addingChannels: c..<(2 * c), into: 2 * c)
+            stack.convolve(stack.convolve(channels: (2 * c)..<(3 * c), weight: w2, geometry: same), weight: w4, geometry: depthwise, into: 3 * c)
+            XCTAssertEqual(stack.tensor.shape, want.shape)
+            XCTAssertEqual(stack.tensor.storage, want.storage, "on \(GEMMKernel.current)")
+        }
+    }
+
+    /// Channels `range` of [N, C, H, W], and [N, C, H, W] tensors side by side along C: the test's reference copies.
+    func channelRange(_ x: Tensor, _ range: Range<Int>) -> Tensor {
+        let (n, c, plane) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        let values = (0..<n).flatMap { image in x.storage[((image * c + range.lowerBound) * plane)..<((image * c + range.upperBound) * plane)] }
+        return Tensor(shape: [n, range.count, x.shape[2], x.shape[3]], storage: values)
+    }
+
+    func concatenated(_ parts: [Tensor]) -> Tensor {
+        let (n, plane) = (parts[0].shape[0], parts[0].shape[2] * parts[0].shape[3])
+        let values = (0..<n).flatMap { image in
+            parts.flatMap { part in part.storage[(image * part.shape[1] * plane)..<((image + 1) * part.shape[1] * plane)] }
+        }
+        return Tensor(shape: [n, parts.reduce(0) { $0 + $1.shape[1] }, parts[0].shape[2], parts[0].shape[3]], storage: values)
+    }
+
     func testFoldedBatchNormEqualsConvolutionThenBatchNorm() {
         let x = randomTensor([2, 3, 6, 5], seed: 30), w = randomTensor([4, 3, 3, 3], seed: 31), convBias = randomTensor([4], seed: 32)
         let gamma = randomTensor([4], seed: 33), beta = randomTensor([4], seed: 34), mean = randomTensor([4], seed: 35)
