@@ -298,29 +298,31 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 
 // Where the CPU has AVX-512: two 6-row A panels (`a`, then the next at a + 6 · kc) against one or two B panels (`b`,
 // `b2`: C's columns 0–15 and 16–31) in one pass — 12 × 16 with twelve 16-lane accumulators (one B vector and twelve
-// broadcasts per k), or 12 × 32 with 24 (two B vectors: 14 loads for 24 multiply-adds). Each element gets the same
+// broadcasts per k), or 12 × 32 with 24 (two B vectors: 14 loads for 24 multiply-adds); `rows` < 12 at C's edge
+// (YOLO's 16, 80, 160 … filters leave 4 or 8), reading the second panel only past 6 rows. Each element gets the same
 // fused multiply-adds in the same order as in kernel_6x16, so the same bits, and B is read once for twelve rows.
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
-AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, long kc, const float *restrict a, const float *restrict b,
-                                                                 const float *restrict b2, long ldb, float *restrict c, long ldc,
-                                                                 float alpha, float beta, int first, const float *bias) {
-    for (int r = 0; r < 2 * MR; r++)
+AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a,
+                                                                 const float *restrict b, const float *restrict b2, long ldb,
+                                                                 float *restrict c, long ldc, float alpha, float beta, int first,
+                                                                 const float *bias) {
+    for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
-    const float *restrict a2 = a + MR * kc;
+    const float *restrict a2 = rows > MR ? a + MR * kc : a;
     __m512 acc[2][2 * MR];
     for (int q = 0; q < panels; q++)
-        for (int r = 0; r < 2 * MR; r++) acc[q][r] = _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) acc[q][r] = _mm512_setzero_ps();
     for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
         const __m512 x[2] = {_mm512_loadu_ps(b), panels == 2 ? _mm512_loadu_ps(b2) : _mm512_setzero_ps()};
 #pragma clang loop unroll(full)
-        for (int r = 0; r < 2 * MR; r++) {
+        for (int r = 0; r < rows; r++) {
             const __m512 v = _mm512_set1_ps(r < MR ? a[r] : a2[r - MR]);
             for (int q = 0; q < panels; q++) acc[q][r] = _mm512_fmadd_ps(v, x[q], acc[q][r]);
         }
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int overwrite = first && beta == 0, scale = first && beta != 1;
-    for (int r = 0; r < 2 * MR; r++) {
+    for (int r = 0; r < rows; r++) {
         for (int q = 0; q < panels; q++) {
             float *p = c + r * ldc + q * NR;
             if (bias) {
@@ -335,14 +337,32 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, lon
         }
     }
 }
-AVX512 static void kernel_12x16(long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha, float beta,
-                                int first, const float *bias) {
-    tile_12(1, kc, a, b, b, ldb, c, ldc, alpha, beta, first, bias);
-}
-AVX512 static void kernel_12x32(long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc, float alpha,
+// tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
+#define TILE_ROWS(panels)                                                                                          \
+    switch (rows) {                                                                                                \
+    case 12: tile_12(panels, 12, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
+    case 11: tile_12(panels, 11, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
+    case 10: tile_12(panels, 10, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
+    case 9: tile_12(panels, 9, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 8: tile_12(panels, 8, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 7: tile_12(panels, 7, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 6: tile_12(panels, 6, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 5: tile_12(panels, 5, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 4: tile_12(panels, 4, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 3: tile_12(panels, 3, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    case 2: tile_12(panels, 2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
+    default: tile_12(panels, 1, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias);                             \
+    }
+AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
                                 float beta, int first, const float *bias) {
-    tile_12(2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias);
+    const float *b2 = b;
+    TILE_ROWS(1)
 }
+AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
+                                float alpha, float beta, int first, const float *bias) {
+    TILE_ROWS(2)
+}
+#undef TILE_ROWS
 
 // kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows
 // at C's edge costs its own multiply-adds, not six rows' (the mask decoder's 7-token products: 6 + 1 rows).
@@ -409,9 +429,9 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
     const int finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
     for (long ir = 0; ir < rows;) {
         long tile_rows = min_long(MR, rows - ir);
-        if (wide && rows - ir >= 2 * MR && cols == NR) {
-            tile_rows = 2 * MR;
-            kernel_12x16(kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        if (wide && cols == NR) {
+            tile_rows = min_long(2 * MR, rows - ir);
+            kernel_12x16(tile_rows, kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
         } else if (tile_rows == MR && cols == NR) {
             kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
         } else {
@@ -423,19 +443,16 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
 }
 
 // Two full B panels, the second `panel_stride` floats after the first, against `rows` rows of packed A, into C's 32
-// columns at `c` (element (i, j)): 12-row tiles over both panels at once, the remaining rows panel by panel.
+// columns at `c` (element (i, j)): tiles of 12 rows (fewer at C's edge) over both panels at once.
 AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long panel_stride, long ldb, float *c, long ldc,
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first && e && e->row_bias ? e->row_bias + i : NULL;
     const int finishing = last && e && (e->silu || e->residual);
-    long ir = 0;
-    for (; rows - ir >= 2 * MR; ir += 2 * MR, a += 2 * MR * kc, c += 2 * MR * ldc) {
-        kernel_12x32(kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
-        if (finishing) finish_tile(c, ldc, 2 * MR, 2 * NR, e, i + ir, j);
+    for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * kc, c += 2 * MR * ldc) {
+        const long tile_rows = min_long(2 * MR, rows - ir);
+        kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        if (finishing) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
-    if (ir == rows) return;
-    row_of_tiles(kc, a, b, ldb, c, ldc, rows - ir, NR, alpha, beta, first, last, e, i + ir, j);
-    row_of_tiles(kc, a, b + panel_stride, ldb, c + NR, ldc, rows - ir, NR, alpha, beta, first, last, e, i + ir, j + NR);
 }
 
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
