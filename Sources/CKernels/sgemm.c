@@ -107,64 +107,89 @@ AVX2 static inline void gather_even(float *d, const float *line) {
 #endif
 }
 
-// One 16-column panel of a convolution's patches: B[p][j] = x[ch, oy·sy − py + ky·dy, ox·sx − px + kx·dx] with
+// A 16-column panel of a convolution's patches: B[p][j] = x[ch, oy·sy − py + ky·dy, ox·sx − px + kx·dx] with
 // p = (ch · kh + ky) · kw + kx and j = oy · wo + ox, zero outside the input (the padding). The panel's columns are
 // cut into runs along one output row; each run reads one input row at a fixed step, with the padding at its ends.
-AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
-    long start[NR + 1], oy[NR], ox[NR];
-    int runs = 0;
-    for (long c = 0; c < cols; runs++) {
-        start[runs] = c;
-        oy[runs] = (j0 + c) / g->out_w;
-        ox[runs] = (j0 + c) % g->out_w;
-        c += min_long(cols - c, g->out_w - ox[runs]);
+typedef struct {
+    int count;                                // runs
+    long start[NR + 1], oy[NR], ox[NR];       // run r: panel columns [start[r], start[r + 1]), from output (oy, ox)
+    long ch, ky, kx;                          // the tap of the panel's first k
+    const float *interior;                    // one run of 16 whose every tap lies inside the input (most panels of
+                                              // a 3×3 convolution): its first tap's input, else NULL
+} patch_runs;
+
+static patch_runs panel_runs(const ck_patches *g, long p0, long j0, long cols) {
+    patch_runs p = {.count = 0, .interior = NULL};
+    for (long c = 0; c < cols; p.count++) {
+        p.start[p.count] = c;
+        p.oy[p.count] = (j0 + c) / g->out_w;
+        p.ox[p.count] = (j0 + c) % g->out_w;
+        c += min_long(cols - c, g->out_w - p.ox[p.count]);
     }
-    start[runs] = cols;
+    p.start[p.count] = cols;
+    p.ch = p0 / (g->kernel_h * g->kernel_w), p.ky = p0 / g->kernel_w % g->kernel_h, p.kx = p0 % g->kernel_w;
     const long sx = g->stride_x;
-    long ch = p0 / (g->kernel_h * g->kernel_w), ky = p0 / g->kernel_w % g->kernel_h, kx = p0 % g->kernel_w;
-    // A whole panel along one output row whose every tap lies inside the input (most panels of a 3×3
-    // convolution): one source pointer per k and a straight copy, no per-k bounds.
-    if (runs == 1 && cols == NR && (sx == 1 || sx == 2)) {
-        const long iy0 = oy[0] * g->stride_y - g->pad_y, ix0 = ox[0] * sx - g->pad_x;
-        // The last input read: the last tap of the last column (gather_even reads one float past it).
+    if (p.count == 1 && cols == NR && (sx == 1 || sx == 2)) {
+        const long iy0 = p.oy[0] * g->stride_y - g->pad_y, ix0 = p.ox[0] * sx - g->pad_x;
+        // The last input read: the last tap of the last column (the stride-2 gathers read one float past it).
         const long iy1 = iy0 + (g->kernel_h - 1) * g->dilation_y, ix1 = ix0 + (g->kernel_w - 1) * g->dilation_x + (NR - 1) * sx + (sx == 2);
-        if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width) {
-            const float *origin = g->x + iy0 * g->width + ix0;
-            const long plane = g->height * g->width;
-            for (long k = 0; k < kc; k++, dst += NR) {
-                const float *line = origin + ch * plane + ky * g->dilation_y * g->width + kx * g->dilation_x;
-                // The panel two along reads this row 2 · 16 · sx floats on: dozens of input rows are read at once
-                // (one per channel and tap row), more streams than the hardware prefetcher follows.
-                __builtin_prefetch(line + 2 * NR * sx);
-                if (sx == 1) {
-                    copy_floats(dst, line, NR);
-                } else {
-                    gather_even(dst, line);
-                }
-                if (++kx == g->kernel_w) { kx = 0; if (++ky == g->kernel_h) { ky = 0; ch++; } }
+        if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width)
+            p.interior = g->x + iy0 * g->width + ix0;
+    }
+    return p;
+}
+
+// The tap of the next k, in p's order.
+static inline void next_tap(const ck_patches *g, patch_runs *p) {
+    if (++p->kx == g->kernel_w) { p->kx = 0; if (++p->ky == g->kernel_h) { p->ky = 0; p->ch++; } }
+}
+
+// An interior panel's input row for its current tap.
+static inline const float *interior_line(const ck_patches *g, const patch_runs *p) {
+    return p->interior + p->ch * g->height * g->width + p->ky * g->dilation_y * g->width + p->kx * g->dilation_x;
+}
+
+// Columns [lo, hi) of a run of `length` whose first column reads input column ix, at step sx, lie inside the row.
+static inline void inside(const ck_patches *g, long ix, long sx, long length, long *lo, long *hi) {
+    if (sx == 1) {  // no division for the common stride 1
+        *lo = ix >= 0 ? 0 : -ix;
+        *hi = g->width - ix;
+    } else {
+        *lo = ix >= 0 ? 0 : (-ix + sx - 1) / sx;
+        *hi = ix > g->width - 1 ? 0 : (g->width - 1 - ix) / sx + 1;
+    }
+    *lo = min_long(length, *lo);
+    *hi = min_long(length, *hi < *lo ? *lo : *hi);
+}
+
+AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
+    patch_runs p = panel_runs(g, p0, j0, cols);
+    const long sx = g->stride_x;
+    if (p.interior) {  // one source pointer per k and a straight copy, no per-k bounds
+        for (long k = 0; k < kc; k++, dst += NR) {
+            const float *line = interior_line(g, &p);
+            // The panel two along reads this row 2 · 16 · sx floats on: dozens of input rows are read at once
+            // (one per channel and tap row), more streams than the hardware prefetcher follows.
+            __builtin_prefetch(line + 2 * NR * sx);
+            if (sx == 1) {
+                copy_floats(dst, line, NR);
+            } else {
+                gather_even(dst, line);
             }
-            return;
+            next_tap(g, &p);
         }
+        return;
     }
     for (long k = 0; k < kc; k++, dst += NR) {
-        const float *plane = g->x + ch * g->height * g->width;
-        const long dy = ky * g->dilation_y - g->pad_y, dx = kx * g->dilation_x - g->pad_x;
-        for (int r = 0; r < runs; r++) {
-            float *d = dst + start[r];
-            const long length = start[r + 1] - start[r], iy = oy[r] * g->stride_y + dy, ix = ox[r] * sx + dx;
+        const float *plane = g->x + p.ch * g->height * g->width;
+        const long dy = p.ky * g->dilation_y - g->pad_y, dx = p.kx * g->dilation_x - g->pad_x;
+        for (int r = 0; r < p.count; r++) {
+            float *d = dst + p.start[r];
+            const long length = p.start[r + 1] - p.start[r], iy = p.oy[r] * g->stride_y + dy, ix = p.ox[r] * sx + dx;
             if (iy < 0 || iy >= g->height) { zero_floats(d, length); continue; }
             const float *line = plane + iy * g->width + ix;
-            // Columns [lo, hi) of the run read inside the input row (no division for the common stride 1).
             long lo, hi;
-            if (sx == 1) {
-                lo = ix >= 0 ? 0 : -ix;
-                hi = g->width - ix;
-            } else {
-                lo = ix >= 0 ? 0 : (-ix + sx - 1) / sx;
-                hi = ix > g->width - 1 ? 0 : (g->width - 1 - ix) / sx + 1;
-            }
-            lo = min_long(length, lo);
-            hi = min_long(length, hi < lo ? lo : hi);
+            inside(g, ix, sx, length, &lo, &hi);
             if (length == NR && lo == 0 && hi == NR && sx == 1) { copy_floats(d, line, NR); continue; }
             if (length == NR && lo == 0 && sx == 2 && ix + 2 * NR <= g->width) {  // YOLO's downsampling: 16 of 32 inputs
                 gather_even(d, line);
@@ -176,16 +201,69 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
             zero_floats(d + hi, length - hi);
         }
         zero_floats(dst + cols, NR - cols);
-        if (++kx == g->kernel_w) { kx = 0; if (++ky == g->kernel_h) { ky = 0; ch++; } }
+        next_tap(g, &p);
     }
 }
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+// The same panel where the CPU has AVX-512: each k's 16 columns are one register, filled run by run with masked
+// loads — lanes in the padding stay zero and are never read — and stored once (the panels at an output row's ends
+// and those across two rows took a fifth of yolov8n's time in partial copies and zero fills).
+__attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_avx512(const ck_patches *g, long p0, long kc, long j0,
+                                                                                    long cols, float *dst) {
+    patch_runs p = panel_runs(g, p0, j0, cols);
+    const long sx = g->stride_x;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)sx));
+    if (p.interior) {
+        for (long k = 0; k < kc; k++, dst += NR) {
+            const float *line = interior_line(g, &p);
+            __builtin_prefetch(line + 2 * NR * sx);  // as in pack_patches_panel
+            _mm512_storeu_ps(dst, sx == 1 ? _mm512_loadu_ps(line)
+                                          : _mm512_permutex2var_ps(_mm512_loadu_ps(line), even, _mm512_loadu_ps(line + NR)));
+            next_tap(g, &p);
+        }
+        return;
+    }
+    for (long k = 0; k < kc; k++, dst += NR) {
+        const float *plane = g->x + p.ch * g->height * g->width;
+        const long dy = p.ky * g->dilation_y - g->pad_y, dx = p.kx * g->dilation_x - g->pad_x;
+        __m512 v = _mm512_setzero_ps();
+        for (int r = 0; r < p.count; r++) {
+            const long iy = p.oy[r] * g->stride_y + dy, ix = p.ox[r] * sx + dx;
+            long lo, hi;
+            inside(g, ix, sx, p.start[r + 1] - p.start[r], &lo, &hi);
+            if (iy < 0 || iy >= g->height || lo == hi) continue;
+            const __mmask16 m = (__mmask16)((((1u << hi) - 1) & ~((1u << lo) - 1)) << p.start[r]);
+            const float *line = plane + iy * g->width + ix - p.start[r] * sx;  // lane l reads line[l · sx]
+            if (sx == 1) {
+                v = _mm512_mask_loadu_ps(v, m, line);
+            } else if (sx == 2) {  // lane l's input is float 2l of 32: load those, then take the even ones
+                const unsigned inputs = _pdep_u32(m, 0x55555555u);
+                const __m512 low = _mm512_maskz_loadu_ps((__mmask16)inputs, line), high = _mm512_maskz_loadu_ps((__mmask16)(inputs >> 16), line + NR);
+                v = _mm512_mask_mov_ps(v, m, _mm512_permutex2var_ps(low, even, high));
+            } else {
+                v = _mm512_mask_i32gather_ps(v, m, steps, line, 4);
+            }
+        }
+        _mm512_storeu_ps(dst, v);
+        next_tap(g, &p);
+    }
+}
+#endif
 
 // k [p0, p0 + kc) and columns [j0, j0 + nc) of B into 16-column panels: panel q holds b[k][c] at q · 16 · kc + k · 16
 // + c, columns past the end zero.
 AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, long nc, float *dst) {
     for (long j = 0; j < nc; j += NR, dst += NR * kc) {
         const long cols = min_long(NR, nc - j);
-        if (b->patches) { pack_patches_panel(b->patches, p0, kc, j0 + j, cols, dst); continue; }
+        if (b->patches) {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+            if (ck_cpu_has_avx512()) { pack_patches_panel_avx512(b->patches, p0, kc, j0 + j, cols, dst); continue; }
+#endif
+            pack_patches_panel(b->patches, p0, kc, j0 + j, cols, dst);
+            continue;
+        }
         const float *s = b->data + p0 * b->row + (j0 + j) * b->col;
         if (cols < NR) memset(dst, 0, sizeof(float) * NR * kc);
         if (b->col == 1 && cols == NR) {
