@@ -115,7 +115,8 @@ typedef struct {
     long start[NR + 1], oy[NR], ox[NR];       // run r: panel columns [start[r], start[r + 1]), from output (oy, ox)
     long ch, ky, kx;                          // the tap of the panel's first k
     const float *interior;                    // one run of 16 whose every tap lies inside the input (most panels of
-                                              // a 3×3 convolution): its first tap's input, else NULL
+                                              // a 3×3 convolution): where its first column's window starts in
+                                              // channel 0, else NULL
 } patch_runs;
 
 static patch_runs panel_runs(const ck_patches *g, long p0, long j0, long cols) {

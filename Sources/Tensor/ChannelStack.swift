@@ -36,8 +36,8 @@ public struct ChannelStack {
             values.withUnsafeMutableBufferPointer { t in
                 let t = t.baseAddress!
                 runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), weight: weight, bias: bias, silu: silu,
-                         residual: residual.map { ImagePlanes(UnsafePointer(t + $0.lowerBound * plane), stride: image) },
-                         y: ImagePlanes(t + channel * plane, stride: image))
+                               residual: residual.map { ImagePlanes(UnsafePointer(t + $0.lowerBound * plane), stride: image) },
+                               y: ImagePlanes(t + channel * plane, stride: image))
             }
         }
         for c in target { written[c] = true }
@@ -54,8 +54,8 @@ public struct ChannelStack {
         var output = Tensor(uninitialized: shape.output)
         values.withUnsafeBufferPointer { x in
             output.withUnsafeMutableBufferPointer { y in
-                runConvolution(shape, x: ImagePlanes(x.baseAddress! + source.lowerBound * h * w, stride: values.count / n), weight: weight, bias: bias,
-                         silu: silu, residual: nil, y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
+                runConvolution(shape, x: ImagePlanes(x.baseAddress! + source.lowerBound * h * w, stride: values.count / n), weight: weight,
+                               bias: bias, silu: silu, residual: nil, y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
         }
         return output

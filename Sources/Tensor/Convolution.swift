@@ -51,8 +51,8 @@ public func conv2d(
         output.withUnsafeMutableBufferPointer { y in
             withOptionalBuffer(residual) { r in
                 runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), weight: weight, bias: bias, silu: silu,
-                         residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
-                         y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
+                               residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
+                               y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
         }
     }
