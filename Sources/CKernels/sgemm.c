@@ -22,7 +22,7 @@
 
 #define MR CK_SGEMM_MR
 #define NR CK_SGEMM_NR
-#define KC 256   // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
+#define KC CK_SGEMM_KC  // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
 #define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows,
                  // one block that streams B panel by panel)
 #define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
@@ -55,6 +55,7 @@ AVX2 static inline void zero_floats(float *d, long n) { for (long i = 0; i < n; 
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
 long ck_sgemm_packed_b_count(long k, long n) { return round_up(n, NR) * k; }
+long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k + 16; }  // + 16: as abuf in ck_sgemm
 
 // Rows [i0, i0 + mc) and k [p0, p0 + kc) of A into 6-row panels: panel p holds a[k][r] at p · 6 · kc + k · 6 + r,
 // rows past the end zero.
@@ -296,6 +297,10 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
     }
 }
 
+AVX2 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed) {
+    for (long p0 = 0; p0 < k; p0 += KC) pack_a_block(a, 0, m, p0, min_long(KC, k - p0), packed + p0 * round_up(m, MR));
+}
+
 AVX2 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed) {
     for (long p0 = 0; p0 < k; p0 += KC) pack_b_block(b, p0, min_long(KC, k - p0), 0, n, packed + p0 * round_up(n, NR));
 }
@@ -534,6 +539,13 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long
     }
 }
 
+// Rows [i0, i0 + mc) of A's slice from k = p0 as packed panels: A's own where it is packed, else packed into abuf.
+AVX2 static const float *a_panels(const ck_operand *a, long m, long i0, long mc, long p0, long kc, float *abuf) {
+    if (a->packed) return a->packed + p0 * round_up(m, MR) + i0 * kc;
+    pack_a_block(a, i0, mc, p0, kc, abuf);
+    return abuf;
+}
+
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
                         float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
     const int wide = ck_cpu_has_avx512();
@@ -548,7 +560,7 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             } else if (m1 - m0 <= 2 * MC) {
                 // One block of rows (up to 2 · MC): each B panel is packed just before its tiles use it, while it is in
                 // L1, instead of the whole block first (megabytes through L3 when few rows use each panel: YOLO).
-                pack_a_block(a, m0, m1 - m0, pc, kc, abuf);
+                const float *panels = a_panels(a, m, m0, m1 - m0, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long cols = min_long(NR, nc - jr);
                     const int pair = wide && nc - jr >= 2 * NR;
@@ -558,14 +570,14 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
                         // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
                         const float *panel = b->data + pc * b->row + jc + jr;
-                        if (pair) row_of_tile_pairs(kc, abuf, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
-                        else row_of_tiles(kc, abuf, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                        if (pair) row_of_tile_pairs(kc, panels, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        else row_of_tiles(kc, panels, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
                     } else if (pair) {
                         pack_b_block(b, pc, kc, jc + jr, 2 * NR, bbuf);
-                        row_of_tile_pairs(kc, abuf, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        row_of_tile_pairs(kc, panels, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
                     } else {
                         pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
-                        row_of_tiles(kc, abuf, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                        row_of_tiles(kc, panels, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
                     }
                     jr += pair ? NR : 0;
                 }
@@ -575,15 +587,15 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             }
             for (long ic = m0; ic < m1; ic += MC) {
                 const long mc = min_long(MC, m1 - ic);
-                pack_a_block(a, ic, mc, pc, kc, abuf);
+                const float *panels = a_panels(a, m, ic, mc, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     if (wide && nc - jr >= 2 * NR) {
-                        row_of_tile_pairs(kc, abuf, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
+                        row_of_tile_pairs(kc, panels, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
                                           last, e, ic, jc + jr);
                         jr += NR;
                         continue;
                     }
-                    row_of_tiles(kc, abuf, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first,
+                    row_of_tiles(kc, panels, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first,
                                  last, e, ic, jc + jr);
                 }
             }
@@ -596,10 +608,11 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
     // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
-    float *abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16)), *bbuf = NULL;
+    float *abuf = NULL, *bbuf = NULL;
+    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
-    if (!abuf || (!b->packed && !bbuf)) status = -2;
+    if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;
     else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
     free(abuf);
     free(bbuf);

@@ -20,11 +20,11 @@ public struct ChannelStack {
     /// `conv2d(input, …)` written into the channels from `channel` on, with channels `residual` of this stack added
     /// after the SiLU (a bottleneck's shortcut, which must not overlap the channels written).
     public mutating func convolve(
-        _ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry: Conv2dGeometry = .init(), silu: Bool = false,
+        _ input: Tensor, filters: ConvolutionFilters, bias: Tensor? = nil, geometry: Conv2dGeometry = .init(), silu: Bool = false,
         addingChannels residual: Range<Int>? = nil, into channel: Int
     ) {
         precondition(input.rank == 4, "conv2d wants 4-D input, got \(input.shape)")
-        let shape = ConvolutionShape(input: input.shape, weight: weight, bias: bias, geometry: geometry)
+        let shape = ConvolutionShape(input: input.shape, filters: filters, bias: bias, geometry: geometry)
         let target = channel..<(channel + shape.o)
         precondition([shape.n, shape.ho, shape.wo] == [values.shape[0], values.shape[2], values.shape[3]] && channel >= 0
                      && target.upperBound <= values.shape[1], "conv2d output \(shape.output) does not fit channels from \(channel) of \(values.shape)")
@@ -35,7 +35,7 @@ public struct ChannelStack {
         input.withUnsafeBufferPointer { x in
             values.withUnsafeMutableBufferPointer { t in
                 let t = t.baseAddress!
-                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), weight: weight, bias: bias, silu: silu,
+                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), filters: filters, bias: bias, silu: silu,
                                residual: residual.map { ImagePlanes(UnsafePointer(t + $0.lowerBound * plane), stride: image) },
                                y: ImagePlanes(t + channel * plane, stride: image))
             }
@@ -45,16 +45,16 @@ public struct ChannelStack {
 
     /// `conv2d` of channels `source` of this stack, into a new tensor.
     public func convolve(
-        channels source: Range<Int>, weight: Tensor, bias: Tensor? = nil, geometry: Conv2dGeometry = .init(), silu: Bool = false
+        channels source: Range<Int>, filters: ConvolutionFilters, bias: Tensor? = nil, geometry: Conv2dGeometry = .init(), silu: Bool = false
     ) -> Tensor {
         precondition(source.lowerBound >= 0 && source.upperBound <= values.shape[1] && source.allSatisfy { written[$0] },
                      "channels \(source) of \(values.shape) are not all written")
         let (n, h, w) = (values.shape[0], values.shape[2], values.shape[3])
-        let shape = ConvolutionShape(input: [n, source.count, h, w], weight: weight, bias: bias, geometry: geometry)
+        let shape = ConvolutionShape(input: [n, source.count, h, w], filters: filters, bias: bias, geometry: geometry)
         var output = Tensor(uninitialized: shape.output)
         values.withUnsafeBufferPointer { x in
             output.withUnsafeMutableBufferPointer { y in
-                runConvolution(shape, x: ImagePlanes(x.baseAddress! + source.lowerBound * h * w, stride: values.count / n), weight: weight,
+                runConvolution(shape, x: ImagePlanes(x.baseAddress! + source.lowerBound * h * w, stride: values.count / n), filters: filters,
                                bias: bias, silu: silu, residual: nil, y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
         }

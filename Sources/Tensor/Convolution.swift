@@ -43,14 +43,22 @@ public func conv2d(
     _ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
     adding residual: Tensor? = nil
 ) -> Tensor {
+    conv2d(input, filters: ConvolutionFilters(weight, groups: g.groups, packing: false), bias: bias, geometry: g, silu: silu, adding: residual)
+}
+
+/// `conv2d` with filters made once (packed for our kernel where it runs: a model's layers).
+public func conv2d(
+    _ input: Tensor, filters: ConvolutionFilters, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
+    adding residual: Tensor? = nil
+) -> Tensor {
     precondition(input.rank == 4, "conv2d wants 4-D input, got \(input.shape)")
-    let shape = ConvolutionShape(input: input.shape, weight: weight, bias: bias, geometry: g)
+    let shape = ConvolutionShape(input: input.shape, filters: filters, bias: bias, geometry: g)
     precondition(residual == nil || residual!.shape == shape.output, "conv2d residual must be \(shape.output)")
     var output = Tensor(uninitialized: shape.output)  // every path writes every element
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
             withOptionalBuffer(residual) { r in
-                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), weight: weight, bias: bias, silu: silu,
+                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), filters: filters, bias: bias, silu: silu,
                                residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
                                y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
@@ -66,12 +74,12 @@ struct ConvolutionShape {
     let (ho, wo): (Int, Int)
     let geometry: Conv2dGeometry
 
-    init(input: [Int], weight: Tensor, bias: Tensor?, geometry g: Conv2dGeometry) {
-        precondition(weight.rank == 4, "conv2d wants a 4-D weight, got \(weight.shape)")
+    init(input: [Int], filters: ConvolutionFilters, bias: Tensor?, geometry g: Conv2dGeometry) {
+        let weight = filters.shape
         (n, c, h, w) = (input[0], input[1], input[2], input[3])
-        (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
-        precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups,
-                     "conv2d channels: input \(input), weight \(weight.shape), groups \(g.groups)")
+        (o, cg, kh, kw) = (weight[0], weight[1], weight[2], weight[3])
+        precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups && filters.groups == g.groups,
+                     "conv2d channels: input \(input), weight \(weight) in \(filters.groups) groups, groups \(g.groups)")
         precondition(bias == nil || bias!.shape == [o], "conv2d bias must be [\(o)]")
         ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
         wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
@@ -93,7 +101,7 @@ struct ImagePlanes<Pointer> {
 
 /// `conv2d` on its operands in place (see there).
 func runConvolution(
-    _ s: ConvolutionShape, x: ImagePlanes<UnsafePointer<Float>>, weight: Tensor, bias: Tensor?, silu: Bool,
+    _ s: ConvolutionShape, x: ImagePlanes<UnsafePointer<Float>>, filters: ConvolutionFilters, bias: Tensor?, silu: Bool,
     residual: ImagePlanes<UnsafePointer<Float>>?, y: ImagePlanes<UnsafeMutablePointer<Float>>
 ) {
     let g = s.geometry
@@ -101,40 +109,42 @@ func runConvolution(
     let depthwiseCase = s.cg == 1 && og == 1
     let fused = GEMMKernel.current == .ours && !depthwiseCase
     let pointwise = s.kh == 1 && s.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
-    weight.withUnsafeBufferPointer { wt in
+    // The plain filters for the paths that read them (packed ones are unpacked for OpenBLAS chosen after packing).
+    let plain = fused ? nil : filters.weight
+    withOptionalBuffer(plain) { wt in
         withOptionalBuffer(bias) { b in
-            let wt = wt.baseAddress!
             for image in 0..<s.n {
                 let (x, y, r) = (x.base + image * x.stride, y.base + image * y.stride, residual.map { $0.base + image * $0.stride })
                 if depthwiseCase {
-                    depthwise(x, wt, y, s)
+                    depthwise(x, wt!, y, s)
                     if let b { addChannelBias(y, b, c: s.o, plane: plane) }
                 } else if fused {
                     for group in 0..<g.groups {
                         let first = group * og * plane
                         let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
                                                    residual: r.map { $0 + first }, ldr: plane)
-                        let filters = ck_operand(data: wt + group * og * s.cg * s.kh * s.kw, row: s.cg * s.kh * s.kw, col: 1, packed: nil, patches: nil)
                         let source = x + group * s.cg * s.h * s.w
-                        if pointwise {
-                            product(m: og, n: plane, k: s.cg, alpha: 1, a: filters,
-                                    b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
-                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
-                            continue
-                        }
-                        // The kernel gathers the patches straight into its packed panels: no im2col matrix.
-                        var patches = ck_patches(
-                            x: source, channels: s.cg, height: s.h, width: s.w, kernel_h: s.kh, kernel_w: s.kw,
-                            stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
-                            dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: s.ho, out_w: s.wo)
-                        withUnsafePointer(to: &patches) { patches in
-                            product(m: og, n: plane, k: s.cg * s.kh * s.kw, alpha: 1, a: filters,
-                                    b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
-                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                        filters.withOperand(group: group) { a in
+                            if pointwise {
+                                product(m: og, n: plane, k: s.cg, alpha: 1, a: a,
+                                        b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
+                                        beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                                return
+                            }
+                            // The kernel gathers the patches straight into its packed panels: no im2col matrix.
+                            var patches = ck_patches(
+                                x: source, channels: s.cg, height: s.h, width: s.w, kernel_h: s.kh, kernel_w: s.kw,
+                                stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
+                                dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: s.ho, out_w: s.wo)
+                            withUnsafePointer(to: &patches) { patches in
+                                product(m: og, n: plane, k: s.cg * s.kh * s.kw, alpha: 1, a: a,
+                                        b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
+                                        beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                            }
                         }
                     }
                 } else {
-                    openBLASConvolution(x, wt, b, y, s, pointwise: pointwise)
+                    openBLASConvolution(x, wt!, b, y, s, pointwise: pointwise)
                 }
                 if !fused {
                     if silu {

@@ -2,40 +2,49 @@
 import Checkpoint
 import Tensor
 
-/// A `torch.nn.Conv2d` as stored (weight, optional bias, geometry).
+/// A `torch.nn.Conv2d` as stored (weight, optional bias, geometry), with a BatchNorm that follows it folded in
+/// where given; its filters packed once for the product (`ConvolutionFilters`).
 struct Conv2d {
-    var weight: Tensor
-    var bias: Tensor?
+    let filters: ConvolutionFilters
+    let bias: Tensor?
     let geometry: Conv2dGeometry
 
-    init(_ node: ModuleNode) throws {
-        weight = try node.parameter("weight").tensor()
-        bias = node.optionalParameter("bias")?.tensor()
+    /// The BatchNorm is folded with the checkpoint's own eps (Ultralytics sets 1e-3), as `fuse_conv_and_bn` does
+    /// before inference.
+    init(_ node: ModuleNode, batchNorm bn: ModuleNode? = nil) throws {
+        var (weight, bias) = (try node.parameter("weight").tensor(), node.optionalParameter("bias")?.tensor())
         let (stride, padding, dilation) = (try node.pair("stride"), try node.pair("padding"), try node.pair("dilation"))
         geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: try node.int("groups"))
+        if let bn {
+            (weight, bias) = foldBatchNorm(
+                weight: weight, bias: bias, gamma: try bn.parameter("weight").tensor(), beta: try bn.parameter("bias").tensor(),
+                runningMean: try bn.parameter("running_mean").tensor(), runningVar: try bn.parameter("running_var").tensor(),
+                eps: try bn.double("eps"))
+        }
+        filters = ConvolutionFilters(weight, groups: geometry.groups)
+        self.bias = bias
     }
 
     /// The convolution, then SiLU and `residual` where given (fused into the product on our kernel).
     func callAsFunction(_ x: Tensor, silu: Bool = false, adding residual: Tensor? = nil) -> Tensor {
-        conv2d(x, weight: weight, bias: bias, geometry: geometry, silu: silu, adding: residual)
+        conv2d(x, filters: filters, bias: bias, geometry: geometry, silu: silu, adding: residual)
     }
 
     func outputShape(_ input: [Int]) -> [Int] {
-        let (kh, kw) = (weight.shape[2], weight.shape[3])
+        let (kh, kw) = (filters.shape[2], filters.shape[3])
         let h = (input[2] + 2 * geometry.padding.y - geometry.dilation.y * (kh - 1) - 1) / geometry.stride.y + 1
         let w = (input[3] + 2 * geometry.padding.x - geometry.dilation.x * (kw - 1) - 1) / geometry.stride.x + 1
-        return [input[0], weight.shape[0], h, w]
+        return [input[0], filters.shape[0], h, w]
     }
 
     /// Multiply-adds as thop counts them: output elements × input channels per group × kernel area (no bias).
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let output = outputShape(input)
-        return (output, Double(output.reduce(1, *)) * Double(weight.shape[1] * weight.shape[2] * weight.shape[3]))
+        return (output, Double(output.reduce(1, *)) * Double(filters.shape[1] * filters.shape[2] * filters.shape[3]))
     }
 }
 
-/// Ultralytics `Conv`: Conv2d (no bias) → BatchNorm2d → SiLU. The BatchNorm is folded into the convolution at
-/// load with the checkpoint's own eps (Ultralytics sets 1e-3), as `fuse_conv_and_bn` does before inference.
+/// Ultralytics `Conv`: Conv2d (no bias) → BatchNorm2d → SiLU, the BatchNorm folded into the convolution at load.
 struct Conv {
     let conv: Conv2d
     let activation: Bool
@@ -43,18 +52,8 @@ struct Conv {
     let hadBatchNorm: Bool
 
     init(_ node: ModuleNode) throws {
-        var conv = try Conv2d(try node.child("conv"))
         hadBatchNorm = node.object.children.contains { $0.name == "bn" }
-        if hadBatchNorm {
-            let bn = try node.child("bn")
-            let folded = foldBatchNorm(
-                weight: conv.weight, bias: conv.bias, gamma: try bn.parameter("weight").tensor(), beta: try bn.parameter("bias").tensor(),
-                runningMean: try bn.parameter("running_mean").tensor(), runningVar: try bn.parameter("running_var").tensor(),
-                eps: try bn.double("eps"))
-            conv.weight = folded.weight
-            conv.bias = folded.bias
-        }
-        self.conv = conv
+        conv = try Conv2d(try node.child("conv"), batchNorm: hadBatchNorm ? try node.child("bn") : nil)
         let act = try node.child("act").typeName
         guard act == "SiLU" || act == "Identity" else {
             throw CheckpointError.unsupported(path: node.file, reason: "\(node.path)act is \(act); YOLOv8 uses SiLU")
@@ -69,15 +68,15 @@ struct Conv {
 
     /// The same on channels `source` of `stack`.
     func callAsFunction(_ stack: ChannelStack, channels source: Range<Int>) -> Tensor {
-        stack.convolve(channels: source, weight: conv.weight, bias: conv.bias, geometry: conv.geometry, silu: activation)
+        stack.convolve(channels: source, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation)
     }
 
     /// The same written into `stack`'s channels from `channel` on, plus its channels `residual` where given.
     func callAsFunction(_ x: Tensor, into stack: inout ChannelStack, at channel: Int, addingChannels residual: Range<Int>? = nil) {
-        stack.convolve(x, weight: conv.weight, bias: conv.bias, geometry: conv.geometry, silu: activation, addingChannels: residual, into: channel)
+        stack.convolve(x, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation, addingChannels: residual, into: channel)
     }
 
-    var outputChannels: Int { conv.weight.shape[0] }
+    var outputChannels: Int { conv.filters.shape[0] }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let (output, count) = conv.operations(input)

@@ -96,13 +96,44 @@ final class ConvolutionTests: XCTestCase {
             let second = conv2d(conv2d(first, weight: w2, geometry: same), weight: w4, geometry: depthwise)
             let want = concatenated([y, first, second])
 
+            let (f1, f2, f3, f4) = (ConvolutionFilters(w1), ConvolutionFilters(w2), ConvolutionFilters(w3), ConvolutionFilters(w4, groups: c))
             var stack = ChannelStack(images: n, channels: 4 * c, height: h, width: w)
-            stack.convolve(x, weight: w1, bias: b1, silu: true, into: 0)
-            stack.convolve(stack.convolve(channels: c..<(2 * c), weight: w2, geometry: same, silu: true), weight: w3, bias: b3, geometry: same,
+            stack.convolve(x, filters: f1, bias: b1, silu: true, into: 0)
+            stack.convolve(stack.convolve(channels: c..<(2 * c), filters: f2, geometry: same, silu: true), filters: f3, bias: b3, geometry: same,
                            silu: true, addingChannels: c..<(2 * c), into: 2 * c)
-            stack.convolve(stack.convolve(channels: (2 * c)..<(3 * c), weight: w2, geometry: same), weight: w4, geometry: depthwise, into: 3 * c)
+            stack.convolve(stack.convolve(channels: (2 * c)..<(3 * c), filters: f2, geometry: same), filters: f4, geometry: depthwise, into: 3 * c)
             XCTAssertEqual(stack.tensor.shape, want.shape)
             XCTAssertEqual(stack.tensor.storage, want.storage, "on \(GEMMKernel.current)")
+        }
+    }
+
+    /// Filters packed once for our kernel give the bits of plain ones, on every path that takes them (pointwise,
+    /// patches, groups; rows not a multiple of the 6-row panels; k over two slices), unpack to the weights they
+    /// were made from, and still run where OpenBLAS is chosen after they were packed.
+    func testPackedFiltersGiveTheBitsOfPlainOnes() {
+        let cases: [(x: [Int], w: [Int], geometry: Conv2dGeometry)] = [
+            ([2, 300, 5, 9], [13, 300, 1, 1], .init()),
+            ([1, 40, 6, 45], [20, 40, 3, 3], .init(padding: 1)),
+            ([2, 30, 9, 70], [9, 30, 3, 3], .init(stride: 2, padding: 1)),
+            ([1, 40, 5, 7], [14, 20, 3, 3], .init(padding: 1, groups: 2)),
+            ([1, 5, 7, 13], [5, 1, 3, 3], .init(padding: 1, groups: 5)),
+        ]
+        for (index, test) in cases.enumerated() {
+            let seed = UInt64(80 + 4 * index)
+            let x = randomTensor(test.x, seed: seed), w = randomTensor(test.w, seed: seed + 1), b = randomTensor([test.w[0]], seed: seed + 2)
+            var packedWhileOurs: ConvolutionFilters?
+            forEachKernel {
+                let filters = ConvolutionFilters(w, groups: test.geometry.groups)
+                if GEMMKernel.current == .ours { packedWhileOurs = filters }
+                let label = "\(test.x) * \(test.w) on \(GEMMKernel.current)"
+                XCTAssertEqual(filters.weight.storage, w.storage, label)
+                let want = conv2d(x, weight: w, bias: b, geometry: test.geometry, silu: true)
+                XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: test.geometry, silu: true).storage, want.storage, label)
+                if GEMMKernel.current == .openblas, let packedWhileOurs {
+                    XCTAssertEqual(conv2d(x, filters: packedWhileOurs, bias: b, geometry: test.geometry, silu: true).storage, want.storage,
+                                   label + ", filters packed for our kernel")
+                }
+            }
         }
     }
 

@@ -54,13 +54,14 @@ int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, 
 // it has AVX-512); elsewhere OpenBLAS runs them.
 #define CK_SGEMM_MR 6   // rows of the register tile (and of a packed A panel)
 #define CK_SGEMM_NR 16  // columns of a packed B panel
+#define CK_SGEMM_KC 256 // k per slice: a packed operand is stored slice after slice
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
 typedef struct {
     const float *x;
     long channels, height, width, kernel_h, kernel_w, stride_y, stride_x, pad_y, pad_x, dilation_y, dilation_x, out_h, out_w;
 } ck_patches;
-// An operand: element (i, j) at data[i · row + j · col]; or, for B only, `packed` (the whole matrix, as
-// ck_sgemm_pack_b wrote it) or `patches`.
+// An operand: element (i, j) at data[i · row + j · col]; or `packed` (the whole matrix, as ck_sgemm_pack_a or
+// ck_sgemm_pack_b wrote it); or, for B only, `patches`.
 typedef struct {
     const float *data;
     long row, col;
@@ -85,8 +86,13 @@ int ck_cpu_has_avx512(void);
 // Floats that ck_sgemm_pack_b writes for a k × n B (packed once to serve several products).
 long ck_sgemm_packed_b_count(long k, long n);
 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
+// Floats that ck_sgemm_pack_a writes for an m × k A (a convolution's filters, packed once at load): for each slice
+// of CK_SGEMM_KC k in turn, panels of CK_SGEMM_MR rows, each k's rows together — a[i][k] at
+// s · round_up(m, MR) + (i / MR) · MR · kc + (k − s) · MR + i % MR for the slice from k = s, kc deep (rows past m zero).
+long ck_sgemm_packed_a_count(long m, long k);
+void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 // The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n); n0 must be a multiple of CK_SGEMM_NR
-// when B is packed. Any split of C gives the same bits. Returns -1 where ck_sgemm_supported() is 0, -2 when out of
+// when B is packed, m0 one of CK_SGEMM_MR when A is. Any split of C gives the same bits. Returns -1 where ck_sgemm_supported() is 0, -2 when out of
 // memory, else 0. `epilogue` may be NULL.
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
