@@ -227,29 +227,42 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_
         }
         return;
     }
-    for (long k = 0; k < kc; k++, dst += NR) {
-        const float *plane = g->x + p.ch * g->height * g->width;
-        const long dy = p.ky * g->dilation_y - g->pad_y, dx = p.kx * g->dilation_x - g->pad_x;
-        __m512 v = _mm512_setzero_ps();
+    // Other panels tap by tap: a tap's runs (masks and rows) are the same in every channel, so they are worked out
+    // once per tap, not once per k; then that tap's k in each channel of the slice (k = channel · taps + tap).
+    const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
+    for (long tap = 0; tap < taps; tap++) {
+        const long first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps, end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps;
+        const long dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
+        const float *line[NR];
+        __mmask16 mask[NR], low[NR], high[NR];
+        int runs = 0;
         for (int r = 0; r < p.count; r++) {
             const long iy = p.oy[r] * g->stride_y + dy, ix = p.ox[r] * sx + dx;
             long lo, hi;
             inside(g, ix, sx, p.start[r + 1] - p.start[r], &lo, &hi);
             if (iy < 0 || iy >= g->height || lo == hi) continue;
-            const __mmask16 m = (__mmask16)((((1u << hi) - 1) & ~((1u << lo) - 1)) << p.start[r]);
-            const float *line = plane + iy * g->width + ix - p.start[r] * sx;  // lane l reads line[l · sx]
-            if (sx == 1) {
-                v = _mm512_mask_loadu_ps(v, m, line);
-            } else if (sx == 2) {  // lane l's input is float 2l of 32: load those, then take the even ones
-                const unsigned inputs = _pdep_u32(m, 0x55555555u);
-                const __m512 low = _mm512_maskz_loadu_ps((__mmask16)inputs, line), high = _mm512_maskz_loadu_ps((__mmask16)(inputs >> 16), line + NR);
-                v = _mm512_mask_mov_ps(v, m, _mm512_permutex2var_ps(low, even, high));
-            } else {
-                v = _mm512_mask_i32gather_ps(v, m, steps, line, 4);
-            }
+            mask[runs] = (__mmask16)((((1u << hi) - 1) & ~((1u << lo) - 1)) << p.start[r]);
+            line[runs] = g->x + iy * g->width + ix - p.start[r] * sx;  // in channel 0; lane l reads line[l · sx]
+            const unsigned inputs = _pdep_u32(mask[runs], 0x55555555u);  // stride 2: lane l's input is float 2l of 32
+            low[runs] = (__mmask16)inputs, high[runs] = (__mmask16)(inputs >> 16);
+            runs++;
         }
-        _mm512_storeu_ps(dst, v);
-        next_tap(g, &p);
+        float *d = dst + (first * taps + tap - p0) * NR;
+        for (long ch = first; ch < end; ch++, d += taps * NR) {
+            __m512 v = _mm512_setzero_ps();
+            for (int r = 0; r < runs; r++) {
+                const float *in = line[r] + ch * plane;
+                if (sx == 1) {
+                    v = _mm512_mask_loadu_ps(v, mask[r], in);
+                } else if (sx == 2) {  // load the even lanes' inputs, then take the even ones
+                    const __m512 lower = _mm512_maskz_loadu_ps(low[r], in), upper = _mm512_maskz_loadu_ps(high[r], in + NR);
+                    v = _mm512_mask_mov_ps(v, mask[r], _mm512_permutex2var_ps(lower, even, upper));
+                } else {
+                    v = _mm512_mask_i32gather_ps(v, mask[r], steps, in, 4);
+                }
+            }
+            _mm512_storeu_ps(d, v);
+        }
     }
 }
 #endif
