@@ -164,6 +164,33 @@ static inline void inside(const ck_patches *g, long ix, long sx, long length, lo
     *hi = min_long(length, *hi < *lo ? *lo : *hi);
 }
 
+// A tap's reads in a panel that is not interior, the same in every channel (so worked out once per tap, not per k):
+// each run's panel columns [from, to) that lie inside the input — the others are padding, zero — and where the
+// input of column `from` lies in channel 0 (column l reads line[(l − from) · sx]). Returns the number of runs.
+typedef struct {
+    int from, to;
+    const float *line;
+} tap_run;
+
+static int tap_runs(const ck_patches *g, const patch_runs *p, long tap, tap_run *runs) {
+    const long sx = g->stride_x, dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
+    int count = 0;
+    for (int r = 0; r < p->count; r++) {
+        const long iy = p->oy[r] * g->stride_y + dy, ix = p->ox[r] * sx + dx;
+        long lo, hi;
+        inside(g, ix, sx, p->start[r + 1] - p->start[r], &lo, &hi);
+        if (iy < 0 || iy >= g->height || lo == hi) continue;
+        runs[count++] = (tap_run){(int)(p->start[r] + lo), (int)(p->start[r] + hi), g->x + iy * g->width + ix + lo * sx};
+    }
+    return count;
+}
+
+// The channels [first, end) whose k for `tap` (k = channel · taps + tap) lie in the slice [p0, p0 + kc).
+static inline void tap_channels(long p0, long kc, long taps, long tap, long *first, long *end) {
+    *first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps;
+    *end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps;
+}
+
 AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
     patch_runs p = panel_runs(g, p0, j0, cols);
     const long sx = g->stride_x;
@@ -182,28 +209,22 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
         }
         return;
     }
-    for (long k = 0; k < kc; k++, dst += NR) {
-        const float *plane = g->x + p.ch * g->height * g->width;
-        const long dy = p.ky * g->dilation_y - g->pad_y, dx = p.kx * g->dilation_x - g->pad_x;
-        for (int r = 0; r < p.count; r++) {
-            float *d = dst + p.start[r];
-            const long length = p.start[r + 1] - p.start[r], iy = p.oy[r] * g->stride_y + dy, ix = p.ox[r] * sx + dx;
-            if (iy < 0 || iy >= g->height) { zero_floats(d, length); continue; }
-            const float *line = plane + iy * g->width + ix;
-            long lo, hi;
-            inside(g, ix, sx, length, &lo, &hi);
-            if (length == NR && lo == 0 && hi == NR && sx == 1) { copy_floats(d, line, NR); continue; }
-            if (length == NR && lo == 0 && sx == 2 && ix + 2 * NR <= g->width) {  // YOLO's downsampling: 16 of 32 inputs
-                gather_even(d, line);
-                continue;
+    // Other panels tap by tap (see tap_runs): that tap's k in each channel of the slice.
+    const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
+    for (long tap = 0; tap < taps; tap++) {
+        long first, end;
+        tap_channels(p0, kc, taps, tap, &first, &end);
+        tap_run runs[NR];
+        const int count = tap_runs(g, &p, tap, runs);
+        float *d = dst + (first * taps + tap - p0) * NR;
+        for (long ch = first; ch < end; ch++, d += taps * NR) {
+            zero_floats(d, NR);
+            for (int r = 0; r < count; r++) {
+                const float *in = runs[r].line + ch * plane;
+                if (sx == 1) copy_floats(d + runs[r].from, in, runs[r].to - runs[r].from);
+                else for (int i = runs[r].from; i < runs[r].to; i++) d[i] = in[(i - runs[r].from) * sx];
             }
-            zero_floats(d, lo);
-            if (sx == 1) copy_floats(d + lo, line + lo, hi - lo);
-            else for (long i = lo; i < hi; i++) d[i] = line[i * sx];
-            zero_floats(d + hi, length - hi);
         }
-        zero_floats(dst + cols, NR - cols);
-        next_tap(g, &p);
     }
 }
 
@@ -227,30 +248,25 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_
         }
         return;
     }
-    // Other panels tap by tap: a tap's runs (masks and rows) are the same in every channel, so they are worked out
-    // once per tap, not once per k; then that tap's k in each channel of the slice (k = channel · taps + tap).
+    // Other panels tap by tap (see tap_runs): that tap's k in each channel of the slice, run by run into one register.
     const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
     for (long tap = 0; tap < taps; tap++) {
-        const long first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps, end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps;
-        const long dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
+        long first, end;
+        tap_channels(p0, kc, taps, tap, &first, &end);
+        tap_run runs[NR];
+        const int count = tap_runs(g, &p, tap, runs);
         const float *line[NR];
         __mmask16 mask[NR], low[NR], high[NR];
-        int runs = 0;
-        for (int r = 0; r < p.count; r++) {
-            const long iy = p.oy[r] * g->stride_y + dy, ix = p.ox[r] * sx + dx;
-            long lo, hi;
-            inside(g, ix, sx, p.start[r + 1] - p.start[r], &lo, &hi);
-            if (iy < 0 || iy >= g->height || lo == hi) continue;
-            mask[runs] = (__mmask16)((((1u << hi) - 1) & ~((1u << lo) - 1)) << p.start[r]);
-            line[runs] = g->x + iy * g->width + ix - p.start[r] * sx;  // in channel 0; lane l reads line[l · sx]
-            const unsigned inputs = _pdep_u32(mask[runs], 0x55555555u);  // stride 2: lane l's input is float 2l of 32
-            low[runs] = (__mmask16)inputs, high[runs] = (__mmask16)(inputs >> 16);
-            runs++;
+        for (int r = 0; r < count; r++) {
+            mask[r] = (__mmask16)((((1u << runs[r].to) - 1) & ~((1u << runs[r].from) - 1)));
+            line[r] = runs[r].line - runs[r].from * sx;  // lane l reads line[l · sx]
+            const unsigned inputs = _pdep_u32(mask[r], 0x55555555u);  // stride 2: lane l's input is float 2l of 32
+            low[r] = (__mmask16)inputs, high[r] = (__mmask16)(inputs >> 16);
         }
         float *d = dst + (first * taps + tap - p0) * NR;
         for (long ch = first; ch < end; ch++, d += taps * NR) {
             __m512 v = _mm512_setzero_ps();
-            for (int r = 0; r < runs; r++) {
+            for (int r = 0; r < count; r++) {
                 const float *in = line[r] + ch * plane;
                 if (sx == 1) {
                     v = _mm512_mask_loadu_ps(v, mask[r], in);
