@@ -165,30 +165,31 @@ static inline void inside(const ck_patches *g, long ix, long sx, long length, lo
 }
 
 // A tap's reads in a panel that is not interior, the same in every channel (so worked out once per tap, not per k):
-// each run's panel columns [from, to) that lie inside the input — the others are padding, zero — and where the
-// input of column `from` lies in channel 0 (column l reads line[(l − from) · sx]). Returns the number of runs.
+// the channels [first, end) whose k for this tap (k = channel · taps + tap) lie in the slice [p0, p0 + kc), and each
+// run's panel columns [from, to) that lie inside the input — the others are padding, zero — with where the input of
+// column `from` lies in channel 0 (column l reads line[(l − from) · sx]).
 typedef struct {
-    int from, to;
-    const float *line;
-} tap_run;
+    long first, end;
+    int count;
+    struct {
+        int from, to;
+        const float *line;
+    } runs[NR];
+} tap_reads;
 
-static int tap_runs(const ck_patches *g, const patch_runs *p, long tap, tap_run *runs) {
-    const long sx = g->stride_x, dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
-    int count = 0;
+static tap_reads reads_of_tap(const ck_patches *g, const patch_runs *p, long p0, long kc, long tap) {
+    const long taps = g->kernel_h * g->kernel_w, sx = g->stride_x;
+    const long dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
+    tap_reads t = {.first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps, .end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps};
     for (int r = 0; r < p->count; r++) {
         const long iy = p->oy[r] * g->stride_y + dy, ix = p->ox[r] * sx + dx;
         long lo, hi;
         inside(g, ix, sx, p->start[r + 1] - p->start[r], &lo, &hi);
         if (iy < 0 || iy >= g->height || lo == hi) continue;
-        runs[count++] = (tap_run){(int)(p->start[r] + lo), (int)(p->start[r] + hi), g->x + iy * g->width + ix + lo * sx};
+        t.runs[t.count].from = (int)(p->start[r] + lo), t.runs[t.count].to = (int)(p->start[r] + hi);
+        t.runs[t.count++].line = g->x + iy * g->width + ix + lo * sx;
     }
-    return count;
-}
-
-// The channels [first, end) whose k for `tap` (k = channel · taps + tap) lie in the slice [p0, p0 + kc).
-static inline void tap_channels(long p0, long kc, long taps, long tap, long *first, long *end) {
-    *first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps;
-    *end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps;
+    return t;
 }
 
 AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
@@ -209,20 +210,18 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
         }
         return;
     }
-    // Other panels tap by tap (see tap_runs): that tap's k in each channel of the slice.
+    // Other panels tap by tap (see reads_of_tap): that tap's k in each channel of the slice.
     const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
     for (long tap = 0; tap < taps; tap++) {
-        long first, end;
-        tap_channels(p0, kc, taps, tap, &first, &end);
-        tap_run runs[NR];
-        const int count = tap_runs(g, &p, tap, runs);
-        float *d = dst + (first * taps + tap - p0) * NR;
-        for (long ch = first; ch < end; ch++, d += taps * NR) {
+        const tap_reads t = reads_of_tap(g, &p, p0, kc, tap);
+        float *d = dst + (t.first * taps + tap - p0) * NR;
+        for (long ch = t.first; ch < t.end; ch++, d += taps * NR) {
             zero_floats(d, NR);
-            for (int r = 0; r < count; r++) {
-                const float *in = runs[r].line + ch * plane;
-                if (sx == 1) copy_floats(d + runs[r].from, in, runs[r].to - runs[r].from);
-                else for (int i = runs[r].from; i < runs[r].to; i++) d[i] = in[(i - runs[r].from) * sx];
+            for (int r = 0; r < t.count; r++) {
+                const float *in = t.runs[r].line + ch * plane;
+                const int from = t.runs[r].from, to = t.runs[r].to;
+                if (sx == 1) copy_floats(d + from, in, to - from);
+                else for (int i = from; i < to; i++) d[i] = in[(i - from) * sx];
             }
         }
     }
@@ -248,25 +247,23 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_
         }
         return;
     }
-    // Other panels tap by tap (see tap_runs): that tap's k in each channel of the slice, run by run into one register.
+    // Other panels tap by tap (see reads_of_tap): that tap's k in each channel of the slice, run by run into one
+    // register.
     const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
     for (long tap = 0; tap < taps; tap++) {
-        long first, end;
-        tap_channels(p0, kc, taps, tap, &first, &end);
-        tap_run runs[NR];
-        const int count = tap_runs(g, &p, tap, runs);
+        const tap_reads t = reads_of_tap(g, &p, p0, kc, tap);
         const float *line[NR];
         __mmask16 mask[NR], low[NR], high[NR];
-        for (int r = 0; r < count; r++) {
-            mask[r] = (__mmask16)((((1u << runs[r].to) - 1) & ~((1u << runs[r].from) - 1)));
-            line[r] = runs[r].line - runs[r].from * sx;  // lane l reads line[l · sx]
+        for (int r = 0; r < t.count; r++) {
+            mask[r] = (__mmask16)(((1u << t.runs[r].to) - 1) & ~((1u << t.runs[r].from) - 1));
+            line[r] = t.runs[r].line - t.runs[r].from * sx;  // lane l reads line[l · sx]
             const unsigned inputs = _pdep_u32(mask[r], 0x55555555u);  // stride 2: lane l's input is float 2l of 32
             low[r] = (__mmask16)inputs, high[r] = (__mmask16)(inputs >> 16);
         }
-        float *d = dst + (first * taps + tap - p0) * NR;
-        for (long ch = first; ch < end; ch++, d += taps * NR) {
+        float *d = dst + (t.first * taps + tap - p0) * NR;
+        for (long ch = t.first; ch < t.end; ch++, d += taps * NR) {
             __m512 v = _mm512_setzero_ps();
-            for (int r = 0; r < count; r++) {
+            for (int r = 0; r < t.count; r++) {
                 const float *in = line[r] + ch * plane;
                 if (sx == 1) {
                     v = _mm512_mask_loadu_ps(v, mask[r], in);
