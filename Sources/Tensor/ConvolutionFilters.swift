@@ -2,8 +2,8 @@ import CKernels
 
 /// A convolution's filters [O, C / groups, kh, kw] for a model that runs them on every image: packed once as our
 /// kernel's left operand (one matrix [O / groups, C / groups · kh · kw] per group) where that kernel runs, instead of
-/// on every call — by every thread and for every block of columns (3 % of a YOLOv8 forward). The packed form replaces
-/// the plain one, so the weights take no more memory. Plain where our kernel does not run (`GEMMKernel.current`
+/// on every call — by every thread and for every block of columns, into a buffer of its own (a YOLOv8 forward 1.2–1.3×
+/// faster without them). The packed form replaces the plain one, so the weights take no more memory. Plain where our kernel does not run (`GEMMKernel.current`
 /// when they are made) and for depthwise filters (a direct loop, no product). Packing is a copy: the same bits.
 public struct ConvolutionFilters: Sendable {
     /// [O, C / groups, kh, kw].

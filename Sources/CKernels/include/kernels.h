@@ -92,8 +92,8 @@ void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
 long ck_sgemm_packed_a_count(long m, long k);
 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 // The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n); n0 must be a multiple of CK_SGEMM_NR
-// when B is packed, m0 one of CK_SGEMM_MR when A is. Any split of C gives the same bits. Returns -1 where ck_sgemm_supported() is 0, -2 when out of
-// memory, else 0. `epilogue` may be NULL.
+// when B is packed, m0 one of CK_SGEMM_MR when A is. Any split of C gives the same bits. Returns -1 where
+// ck_sgemm_supported() is 0, -2 when out of memory, else 0. `epilogue` may be NULL.
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
 
