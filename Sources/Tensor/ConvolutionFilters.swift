@@ -3,21 +3,25 @@ import CKernels
 /// A convolution's filters [O, C / groups, kh, kw] for a model that runs them on every image: packed once as our
 /// kernel's left operand (one matrix [O / groups, C / groups · kh · kw] per group) where that kernel runs, instead of
 /// on every call — by every thread and for every block of columns, into a buffer of its own (a YOLOv8 forward 1.2–1.3×
-/// faster without them). The packed form replaces the plain one, so the weights take no more memory. Plain where our kernel does not run (`GEMMKernel.current`
-/// when they are made) and for depthwise filters (a direct loop, no product). Packing is a copy: the same bits.
+/// faster without them). The packed form replaces the plain one, so the weights take no more memory. Plain where
+/// our kernel does not run (`GEMMKernel.current` when they are made) and for depthwise filters (a direct loop, no
+/// product). Packing is a copy: the same bits.
 public struct ConvolutionFilters: Sendable {
     /// [O, C / groups, kh, kw].
     public let shape: [Int]
     let groups: Int
     private let plain: Tensor?
     private let packed: [Float]
+    /// Each group's matrix: rows (filters) × depth (C / groups · kh · kw).
+    private var rows: Int { shape[0] / groups }
+    private var depth: Int { shape[1] * shape[2] * shape[3] }
 
     /// `packing: false` keeps them plain (a convolution run once).
     public init(_ weight: Tensor, groups: Int = 1, packing: Bool = true) {
         precondition(weight.rank == 4 && groups > 0 && weight.shape[0] % groups == 0, "filters \(weight.shape) in \(groups) groups")
         shape = weight.shape
         self.groups = groups
-        let (rows, depth) = (shape[0] / groups, shape[1] * shape[2] * shape[3])
+        let (rows, depth) = (shape[0] / groups, shape[1] * shape[2] * shape[3])  // (self's are not usable yet)
         guard packing, GEMMKernel.current == .ours, !(shape[1] == 1 && rows == 1) else {
             (plain, packed) = (weight, [])
             return
@@ -37,7 +41,6 @@ public struct ConvolutionFilters: Sendable {
 
     /// Group `group`'s filters as our kernel's left operand, packed or plain, while `body` runs.
     func withOperand<R>(group: Int, _ body: (ck_operand) -> R) -> R {
-        let (rows, depth) = (shape[0] / groups, shape[1] * shape[2] * shape[3])
         if let plain {
             return plain.withUnsafeBufferPointer { w in
                 body(ck_operand(data: w.baseAddress! + group * rows * depth, row: depth, col: 1, packed: nil, patches: nil))
@@ -51,7 +54,7 @@ public struct ConvolutionFilters: Sendable {
     /// The filters as a tensor: the plain ones, or unpacked (OpenBLAS chosen after they were packed: tests).
     public var weight: Tensor {
         if let plain { return plain }
-        let (rows, depth, panel) = (shape[0] / groups, shape[1] * shape[2] * shape[3], Int(CK_SGEMM_MR))
+        let panel = Int(CK_SGEMM_MR)
         let (groupCount, paddedRows) = (ck_sgemm_packed_a_count(rows, depth), (rows + panel - 1) / panel * panel)
         var values = [Float](repeating: 0, count: shape.reduce(1, *))
         for group in 0..<groups {
