@@ -8,6 +8,7 @@
 // share one pass over one or two B panels (12 × 16 and 12 × 32 tiles of 16-lane vectors): the same sums in the same
 // order, the same bits.
 #include "kernels.h"
+#include "packing.h"
 #include "polynomials.h"
 #include <math.h>
 #include <stdlib.h>
@@ -322,6 +323,8 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
         }
     }
 }
+
+void ck_sgemm_pack_b_block(const ck_operand *b, long p0, long kc, long j0, long nc, float *dst) { pack_b_block(b, p0, kc, j0, nc, dst); }
 
 AVX2 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed) {
     for (long p0 = 0; p0 < k; p0 += KC) pack_a_block(a, 0, m, p0, min_long(KC, k - p0), packed + p0 * round_up(m, MR));

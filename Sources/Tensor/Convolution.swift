@@ -105,12 +105,16 @@ func runConvolution(
     residual: ImagePlanes<UnsafePointer<Float>>?, y: ImagePlanes<UnsafeMutablePointer<Float>>
 ) {
     let g = s.geometry
+    if filters.winograd {
+        precondition(g == Conv2dGeometry(padding: 1), "Winograd filters are for 3×3, stride-1, padding-1 convolutions")
+        return winogradConvolution(s, x: x, filters: filters, bias: bias, silu: silu, residual: residual, y: y)
+    }
     let (og, plane) = (s.o / g.groups, s.ho * s.wo)
     let depthwiseCase = s.cg == 1 && og == 1
     let fused = GEMMKernel.current == .ours && !depthwiseCase
     let pointwise = s.kh == 1 && s.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
     // The plain filters for the paths that read them (packed ones are unpacked for OpenBLAS chosen after packing).
-    let plain = fused ? nil : filters.weight
+    let plain = fused ? nil : filters.weight!
     withOptionalBuffer(plain) { wt in
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
@@ -154,6 +158,30 @@ func runConvolution(
                     }
                     if let r { for i in 0..<(s.o * plane) { y[i] += r[i] } }
                 }
+            }
+        }
+    }
+}
+
+/// A 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3) (`ck_winograd_conv3x3`): each image's 2 × 2
+/// output tiles shared among the threads (any split gives the same bits), bias, SiLU and residual in its epilogue.
+private func winogradConvolution(
+    _ s: ConvolutionShape, x: ImagePlanes<UnsafePointer<Float>>, filters: ConvolutionFilters, bias: Tensor?, silu: Bool,
+    residual: ImagePlanes<UnsafePointer<Float>>?, y: ImagePlanes<UnsafeMutablePointer<Float>>
+) {
+    let tiles = (s.h + 1) / 2 * ((s.w + 1) / 2)
+    let parts = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, tiles / 32))
+    filters.withWinogradFilters { u in
+        withOptionalBuffer(bias) { b in
+            for image in 0..<s.n {
+                var epilogue = ck_epilogue(row_bias: b, silu: silu ? 1 : 0, residual: residual.map { $0.base + image * $0.stride },
+                                           ldr: s.h * s.w)
+                let run = { (part: Int) in
+                    let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride,
+                                                     tiles * part / parts, tiles * (part + 1) / parts, &epilogue)
+                    precondition(status == 0, "Winograd convolution failed: out of memory")
+                }
+                if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
             }
         }
     }

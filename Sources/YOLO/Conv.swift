@@ -21,7 +21,7 @@ struct Conv2d {
                 runningMean: try bn.parameter("running_mean").tensor(), runningVar: try bn.parameter("running_var").tensor(),
                 eps: try bn.double("eps"))
         }
-        filters = ConvolutionFilters(weight, groups: geometry.groups)
+        filters = ConvolutionFilters(weight, geometry: geometry)
         self.bias = bias
     }
 

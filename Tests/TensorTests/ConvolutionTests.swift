@@ -1,3 +1,4 @@
+import CKernels
 import Tensor
 import XCTest
 
@@ -126,7 +127,7 @@ final class ConvolutionTests: XCTestCase {
                 let filters = ConvolutionFilters(w, groups: test.geometry.groups)
                 if GEMMKernel.current == .ours { packedWhileOurs = filters }
                 let label = "\(test.x) * \(test.w) on \(GEMMKernel.current)"
-                XCTAssertEqual(filters.weight.storage, w.storage, label)
+                XCTAssertEqual(filters.weight?.storage, w.storage, label)
                 let want = conv2d(x, weight: w, bias: b, geometry: test.geometry, silu: true)
                 XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: test.geometry, silu: true).storage, want.storage, label)
                 if GEMMKernel.current == .openblas, let packedWhileOurs {
@@ -134,6 +135,59 @@ final class ConvolutionTests: XCTestCase {
                                    label + ", filters packed for our kernel")
                 }
             }
+        }
+    }
+
+    /// Winograd's F(2×2, 3×3) for 3×3, stride-1, padding-1 layers (`ConvolutionFilters(_:geometry:)`): within the
+    /// kernels' 1e-5 of the float64 definition — a single pixel; odd sides (a last tile of one column or row); tile
+    /// rows that end inside a panel of 16 tiles; more tiles than a block; filters past one block of 48 and not a
+    /// multiple of 6; channels over two 256-deep slices, not a multiple of 8 — with the epilogue's SiLU and residual
+    /// the bits of the passes after it (on a batch of two and in a `ChannelStack`), and the same bits for any split
+    /// of the tiles.
+    func testWinogradEqualsTheDefinition() throws {
+        try XCTSkipIf(ck_winograd_supported() == 0, "Winograd's convolution runs where the CPU has AVX-512")
+        let cases: [(x: [Int], o: Int)] = [([1, 3, 1, 1], 2), ([2, 5, 7, 13], 7), ([1, 300, 5, 9], 13), ([1, 16, 40, 70], 50), ([1, 8, 2, 34], 4)]
+        let same = Conv2dGeometry(padding: 1)
+        for (index, test) in cases.enumerated() {
+            let seed = UInt64(120 + 4 * index)
+            let (n, c, h, w) = (test.x[0], test.x[1], test.x[2], test.x[3])
+            let x = randomTensor(test.x, seed: seed), wt = randomTensor([test.o, c, 3, 3], seed: seed + 1), b = randomTensor([test.o], seed: seed + 2)
+            let filters = ConvolutionFilters(wt, geometry: same)
+            XCTAssertNil(filters.weight, "transformed filters keep no plain form")
+            let label = "\(test.x) * \(test.o) filters"
+            let want = naiveConv(x, wt, b, stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 1)
+            var plain = conv2d(x, filters: filters, bias: b, geometry: same)
+            assertClose(plain, want.values, shape: want.shape, label)
+
+            let residual = randomTensor(plain.shape, seed: seed + 3)
+            plain.silu()
+            let activated = plain
+            for i in plain.storage.indices { plain.storage[i] += residual.storage[i] }
+            XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: same, silu: true).storage, activated.storage, label)
+            XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: same, silu: true, adding: residual).storage, plain.storage, label)
+
+            // In a stack: input channels [o, o + c), the residual's [0, o), the output into [o + c, 2o + c).
+            var stack = ChannelStack(images: n, channels: 2 * test.o + c, height: h, width: w)
+            stack.convolve(residual, filters: ConvolutionFilters(Tensor(shape: [test.o, test.o, 1, 1], storage: (0..<(test.o * test.o)).map { $0 % (test.o + 1) == 0 ? 1 : 0 })), into: 0)
+            stack.convolve(x, filters: ConvolutionFilters(Tensor(shape: [c, c, 1, 1], storage: (0..<(c * c)).map { $0 % (c + 1) == 0 ? 1 : 0 })), into: test.o)
+            stack.convolve(stack.convolve(channels: test.o..<(test.o + c), filters: ConvolutionFilters(Tensor(shape: [c, c, 1, 1], storage: (0..<(c * c)).map { $0 % (c + 1) == 0 ? 1 : 0 }))),
+                           filters: filters, bias: b, geometry: same, silu: true, addingChannels: 0..<test.o, into: test.o + c)
+            XCTAssertEqual(channelRange(stack.tensor, (test.o + c)..<(2 * test.o + c)).storage, plain.storage, label + " in a stack")
+
+            // Any split of the tiles: the same bits.
+            let tiles = (h + 1) / 2 * ((w + 1) / 2)
+            var u = [Float](repeating: 0, count: ck_winograd_filters_count(test.o, c))
+            XCTAssertEqual(ck_winograd_pack_filters(wt.storage, test.o, c, &u), 0)
+            var whole = [Float](repeating: .nan, count: test.o * h * w), pieces = whole
+            XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &whole, 0, tiles, nil), 0)
+            var start = 0
+            for size in [1, 17, 5, 40, 3] where start < tiles {
+                XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &pieces, start, min(tiles, start + size), nil), 0)
+                start += size
+            }
+            if start < tiles { XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &pieces, start, tiles, nil), 0) }
+            XCTAssertEqual(pieces, whole, label + ": tiles in pieces")
+            XCTAssertEqual(whole, Array(conv2d(x, filters: filters, geometry: same).storage.prefix(test.o * h * w)), label)
         }
     }
 

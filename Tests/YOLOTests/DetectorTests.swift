@@ -67,8 +67,9 @@ final class DetectorTests: XCTestCase {
         }
     }
 
-    /// Same boxes in the same order, same classes, confidences within 1e-4; coordinates within twice the largest
-    /// float32 spread of the reference itself (its fused vs unfused runs, measured by the fixture script).
+    /// Same boxes in the same order (but for confidences tied within 1e-4), same classes, confidences within 1e-4;
+    /// coordinates within twice the largest float32 spread of the reference itself (its fused vs unfused runs,
+    /// measured by the fixture script).
     func testDetectionsMatchUltralyticsPredict() throws {
         XCTAssertGreaterThanOrEqual(Self.manifest.predict.count, 28)
         XCTAssertGreaterThan(Self.manifest.predict.map(\.conf.count).reduce(0, +), 200, "the fixture must exercise NMS")
@@ -83,7 +84,25 @@ final class DetectorTests: XCTestCase {
             let detections = Self.detector.detect(picture, imgsz: s.imgsz, options: options)
             let what = "\(case_.image) \(s)"
             XCTAssertEqual(detections.count, case_.conf.count, what)
-            for (d, (box, (conf, cls))) in zip(detections, zip(case_.xyxy, zip(case_.conf, case_.cls))) {
+            // Detections whose reference confidences are within the tolerance of each other are in no order that
+            // float32 decides (portrait.jpg has two 8e-6 apart): such a run is compared in the reference's order
+            // after our detections are matched to it by box.
+            var ours = detections
+            var start = 0
+            while start < ours.count {
+                var end = start + 1
+                while end < min(ours.count, case_.conf.count) && case_.conf[end - 1] - case_.conf[end] <= 1e-4 { end += 1 }
+                for i in start..<end {
+                    let want = case_.xyxy[i]
+                    let nearest = (i..<end).min { a, b in
+                        zip([ours[a].x1, ours[a].y1, ours[a].x2, ours[a].y2], want).map { abs($0 - $1) }.max()!
+                            < zip([ours[b].x1, ours[b].y1, ours[b].x2, ours[b].y2], want).map { abs($0 - $1) }.max()!
+                    }!
+                    ours.swapAt(i, nearest)
+                }
+                start = end
+            }
+            for (d, (box, (conf, cls))) in zip(ours, zip(case_.xyxy, zip(case_.conf, case_.cls))) {
                 XCTAssertEqual(d.classId, cls, what)
                 XCTAssertEqual(d.confidence, conf, accuracy: 1e-4, what)
                 for (got, want) in zip([d.x1, d.y1, d.x2, d.y2], box) { XCTAssertEqual(got, want, accuracy: max(0.01, tolerance), what) }

@@ -97,6 +97,20 @@ void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
 
+// 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c), where the CPU has
+// AVX-512: 1 there, else 0 (and ck_winograd_conv3x3 returns -1).
+int ck_winograd_supported(void);
+// Floats that ck_winograd_pack_filters writes for o filters [c, 3, 3].
+long ck_winograd_filters_count(long o, long c);
+// The filters [o, c, 3, 3] transformed (G g Gᵀ, 16 matrices [o × c]) and packed once. -2 when out of memory, else 0.
+int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed);
+// Output tiles [t0, t1) — 2 × 2 blocks of outputs, (h + 1) / 2 rows of (w + 1) / 2, row by row — of the convolution of
+// x [c, h, w] by the packed filters into y [o, h, w]; `epilogue` as for ck_sgemm (its residual laid out as y, `ldr`
+// floats per output channel), or NULL. Any split of the tiles gives the same bits. -1 where ck_winograd_supported()
+// is 0, -2 when out of memory, else 0.
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
+                        const ck_epilogue *epilogue);
+
 // IEEE half-precision values to float, exactly (F16C where the CPU has it).
 void ck_halves_to_floats(const uint16_t *h, float *out, long n);
 
