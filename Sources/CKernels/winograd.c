@@ -179,8 +179,11 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
     float *v = aligned_alloc(64, sizeof(float) * POINTS * c * bt);
     float *m = aligned_alloc(64, sizeof(float) * POINTS * fb * bt);
     int status = gathered && v && m ? 0 : -2;
-    for (long tb = t0; status == 0 && tb < t1; tb += bt) {
-        const long n = min_long(bt, t1 - tb), n16 = round_up(n, NR);
+    // Blocks of equal size in whole pairs of panels (the 12 × 32 tile): only a range's end leaves a panel alone or
+    // partly filled (the kernel's slower 12 × 16 and edge tiles).
+    const long blocks = (t1 - t0 + bt - 1) / bt, step = round_up((t1 - t0 + blocks - 1) / blocks, 2 * NR);
+    for (long tb = t0; status == 0 && tb < t1; tb += step) {
+        const long n = min_long(step, t1 - tb), n16 = round_up(n, NR);
         transform_input(x, c, h, w, tb, n, gathered, v);
         tile_runs runs[128 / NR];
         for (long q = 0; q < n16 / NR; q++) runs[q] = runs_of_panel(tb + q * NR, min_long(NR, n - q * NR), h, w);
