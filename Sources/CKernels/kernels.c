@@ -17,24 +17,31 @@ void ck_keep_large_allocations(void) {
 #endif
 }
 
-// One softmax row's numerators e^(x − max), in place, with 8 partial maxima and sums so that the reductions
-// vectorise without reassociation flags; declares `inverse_sum` = 1 / Σ. (The exp and the sum are separate loops:
-// fused, clang left the exp unvectorised in one of the two kernels that use this.)
+// One softmax row's numerators e^(x − max), in place, with 64 partial maxima and sums so that the reductions
+// vectorise without reassociation flags — four 16-lane (eight 8-lane) accumulators, not one chain waiting on each
+// addition; declares `inverse_sum` = 1 / Σ. (The exp and the sum are separate loops: fused, clang left the exp
+// unvectorised in one of the two kernels that use this.)
+#define PARTIALS 64
 #define SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                       \
     float inverse_sum;                                                                       \
     {                                                                                        \
-        float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY}; \
+        float m[PARTIALS];                                                                   \
+        for (int j = 0; j < PARTIALS; j++) m[j] = -INFINITY;                                 \
         long i = 0;                                                                          \
-        for (; i + 8 <= n; i += 8)                                                           \
-            for (int j = 0; j < 8; j++) m[j] = row[i + j] > m[j] ? row[i + j] : m[j];        \
+        for (; i + PARTIALS <= n; i += PARTIALS)                                             \
+            for (int j = 0; j < PARTIALS; j++) m[j] = row[i + j] > m[j] ? row[i + j] : m[j]; \
         for (; i < n; i++) m[0] = row[i] > m[0] ? row[i] : m[0];                             \
         float maximum = m[0];                                                                \
-        for (int j = 1; j < 8; j++) maximum = m[j] > maximum ? m[j] : maximum;               \
+        for (int j = 1; j < PARTIALS; j++) maximum = m[j] > maximum ? m[j] : maximum;        \
         for (i = 0; i < n; i++) row[i] = exp_poly(row[i] - maximum);                         \
-        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                               \
-        for (i = 0; i + 8 <= n; i += 8) for (int j = 0; j < 8; j++) s[j] += row[i + j];      \
+        float s[PARTIALS];                                                                   \
+        for (int j = 0; j < PARTIALS; j++) s[j] = 0;                                         \
+        for (i = 0; i + PARTIALS <= n; i += PARTIALS)                                        \
+            for (int j = 0; j < PARTIALS; j++) s[j] += row[i + j];                           \
         for (; i < n; i++) s[0] += row[i];                                                   \
-        inverse_sum = 1.0f / (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))); \
+        for (int width = PARTIALS / 2; width > 0; width /= 2)                                \
+            for (int j = 0; j < width; j++) s[j] += s[j + width];                            \
+        inverse_sum = 1.0f / s[0];                                                           \
     }
 #define SOFTMAX_BODY                                                                         \
     for (long r = 0; r < rows; r++) {                                                        \
