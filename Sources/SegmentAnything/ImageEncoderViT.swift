@@ -61,30 +61,36 @@ struct ImageEncoderViT {
 
     /// Block: x + attn(norm1(x)) (windowed: partitioned with zero padding, then unpartitioned), then
     /// x + mlp(norm2(x)). `x` is [1, side, side, C].
+    ///
+    /// A windowed block's padding tokens are zeros after the norm, so their qkv is the bias, exactly: the projection
+    /// runs on the image's tokens only and its rows are partitioned, with the bias at the padding (ViT-B: 4,096
+    /// rows instead of 4,900); and as unpartition drops the padding queries' outputs, `proj` runs after it. Each
+    /// row's sums are those of the reference order, so the bits are the same.
     func forward(_ block: Block, _ x: Tensor, side: Int, width c: Int) -> Tensor {
         let normed = layerNorm(x, weight: block.norm1.weight, bias: block.norm1.bias, eps: 1e-6)
-        let attended: Tensor
+        let qkv = block.qkv(normed.reshaped([side * side, c]))
+        let heads: Tensor  // the attention's output before `proj`, [side · side, C]
         if block.windowSize > 0 {
-            let (windows, padded) = partition(normed, side: side, window: block.windowSize, width: c)
-            let out = attention(block, windows, size: block.windowSize)
-            attended = unpartition(out, side: side, padded: padded, window: block.windowSize, width: c)
+            let (windows, padded) = partition(qkv, side: side, window: block.windowSize, width: 3 * c, padding: block.qkv.bias?.storage)
+            let out = attention(block, qkv: windows, size: block.windowSize)
+            heads = unpartition(out, side: side, padded: padded, window: block.windowSize, width: c).reshaped([side * side, c])
         } else {
-            attended = attention(block, normed, size: side)
+            heads = attention(block, qkv: qkv.reshaped([1, side * side, 3 * c]), size: side)
         }
-        var y = x.adding(attended)
+        var y = x.adding(block.proj(heads).reshaped([1, side, side, c]))
         var hidden = block.lin1(layerNorm(y, weight: block.norm2.weight, bias: block.norm2.bias, eps: 1e-6))
         hidden.gelu()
         y = y.adding(block.lin2(hidden))
         return y
     }
 
-    /// Multi-head attention over [B, S, S, C] tokens with decomposed relative positions (added per block of
-    /// score rows inside the chunked attention, never as a full tokens × tokens matrix). The heads are read in
-    /// place from the qkv projection's rows and written side by side for `proj`: no splits or permutes.
-    func attention(_ block: Block, _ x: Tensor, size s: Int) -> Tensor {
-        let (b, c, heads) = (x.shape[0], architecture.encoderWidth, architecture.encoderHeads)
-        let d = c / heads, tokens = s * s
-        let qkv = block.qkv(x.reshaped([b * tokens, c]))  // rows: [3, heads, d]
+    /// Multi-head attention over B windows of S × S tokens, from their qkv projection [B, S · S, 3C], with decomposed
+    /// relative positions (added per block of score rows inside the chunked attention, never as a full tokens ×
+    /// tokens matrix) → [B, S · S, C], before `proj`. The heads are read in place from the qkv rows and written side
+    /// by side: no splits or permutes.
+    func attention(_ block: Block, qkv: Tensor, size s: Int) -> Tensor {
+        let (c, heads) = (architecture.encoderWidth, architecture.encoderHeads)
+        let d = c / heads, tokens = s * s, b = qkv.count / (tokens * 3 * c)
         // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1], expanded to [S, S, d].
         // rel_h[bh, qy, qx, ky] = Σ_c q[bh, (qy, qx), c] · Rh[qy, ky, c]: for one query row qy, the S queries
         // (qy, ·) times Rh[qy]ᵀ, a GEMM; rel_w likewise for one column qx, its queries S rows apart (q unscaled).
@@ -120,7 +126,7 @@ struct ImageEncoderViT {
                                      precision: precision)
             }
         }
-        return block.proj(out.reshaped([b * tokens, c])).reshaped([b, s, s, c])
+        return out
     }
 
     /// R[qi, ki, :] = table[qi − ki + S − 1] for qi, ki < S, as [S, S, d] (`get_rel_pos` for equal sizes).
@@ -132,14 +138,22 @@ struct ImageEncoderViT {
         return out
     }
 
-    /// window_partition: [1, side, side, C] zero-padded to a multiple of the window → [windows, w, w, C].
-    func partition(_ x: Tensor, side: Int, window w: Int, width c: Int) -> (Tensor, Int) {
+    /// window_partition of [side · side, C] rows, padded to a multiple of the window with `padding` (a row of C; zeros
+    /// where nil) → [windows, w · w, C].
+    func partition(_ x: Tensor, side: Int, window w: Int, width c: Int, padding: [Float]?) -> (Tensor, Int) {
         let padded = (side + w - 1) / w * w
-        var out = Tensor(zeros: [(padded / w) * (padded / w), w, w, c])
+        var out = Tensor(uninitialized: [(padded / w) * (padded / w), w * w, c])
         out.withUnsafeMutableBufferPointer { o in
             x.withUnsafeBufferPointer { p in
                 Self.moveTokens(image: UnsafeMutablePointer(mutating: p.baseAddress!), windows: o.baseAddress!, side: side, padded: padded,
                                 window: w, width: c, toWindows: true)
+            }
+            let row = padding ?? [Float](repeating: 0, count: c)
+            for y in 0..<padded {
+                for x in 0..<padded where y >= side || x >= side {
+                    let at = (((y / w) * (padded / w) + x / w) * w * w + (y % w) * w + x % w) * c
+                    (o.baseAddress! + at).update(from: row, count: c)
+                }
             }
         }
         return (out, padded)
