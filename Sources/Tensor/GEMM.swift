@@ -18,9 +18,11 @@ public func gemm(
         for row in 0..<m { for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : beta * c[row * ldc + col] } }
         return
     }
-    // Fewer than 16 columns would leave most of our 6 × 16 tile idle (the mask decoder's few-token products, with
-    // 7 columns); OpenBLAS has narrower tiles for them. A choice by shape alone, so results stay thread-independent.
-    if GEMMKernel.current == .ours && n >= Int(CK_SGEMM_NR) {
+    // Fewer than 12 columns would leave much of our 16-column tile idle (the mask decoder's few-token products, with
+    // 7 columns); OpenBLAS has narrower tiles for them. From 12 (the SAM encoder's 14-wide relative-position
+    // products) ours, whose edge tiles beat the SSE3 kernels OpenBLAS loads on CPUs newer than its table. A choice by
+    // shape alone, so results stay thread-independent.
+    if GEMMKernel.current == .ours && n >= 12 {
         let left = ck_operand(data: a, row: transA ? 1 : lda, col: transA ? lda : 1, packed: nil, patches: nil)
         let right = ck_operand(data: b, row: transB ? 1 : ldb, col: transB ? ldb : 1, packed: nil, patches: nil)
         product(m: m, n: n, k: k, alpha: alpha, a: left, b: right, beta: beta, c: c, ldc: ldc)

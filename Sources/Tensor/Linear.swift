@@ -44,7 +44,7 @@ public func multiplyTransposed(_ a: UnsafePointer<Float>, rows: Int, lda: Int, _
 /// A linear layer's weight [out, in] packed once as our kernel's right operand Wᵀ. A layer that runs on a few rows
 /// at a time (the mask decoder's tokens: 7 rows for a box) would otherwise pack its whole weight on every call, at a
 /// cost above its multiply-adds. Empty where our kernel does not run the products (`GEMMKernel.current` when it is
-/// made), and for fewer than 16 outputs (which `gemm` gives to OpenBLAS).
+/// made), and for fewer than 16 outputs (`gemm` runs those unpacked).
 public struct PackedLinearWeight: Sendable {
     let values: [Float]
 
