@@ -177,7 +177,7 @@ public final class AutoAnnotator {
         guard !boxes.isEmpty else { return [] }
         sam.setImage(image)
         defer { sam.resetImage() }
-        let prediction = try sam.predict(boxes: boxes)
+        let prediction = try sam.predict(boxes: boxes, lowResLogits: false)
         return zip(prediction.masks, prediction.scores).map { mask, score in
             let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter { $0.count >= 3 }
             return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)

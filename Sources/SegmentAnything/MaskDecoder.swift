@@ -65,9 +65,13 @@ struct MaskDecoder {
     }
 
     /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [E, g, g] (one for all prompts) →
-    /// logits [N, M, 4g, 4g] and predicted IoU [N, M], M = 3 (multimask: tokens 1…3) or 1 (token 0).
-    func callAsFunction(embedding: Tensor, pe: Tensor, sparse: [[[Float]]], dense: Tensor, multimask: Bool) -> (Tensor, Tensor) {
+    /// logits [N, M, 4g, 4g] and predicted IoU [N, M], M = 3 (multimask: tokens 1…3) or 1 (token 0). With `content`,
+    /// only the logits of the first `rows` × `columns` embedding pixels (4 × 4 logits each) are computed — the output
+    /// upscaling and the masks' products are per pixel — and the others are left unwritten.
+    func callAsFunction(embedding: Tensor, pe: Tensor, sparse: [[[Float]]], dense: Tensor, multimask: Bool,
+                        content: (rows: Int, columns: Int)? = nil) -> (Tensor, Tensor) {
         let (n, e, g) = (sparse.count, width, embedding.shape[1])
+        let blocks = Self.blocks(grid: g, content: content)
         let outputTokens = iouToken.storage + maskTokens.storage
         let promptCount = sparse.first?.count ?? 0
         precondition(sparse.allSatisfy { $0.count == promptCount }, "every prompt of a batch needs the same number of tokens")
@@ -83,7 +87,7 @@ struct MaskDecoder {
 
         let selected = multimask ? Array(1..<maskTokens.shape[0]) : [0]
         let side = 4 * g
-        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // every pixel is written by `writeMasks`
+        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // `writeMasks` writes every pixel of the content
         var scores = Tensor(zeros: [n, selected.count])
         masks.withUnsafeMutableBufferPointer { masks in
             scores.withUnsafeMutableBufferPointer { scores in
@@ -99,11 +103,11 @@ struct MaskDecoder {
                     switch keys {
                     case .rows(let keys):
                         keys.withUnsafeBufferPointer { keys in
-                            writeMasks(grid: g, hypers: hypers, into: out) { upscale1(keys.baseAddress! + $0.lowerBound * e, rows: $0.count, into: $1) }
+                            writeMasks(grid: g, blocks: blocks, hypers: hypers, into: out) { upscale1(keys.baseAddress! + $0.lowerBound * e, rows: $0.count, into: $1) }
                         }
                     case .updates(let rows):
                         let right = upscale1Map.right(rows)
-                        writeMasks(grid: g, hypers: hypers, into: out) { upscale1Map.apply(rows, right: right, shared: upscaleShared!, range: $0, into: $1) }
+                        writeMasks(grid: g, blocks: blocks, hypers: hypers, into: out) { upscale1Map.apply(rows, right: right, shared: upscaleShared!, range: $0, into: $1) }
                     }
                 }
                 // With a prompt or more per thread, each prompt runs on one thread from start to end: its few-megabyte
@@ -119,20 +123,29 @@ struct MaskDecoder {
         return (masks, scores)
     }
 
-    /// Upscales one prompt's image rows (g² pixels) and writes its M masks [M, 4g, 4g] at `out`: mask m =
-    /// Σ_c hypers[m, c] · upscaled[c]. `first` writes the first convolution of a range of pixels, [pixels, 4 · C1]
-    /// (`upscale1` on the rows, or `upscale1Map`). A block of pixels at a time goes through both transposed
-    /// convolutions and the masks' products while its maps (a quarter of a megabyte) are in cache.
-    func writeMasks(grid g: Int, hypers: [Float], into out: UnsafeMutablePointer<Float>,
+    /// The embedding pixels to upscale (all g², or the first `rows` × `columns`) in blocks of up to 128 along rows
+    /// in row-major order, each within one row where the rows are cut short.
+    static func blocks(grid g: Int, content: (rows: Int, columns: Int)?) -> [Range<Int>] {
+        let (rows, columns) = content.map { (min($0.rows, g), min($0.columns, g)) } ?? (g, g)
+        let lines = columns == g ? [0..<(rows * g)] : (0..<rows).map { ($0 * g)..<($0 * g + columns) }
+        return lines.flatMap { line in stride(from: line.lowerBound, to: line.upperBound, by: 128).map { $0..<min($0 + 128, line.upperBound) } }
+    }
+
+    /// Upscales one prompt's image rows (the pixels of `blocks`, each at most 128 of the g² in row-major order) and
+    /// writes its M masks [M, 4g, 4g] there at `out`: mask m = Σ_c hypers[m, c] · upscaled[c]. `first` writes the
+    /// first convolution of a range of pixels, [pixels, 4 · C1] (`upscale1` on the rows, or `upscale1Map`). A block of
+    /// pixels at a time goes through both transposed convolutions and the masks' products while its maps (a quarter
+    /// of a megabyte) are in cache.
+    func writeMasks(grid g: Int, blocks: [Range<Int>], hypers: [Float], into out: UnsafeMutablePointer<Float>,
                     first upscaled: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
         let (c1, c2) = (upscale1.weight.shape[0] / 4, upscale2.weight.shape[0] / 4)
-        let (count, side, block) = (hypers.count / c2, 4 * g, 128)
+        let (count, side, block) = (hypers.count / c2, 4 * g, blocks.map(\.count).max() ?? 0)
         hypers.withUnsafeBufferPointer { hypers in
-            Threading.parallelFor((g * g + block - 1) / block) { blocks in
+            Threading.parallelFor(blocks.count) { indices in
                 var first = [Float](repeating: 0, count: block * 4 * c1), second = [Float](repeating: 0, count: block * 16 * c2)
                 var logits = [Float](repeating: 0, count: block * 16 * count)
-                for index in blocks {
-                    let (start, pixels) = (index * block, min(block, g * g - index * block))
+                for index in indices {
+                    let (start, pixels) = (blocks[index].lowerBound, blocks[index].count)
                     // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
                     first.withUnsafeMutableBufferPointer { upscaled(start..<(start + pixels), $0.baseAddress!) }
                     first.withUnsafeMutableBufferPointer { f in

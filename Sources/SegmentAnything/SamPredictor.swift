@@ -124,8 +124,11 @@ public final class SamPredictor: @unchecked Sendable {
 
     /// Masks for the prompts: one per box (each with all `points`, if any), or one for `points` alone. With
     /// `multimask`, three masks per prompt (Meta's choice for ambiguous prompts); otherwise one (Ultralytics'
-    /// default). `maskInput`: low-resolution logits [256, 256] from an earlier prediction.
-    public func predict(points: [SamPoint] = [], boxes: [SamBox] = [], maskInput: Tensor? = nil, multimask: Bool = false) throws -> SamPrediction {
+    /// default). `maskInput`: low-resolution logits [256, 256] from an earlier prediction. `lowResLogits: false`
+    /// leaves the prediction's `lowResLogits` empty and skips the logits over the letterbox's padding, which only a
+    /// later mask prompt would read (a quarter of them for a 4:3 photo; the masks are the same bits).
+    public func predict(points: [SamPoint] = [], boxes: [SamBox] = [], maskInput: Tensor? = nil, multimask: Bool = false,
+                        lowResLogits keep: Bool = true) throws -> SamPrediction {
         guard let embedding = imageEmbedding, let (w, h) = imageSize else { throw SamError.noImage }
         guard !points.isEmpty || !boxes.isEmpty else { throw SamError.noPrompt }
         if let bad = points.first(where: { ![0, 1].contains($0.label) }) { throw SamError.invalidPrompt("point label \(bad.label) is neither 1 (foreground) nor 0 (background)") }
@@ -137,7 +140,8 @@ public final class SamPredictor: @unchecked Sendable {
             ? [prompts.sparse(points: scaledPoints, box: nil)]
             : boxes.map { prompts.sparse(points: scaledPoints, box: ($0.x1 * r, $0.y1 * r, $0.x2 * r, $0.y2 * r)) }
         let dense = prompts.dense(mask: maskInput)
-        let (logits, scores) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: sparse, dense: dense, multimask: multimask)
+        let (logits, scores) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: sparse, dense: dense, multimask: multimask,
+                                       content: keep ? nil : content(width: w, height: h))
         var masks = [SamMask?](repeating: nil, count: logits.shape[0] * logits.shape[1])
         masks.withUnsafeMutableBufferPointer { masks in
             Threading.parallelFor(masks.count) { range in
@@ -147,16 +151,30 @@ public final class SamPredictor: @unchecked Sendable {
                 }
             }
         }
-        return SamPrediction(masks: masks.map { $0! }, scores: scores.storage, lowResLogits: logits)
+        return SamPrediction(masks: masks.map { $0! }, scores: scores.storage, lowResLogits: keep ? logits : Tensor(shape: [0], storage: []))
+    }
+
+    /// The embedding pixels (4 × 4 low-resolution logits each) whose logits `upscale` reads for an image of w × h:
+    /// the content's rows and columns, ⌈h · gainH⌉ and ⌈w · gainW⌉, and the next, which bilinear sampling at the
+    /// content's edge reads.
+    func content(width w: Int, height h: Int) -> (rows: Int, columns: Int) {
+        let (gainW, gainH) = gains(width: w, height: h)
+        let side = 4 * architecture.gridSize
+        let (rows, columns) = (min(side, Int((Double(h) * gainH).rounded(.up)) + 1), min(side, Int((Double(w) * gainW).rounded(.up)) + 1))
+        return ((rows + 3) / 4, (columns + 3) / 4)
+    }
+
+    /// Low-resolution logits per original pixel along x and y: round(o · gain) · 256 / 1024 / o, as Ultralytics'
+    /// `scale_masks` works them out.
+    func gains(width w: Int, height h: Int) -> (x: Double, y: Double) {
+        let (size, side) = (Double(architecture.imageSize), Double(4 * architecture.gridSize))
+        let gain = min(size / Double(h), size / Double(w))
+        return ((Double(w) * gain).rounded(.toNearestOrEven) * side / size / Double(w), (Double(h) * gain).rounded(.toNearestOrEven) * side / size / Double(h))
     }
 
     /// `scale_masks(..., padding=False)` as Ultralytics' SAM postprocess calls it, then `> 0`.
     func upscale(_ logits: Tensor, width w: Int, height h: Int) -> SamMask {
-        let (size, side) = (Double(architecture.imageSize), Double(logits.shape[2]))
-        let gain = min(size / Double(h), size / Double(w))
-        // ratio per axis: round(o · gain) · 256 / 1024 / o
-        let gainH = (Double(h) * gain).rounded(.toNearestOrEven) * side / size / Double(h)
-        let gainW = (Double(w) * gain).rounded(.toNearestOrEven) * side / size / Double(w)
+        let (gainW, gainH) = gains(width: w, height: h)
         let bottom = max(Int((Double(h) * gainH).rounded(.toNearestOrEven)), 1), right = max(Int((Double(w) * gainW).rounded(.toNearestOrEven)), 1)
         let values: Tensor
         if abs(Double(h) * gainH - Double(bottom)) + abs(Double(w) * gainW - Double(right)) > 1e-3 {

@@ -74,7 +74,7 @@ extension AutoAnnotateCommand {
             let predictor = try SamPredictor(path: try resolveModel(model), precision: precision.precision)
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)
-            let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask)
+            let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask, lowResLogits: false)
             switch format {
             case .json: try printJSON(prediction, image)
             case .png: try writeOverlay(prediction, image)

@@ -65,7 +65,7 @@ final class MaskDecoderTests: XCTestCase {
             var got = [Float](repeating: .nan, count: masks * side * side)
             got.withUnsafeMutableBufferPointer { out in
                 keys.withUnsafeBufferPointer { keys in
-                    decoder.writeMasks(grid: grid, hypers: hypers, into: out.baseAddress!) {
+                    decoder.writeMasks(grid: grid, blocks: MaskDecoder.blocks(grid: grid, content: nil), hypers: hypers, into: out.baseAddress!) {
                         decoder.upscale1(keys.baseAddress! + $0.lowerBound * e, rows: $0.count, into: $1)
                     }
                 }

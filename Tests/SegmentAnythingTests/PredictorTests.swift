@@ -109,6 +109,32 @@ final class PredictorTests: XCTestCase {
         } }
     }
 
+    /// `lowResLogits: false` (the job's call) skips the logits over the letterbox's padding: the masks and scores are
+    /// the same bits as with them, on a portrait and a wide image, one box (the direct path) and five (low-rank), one
+    /// mask and three, on both tiny SAMs; the prediction's `lowResLogits` is then empty.
+    func testMasksWithoutLowResolutionLogitsAreTheSame() throws {
+        let wide = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam_wide/tiny_sam_wide_iou.pt")
+        for predictor in [Self.predictor, try SamPredictor(path: wide.standardized.path)] {
+            for case_ in Self.manifest.images {
+                let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(case_.image).path)
+                XCTAssertNotEqual(image.width, image.height, "the padding must be there to skip")
+                let (w, h) = (Float(image.width), Float(image.height))
+                predictor.setImage(image)
+                for count in [1, 5] {
+                    let boxes = (0..<count).map { i in SamBox(x1: w * Float(i) / 10, y1: h * Float(4 - i) / 10, x2: w * Float(5 + i) / 10, y2: h * 0.9) }
+                    for multimask in [false, true] {
+                        let (whole, masksOnly) = (try predictor.predict(boxes: boxes, multimask: multimask),
+                                                  try predictor.predict(boxes: boxes, multimask: multimask, lowResLogits: false))
+                        let what = "\(case_.image), \(count) boxes, multimask \(multimask)"
+                        XCTAssertEqual(masksOnly.masks, whole.masks, what)
+                        XCTAssertEqual(masksOnly.scores, whole.scores, what)
+                        XCTAssertEqual(masksOnly.lowResLogits.count, 0, what)
+                    }
+                }
+            }
+        }
+    }
+
     /// bf16 on the tiny model: refused with the reason where the CPU lacks AVX512-BF16; elsewhere the embedding and
     /// logits stay within 2 % of fp32's (bf16 keeps 8 mantissa bits) and the masks ≥ 99 % equal.
     func testBF16EncoderIsRefusedOrCloseToFP32() throws {
