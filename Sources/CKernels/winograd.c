@@ -18,6 +18,7 @@
 #define POINTS 16        // the 4 × 4 transformed values per tile and channel: 16 products
 #define CHANNELS 8       // input channels gathered at a time: 8 × 16 taps × the block's tiles (≤ 64 KB)
 #define FILTER_BLOCK 48  // output channels whose 16 products are summed before their tiles are written
+#define MAX_BLOCK 128    // tiles per block at most
 
 static long min_long(long a, long b) { return a < b ? a : b; }
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
@@ -165,15 +166,16 @@ AVX512 static void transform_output(const float *m, long mstride, const tile_run
 }
 
 // Tiles per block: their transformed windows and one filter block's products (16 · (C + 48) · tiles floats) in
-// about 1.5 MB of L2, in pairs of panels (the 12 × 32 tile), 32 to 128.
+// about 1.5 MB of L2, in pairs of panels (the 12 × 32 tile), 32 to MAX_BLOCK.
 static long block_tiles(long c) {
-    const long pairs = 24576 / (c + FILTER_BLOCK) / 32;
-    return pairs < 1 ? 32 : min_long(128, 32 * pairs);
+    const long pairs = 24576 / (c + FILTER_BLOCK) / (2 * NR);
+    return pairs < 1 ? 2 * NR : min_long(MAX_BLOCK, 2 * NR * pairs);
 }
 
 AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
                                const ck_epilogue *e) {
     if (!ck_winograd_supported()) return -1;
+    if (t1 <= t0) return 0;
     const long plane = h * w, bt = block_tiles(c), acount = ck_sgemm_packed_a_count(o, c), fb = min_long(FILTER_BLOCK, o);
     float *gathered = aligned_alloc(64, sizeof(float) * CHANNELS * POINTS * bt);
     float *v = aligned_alloc(64, sizeof(float) * POINTS * c * bt);
@@ -185,7 +187,7 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
     for (long tb = t0; status == 0 && tb < t1; tb += step) {
         const long n = min_long(step, t1 - tb), n16 = round_up(n, NR);
         transform_input(x, c, h, w, tb, n, gathered, v);
-        tile_runs runs[128 / NR];
+        tile_runs runs[MAX_BLOCK / NR];
         for (long q = 0; q < n16 / NR; q++) runs[q] = runs_of_panel(tb + q * NR, min_long(NR, n - q * NR), h, w);
         for (long f0 = 0; f0 < o; f0 += fb) {
             const long f1 = min_long(o, f0 + fb);
@@ -193,9 +195,9 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
                 const ck_operand a = {.packed = filters + p * acount}, b = {.packed = v + p * c * n16};
                 // The product writes rows [f0, f1) of C: C's row f0 is the block's first row of point p.
                 float *rows = m + p * fb * bt - f0 * bt;
-                ck_sgemm(o, n, c, 1, &a, &b, 0, rows, bt, f0, f1, 0, n, NULL);
+                if (ck_sgemm(o, n, c, 1, &a, &b, 0, rows, bt, f0, f1, 0, n, NULL) != 0) status = -2;
             }
-            for (long f = f0; f < f1; f++)
+            for (long f = f0; status == 0 && f < f1; f++)
                 for (long q = 0; q < n16 / NR; q++) transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
         }
     }

@@ -174,16 +174,18 @@ private func winogradConvolution(
     filters.withWinogradFilters { u in
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
-                var epilogue = ck_epilogue(row_bias: b, silu: silu ? 1 : 0, residual: residual.map { $0.base + image * $0.stride },
+                let epilogue = ck_epilogue(row_bias: b, silu: silu ? 1 : 0, residual: residual.map { $0.base + image * $0.stride },
                                            ldr: s.h * s.w)
                 // Parts in whole pairs of panels, 32 tiles (see ck_winograd_conv3x3's blocks).
                 let start = { (part: Int) in part == parts ? tiles : tiles * part / parts / 32 * 32 }
-                let run = { (part: Int) in
-                    let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride,
-                                                     start(part), start(part + 1), &epilogue)
-                    precondition(status == 0, "Winograd convolution failed: out of memory")
+                withUnsafePointer(to: epilogue) { e in
+                    let run = { (part: Int) in
+                        let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride,
+                                                         start(part), start(part + 1), e)
+                        precondition(status == 0, "Winograd convolution failed: out of memory")
+                    }
+                    if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
                 }
-                if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
             }
         }
     }
