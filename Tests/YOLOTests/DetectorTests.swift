@@ -88,17 +88,15 @@ final class DetectorTests: XCTestCase {
             // float32 decides (portrait.jpg has two 8e-6 apart): such a run is compared in the reference's order
             // after our detections are matched to it by box.
             var ours = detections
+            let (compared, distance) = (min(ours.count, case_.conf.count), { (d: Detection, box: [Float]) in
+                zip([d.x1, d.y1, d.x2, d.y2], box).map { abs($0 - $1) }.max()!
+            })
             var start = 0
-            while start < ours.count {
+            while start < compared {
                 var end = start + 1
-                while end < min(ours.count, case_.conf.count) && case_.conf[end - 1] - case_.conf[end] <= 1e-4 { end += 1 }
+                while end < compared && case_.conf[end - 1] - case_.conf[end] <= 1e-4 { end += 1 }
                 for i in start..<end {
-                    let want = case_.xyxy[i]
-                    let nearest = (i..<end).min { a, b in
-                        zip([ours[a].x1, ours[a].y1, ours[a].x2, ours[a].y2], want).map { abs($0 - $1) }.max()!
-                            < zip([ours[b].x1, ours[b].y1, ours[b].x2, ours[b].y2], want).map { abs($0 - $1) }.max()!
-                    }!
-                    ours.swapAt(i, nearest)
+                    ours.swapAt(i, (i..<end).min { distance(ours[$0], case_.xyxy[i]) < distance(ours[$1], case_.xyxy[i]) }!)
                 }
                 start = end
             }
