@@ -67,7 +67,7 @@ struct MaskDecoder {
     /// embedding [E, g, g], pe [E, g, g], sparse tokens per prompt, dense [E, g, g] (one for all prompts) →
     /// logits [N, M, 4g, 4g] and predicted IoU [N, M], M = 3 (multimask: tokens 1…3) or 1 (token 0). With `content`,
     /// only the logits of the first `rows` × `columns` embedding pixels (4 × 4 logits each) are computed — the output
-    /// upscaling and the masks' products are per pixel — and the others are left unwritten.
+    /// upscaling and the masks' products are per pixel — and the others are NaN.
     func callAsFunction(embedding: Tensor, pe: Tensor, sparse: [[[Float]]], dense: Tensor, multimask: Bool,
                         content: (rows: Int, columns: Int)? = nil) -> (Tensor, Tensor) {
         let (n, e, g) = (sparse.count, width, embedding.shape[1])
@@ -87,7 +87,8 @@ struct MaskDecoder {
 
         let selected = multimask ? Array(1..<maskTokens.shape[0]) : [0]
         let side = 4 * g
-        var masks = Tensor(uninitialized: [n, selected.count, side, side])  // `writeMasks` writes every pixel of the content
+        // `writeMasks` writes every pixel of the content; outside it (`content`), NaN: a read there would show.
+        var masks = content == nil ? Tensor(uninitialized: [n, selected.count, side, side]) : Tensor(repeating: .nan, shape: [n, selected.count, side, side])
         var scores = Tensor(zeros: [n, selected.count])
         masks.withUnsafeMutableBufferPointer { masks in
             scores.withUnsafeMutableBufferPointer { scores in

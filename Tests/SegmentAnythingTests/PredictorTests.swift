@@ -110,13 +110,17 @@ final class PredictorTests: XCTestCase {
     }
 
     /// `lowResLogits: false` (the job's call) skips the logits over the letterbox's padding: the masks and scores are
-    /// the same bits as with them, on a portrait and a wide image, one box (the direct path) and five (low-rank), one
+    /// the same bits as with them, on a portrait and a wide image and a 334 × 517 crop (whose content ends mid-pixel
+    /// in the logits: 662 / 4 = 165.5 columns, the sampled path), one box (the direct path) and five (low-rank), one
     /// mask and three, on both tiny SAMs; the prediction's `lowResLogits` is then empty.
     func testMasksWithoutLowResolutionLogitsAreTheSame() throws {
         let wide = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/sam_wide/tiny_sam_wide_iou.pt")
+        var images = try Self.manifest.images.map { (name: $0.image, image: try ImageDecoder.decode(path: Self.directory.appendingPathComponent($0.image).path)) }
+        let photo = images[0].image
+        images.append(("crop", Image(width: 334, height: 517, pixels: (0..<517).flatMap { y in photo.pixels[(y * photo.width * 3)..<((y * photo.width + 334) * 3)] })))
         for predictor in [Self.predictor, try SamPredictor(path: wide.standardized.path)] {
-            for case_ in Self.manifest.images {
-                let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(case_.image).path)
+            for case_ in images {
+                let image = case_.image
                 XCTAssertNotEqual(image.width, image.height, "the padding must be there to skip")
                 let (w, h) = (Float(image.width), Float(image.height))
                 predictor.setImage(image)
@@ -125,7 +129,7 @@ final class PredictorTests: XCTestCase {
                     for multimask in [false, true] {
                         let (whole, masksOnly) = (try predictor.predict(boxes: boxes, multimask: multimask),
                                                   try predictor.predict(boxes: boxes, multimask: multimask, lowResLogits: false))
-                        let what = "\(case_.image), \(count) boxes, multimask \(multimask)"
+                        let what = "\(case_.name), \(count) boxes, multimask \(multimask)"
                         XCTAssertEqual(masksOnly.masks, whole.masks, what)
                         XCTAssertEqual(masksOnly.scores, whole.scores, what)
                         XCTAssertEqual(masksOnly.lowResLogits.count, 0, what)
