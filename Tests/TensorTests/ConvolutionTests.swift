@@ -166,12 +166,15 @@ final class ConvolutionTests: XCTestCase {
             XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: same, silu: true).storage, activated.storage, label)
             XCTAssertEqual(conv2d(x, filters: filters, bias: b, geometry: same, silu: true, adding: residual).storage, plain.storage, label)
 
-            // In a stack: input channels [o, o + c), the residual's [0, o), the output into [o + c, 2o + c).
+            // In a stack: the input in channels [o, o + c), read in place; the residual's [0, o), the output into
+            // [o + c, 2o + c). (1×1 identity filters put them there exactly.)
+            let identity = { (k: Int) in ConvolutionFilters(Tensor(shape: [k, k, 1, 1], storage: (0..<(k * k)).map { $0 % (k + 1) == 0 ? 1 : 0 })) }
             var stack = ChannelStack(images: n, channels: 2 * test.o + c, height: h, width: w)
-            stack.convolve(residual, filters: ConvolutionFilters(Tensor(shape: [test.o, test.o, 1, 1], storage: (0..<(test.o * test.o)).map { $0 % (test.o + 1) == 0 ? 1 : 0 })), into: 0)
-            stack.convolve(x, filters: ConvolutionFilters(Tensor(shape: [c, c, 1, 1], storage: (0..<(c * c)).map { $0 % (c + 1) == 0 ? 1 : 0 })), into: test.o)
-            stack.convolve(stack.convolve(channels: test.o..<(test.o + c), filters: ConvolutionFilters(Tensor(shape: [c, c, 1, 1], storage: (0..<(c * c)).map { $0 % (c + 1) == 0 ? 1 : 0 }))),
-                           filters: filters, bias: b, geometry: same, silu: true, addingChannels: 0..<test.o, into: test.o + c)
+            stack.convolve(residual, filters: identity(test.o), into: 0)
+            stack.convolve(x, filters: identity(c), into: test.o)
+            XCTAssertEqual(stack.convolve(channels: test.o..<(test.o + c), filters: filters, bias: b, geometry: same, silu: true).storage,
+                           activated.storage, label + " from a stack")
+            stack.convolve(x, filters: filters, bias: b, geometry: same, silu: true, addingChannels: 0..<test.o, into: test.o + c)
             XCTAssertEqual(channelRange(stack.tensor, (test.o + c)..<(2 * test.o + c)).storage, plain.storage, label + " in a stack")
 
             // Any split of the tiles: the same bits.
