@@ -117,31 +117,39 @@ void ck_keep_large_allocations(void) {
     for (long start = 0; start < n; start += period)                                        \
         for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
 #define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
-// out[r · count + m] = Σ_i GELU(x[r · n + i]) · h[m · n + i]: SAM's masks, each a hypernetwork vector times the
-// last upscaled map's GELU. 8 values of a row at a time, GELU'd in registers and multiplied into 8 partial sums
-// for each of up to 4 masks, so that both vectorise and nothing is stored back.
-#define GELU_DOT_BODY                                                                        \
-    for (long r = 0; r < rows; r++) {                                                        \
-        const float *v = x + r * n;                                                          \
-        for (long m0 = 0; m0 < count; m0 += 4) {                                             \
-            const long masks = count - m0 < 4 ? count - m0 : 4;                              \
-            float s[4][8] = {{0}};                                                           \
-            long i = 0;                                                                      \
-            for (; i + 8 <= n; i += 8) {                                                     \
-                float g[8];                                                                  \
-                for (int j = 0; j < 8; j++) g[j] = 0.5f * v[i + j] * (1.0f + erf_poly(v[i + j] * 0.70710678118654752f)); \
-                for (long m = 0; m < masks; m++) {                                           \
-                    const float *w = h + (m0 + m) * n + i;                                   \
-                    for (int j = 0; j < 8; j++) s[m][j] += g[j] * w[j];                      \
-                }                                                                            \
-            }                                                                                \
-            for (; i < n; i++) {                                                             \
-                const float g = 0.5f * v[i] * (1.0f + erf_poly(v[i] * 0.70710678118654752f)); \
-                for (long m = 0; m < masks; m++) s[m][0] += g * h[(m0 + m) * n + i];         \
-            }                                                                                \
-            for (long m = 0; m < masks; m++)                                                 \
-                out[r * count + m0 + m] = ((s[m][0] + s[m][1]) + (s[m][2] + s[m][3])) + ((s[m][4] + s[m][5]) + (s[m][6] + s[m][7])); \
-        }                                                                                    \
+// 16 floats as one value (two 8-lane registers with AVX2, scalars in the generic build), for loops whose partial sums
+// must stay in registers; read from any float's address.
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define LOAD16(p) (*(const v16 *)(p))
+
+// out[m · ldo + j] = Σ_i GELU(x[i · ldx + j]) · h[m · n + i] for `cols` columns j of an n-row block of x and `count`
+// vectors h: SAM's masks, each a hypernetwork vector times the last upscaled map's GELU, read with the map's channels
+// as rows. 16 columns at a time: their GELUs into a block in L1, then each mask's 8 partial sums (channel i into sum
+// i mod 8) added down the block as whole vectors, one column a lane — no sums across lanes.
+#define GELU_DOT_COLUMNS_BODY                                                                        \
+    float g[n * 16];                                                                                 \
+    for (long j0 = 0; j0 < cols; j0 += 16) {                                                         \
+        const long w = cols - j0 < 16 ? cols - j0 : 16;                                              \
+        for (long i = 0; i < n; i++) {                                                               \
+            const float *v = x + i * ldx + j0;                                                       \
+            float *gi = g + i * 16;                                                                  \
+            if (w == 16) {                                                                           \
+                for (int l = 0; l < 16; l++) gi[l] = 0.5f * v[l] * (1.0f + erf_poly(v[l] * 0.70710678118654752f)); \
+            } else {                                                                                 \
+                for (int l = 0; l < 16; l++) gi[l] = l < w ? v[l] : 0.0f;                             \
+                for (int l = 0; l < 16; l++) gi[l] = 0.5f * gi[l] * (1.0f + erf_poly(gi[l] * 0.70710678118654752f)); \
+            }                                                                                        \
+        }                                                                                            \
+        for (long m = 0; m < count; m++) {                                                           \
+            const float *hm = h + m * n;                                                             \
+            v16 s[8] = {0};                                                                          \
+            long i = 0;                                                                              \
+            for (; i + 8 <= n; i += 8)                                                               \
+                for (int j = 0; j < 8; j++) s[j] += LOAD16(g + (i + j) * 16) * hm[i + j];            \
+            for (; i < n; i++) s[0] += LOAD16(g + i * 16) * hm[i];                                   \
+            const v16 sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));       \
+            for (long l = 0; l < w; l++) out[m * ldo + j0 + l] = sum[l];                             \
+        }                                                                                            \
     }
 #define SILU_BODY    for (long i = 0; i < n; i++) p[i] = silu_poly(p[i]);
 #define SIGMOID_BODY for (long i = 0; i < n; i++) p[i] = 1.0f / (1.0f + exp_poly(-p[i]));
@@ -183,8 +191,8 @@ DISPATCH(scale_add_rows, (const float *restrict x, const float *restrict s, cons
                           long rows, long n), (x, s, b, b_stride, y, rows, n), SCALE_ADD_ROWS_BODY)
 DISPATCH(add_repeating, (const float *a, const float *b, float *y, long n, long period), (a, b, y, n, period), ADD_REPEATING_BODY)
 DISPATCH(gelu, (float *p, long n), (p, n), GELU_BODY)
-DISPATCH(gelu_dot_rows, (const float *restrict x, long rows, long n, const float *restrict h, long count, float *restrict out),
-         (x, rows, n, h, count, out), GELU_DOT_BODY)
+DISPATCH(gelu_dot_columns, (const float *restrict x, long n, long cols, long ldx, const float *restrict h, long count,
+                            float *restrict out, long ldo), (x, n, cols, ldx, h, count, out, ldo), GELU_DOT_COLUMNS_BODY)
 DISPATCH(silu, (float *p, long n), (p, n), SILU_BODY)
 DISPATCH(sigmoid, (float *p, long n), (p, n), SIGMOID_BODY)
 DISPATCH(exp, (float *p, long n), (p, n), EXP_BODY)

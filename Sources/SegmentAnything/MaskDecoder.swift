@@ -147,17 +147,27 @@ struct MaskDecoder {
                 var logits = [Float](repeating: 0, count: block * 16 * count)
                 for index in indices {
                     let (start, pixels) = (blocks[index].lowerBound, blocks[index].count)
-                    // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU, the second convolution.
+                    // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU.
                     first.withUnsafeMutableBufferPointer { upscaled(start..<(start + pixels), $0.baseAddress!) }
                     first.withUnsafeMutableBufferPointer { f in
                         layerNormRows(f.baseAddress!, rows: 4 * pixels, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: 1e-6)
                         gelu(f.baseAddress!, count: 4 * pixels * c1)
                     }
-                    first.withUnsafeBufferPointer { f in second.withUnsafeMutableBufferPointer { upscale2(f.baseAddress!, rows: 4 * pixels, into: $0.baseAddress!) } }
-                    // logits[(pixel · 4 + q1) · 4 + q2, m]: the 16 output pixels of each input pixel, M masks each.
+                    // The second convolution with rows and channels swapped: [(q2, c2), 4 · pixels], so that each mask's
+                    // dot products run down the channels, 16 of the 4 · pixels columns a vector.
+                    let columns = 4 * pixels
+                    first.withUnsafeBufferPointer { f in
+                        second.withUnsafeMutableBufferPointer {
+                            linearTransposed(f.baseAddress!, rows: columns, weight: upscale2.weight, bias: upscale2.bias!, into: $0.baseAddress!, ldy: columns)
+                        }
+                    }
+                    // logits[(m · 4 + q2) · 4 · pixels + pixel · 4 + q1]: the 16 output pixels of each input pixel, M masks.
                     second.withUnsafeBufferPointer { s in
                         logits.withUnsafeMutableBufferPointer { l in
-                            geluDotRows(s.baseAddress!, rows: 16 * pixels, width: c2, hypers.baseAddress!, count: count, into: l.baseAddress!)
+                            for q2 in 0..<4 {
+                                geluDotColumns(s.baseAddress! + q2 * c2 * columns, rows: c2, columns: columns, stride: columns, hypers.baseAddress!,
+                                               count: count, into: l.baseAddress! + q2 * columns, outStride: 4 * columns)
+                            }
                         }
                     }
                     // Input pixel (y, x), first-block pixel q1 and second-block pixel q2 land at
@@ -167,7 +177,7 @@ struct MaskDecoder {
                         for q1 in 0..<4 {
                             for q2 in 0..<4 {
                                 let at = (4 * y + 2 * (q1 / 2) + q2 / 2) * side + 4 * x + 2 * (q1 % 2) + q2 % 2
-                                for m in 0..<count { out[m * side * side + at] = logits[((pixel * 4 + q1) * 4 + q2) * count + m] }
+                                for m in 0..<count { out[m * side * side + at] = logits[(m * 4 + q2) * columns + pixel * 4 + q1] }
                             }
                         }
                     }

@@ -38,11 +38,12 @@ extension Tensor {
 /// GELU (exact erf form) in place on `count` floats at `p`, on the calling thread.
 public func gelu(_ p: UnsafeMutablePointer<Float>, count: Int) { ck_gelu(p, count) }
 
-/// out[r · count + m] = GELU(row r of x) · h[m] for `rows` rows of `width` floats at `x` and `count` vectors of
-/// `width` floats at `h`, on the calling thread.
-public func geluDotRows(_ x: UnsafePointer<Float>, rows: Int, width: Int, _ h: UnsafePointer<Float>, count: Int,
-                        into out: UnsafeMutablePointer<Float>) {
-    ck_gelu_dot_rows(x, rows, width, h, count, out)
+/// out[m · outStride + j] = Σ_i GELU(x[i · stride + j]) · h[m · rows + i] for the `columns` columns j of `rows` rows
+/// at `x` and `count` vectors of `rows` floats at `h`: each vector dotted with the GELU of every column, on the
+/// calling thread.
+public func geluDotColumns(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, _ h: UnsafePointer<Float>, count: Int,
+                           into out: UnsafeMutablePointer<Float>, outStride: Int) {
+    ck_gelu_dot_columns(x, rows, columns, stride, h, count, out, outStride)
 }
 
 /// In-place softmax of `rows` rows of `n` values, `stride` floats apart.

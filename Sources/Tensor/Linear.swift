@@ -27,6 +27,26 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
     }
 }
 
+/// y = W·xᵀ + bias: a linear layer on x [rows, in] (rows `in` floats apart) with its output's rows and features
+/// swapped, y [out, rows] (rows `ldy` apart), for a consumer that reads each feature along the rows. Our kernel adds
+/// the bias as it stores; OpenBLAS onto rows filled with it.
+public func linearTransposed(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor, into y: UnsafeMutablePointer<Float>, ldy: Int) {
+    let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
+    precondition(bias.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
+    weight.withUnsafeBufferPointer { w in
+        bias.withUnsafeBufferPointer { b in
+            if GEMMKernel.current == .ours {
+                product(m: outFeatures, n: rows, k: inFeatures, alpha: 1, a: ck_operand(data: w.baseAddress!, row: inFeatures, col: 1, packed: nil, patches: nil),
+                        b: ck_operand(data: x, row: 1, col: inFeatures, packed: nil, patches: nil), beta: 0, c: y, ldc: ldy,
+                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0))
+                return
+            }
+            for o in 0..<outFeatures { (y + o * ldy).update(repeating: b[o], count: rows) }
+            gemm(transB: true, m: outFeatures, n: rows, k: inFeatures, a: w.baseAddress!, lda: inFeatures, b: x, ldb: inFeatures, beta: 1, c: y, ldc: ldy)
+        }
+    }
+}
+
 /// C = alpha · A·Bᵀ + beta · C for B [n, k] (rows `ldb` apart), A [rows, k] and C rows `lda` and `ldc` apart; `packed`,
 /// the same B packed once (`PackedLinearWeight`), is used where our kernel runs.
 public func multiplyTransposed(_ a: UnsafePointer<Float>, rows: Int, lda: Int, _ b: UnsafePointer<Float>, n: Int, k: Int, ldb: Int,

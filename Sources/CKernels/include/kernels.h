@@ -18,8 +18,8 @@ void ck_softmax_columns(float *p, long t, long n, long stride);
 void ck_decomposed_bias(float *p, long rows, long s, long stride, const float *h, const float *w);
 // GELU, exact erf form: x · ½ · (1 + erf(x / √2)).
 void ck_gelu(float *p, long n);
-// out[r · count + m] = Σ_i GELU(x[r · n + i]) · h[m · n + i] for `rows` rows of x and `count` vectors h.
-void ck_gelu_dot_rows(const float *x, long rows, long n, const float *h, long count, float *out);
+// out[m · ldo + j] = Σ_i GELU(x[i · ldx + j]) · h[m · n + i] for `cols` columns of n rows of x and `count` vectors h.
+void ck_gelu_dot_columns(const float *x, long n, long cols, long ldx, const float *h, long count, float *out, long ldo);
 // SiLU: x · σ(x).
 void ck_silu(float *p, long n);
 // σ(x) = 1 / (1 + e^−x).
