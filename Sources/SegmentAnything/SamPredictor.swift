@@ -144,10 +144,9 @@ public final class SamPredictor: @unchecked Sendable {
                                        content: keep ? nil : content(width: w, height: h))
         var masks = [SamMask?](repeating: nil, count: logits.shape[0] * logits.shape[1])
         masks.withUnsafeMutableBufferPointer { masks in
-            Threading.parallelFor(masks.count) { range in
-                for i in range {
-                    masks[i] = upscale(Tensor(shape: [1, 1, side, side], storage: Array(logits.storage[(i * side * side)..<((i + 1) * side * side)])),
-                                       width: w, height: h)
+            logits.withUnsafeBufferPointer { logits in
+                Threading.parallelFor(masks.count) { range in
+                    for i in range { masks[i] = upscale(logits.baseAddress! + i * side * side, side: side, width: w, height: h) }
                 }
             }
         }
@@ -172,50 +171,36 @@ public final class SamPredictor: @unchecked Sendable {
         return ((Double(w) * gain).rounded(.toNearestOrEven) * side / size / Double(w), (Double(h) * gain).rounded(.toNearestOrEven) * side / size / Double(h))
     }
 
-    /// `scale_masks(..., padding=False)` as Ultralytics' SAM postprocess calls it, then `> 0`.
-    func upscale(_ logits: Tensor, width w: Int, height h: Int) -> SamMask {
+    /// `scale_masks(..., padding=False)` as Ultralytics' SAM postprocess calls it, then `> 0`, for one mask's logits
+    /// [side, side] at `logits`.
+    func upscale(_ logits: UnsafePointer<Float>, side n: Int, width w: Int, height h: Int) -> SamMask {
         let (gainW, gainH) = gains(width: w, height: h)
         let bottom = max(Int((Double(h) * gainH).rounded(.toNearestOrEven)), 1), right = max(Int((Double(w) * gainW).rounded(.toNearestOrEven)), 1)
-        let values: Tensor
         if abs(Double(h) * gainH - Double(bottom)) + abs(Double(w) * gainW - Double(right)) > 1e-3 {
-            values = sampleContentSpan(logits, width: w, height: h, gainW: Float(gainW), gainH: Float(gainH))
-        } else {
-            let n = logits.shape[3]
-            let crop = logits.storage.withUnsafeBufferPointer { l in
-                [Float](unsafeUninitializedCapacity: bottom * right) { c, count in
-                    for y in 0..<bottom { (c.baseAddress! + y * right).update(from: l.baseAddress! + y * n, count: right) }
-                    count = bottom * right
-                }
-            }
-            values = resizeBilinear(Tensor(shape: [1, 1, bottom, right], storage: crop), height: h, width: w)
+            let values = sampleContentSpan(logits, side: n, width: w, height: h, gainW: Float(gainW), gainH: Float(gainH))
+            return SamMask(width: w, height: h, pixels: values.map { $0 > 0 })
         }
-        let pixels = values.storage.withUnsafeBufferPointer { v in
-            [Bool](unsafeUninitializedCapacity: v.count) { b, count in
-                for i in 0..<v.count { b[i] = v[i] > 0 }
-                count = v.count
-            }
-        }
-        return SamMask(width: w, height: h, pixels: pixels)
+        // The content's top-left bottom × right logits, resized to the image.
+        return SamMask(width: w, height: h, pixels: bilinearSigns(logits, height: bottom, width: right, stride: n, outHeight: h, outWidth: w))
     }
 
     /// The `F.affine_grid` + `F.grid_sample(bilinear, border, align_corners=False)` path: output pixel (x, y)
-    /// samples the logits at (gain·(x + ½) − ½), clamped to the map.
-    func sampleContentSpan(_ logits: Tensor, width w: Int, height h: Int, gainW: Float, gainH: Float) -> Tensor {
-        let n = logits.shape[3]
-        var out = Tensor(zeros: [1, 1, h, w])
+    /// samples the logits [side, side] at (gain·(x + ½) − ½), clamped to the map; h × w values, row-major.
+    func sampleContentSpan(_ logits: UnsafePointer<Float>, side n: Int, width w: Int, height h: Int, gainW: Float, gainH: Float) -> [Float] {
         func taps(_ o: Int, _ gain: Float) -> (Int, Int, Float) {
             let c = min(max(gain * (Float(o) + 0.5) - 0.5, 0), Float(n - 1))
             let i = Int(c.rounded(.down))
             return (i, min(i + 1, n - 1), c - Float(i))
         }
         let xs = (0..<w).map { taps($0, gainW) }
+        var out = [Float](repeating: 0, count: h * w)
         for y in 0..<h {
             let (y0, y1, fy) = taps(y, gainH)
             for x in 0..<w {
                 let (x0, x1, fx) = xs[x]
-                let top = logits.storage[y0 * n + x0] * (1 - fx) + logits.storage[y0 * n + x1] * fx
-                let bottom = logits.storage[y1 * n + x0] * (1 - fx) + logits.storage[y1 * n + x1] * fx
-                out.storage[y * w + x] = top * (1 - fy) + bottom * fy
+                let top = logits[y0 * n + x0] * (1 - fx) + logits[y0 * n + x1] * fx
+                let bottom = logits[y1 * n + x0] * (1 - fx) + logits[y1 * n + x1] * fx
+                out[y * w + x] = top * (1 - fy) + bottom * fy
             }
         }
         return out

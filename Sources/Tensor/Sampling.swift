@@ -68,33 +68,71 @@ public func upsampleNearest(_ input: Tensor, factor: Int) -> Tensor {
 public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -> Tensor {
     precondition(input.rank == 4 && outH > 0 && outW > 0)
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-    let ys = bilinearTaps(input: h, output: outH), xs = bilinearTaps(input: w, output: outW)
-    var output = Tensor(zeros: [n, c, outH, outW])
+    let resize = BilinearResize(height: h, width: w, outHeight: outH, outWidth: outW)
+    var output = Tensor(uninitialized: [n, c, outH, outW])  // every element is written
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
             let (x, y) = (x.baseAddress!, y.baseAddress!)
             Threading.parallelFor(n * c) { planes in
-                // Each source row is interpolated across once, then every output row blends two of those: the same
-                // sums as blending four taps per output pixel, with the gathers done once per source row.
                 var across = [Float](repeating: 0, count: h * outW)
                 for plane in planes {
-                    let source = x + plane * h * w, out = y + plane * outH * outW
+                    let out = y + plane * outH * outW
                     across.withUnsafeMutableBufferPointer { across in
-                        for row in 0..<h {
-                            let (from, to) = (source + row * w, across.baseAddress! + row * outW)
-                            for ox in 0..<outW { let tx = xs[ox]; to[ox] = tx.w0 * from[tx.index] + tx.w1 * from[tx.index + tx.step] }
-                        }
-                        for oy in 0..<outH {
-                            let ty = ys[oy]
-                            let (top, bottom, to) = (across.baseAddress! + ty.index * outW, across.baseAddress! + (ty.index + ty.step) * outW, out + oy * outW)
-                            for ox in 0..<outW { to[ox] = ty.w0 * top[ox] + ty.w1 * bottom[ox] }
-                        }
+                        resize.across(x + plane * h * w, stride: w, into: across.baseAddress!)
+                        for oy in 0..<outH { resize.row(oy, from: across.baseAddress!, into: out + oy * outW) }
                     }
                 }
             }
         }
     }
     return output
+}
+
+/// `resizeBilinear` of one plane, h × w floats with rows `stride` apart, to outH × outW, as its signs: value > 0,
+/// row-major. The same sums (the same bits before the comparison) without the float plane, on the calling thread.
+public func bilinearSigns(_ plane: UnsafePointer<Float>, height h: Int, width w: Int, stride: Int, outHeight outH: Int, outWidth outW: Int) -> [Bool] {
+    precondition(h > 0 && w > 0 && outH > 0 && outW > 0)
+    let resize = BilinearResize(height: h, width: w, outHeight: outH, outWidth: outW)
+    let across = UnsafeMutablePointer<Float>.allocate(capacity: (h + 1) * outW)
+    defer { across.deallocate() }
+    let row = across + h * outW
+    resize.across(plane, stride: stride, into: across)
+    return [Bool](unsafeUninitializedCapacity: outH * outW) { signs, count in
+        for oy in 0..<outH {
+            resize.row(oy, from: across, into: row)
+            let to = signs.baseAddress! + oy * outW
+            for ox in 0..<outW { to[ox] = row[ox] > 0 }
+        }
+        count = outH * outW
+    }
+}
+
+/// A bilinear resize in two passes: each source row interpolated across once, then every output row blends two of
+/// those — the same sums as blending four taps per output pixel, with the gathers done once per source row.
+struct BilinearResize {
+    let xs: [BilinearTap], ys: [BilinearTap]
+
+    init(height h: Int, width w: Int, outHeight: Int, outWidth: Int) {
+        (xs, ys) = (bilinearTaps(input: w, output: outWidth), bilinearTaps(input: h, output: outHeight))
+    }
+
+    /// The source's rows (`stride` apart) across, into `across` [h, outW].
+    func across(_ source: UnsafePointer<Float>, stride: Int, into across: UnsafeMutablePointer<Float>) {
+        let outW = xs.count
+        xs.withUnsafeBufferPointer { xs in
+            for row in 0..<(ys.last.map { $0.index + $0.step + 1 } ?? 0) {
+                let (from, to) = (source + row * stride, across + row * outW)
+                for ox in 0..<outW { let tx = xs[ox]; to[ox] = tx.w0 * from[tx.index] + tx.w1 * from[tx.index + tx.step] }
+            }
+        }
+    }
+
+    /// Output row `oy` from the rows across.
+    func row(_ oy: Int, from across: UnsafePointer<Float>, into to: UnsafeMutablePointer<Float>) {
+        let (ty, outW) = (ys[oy], xs.count)
+        let (top, bottom) = (across + ty.index * outW, across + (ty.index + ty.step) * outW)
+        for ox in 0..<outW { to[ox] = ty.w0 * top[ox] + ty.w1 * bottom[ox] }
+    }
 }
 
 /// One output coordinate's two source taps: index, offset to the second tap (0 at the edge), weights.
