@@ -357,9 +357,9 @@ int ck_cpu_has_avx512(void) {
 
 // C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row. B's
 // rows are `ldb` apart: 16 in a packed panel, or a row-major B read in place. With `bias` (the first slice of a
-// product with a row bias), row r starts from bias[r] instead of beta · C.
+// product with a bias), row r starts from bias[r] (`per_row`) or column j from bias[j] instead of beta · C.
 AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
-                             float alpha, float beta, int first, const float *bias) {
+                             float alpha, float beta, int first, const float *bias, int per_row) {
     // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
     // two threads, where OpenBLAS's kernel does the same).
     for (int r = 0; r < MR; r++) {
@@ -391,9 +391,10 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
     {                                                                                                  \
         float *p = c + (r) * ldc;                                                                      \
         if (bias) {                                                                                    \
-            const __m256 start = _mm256_broadcast_ss(bias + (r));                                      \
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, start));                                       \
-            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, start));                                   \
+            const __m256 s0 = per_row ? _mm256_broadcast_ss(bias + (r)) : _mm256_loadu_ps(bias);        \
+            const __m256 s1 = per_row ? s0 : _mm256_loadu_ps(bias + 8);                                 \
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, s0));                                          \
+            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, s1));                                      \
         } else if (overwrite) {                                                                        \
             _mm256_storeu_ps(p, _mm256_mul_ps(va, lo));                                                \
             _mm256_storeu_ps(p + 8, _mm256_mul_ps(va, hi));                                            \
@@ -418,7 +419,7 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a,
                                                                  const float *restrict b, const float *restrict b2, long ldb,
                                                                  float *restrict c, long ldc, float alpha, float beta, int first,
-                                                                 const float *bias) {
+                                                                 const float *bias, int per_row) {
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     const float *restrict a2 = rows > MR ? a + MR * kc : a;
@@ -439,7 +440,7 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
         for (int q = 0; q < panels; q++) {
             float *p = c + r * ldc + q * NR;
             if (bias) {
-                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], _mm512_set1_ps(bias[r])));
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], per_row ? _mm512_set1_ps(bias[r]) : _mm512_loadu_ps(bias + q * NR)));
             } else if (overwrite) {
                 _mm512_storeu_ps(p, _mm512_mul_ps(va, acc[q][r]));
             } else {
@@ -453,26 +454,26 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
 #define TILE_ROWS(panels)                                                                                          \
     switch (rows) {                                                                                                \
-    case 12: tile_12(panels, 12, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
-    case 11: tile_12(panels, 11, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
-    case 10: tile_12(panels, 10, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                     \
-    case 9: tile_12(panels, 9, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 8: tile_12(panels, 8, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 7: tile_12(panels, 7, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 6: tile_12(panels, 6, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 5: tile_12(panels, 5, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 4: tile_12(panels, 4, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 3: tile_12(panels, 3, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    case 2: tile_12(panels, 2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias); break;                       \
-    default: tile_12(panels, 1, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias);                             \
+    case 12: tile_12(panels, 12, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
+    case 11: tile_12(panels, 11, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
+    case 10: tile_12(panels, 10, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
+    case 9: tile_12(panels, 9, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 8: tile_12(panels, 8, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 7: tile_12(panels, 7, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 6: tile_12(panels, 6, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 5: tile_12(panels, 5, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 4: tile_12(panels, 4, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 3: tile_12(panels, 3, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    case 2: tile_12(panels, 2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
+    default: tile_12(panels, 1, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row);                             \
     }
 AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
-                                float beta, int first, const float *bias) {
+                                float beta, int first, const float *bias, int per_row) {
     const float *b2 = b;
     TILE_ROWS(1)
 }
 AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
-                                float alpha, float beta, int first, const float *bias) {
+                                float alpha, float beta, int first, const float *bias, int per_row) {
     TILE_ROWS(2)
 }
 #undef TILE_ROWS
@@ -499,7 +500,7 @@ KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
 
 // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
 AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
-                           float alpha, float beta, int first, const float *bias) {
+                           float alpha, float beta, int first, const float *bias, int per_row) {
     float sums[MR * NR];
     switch (rows) {
     case 1: kernel_1x16(kc, a, b, ldb, sums); break;
@@ -507,11 +508,11 @@ AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, fl
     case 3: kernel_3x16(kc, a, b, ldb, sums); break;
     case 4: kernel_4x16(kc, a, b, ldb, sums); break;
     case 5: kernel_5x16(kc, a, b, ldb, sums); break;
-    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1, NULL);
+    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
     }
     for (long r = 0; r < rows; r++)
         for (long col = 0; col < cols; col++)
-            c[r * ldc + col] = bias ? finish(sums[r * NR + col], bias[r], alpha, 1, first)
+            c[r * ldc + col] = bias ? finish(sums[r * NR + col], per_row ? bias[r] : bias[col], alpha, 1, first)
                                     : finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
 
@@ -534,21 +535,29 @@ static void finish_tile(float *c, long ldc, long rows, long cols, const ck_epilo
     else finish_tile_avx2(c, ldc, rows, cols, e, i, j);
 }
 
+// The bias a tile at C's element (i, j) starts from in the first slice: its rows' (from row_bias[i]) or its
+// columns' (from col_bias[j]); NULL without either.
+static const float *starting_bias(const ck_epilogue *e, long i, long j) {
+    if (!e) return NULL;
+    return e->row_bias ? e->row_bias + i : e->col_bias ? e->col_bias + j : NULL;
+}
+
 // One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`,
 // which is C's element (i, j); `last`: the product's last slice of k.
 AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                               float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
-    const float *bias = first && e && e->row_bias ? e->row_bias + i : NULL;
-    const int finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
+    const float *bias = first ? starting_bias(e, i, j) : NULL;
+    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
     for (long ir = 0; ir < rows;) {
         long tile_rows = min_long(MR, rows - ir);
+        const float *tile_bias = bias && per_row ? bias + ir : bias;
         if (wide && cols == NR) {
             tile_rows = min_long(2 * MR, rows - ir);
-            kernel_12x16(tile_rows, kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+            kernel_12x16(tile_rows, kc, a, b, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
         } else if (tile_rows == MR && cols == NR) {
-            kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+            kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
         } else {
-            edge_tile(kc, a, b, ldb, c, ldc, tile_rows, cols, alpha, beta, first, bias ? bias + ir : NULL);
+            edge_tile(kc, a, b, ldb, c, ldc, tile_rows, cols, alpha, beta, first, tile_bias, per_row);
         }
         if (finishing) finish_tile(c, ldc, tile_rows, cols, e, i + ir, j);
         ir += tile_rows, a += tile_rows * kc, c += tile_rows * ldc;
@@ -559,11 +568,11 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
 // columns at `c` (element (i, j)): tiles of 12 rows (fewer at C's edge) over both panels at once.
 AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long panel_stride, long ldb, float *c, long ldc,
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
-    const float *bias = first && e && e->row_bias ? e->row_bias + i : NULL;
-    const int finishing = last && e && (e->silu || e->residual);
+    const float *bias = first ? starting_bias(e, i, j) : NULL;
+    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual);
     for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * kc, c += 2 * MR * ldc) {
         const long tile_rows = min_long(2 * MR, rows - ir);
-        kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias ? bias + ir : NULL);
+        kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias && per_row ? bias + ir : bias, per_row);
         if (finishing) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }

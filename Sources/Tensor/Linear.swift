@@ -18,6 +18,20 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
                    into y: UnsafeMutablePointer<Float>) {
     let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
     precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
+    if let bias, GEMMKernel.current == .ours, outFeatures >= 12 || !(packed?.values.isEmpty ?? true) {
+        // Our kernel starts each row from the bias as it stores the first sums: no pass over y before the product.
+        return weight.withUnsafeBufferPointer { w in
+            bias.withUnsafeBufferPointer { b in
+                (packed?.values ?? []).withUnsafeBufferPointer { p in
+                    let right = p.isEmpty ? ck_operand(data: w.baseAddress!, row: 1, col: inFeatures, packed: nil, patches: nil)
+                                          : ck_operand(data: nil, row: 0, col: 0, packed: p.baseAddress!, patches: nil)
+                    product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
+                            b: right, beta: 0, c: y, ldc: outFeatures,
+                            epilogue: ck_epilogue(row_bias: nil, silu: 0, residual: nil, ldr: 0, col_bias: b.baseAddress!))
+                }
+            }
+        }
+    }
     if let bias {  // start from the bias and let GEMM accumulate (beta = 1): one pass less than adding after
         fillRows(y, rows: rows, with: bias.storage)
     }
@@ -38,7 +52,7 @@ public func linearTransposed(_ x: UnsafePointer<Float>, rows: Int, weight: Tenso
             if GEMMKernel.current == .ours {
                 product(m: outFeatures, n: rows, k: inFeatures, alpha: 1, a: ck_operand(data: w.baseAddress!, row: inFeatures, col: 1, packed: nil, patches: nil),
                         b: ck_operand(data: x, row: 1, col: inFeatures, packed: nil, patches: nil), beta: 0, c: y, ldc: ldy,
-                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0))
+                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0, col_bias: nil))
                 return
             }
             for o in 0..<outFeatures { (y + o * ldy).update(repeating: b[o], count: rows) }

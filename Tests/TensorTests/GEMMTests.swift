@@ -126,14 +126,18 @@ final class GEMMTests: XCTestCase {
 
     func testLinearMatchesFloat64WithAndWithoutBias() { forEachKernel(linearWithAndWithoutBias) }
 
+    /// Few outputs (left to `gemm`), and 35 outputs over two k slices of our kernel, whose bias starts each column as the
+    /// first slice's sums are stored (a pair of panels and an edge of 3 columns, rows past a tile's edge).
     func linearWithAndWithoutBias() {
-        let x = randomTensor([2, 5, 13], seed: 8), w = randomTensor([7, 13], seed: 9), b = randomTensor([7], seed: 10)
-        let (xd, wd) = (x.doubles, w.doubles)
-        var expected = [Double](repeating: 0, count: 10 * 7)
-        for row in 0..<10 { for o in 0..<7 { for i in 0..<13 { expected[row * 7 + o] += xd[row * 13 + i] * wd[o * 13 + i] } } }
-        assertClose(linear(x, weight: w), expected, shape: [2, 5, 7], "linear without bias")
-        assertClose(linear(x, weight: w, bias: b), expected.enumerated().map { $0.element + b.doubles[$0.offset % 7] },
-                    shape: [2, 5, 7], "linear with bias")
+        for (batch, rows, inWidth, outWidth) in [(2, 5, 13, 7), (3, 10, 270, 35)] {
+            let x = randomTensor([batch, rows, inWidth], seed: 8), w = randomTensor([outWidth, inWidth], seed: 9), b = randomTensor([outWidth], seed: 10)
+            let (xd, wd, n) = (x.doubles, w.doubles, batch * rows)
+            var expected = [Double](repeating: 0, count: n * outWidth)
+            for row in 0..<n { for o in 0..<outWidth { for i in 0..<inWidth { expected[row * outWidth + o] += xd[row * inWidth + i] * wd[o * inWidth + i] } } }
+            assertClose(linear(x, weight: w), expected, shape: [batch, rows, outWidth], "linear without bias, \(outWidth) outputs")
+            assertClose(linear(x, weight: w, bias: b), expected.enumerated().map { $0.element + b.doubles[$0.offset % outWidth] },
+                        shape: [batch, rows, outWidth], "linear with bias, \(outWidth) outputs")
+        }
     }
 
     /// A weight packed once gives the same bits as packing it per call: few rows (a box prompt's 7 tokens), many
