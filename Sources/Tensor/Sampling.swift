@@ -79,7 +79,7 @@ public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -
                     let out = y + plane * outH * outW
                     across.withUnsafeMutableBufferPointer { across in
                         resize.across(x + plane * h * w, stride: w, into: across.baseAddress!)
-                        for oy in 0..<outH { resize.row(oy, from: across.baseAddress!, into: out + oy * outW) }
+                        for oy in 0..<outH { resize.row(oy, from: across.baseAddress!, into: out + oy * outW) { $0 } }
                     }
                 }
             }
@@ -89,20 +89,16 @@ public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -
 }
 
 /// `resizeBilinear` of one plane, h × w floats with rows `stride` apart, to outH × outW, as its signs: value > 0,
-/// row-major. The same sums (the same bits before the comparison) without the float plane, on the calling thread.
+/// row-major. The same sums (the same bits before the comparison), each compared as it is made: no float plane, on the
+/// calling thread.
 public func bilinearSigns(_ plane: UnsafePointer<Float>, height h: Int, width w: Int, stride: Int, outHeight outH: Int, outWidth outW: Int) -> [Bool] {
     precondition(h > 0 && w > 0 && outH > 0 && outW > 0)
     let resize = BilinearResize(height: h, width: w, outHeight: outH, outWidth: outW)
-    let across = UnsafeMutablePointer<Float>.allocate(capacity: (h + 1) * outW)
+    let across = UnsafeMutablePointer<Float>.allocate(capacity: h * outW)
     defer { across.deallocate() }
-    let row = across + h * outW
     resize.across(plane, stride: stride, into: across)
     return [Bool](unsafeUninitializedCapacity: outH * outW) { signs, count in
-        for oy in 0..<outH {
-            resize.row(oy, from: across, into: row)
-            let to = signs.baseAddress! + oy * outW
-            for ox in 0..<outW { to[ox] = row[ox] > 0 }
-        }
+        for oy in 0..<outH { resize.row(oy, from: across, into: signs.baseAddress! + oy * outW) { $0 > 0 } }
         count = outH * outW
     }
 }
@@ -127,11 +123,12 @@ struct BilinearResize {
         }
     }
 
-    /// Output row `oy` from the rows across.
-    func row(_ oy: Int, from across: UnsafePointer<Float>, into to: UnsafeMutablePointer<Float>) {
+    /// Output row `oy` from the rows across, each value stored as `store` makes it (the value, or its sign).
+    @inline(__always)
+    func row<T>(_ oy: Int, from across: UnsafePointer<Float>, into to: UnsafeMutablePointer<T>, _ store: (Float) -> T) {
         let (ty, outW) = (ys[oy], xs.count)
         let (top, bottom) = (across + ty.index * outW, across + (ty.index + ty.step) * outW)
-        for ox in 0..<outW { to[ox] = ty.w0 * top[ox] + ty.w1 * bottom[ox] }
+        for ox in 0..<outW { to[ox] = store(ty.w0 * top[ox] + ty.w1 * bottom[ox]) }
     }
 }
 
