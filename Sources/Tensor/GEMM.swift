@@ -22,7 +22,7 @@ public func gemm(
     // 7 columns); OpenBLAS has narrower tiles for them. From 12 (the SAM encoder's 14-wide relative-position
     // products) ours, whose edge tiles beat the SSE3 kernels OpenBLAS loads on CPUs newer than its table. A choice by
     // shape alone, so results stay thread-independent.
-    if GEMMKernel.current == .ours && n >= 12 {
+    if oursRunsProduct(columns: n) {
         let left = ck_operand(data: a, row: transA ? 1 : lda, col: transA ? lda : 1, packed: nil, patches: nil)
         let right = ck_operand(data: b, row: transB ? 1 : ldb, col: transB ? ldb : 1, packed: nil, patches: nil)
         product(m: m, n: n, k: k, alpha: alpha, a: left, b: right, beta: beta, c: c, ldc: ldc)
@@ -69,6 +69,9 @@ public enum GEMMKernel: String, Sendable {
 }
 
 /// B (k × n) packed for our kernel once, to serve several products.
+/// Whether our kernel runs an unpacked product with `columns` columns of C (see `gemm` for the 12).
+func oursRunsProduct(columns: Int) -> Bool { GEMMKernel.current == .ours && columns >= 12 }
+
 func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
     [Float](unsafeUninitializedCapacity: ck_sgemm_packed_b_count(k, n)) { buffer, count in
         withUnsafePointer(to: b) { ck_sgemm_pack_b($0, k, n, buffer.baseAddress) }

@@ -18,7 +18,7 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
                    into y: UnsafeMutablePointer<Float>) {
     let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
     precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
-    if let bias, GEMMKernel.current == .ours, outFeatures >= 12 || !(packed?.values.isEmpty ?? true) {
+    if let bias, oursRunsProduct(columns: outFeatures) || GEMMKernel.current == .ours && !(packed?.values.isEmpty ?? true) {
         // Our kernel starts each row from the bias as it stores the first sums: no pass over y before the product.
         return weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
