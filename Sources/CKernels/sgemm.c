@@ -424,7 +424,9 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     const float *restrict a2 = rows > MR ? a + MR * kc : a;
     __m512 acc[2][2 * MR];
+#pragma clang loop unroll(full)
     for (int q = 0; q < panels; q++)
+#pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) acc[q][r] = _mm512_setzero_ps();
     for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
         const __m512 x[2] = {_mm512_loadu_ps(b), panels == 2 ? _mm512_loadu_ps(b2) : _mm512_setzero_ps()};
@@ -434,22 +436,28 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
             for (int q = 0; q < panels; q++) acc[q][r] = _mm512_fmadd_ps(v, x[q], acc[q][r]);
         }
     }
+    // The finish of every accumulator, one loop per case and each loop unrolled, so that the accumulators are
+    // stored from their registers: a loop with the case tested per element kept them in a stack array (zeroed by a
+    // memset, written after the k loop and read back), costly where k is short (the mask decoder's 16-deep heads).
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    const int overwrite = first && beta == 0, scale = first && beta != 1;
-    for (int r = 0; r < rows; r++) {
-        for (int q = 0; q < panels; q++) {
-            float *p = c + r * ldc + q * NR;
-            if (bias) {
-                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], per_row ? _mm512_set1_ps(bias[r]) : _mm512_loadu_ps(bias + q * NR)));
-            } else if (overwrite) {
-                _mm512_storeu_ps(p, _mm512_mul_ps(va, acc[q][r]));
-            } else {
-                __m512 old = _mm512_loadu_ps(p);
-                if (scale) old = _mm512_mul_ps(vb, old);
-                _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[q][r], old));
-            }
+#define EACH_ACCUMULATOR(store)                                                                               \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)                                         \
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) {                                 \
+            float *p = c + r * ldc + q * NR;                                                                  \
+            _mm512_storeu_ps(p, store);                                                                       \
         }
+    if (bias && per_row) {
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_set1_ps(bias[r])))
+    } else if (bias) {
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_loadu_ps(bias + q * NR)))
+    } else if (first && beta == 0) {
+        EACH_ACCUMULATOR(_mm512_mul_ps(va, acc[q][r]))
+    } else if (first && beta != 1) {
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_mul_ps(vb, _mm512_loadu_ps(p))))
+    } else {
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_loadu_ps(p)))
     }
+#undef EACH_ACCUMULATOR
 }
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
 #define TILE_ROWS(panels)                                                                                          \
