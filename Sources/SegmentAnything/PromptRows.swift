@@ -230,27 +230,36 @@ struct RowsProjection {
         z.withUnsafeBufferPointer { z in
             scores.withUnsafeMutableBufferPointer { s in
                 let (z, s) = (z.baseAddress!, s.baseAddress!)
-                shared.image.withUnsafeBufferPointer { x in
-                    for h in 0..<heads {
-                        multiplyTransposed(z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: count, k: dh, ldb: f,
-                                           packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
-                    }
-                }
-                Self.scaleColumns(s, rows: heads * t, stride: stride, by: rows.scale)
-                shared.base!.withUnsafeBufferPointer { b in
-                    for h in 0..<heads {
-                        multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
-                                           packed: shared.packedBase[h], beta: 1, into: s + h * t * stride, ldc: stride)
-                    }
-                }
-                // g[h·T + t] = z_h[t] · right_hᵀ, then scores += g · left
                 g.withUnsafeMutableBufferPointer { g in
+                    // g[h·T + t] = z_h[t] · right_hᵀ
                     right.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
                             gemm(transB: true, m: t, n: k, k: dh, a: z + h * dh, lda: f, b: w.baseAddress! + h * dh, ldb: f,
                                  c: g.baseAddress! + h * t * k, ldc: k)
                         }
                     }
+                    let fused = rows.scale.withUnsafeBufferPointer { a in
+                        rows.left.withUnsafeBufferPointer { l in
+                            headScores(z, tokens: t, ldz: f, heads: heads, headWidth: dh, image: shared.packedImage, base: shared.packedBase,
+                                       scale: a.baseAddress!, g: g.baseAddress!, rank: k, left: l.baseAddress!, ldl: stride, columns: count,
+                                       into: s, ldo: stride)
+                        }
+                    }
+                    if fused { return }
+                    shared.image.withUnsafeBufferPointer { x in
+                        for h in 0..<heads {
+                            multiplyTransposed(z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                               packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
+                        }
+                    }
+                    Self.scaleColumns(s, rows: heads * t, stride: stride, by: rows.scale)
+                    shared.base!.withUnsafeBufferPointer { b in
+                        for h in 0..<heads {
+                            multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                               packed: shared.packedBase[h], beta: 1, into: s + h * t * stride, ldc: stride)
+                        }
+                    }
+                    // scores += g · left
                     rows.left.withUnsafeBufferPointer { l in
                         gemm(m: heads * t, n: count, k: k, a: g.baseAddress!, lda: k, b: l.baseAddress!, ldb: stride, beta: 1, c: s, ldc: stride)
                     }
@@ -276,6 +285,8 @@ struct RowsProjection {
             let o = o.baseAddress!
             scaled.withUnsafeBufferPointer { s in
                 shared.image.withUnsafeBufferPointer { x in
+                    if headWeighted(s.baseAddress!, tokens: t, ldp: stride, heads: heads, headWidth: dh, rows: count, x.baseAddress!, ldx: f,
+                                    into: o, ldo: f) { return }
                     for h in 0..<heads {
                         gemm(m: t, n: dh, k: count, a: s.baseAddress! + h * t * stride, lda: stride, b: x.baseAddress! + h * dh, ldb: f,
                              beta: 1, c: o + h * dh, ldc: f)

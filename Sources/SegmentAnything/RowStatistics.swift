@@ -169,6 +169,8 @@ struct RowStatistics {
         v.withUnsafeBufferPointer { v in
             shared.maps[map].withUnsafeBufferPointer { y in
                 out.withUnsafeMutableBufferPointer { o in
+                    if headScores(v.baseAddress!, tokens: t, ldz: d, heads: heads, headWidth: dh, image: shared.packed[map], columns: rows,
+                                  into: o.baseAddress!, ldo: stride) { return }
                     for h in 0..<heads {
                         multiplyTransposed(v.baseAddress! + h * dh, rows: t, lda: d, y.baseAddress! + h * dh, n: rows, k: dh, ldb: d,
                                            packed: shared.packed[map][h], into: o.baseAddress! + h * t * stride, ldc: stride)

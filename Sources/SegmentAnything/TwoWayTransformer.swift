@@ -64,9 +64,15 @@ struct DecoderAttention {
         k.withUnsafeBufferPointer { k in
             queries.withUnsafeBufferPointer { q in
                 scores.withUnsafeMutableBufferPointer { s in
+                    let alpha = 1 / Float(dh).squareRoot()
+                    let fused = [Float](repeating: alpha, count: rows).withUnsafeBufferPointer { scale in
+                        headScores(k.baseAddress!, tokens: t, ldz: d, heads: heads, headWidth: dh, image: packed, scale: scale.baseAddress!,
+                                   columns: rows, into: s.baseAddress!, ldo: stride)
+                    }
+                    if fused { return }
                     for h in 0..<heads {
                         multiplyTransposed(k.baseAddress! + h * dh, rows: t, lda: d, q.baseAddress! + h * dh, n: rows, k: dh, ldb: d, packed: packed[h],
-                                           alpha: 1 / Float(dh).squareRoot(), into: s.baseAddress! + h * t * stride, ldc: stride)
+                                           alpha: alpha, into: s.baseAddress! + h * t * stride, ldc: stride)
                     }
                 }
             }

@@ -90,6 +90,53 @@ public func attentionToFewKeys(
     return output
 }
 
+/// The mask decoder's scores of a prompt's T token rows against an image's n rows read through a map's parts, all
+/// heads in one pass (`ck_head_scores`): out[h·T + i, j] = (z_h[i]·X_h[j])·scale[j] + z_h[i]·B_h[j] + g[h·T + i]·L[:, j],
+/// where z_h[i] is z[i · ldz + h · dh …], X_h and B_h the image's [n, dh] head slices packed (`PackedLinearWeight`),
+/// g [H·T, rank] row-major and L [rank, n] with rows `ldl` apart; without `scale`, `base` or `g` and `left`, that term
+/// is left out. The same bits as the products on our kernel and the scale between them, with out written once. False,
+/// with nothing written, where our kernel cannot run it (OpenBLAS chosen, no AVX-512, weights not packed): the caller
+/// runs the products.
+public func headScores(_ z: UnsafePointer<Float>, tokens t: Int, ldz: Int, heads: Int, headWidth dh: Int, image: [PackedLinearWeight],
+                       base: [PackedLinearWeight]? = nil, scale: UnsafePointer<Float>? = nil, g: UnsafePointer<Float>? = nil, rank: Int = 0,
+                       left: UnsafePointer<Float>? = nil, ldl: Int = 0, columns n: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) -> Bool {
+    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_KC), image.count == heads, (base?.count ?? heads) == heads,
+          !(image + (base ?? [])).contains(where: \.values.isEmpty), rank == 0 || (g != nil && left != nil) else { return false }
+    return withPackedPointers(image[...]) { x in
+        withPackedPointers((base ?? [])[...]) { b in
+            // 32 image rows a chunk (two panels), 512 a thread at least.
+            let chunks = (n + 31) / 32
+            Threading.parallelFor(chunks, grain: 16) { range in
+                let status = ck_head_scores(t, heads, dh, z, ldz, x, base == nil ? nil : b, scale, g, rank, left, ldl, out, ldo,
+                                            range.lowerBound * 32, min(n, range.upperBound * 32))
+                precondition(status == 0, "ck_head_scores refused its operands")
+            }
+            return true
+        }
+    }
+}
+
+/// out[i, h·dh + c] += Σ_j p[h·T + i, j] · x[j, h·dh + c] for every head h (`ck_head_weighted`): few token rows'
+/// attention output from an image's map [n, H·dh] read in place, one pass over the map for all heads, the same bits
+/// as a product per head on our kernel. False, with nothing written, where our kernel cannot run it (OpenBLAS chosen,
+/// no AVX-512, heads wider than 16): the caller runs the products.
+public func headWeighted(_ p: UnsafePointer<Float>, tokens t: Int, ldp: Int, heads: Int, headWidth dh: Int, rows n: Int,
+                         _ x: UnsafePointer<Float>, ldx: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) -> Bool {
+    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_NR) else { return false }
+    Threading.parallelFor(heads) { range in
+        let status = ck_head_weighted(t, range.lowerBound, range.upperBound, dh, n, p, ldp, x, ldx, out, ldo)
+        precondition(status == 0, "ck_head_weighted: out of memory")
+    }
+    return true
+}
+
+/// `body` with the packed values of each of `weights`, in order, as a C array of pointers.
+private func withPackedPointers<R>(_ weights: ArraySlice<PackedLinearWeight>, _ outer: [UnsafePointer<Float>?] = [],
+                                   _ body: ([UnsafePointer<Float>?]) -> R) -> R {
+    guard let first = weights.first else { return body(outer) }
+    return first.values.withUnsafeBufferPointer { withPackedPointers(weights.dropFirst(), outer + [$0.baseAddress], body) }
+}
+
 /// The stride of rows of `rows` floats that packing reads across (H·T probabilities of one image row): a cache line
 /// longer, since at a power-of-two stride (4,096 rows) those values would all fall in one L1 set.
 public func paddedStride(_ rows: Int) -> Int { rows + 16 }

@@ -68,10 +68,10 @@ public enum GEMMKernel: String, Sendable {
     public static let openBLASCore = String(cString: openblas_get_corename())
 }
 
-/// B (k × n) packed for our kernel once, to serve several products.
 /// Whether our kernel runs an unpacked product with `columns` columns of C (see `gemm` for the 12).
 func oursRunsProduct(columns: Int) -> Bool { GEMMKernel.current == .ours && columns >= 12 }
 
+/// B (k × n) packed for our kernel once, to serve several products.
 func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
     [Float](unsafeUninitializedCapacity: ck_sgemm_packed_b_count(k, n)) { buffer, count in
         withUnsafePointer(to: b) { ck_sgemm_pack_b($0, k, n, buffer.baseAddress) }

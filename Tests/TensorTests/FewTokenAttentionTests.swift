@@ -1,3 +1,4 @@
+import CKernels
 import Tensor
 import XCTest
 
@@ -71,5 +72,130 @@ final class FewTokenAttentionTests: XCTestCase {
                                            value: linear(value, weight: v.weight, bias: v.bias), heads: 8)
         XCTAssertEqual(fast.shape, [2, 7, 128])
         XCTAssertLessThanOrEqual(relativeError(fast, reference), 1e-5)
+    }
+
+    /// `headScores` (all heads of a prompt's scores against an image map's packed parts in one pass) against the
+    /// products it replaces, run one by one on our kernel: the same bits, with and without each term, over 1100 image
+    /// rows (35 chunks of 32, the last 12 wide: a masked panel) and a prompt's rank past one 256-deep slice, with the
+    /// columns cut across threads or not; SAM's heads (16 wide) and the wide tiny SAM's (8).
+    func testHeadScoresGiveTheProductsBits() throws {
+        try XCTSkipUnless(GEMMKernel.current == .ours && ck_cpu_has_avx512() != 0, "the fused scores run on our AVX-512 kernel only")
+        let saved = Threading.count
+        defer { Threading.count = saved }
+        let (t, heads, n) = (7, 8, 1100), ldl = paddedStride(n)
+        for dh in [16, 8] {
+            let f = heads * dh
+            let (x, base) = (randomTensor([n, f], seed: 21), randomTensor([n, f], seed: 22))
+            let z = randomTensor([t, f], seed: 23), scale = randomTensor([n], seed: 24, range: 0.5...2)
+            let packed = { (m: Tensor) in m.withUnsafeBufferPointer { p in (0..<heads).map { PackedLinearWeight(p.baseAddress! + $0 * dh, out: n, in: dh, stride: f) } } }
+            let (packedX, packedBase) = (packed(x), packed(base))
+            for (withScale, withBase, rank) in [(true, true, 57), (true, true, 300), (false, false, 0), (true, false, 0)] {
+                let g = randomTensor([heads * t, max(rank, 1)], seed: 25), left = randomTensor([max(rank, 1), ldl], seed: 26)
+                var expected = [Float](repeating: 0, count: heads * t * ldl)
+                z.withUnsafeBufferPointer { z in
+                    expected.withUnsafeMutableBufferPointer { e in
+                        let (z, e) = (z.baseAddress!, e.baseAddress!)
+                        x.withUnsafeBufferPointer { x in
+                            for h in 0..<heads {
+                                multiplyTransposed(z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: n, k: dh, ldb: f, packed: packedX[h],
+                                                   into: e + h * t * ldl, ldc: ldl)
+                            }
+                        }
+                        if withScale { for row in 0..<(heads * t) { for j in 0..<n { e[row * ldl + j] *= scale.storage[j] } } }
+                        if withBase {
+                            base.withUnsafeBufferPointer { b in
+                                for h in 0..<heads {
+                                    multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: n, k: dh, ldb: f, packed: packedBase[h],
+                                                       beta: 1, into: e + h * t * ldl, ldc: ldl)
+                                }
+                            }
+                        }
+                        if rank > 0 {
+                            g.withUnsafeBufferPointer { g in
+                                left.withUnsafeBufferPointer { l in
+                                    gemm(m: heads * t, n: n, k: rank, a: g.baseAddress!, lda: rank, b: l.baseAddress!, ldb: ldl, beta: 1, c: e, ldc: ldl)
+                                }
+                            }
+                        }
+                    }
+                }
+                for threads in [1, 3] {
+                    Threading.count = threads
+                    var got = [Float](repeating: .nan, count: heads * t * ldl)
+                    let ran = z.withUnsafeBufferPointer { z in
+                        scale.withUnsafeBufferPointer { s in
+                            g.withUnsafeBufferPointer { g in
+                                left.withUnsafeBufferPointer { l in
+                                    got.withUnsafeMutableBufferPointer { o in
+                                        headScores(z.baseAddress!, tokens: t, ldz: f, heads: heads, headWidth: dh, image: packedX,
+                                                   base: withBase ? packedBase : nil, scale: withScale ? s.baseAddress! : nil,
+                                                   g: rank > 0 ? g.baseAddress! : nil, rank: rank, left: rank > 0 ? l.baseAddress! : nil, ldl: ldl,
+                                                   columns: n, into: o.baseAddress!, ldo: ldl)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    XCTAssertTrue(ran)
+                    for row in 0..<(heads * t) {
+                        XCTAssertEqual(Array(got[(row * ldl)..<(row * ldl + n)]), Array(expected[(row * ldl)..<(row * ldl + n)]),
+                                       "head width \(dh), scale \(withScale), base \(withBase), rank \(rank), \(threads) threads: row \(row)")
+                        XCTAssertTrue(got[(row * ldl + n)..<((row + 1) * ldl)].allSatisfy(\.isNaN), "row \(row): written past its \(n) columns")
+                    }
+                }
+            }
+        }
+    }
+
+    /// `headWeighted` (few token rows' attention output from an image map, all heads in one pass over it) onto an
+    /// output that holds a value already: the bits of a product per head on our kernel for 16-wide heads, float64's
+    /// sums within 1e-5 for 8-wide (where `gemm` takes OpenBLAS); 1100 image rows are five 256-deep slices, the last
+    /// short, in 64-row chunks; heads cut across threads or not.
+    func testHeadWeightedGivesTheProductsBits() throws {
+        try XCTSkipUnless(GEMMKernel.current == .ours && ck_cpu_has_avx512() != 0, "the fused output runs on our AVX-512 kernel only")
+        let saved = Threading.count
+        defer { Threading.count = saved }
+        let (t, heads, n) = (7, 8, 1100), ldp = paddedStride(n)
+        for dh in [16, 8] {
+            let f = heads * dh
+            let (p, x, start) = (randomTensor([heads * t, ldp], seed: 31, range: 0...1), randomTensor([n, f], seed: 32), randomTensor([t, f], seed: 33))
+            var expected = start.storage
+            p.withUnsafeBufferPointer { p in
+                x.withUnsafeBufferPointer { x in
+                    if dh == 16 {
+                        expected.withUnsafeMutableBufferPointer { e in
+                            for h in 0..<heads {
+                                gemm(m: t, n: dh, k: n, a: p.baseAddress! + h * t * ldp, lda: ldp, b: x.baseAddress! + h * dh, ldb: f, beta: 1,
+                                     c: e.baseAddress! + h * dh, ldc: f)
+                            }
+                        }
+                    } else {
+                        for h in 0..<heads { for i in 0..<t { for c in 0..<dh {
+                            let sum = (0..<n).reduce(0.0) { $0 + Double(p[(h * t + i) * ldp + $1]) * Double(x[$1 * f + h * dh + c]) }
+                            expected[i * f + h * dh + c] = Float(Double(start.storage[i * f + h * dh + c]) + sum)
+                        } } }
+                    }
+                }
+            }
+            for threads in [1, 3] {
+                Threading.count = threads
+                var got = start.storage
+                let ran = p.withUnsafeBufferPointer { p in
+                    x.withUnsafeBufferPointer { x in
+                        got.withUnsafeMutableBufferPointer { o in
+                            headWeighted(p.baseAddress!, tokens: t, ldp: ldp, heads: heads, headWidth: dh, rows: n, x.baseAddress!, ldx: f,
+                                         into: o.baseAddress!, ldo: f)
+                        }
+                    }
+                }
+                XCTAssertTrue(ran)
+                if dh == 16 {
+                    XCTAssertEqual(got, expected, "\(threads) threads")
+                } else {
+                    XCTAssertLessThanOrEqual(relativeError(Tensor(shape: [t, f], storage: got), Tensor(shape: [t, f], storage: expected)), 1e-5,
+                                             "head width 8, \(threads) threads")
+                }
+            }
+        }
     }
 }

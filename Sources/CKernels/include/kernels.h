@@ -98,6 +98,22 @@ void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
 
+// The mask decoder's scores of a prompt's t token rows against an image's n rows read through a map's parts
+// (RowsProjection.scores), for heads h < heads and image rows j in [j0, j1) (j0 a multiple of CK_SGEMM_NR):
+//   out[h·t + i, j] = (z_h[i] · X_h[j]) · scale[j] + z_h[i] · B_h[j] + g[h·t + i] · L[:, j]
+// where z_h[i] is z[i · ldz + h · dh …] (dh floats), X_h and B_h are [n, dh] packed by ck_sgemm_pack_b as dh × n right
+// operands (pointers per head), g is [heads · t, kl] row-major and L is [kl, n] with rows ldl apart. Without `scale`
+// (NULL), `base` (NULL) or the prompt's product (kl = 0), that term is left out. The same bits as the three products on ck_sgemm and the scale between them, with out written
+// once. -1 where the CPU lacks AVX-512 or dh > CK_SGEMM_KC, else 0.
+int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x, const float *const *base,
+                   const float *scale, const float *g, long kl, const float *l, long ldl, float *out, long ldo, long j0, long j1);
+
+// The mask decoder's attention output from a map of the image's n rows (RowsProjection.weighted), heads [h0, h1):
+//   out[i, h·dh + c] += Σ_j p[h·t + i, j] · x[j, h·dh + c]   (c < dh ≤ 16; p's rows ldp apart, x's ldx, out's ldo)
+// summed in CK_SGEMM_KC-deep slices of j, each from zero and added onto out in turn: the same bits as a ck_sgemm
+// product per head with beta 1. -1 where the CPU lacks AVX-512 or dh > 16, -2 when out of memory, else 0.
+int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx, float *out, long ldo);
+
 // 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c), where the CPU has
 // AVX-512: 1 there, else 0 (and ck_winograd_conv3x3 returns -1).
 int ck_winograd_supported(void);
