@@ -153,6 +153,7 @@ BF16_TARGET static void avx512_tile(long k2, const uint32_t *ap, long stride, co
                                     int cols, float alpha, int accumulate) {
     enum { MR = 12 };  // 24 accumulators + 2 B vectors + a broadcast fit the 32 zmm registers
     __m512 acc[MR][2];
+#pragma clang loop unroll(full)
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (long j = 0; j < k2; j++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + j * NR), b1 = (__m512bh)_mm512_loadu_si512(bp + j * NR + 16);
@@ -166,15 +167,20 @@ BF16_TARGET static void avx512_tile(long k2, const uint32_t *ap, long stride, co
     const __m512 scale = _mm512_set1_ps(alpha);
     const __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 m1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    for (int r = 0; r < rows; r++) {
-        float *row = c + r * ldc;
-        __m512 v0 = _mm512_mul_ps(acc[r][0], scale), v1 = _mm512_mul_ps(acc[r][1], scale);
-        if (accumulate) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+    // Unrolled over all 12 rows, each stored if inside C (a loop to `rows` kept the accumulators in a stack array,
+    // zeroed by a memset and written back and read again for every tile).
+#pragma clang loop unroll(full)
+    for (int r = 0; r < MR; r++) {
+        if (r < rows) {
+            float *row = c + r * ldc;
+            __m512 v0 = _mm512_mul_ps(acc[r][0], scale), v1 = _mm512_mul_ps(acc[r][1], scale);
+            if (accumulate) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            _mm512_mask_storeu_ps(row + 16, m1, v1);
         }
-        _mm512_mask_storeu_ps(row, m0, v0);
-        _mm512_mask_storeu_ps(row + 16, m1, v1);
     }
 }
 
