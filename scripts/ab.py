@@ -2,7 +2,8 @@
 """Same-minute A/B timing of two builds (or two settings) of an `autoannotate-bench` command.
 
 This machine's speed drifts by ±15 % between minutes, so a change is judged by running the two sides in turn, round
-after round (A B, B A, A B, ...), and comparing the minimum and median of every time each side printed:
+after round (A B, B A, A B, ...), and comparing the minimum and median of every time each side printed, and the
+ratio of the two sides' medians within each round (their geometric mean over the rounds):
 
     python scripts/ab.py --rounds 4 /tmp/bench-before .build/release/autoannotate-bench -- sam --model sam_b.pt --decoder-only 50
     python scripts/ab.py --rounds 4 --env-b AUTOANNOTATE_GEMM=openblas .build/release/autoannotate-bench -- yolo --model yolov8x.pt
@@ -42,12 +43,17 @@ def main():
         parser.error("give one or two binaries, then -- and the bench arguments")
     a, b = (args.binaries * 2)[:2]
     sides = {"A": (a, dict(v.split("=", 1) for v in args.env_a)), "B": (b, dict(v.split("=", 1) for v in args.env_b))}
-    samples = defaultdict(list)
+    samples, rounds = defaultdict(list), defaultdict(list)
     for r in range(args.rounds):
+        this_round = defaultdict(list)
         for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
             binary, extra = sides[side]
             for label, value in run(binary, arguments, extra):
                 samples[(label, side)].append(value)
+                this_round[(label, side)].append(value)
+        for label in dict.fromkeys(label for label, _ in this_round):
+            if this_round[(label, "A")] and this_round[(label, "B")]:
+                rounds[label].append(statistics.median(this_round[(label, "A")]) / statistics.median(this_round[(label, "B")]))
     print(f"A = {a} {args.env_a or ''}\nB = {b} {args.env_b or ''}")
     for label in dict.fromkeys(label for label, _ in samples):
         row = []
@@ -57,6 +63,12 @@ def main():
         medians = [statistics.median(samples[(label, s)]) for s in ("A", "B") if samples[(label, s)]]
         ratio = f"   A/B median {medians[0] / medians[1]:.2f}" if len(medians) == 2 else ""
         print(f"{label}\n  {row[0]}\n  {row[1]}{ratio}")
+        if len(rounds[label]) > 1:
+            # Each round's two sides ran back to back: the ratio of their medians carries little of the drift
+            # between rounds, which the pooled medians above do.
+            pairs = rounds[label]
+            print(f"  per round A/B: {' '.join(f'{x:.2f}' for x in pairs)}; geometric mean {statistics.geometric_mean(pairs):.3f}, "
+                  f"B faster in {sum(x > 1 for x in pairs)} of {len(pairs)}")
 
 
 if __name__ == "__main__":
