@@ -591,7 +591,7 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long
 // bits, with C written once. Every accumulator set is 7 × 2 vectors: two sets and the loads fit in 32 registers.
 AVX512 static inline __attribute__((always_inline)) void head_scores_tile(
     int rows, int panels, __mmask16 tail, long dh, const float *z, long ldz, const float *x, const float *base, long kl,
-    const float *g, long ldg, const float *l, long ldl, const float *scale, float *out, long ldo) {
+    const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
     __m512 acc[2][7], part[2][7];
     const __mmask16 masks[2] = {panels == 1 ? tail : 0xffff, tail};
 #define ZERO(v) _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) v[q][r] = _mm512_setzero_ps();
@@ -620,7 +620,7 @@ AVX512 static inline __attribute__((always_inline)) void head_scores_tile(
     }
     for (long p0 = 0; p0 < kl; p0 += KC) {
         ZERO(part)
-        SUM(part, min_long(KC, kl - p0), _mm512_maskz_loadu_ps(masks[q], l + (p0 + k) * ldl + q * NR), g[r * ldg + p0 + k])
+        SUM(part, min_long(KC, kl - p0), _mm512_maskz_loadu_ps(masks[q], l + (p0 + k) * ldl + q * NR), g[r * kl + p0 + k])
         ADD_PART
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)
@@ -632,22 +632,21 @@ AVX512 static inline __attribute__((always_inline)) void head_scores_tile(
 
 #define HEAD_SCORES_ROWS(panels)                                                                                     \
     switch (rows) {                                                                                                  \
-    case 7: head_scores_tile(7, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    case 6: head_scores_tile(6, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    case 5: head_scores_tile(5, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    case 4: head_scores_tile(4, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    case 3: head_scores_tile(3, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    case 2: head_scores_tile(2, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo); break;      \
-    default: head_scores_tile(1, panels, tail, dh, z, ldz, x, base, kl, g, ldg, l, ldl, scale, out, ldo);            \
+    case 7: head_scores_tile(7, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    case 6: head_scores_tile(6, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    case 5: head_scores_tile(5, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    case 4: head_scores_tile(4, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    case 3: head_scores_tile(3, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    case 2: head_scores_tile(2, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
+    default: head_scores_tile(1, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);            \
     }
 AVX512 static void head_scores_pair(int rows, long dh, const float *z, long ldz, const float *x, const float *base, long kl,
-                                    const float *g, long ldg, const float *l, long ldl, const float *scale, float *out, long ldo) {
+                                    const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
     const __mmask16 tail = 0xffff;
     HEAD_SCORES_ROWS(2)
 }
 AVX512 static void head_scores_panel(int rows, __mmask16 tail, long dh, const float *z, long ldz, const float *x, const float *base,
-                                     long kl, const float *g, long ldg, const float *l, long ldl, const float *scale, float *out,
-                                     long ldo) {
+                                     long kl, const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
     HEAD_SCORES_ROWS(1)
 }
 #undef HEAD_SCORES_ROWS
@@ -678,12 +677,12 @@ int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const 
                 const float *xh = x[h] + j * dh, *bh = base ? base[h] + j * dh : NULL, *sj = scale ? scale + j : NULL;
                 float *o = out + (h * t + i) * ldo + j;
                 if (cols == 2 * NR) {
-                    head_scores_pair(rows, dh, zi, ldz, xh, bh, kl, gi, kl, lj, ldl, sj, o, ldo);
+                    head_scores_pair(rows, dh, zi, ldz, xh, bh, kl, gi, lj, ldl, sj, o, ldo);
                 } else {
                     for (long jj = 0; jj < cols; jj += NR) {
                         const long c = min_long(NR, cols - jj);
                         head_scores_panel(rows, (__mmask16)((1u << (unsigned)c) - 1), dh, zi, ldz, xh + jj * dh, bh ? bh + jj * dh : NULL, kl, gi,
-                                          kl, lj ? lj + jj : NULL, ldl, sj ? sj + jj : NULL, o + jj, ldo);
+                                          lj ? lj + jj : NULL, ldl, sj ? sj + jj : NULL, o + jj, ldo);
                     }
                 }
             }
