@@ -416,23 +416,25 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 // (YOLO's 16, 80, 160 … filters leave 4 or 8), reading the second panel only past 6 rows. Each element gets the same
 // fused multiply-adds in the same order as in kernel_6x16, so the same bits, and B is read once for twelve rows.
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
-AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a,
+AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a, long lda,
                                                                  const float *restrict b, const float *restrict b2, long ldb,
                                                                  float *restrict c, long ldc, float alpha, float beta, int first,
                                                                  const float *bias, int per_row) {
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
-    const float *restrict a2 = rows > MR ? a + MR * kc : a;
+    // A packed (lda 0): rows 0–5 in the panel at a, 6–11 in the next; A in place: row r at a + r · lda, k along it.
+    const float *restrict a2 = lda ? a + MR * lda : rows > MR ? a + MR * kc : a;
+    const long step = lda ? 1 : MR, ld = lda ? lda : 1;
     __m512 acc[2][2 * MR];
 #pragma clang loop unroll(full)
     for (int q = 0; q < panels; q++)
 #pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) acc[q][r] = _mm512_setzero_ps();
-    for (long k = 0; k < kc; k++, a += MR, a2 += MR, b += ldb, b2 += ldb) {
+    for (long k = 0; k < kc; k++, a += step, a2 += step, b += ldb, b2 += ldb) {
         const __m512 x[2] = {_mm512_loadu_ps(b), panels == 2 ? _mm512_loadu_ps(b2) : _mm512_setzero_ps()};
 #pragma clang loop unroll(full)
         for (int r = 0; r < rows; r++) {
-            const __m512 v = _mm512_set1_ps(r < MR ? a[r] : a2[r - MR]);
+            const __m512 v = _mm512_set1_ps(r < MR ? a[r * ld] : a2[(r - MR) * ld]);
             for (int q = 0; q < panels; q++) acc[q][r] = _mm512_fmadd_ps(v, x[q], acc[q][r]);
         }
     }
@@ -462,26 +464,33 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
 #define TILE_ROWS(panels)                                                                                          \
     switch (rows) {                                                                                                \
-    case 12: tile_12(panels, 12, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
-    case 11: tile_12(panels, 11, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
-    case 10: tile_12(panels, 10, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                     \
-    case 9: tile_12(panels, 9, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 8: tile_12(panels, 8, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 7: tile_12(panels, 7, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 6: tile_12(panels, 6, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 5: tile_12(panels, 5, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 4: tile_12(panels, 4, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 3: tile_12(panels, 3, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    case 2: tile_12(panels, 2, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;                       \
-    default: tile_12(panels, 1, kc, a, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row);                             \
+    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
+    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
+    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
+    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
+    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row);                \
     }
 AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
                                 float beta, int first, const float *bias, int per_row) {
     const float *b2 = b;
+    const long lda = 0;
     TILE_ROWS(1)
 }
 AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
                                 float alpha, float beta, int first, const float *bias, int per_row) {
+    const long lda = 0;
+    TILE_ROWS(2)
+}
+// kernel_12x32 reading a row-major A in place, its rows lda apart (the same sums, the same bits).
+AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, long lda, const float *b, const float *b2, long ldb, float *c,
+                                         long ldc, float alpha, float beta, int first, const float *bias, int per_row) {
     TILE_ROWS(2)
 }
 #undef TILE_ROWS
@@ -574,13 +583,15 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
 
 // Two full B panels, the second `panel_stride` floats after the first, against `rows` rows of packed A, into C's 32
 // columns at `c` (element (i, j)): tiles of 12 rows (fewer at C's edge) over both panels at once.
-AVX2 static void row_of_tile_pairs(long kc, const float *a, const float *b, long panel_stride, long ldb, float *c, long ldc,
+AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const float *b, long panel_stride, long ldb, float *c, long ldc,
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
     const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual);
-    for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * kc, c += 2 * MR * ldc) {
+    for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * (lda ? lda : kc), c += 2 * MR * ldc) {
         const long tile_rows = min_long(2 * MR, rows - ir);
-        kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, bias && per_row ? bias + ir : bias, per_row);
+        const float *tile_bias = bias && per_row ? bias + ir : bias;
+        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
+        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
         if (finishing) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }
@@ -753,9 +764,19 @@ AVX2 static const float *a_panels(const ck_operand *a, long m, long i0, long mc,
     return abuf;
 }
 
+// A row-major A read in place by the 12 × 32 tiles (its row stride; 0: packed) where C's columns are one or two
+// tile pairs: packing pays where many B panels reuse the panels, not where two do — attention's probabilities times
+// a head's 64 values (single-threaded, 64 × 64 × 4096: 312 → 234 µs; 2048 rows × 64 columns × 768: 1.9 → 1.5 ms;
+// at 256 columns packing was faster, 5.6 against 7.1 ms).
+static long a_in_place(const ck_operand *a, long n0, long n1) {
+    const long cols = n1 - n0;
+    return ck_cpu_has_avx512() && a->data && !a->packed && a->col == 1 && cols % (2 * NR) == 0 && cols <= 4 * NR ? a->row : 0;
+}
+
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
                         float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
     const int wide = ck_cpu_has_avx512();
+    const long lda = a_in_place(a, n0, n1);
     for (long jc = n0; jc < n1; jc += NC) {
         const long nc = min_long(NC, n1 - jc);
         for (long pc = 0; pc < k; pc += KC) {
@@ -767,7 +788,7 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             } else if (m1 - m0 <= 2 * MC) {
                 // One block of rows (up to 2 · MC): each B panel is packed just before its tiles use it, while it is in
                 // L1, instead of the whole block first (megabytes through L3 when few rows use each panel: YOLO).
-                const float *panels = a_panels(a, m, m0, m1 - m0, pc, kc, abuf);
+                const float *panels = lda ? a->data + m0 * lda + pc : a_panels(a, m, m0, m1 - m0, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long cols = min_long(NR, nc - jr);
                     const int pair = wide && nc - jr >= 2 * NR;
@@ -777,11 +798,11 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
                         // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
                         const float *panel = b->data + pc * b->row + jc + jr;
-                        if (pair) row_of_tile_pairs(kc, panels, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        if (pair) row_of_tile_pairs(kc, panels, lda, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
                         else row_of_tiles(kc, panels, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
                     } else if (pair) {
                         pack_b_block(b, pc, kc, jc + jr, 2 * NR, bbuf);
-                        row_of_tile_pairs(kc, panels, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        row_of_tile_pairs(kc, panels, lda, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
                     } else {
                         pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
                         row_of_tiles(kc, panels, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
@@ -794,10 +815,10 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             }
             for (long ic = m0; ic < m1; ic += MC) {
                 const long mc = min_long(MC, m1 - ic);
-                const float *panels = a_panels(a, m, ic, mc, pc, kc, abuf);
+                const float *panels = lda ? a->data + ic * lda + pc : a_panels(a, m, ic, mc, pc, kc, abuf);
                 for (long jr = 0; jr < nc; jr += NR) {
                     if (wide && nc - jr >= 2 * NR) {
-                        row_of_tile_pairs(kc, panels, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
+                        row_of_tile_pairs(kc, panels, lda, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
                                           last, e, ic, jc + jr);
                         jr += NR;
                         continue;
@@ -816,10 +837,10 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
     // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
     float *abuf = NULL, *bbuf = NULL;
-    if (!a->packed) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
+    if (!a->packed && !a_in_place(a, n0, n1)) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
-    if ((!a->packed && !abuf) || (!b->packed && !bbuf)) status = -2;
+    if ((!a->packed && !a_in_place(a, n0, n1) && !abuf) || (!b->packed && !bbuf)) status = -2;
     else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
     free(abuf);
     free(bbuf);

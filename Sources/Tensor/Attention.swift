@@ -115,8 +115,11 @@ private func attendHeads(
     let chunk = max(1, min(chunkRows ?? min(256, max(16, (1 << 18) / max(1, tk))), tq))
     let chunks = (tq + chunk - 1) / chunk
     let scale = 1 / Float(q.head).squareRoot()
+    // Score rows a line longer than the keys: the product with V reads a dozen of them at once in place, which at
+    // 4,096 keys (16 KB) apart would all fall in the same L1 sets.
+    let ld = tk + 16
     Threading.parallelFor(batch * heads * chunks) { items in
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * tk), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * ld), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
         defer { scores.deallocate(); inverse.deallocate() }
         var packed: (entryHead: Int, keys: PackedBF16, values: PackedBF16)?  // a thread's items run head by head
         var packedFP32: (entryHead: Int, keys: [Float], values: [Float])?
@@ -126,15 +129,15 @@ private func attendHeads(
             let (queries, keys, values) = (qb + entry * q.entry + start * q.row + head * q.head, kb + entry * k.entry + head * k.head,
                                            vb + entry * v.entry + head * v.head)
             let out = o + (entry * tq + start) * outRow + head * v.head
-            bias?(entry * heads + head, start..<(start + rows), scores, tk)
+            bias?(entry * heads + head, start..<(start + rows), scores, ld)
             if precision == .bf16 {
                 if packed?.entryHead != entry * heads + head {
                     packed = (entry * heads + head, PackedBF16(keys, ldb: k.row, transposed: true, k: q.head, n: tk),
                               PackedBF16(values, ldb: v.row, transposed: false, k: tk, n: v.head))
                 }
-                gemmBF16(m: rows, a: queries, lda: q.row, b: packed!.keys, alpha: scale, c: scores, ldc: tk, accumulate: bias != nil)
-                ck_softmax_numerators(scores, rows, tk, tk, inverse)
-                gemmBF16(m: rows, a: scores, lda: tk, b: packed!.values, c: out, ldc: outRow)
+                gemmBF16(m: rows, a: queries, lda: q.row, b: packed!.keys, alpha: scale, c: scores, ldc: ld, accumulate: bias != nil)
+                ck_softmax_numerators(scores, rows, tk, ld, inverse)
+                gemmBF16(m: rows, a: scores, lda: ld, b: packed!.values, c: out, ldc: outRow)
             } else if GEMMKernel.current == .ours {
                 // Each head's Kᵀ and V are packed for the kernel once per thread, not once per chunk of queries.
                 if packedFP32?.entryHead != entry * heads + head {
@@ -144,19 +147,19 @@ private func attendHeads(
                 }
                 packedFP32!.keys.withUnsafeBufferPointer { keys in
                     product(m: rows, n: tk, k: q.head, alpha: scale, a: ck_operand(data: queries, row: q.row, col: 1, packed: nil, patches: nil),
-                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
+                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: ld)
                 }
-                ck_softmax_numerators(scores, rows, tk, tk, inverse)
+                ck_softmax_numerators(scores, rows, tk, ld, inverse)
                 packedFP32!.values.withUnsafeBufferPointer { values in
-                    product(m: rows, n: v.head, k: tk, alpha: 1, a: ck_operand(data: scores, row: tk, col: 1, packed: nil, patches: nil),
+                    product(m: rows, n: v.head, k: tk, alpha: 1, a: ck_operand(data: scores, row: ld, col: 1, packed: nil, patches: nil),
                             b: ck_operand(data: nil, row: 0, col: 0, packed: values.baseAddress, patches: nil), beta: 0, c: out, ldc: outRow)
                 }
             } else {
                 gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: queries, lda: q.row, b: keys, ldb: k.row,
-                     beta: bias == nil ? 0 : 1, c: scores, ldc: tk)
+                     beta: bias == nil ? 0 : 1, c: scores, ldc: ld)
                 // The softmax's division is applied to the dv outputs of a row instead of its tk scores.
-                ck_softmax_numerators(scores, rows, tk, tk, inverse)
-                gemm(m: rows, n: v.head, k: tk, a: scores, lda: tk, b: values, ldb: v.row, c: out, ldc: outRow)
+                ck_softmax_numerators(scores, rows, tk, ld, inverse)
+                gemm(m: rows, n: v.head, k: tk, a: scores, lda: ld, b: values, ldb: v.row, c: out, ldc: outRow)
             }
             for r in 0..<rows { for c in 0..<v.head { out[r * outRow + c] *= inverse[r] } }
         }

@@ -92,6 +92,9 @@ final class GEMMTests: XCTestCase {
         assertClose(Tensor(shape: [m, n], storage: whole), expected, shape: [m, n], "whole call")
         XCTAssertEqual(run([(0, 5, 0, n), (5, 150, 0, 33), (5, 150, 33, n), (150, m, 0, 1), (150, m, 1, n)]), whole, "uneven cut")
         XCTAssertEqual(run([(0, 72, 0, n), (72, m, 0, 48), (72, m, 48, n)], packB: true), whole, "packed B")
+        // Blocks one or two tile pairs wide read A in place (with AVX-512): over several blocks of rows and one.
+        XCTAssertEqual(run([(0, m, 0, 32), (0, 150, 32, 64), (150, m, 32, 64), (0, m, 64, n)]), whole, "A in place")
+        XCTAssertEqual(run([(0, 7, 0, 64), (7, m, 0, 64), (0, m, 64, n)], packB: true), whole, "A in place, packed B")
         // And through `gemm` at any thread count.
         for threads in [1, 2, 3] {
             let saved = Threading.count
