@@ -166,23 +166,82 @@ static int has_avx2(void) {
 }
 // Each kernel compiled three times, the widest the CPU runs chosen: 16 lanes, 8, or whatever the baseline has. The
 // bits are the same in all three: every operation is per element, and the reductions' partial sums are spelt out.
+// (DISPATCH_OWN_AVX512: the 16-lane build written by hand, as name##_avx512 before it. The body is the variadic
+// argument: expanded in DISPATCH, its commas would split it.)
+#define DISPATCH_OWN_AVX512(name, signature, arguments, ...) \
+    AVX2 static void name##_avx2 signature { __VA_ARGS__ }   \
+    static void name##_generic signature { __VA_ARGS__ }     \
+    void ck_##name signature {                               \
+        if (ck_cpu_has_avx512()) name##_avx512 arguments;    \
+        else if (has_avx2()) name##_avx2 arguments;          \
+        else name##_generic arguments;                       \
+    }
 #define DISPATCH(name, signature, arguments, body)          \
     AVX512 static void name##_avx512 signature { body }     \
-    AVX2 static void name##_avx2 signature { body }         \
-    static void name##_generic signature { body }           \
-    void ck_##name signature {                              \
-        if (ck_cpu_has_avx512()) name##_avx512 arguments;   \
-        else if (has_avx2()) name##_avx2 arguments;         \
-        else name##_generic arguments;                      \
+    DISPATCH_OWN_AVX512(name, signature, arguments, body)
+
+// exp_poly on 16 lanes where x ≤ 88.37 (a softmax's x − max ≤ 0, so the upper clamp is left out): the operations
+// clang makes of exp_poly in the same order, so the same bits, except that 2^n is applied by vscalefps — exact, as
+// is the multiplication by 2^n it replaces (n ≥ −126 after the clamp, a normal float) — one instruction where
+// building 2^n's bits took three and the multiplication a fourth.
+AVX512 static inline __m512 exp_poly_nonpositive16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365447505f));
+    const __m512 fx = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+                                           _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, fx);
+}
+
+// SOFTMAX_NUMERATORS_BODY in 16 lanes with the same bits: each row's maximum (exact in any order), then e^(x − max)
+// stored and summed into the same 64 partial sums in one pass (the generic body reads the row again), the tail and
+// the partials' tree as there.
+AVX512 static void softmax_numerators_avx512(float *restrict p, long rows, long n, long stride, float *restrict inverse) {
+    const long whole = n / PARTIALS * PARTIALS;
+    for (long r = 0; r < rows; r++) {
+        float *row = p + r * stride;
+        __m512 m = _mm512_set1_ps(-INFINITY);
+        long i = 0;
+        for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_loadu_ps(row + i), m);
+        const __mmask16 last = (__mmask16)((1u << (n - i)) - 1);
+        m = _mm512_mask_max_ps(m, last, _mm512_maskz_loadu_ps(last, row + i), m);
+        const __m512 maximum = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+        __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (i = 0; i < whole; i += PARTIALS)
+            for (int v = 0; v < 4; v++) {
+                const __m512 e = exp_poly_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(row + i + 16 * v), maximum));
+                _mm512_storeu_ps(row + i + 16 * v, e);
+                sums[v] = _mm512_add_ps(sums[v], e);
+            }
+        for (; i < n; i += 16) {
+            const __mmask16 lanes = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+            _mm512_mask_storeu_ps(row + i, lanes, exp_poly_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, row + i), maximum)));
+        }
+        float s[PARTIALS];
+        for (int v = 0; v < 4; v++) _mm512_storeu_ps(s + 16 * v, sums[v]);
+        for (i = whole; i < n; i++) s[0] += row[i];
+        for (int width = PARTIALS / 2; width > 0; width /= 2)
+            for (int j = 0; j < width; j++) s[j] += s[j + width];
+        inverse[r] = 1.0f / s[0];
     }
+}
 #else
 #define DISPATCH(name, signature, arguments, body) void ck_##name signature { body }
+#define DISPATCH_OWN_AVX512(name, signature, arguments, ...) void ck_##name signature { __VA_ARGS__ }
 #endif
 
 DISPATCH(softmax_rows, (float *p, long rows, long n, long stride), (p, rows, n, stride), SOFTMAX_BODY)
 DISPATCH(softmax_columns, (float *p, long t, long n, long stride), (p, t, n, stride), SOFTMAX_COLUMNS_BODY)
-DISPATCH(softmax_numerators, (float *restrict p, long rows, long n, long stride, float *restrict inverse), (p, rows, n, stride, inverse),
-         SOFTMAX_NUMERATORS_BODY)
+DISPATCH_OWN_AVX512(softmax_numerators, (float *restrict p, long rows, long n, long stride, float *restrict inverse),
+                    (p, rows, n, stride, inverse), SOFTMAX_NUMERATORS_BODY)
 DISPATCH(decomposed_bias, (float *p, long rows, long s, long stride, const float *h, const float *w), (p, rows, s, stride, h, w),
          DECOMPOSED_BIAS_BODY)
 DISPATCH(layer_norm_rows, (const float *x, float *y, long rows, long n, const float *g, const float *b, float eps),

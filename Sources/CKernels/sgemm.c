@@ -419,7 +419,8 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a, long lda,
                                                                  const float *restrict b, const float *restrict b2, long ldb,
                                                                  float *restrict c, long ldc, float alpha, float beta, int first,
-                                                                 const float *bias, int per_row) {
+                                                                 const float *bias, int per_row, const float *gh, const float *gw,
+                                                                 long gs) {
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     // A packed (lda 0): rows 0–5 in the panel at a, 6–11 in the next; A in place: row r at a + r · lda, k along it.
@@ -448,7 +449,9 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
             float *p = c + r * ldc + q * NR;                                                                  \
             _mm512_storeu_ps(p, store);                                                                       \
         }
-    if (bias && per_row) {
+    if (gh) {  // a grid's parts, the tile within one grid row: h's value in a row, w's 32 (see ck_epilogue)
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_add_ps(_mm512_set1_ps(gh[r * gs]), _mm512_loadu_ps(gw + r * gs + q * NR))))
+    } else if (bias && per_row) {
         EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_set1_ps(bias[r])))
     } else if (bias) {
         EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_loadu_ps(bias + q * NR)))
@@ -464,33 +467,36 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
 #define TILE_ROWS(panels)                                                                                          \
     switch (rows) {                                                                                                \
-    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
-    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
-    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;        \
-    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row); break;          \
-    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row);                \
+    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
+    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
+    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
+    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
+    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs);\
     }
 AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
                                 float beta, int first, const float *bias, int per_row) {
-    const float *b2 = b;
-    const long lda = 0;
+    const float *b2 = b, *gh = NULL, *gw = NULL;
+    const long lda = 0, gs = 0;
     TILE_ROWS(1)
 }
+// With `gh`: the tile starts from a grid's parts (gh[r · gs] + gw[r · gs + c], see ck_epilogue).
 AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
-                                float alpha, float beta, int first, const float *bias, int per_row) {
+                                float alpha, float beta, int first, const float *bias, int per_row, const float *gh, const float *gw,
+                                long gs) {
     const long lda = 0;
     TILE_ROWS(2)
 }
 // kernel_12x32 reading a row-major A in place, its rows lda apart (the same sums, the same bits).
 AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, long lda, const float *b, const float *b2, long ldb, float *c,
-                                         long ldc, float alpha, float beta, int first, const float *bias, int per_row) {
+                                         long ldc, float alpha, float beta, int first, const float *bias, int per_row, const float *gh,
+                                         const float *gw, long gs) {
     TILE_ROWS(2)
 }
 #undef TILE_ROWS
@@ -587,11 +593,14 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
     const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual);
+    // A grid's parts for the tiles' rows from i, their 32 columns from j within one grid row (ck_sgemm saw to it).
+    const long gs = first && e && e->grid_h ? e->grid_side : 0;
+    const float *gh = gs ? e->grid_h + i * gs + j / gs : NULL, *gw = gs ? e->grid_w + i * gs + j % gs : NULL;
     for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * (lda ? lda : kc), c += 2 * MR * ldc) {
         const long tile_rows = min_long(2 * MR, rows - ir);
-        const float *tile_bias = bias && per_row ? bias + ir : bias;
-        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
-        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
+        const float *tile_bias = bias && per_row ? bias + ir : bias, *th = gh ? gh + ir * gs : NULL, *tw = gw ? gw + ir * gs : NULL;
+        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs);
+        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs);
         if (finishing) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }
@@ -831,10 +840,44 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
     }
 }
 
+// C's block [m0, m1) × [n0, n1) ← a grid's parts h[i · s + j / s] + w[i · s + j % s], grid row by grid row (16
+// lanes at a time, masked, where the CPU has AVX-512: the windows' grids are 14 wide).
+#define WRITE_GRID(store)                                                                                    \
+    for (long i = m0; i < m1; i++)                                                                           \
+        for (long ky = n0 / s; ky * s < n1; ky++) {                                                          \
+            const float part = h[i * s + ky];                                                                \
+            const long from = ky * s < n0 ? n0 - ky * s : 0, to = min_long(s, n1 - ky * s);                  \
+            float *line = c + i * ldc + ky * s;                                                              \
+            const float *wi = w + i * s;                                                                     \
+            store                                                                                            \
+        }
+AVX2 static void write_grid_avx2(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1, long n0, long n1) {
+    WRITE_GRID(for (long kx = from; kx < to; kx++) line[kx] = part + wi[kx];)
+}
+AVX512 static void write_grid_avx512(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1, long n0, long n1) {
+    WRITE_GRID(for (long kx = from; kx < to; kx += NR) {
+        const __mmask16 lanes = to - kx >= NR ? 0xffff : (__mmask16)((1u << (to - kx)) - 1);
+        _mm512_mask_storeu_ps(line + kx, lanes, _mm512_add_ps(_mm512_set1_ps(part), _mm512_maskz_loadu_ps(lanes, wi + kx)));
+    })
+}
+#undef WRITE_GRID
+
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue) {
     if (!ck_sgemm_supported()) return -1;
     if (m1 <= m0 || n1 <= n0 || k <= 0) return 0;
+    ck_epilogue plain;
+    const long s = epilogue && epilogue->grid_h ? epilogue->grid_side : 0;
+    if (s && !(ck_cpu_has_avx512() && s % (2 * NR) == 0 && n0 % (2 * NR) == 0 && (n1 - n0) % (2 * NR) == 0)) {
+        // Tiles that do not each lie in 32 columns of one grid row: the parts summed into C first, then added onto
+        // as beta 1 does (the same bits: each element starts from h + w either way).
+        if (ck_cpu_has_avx512()) write_grid_avx512(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
+        else write_grid_avx2(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
+        plain = *epilogue;
+        plain.grid_h = plain.grid_w = NULL;
+        epilogue = &plain;
+        beta = 1;
+    }
     // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
     float *abuf = NULL, *bbuf = NULL;
     if (!a->packed && !a_in_place(a, n0, n1)) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));

@@ -122,7 +122,7 @@ struct ImageEncoderViT {
         let out = relH.withUnsafeBufferPointer { rh in
             relW.withUnsafeBufferPointer { rw in
                 return selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
-                                     bias: decomposedRelativePositionBias(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s),
+                                     bias: .decomposedRelativePositions(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s),
                                      precision: precision)
             }
         }

@@ -1,19 +1,31 @@
 import CKernels
 
-/// Writes the bias of a block of attention scores, before Q·Kᵀ is added onto it: for batch-head `head`, the
-/// score rows `rows` (query indices) lie at `scores`, `leadingDimension` floats apart, one column per key, and
-/// every one of them must be written (the GEMM then accumulates onto the bias instead of zeroing the block
-/// first). SAM's decomposed relative positions are such a bias; computing it per block means the full
-/// queries × keys matrix never exists. Called concurrently for different blocks: write only into `scores`.
-public typealias AttentionBias = (_ head: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>, _ leadingDimension: Int) -> Void
+/// A bias added to attention scores before the softmax, computed block by block so that the full queries × keys
+/// matrix never exists.
+public struct AttentionBias {
+    /// Writes the bias of a block of scores, before Q·Kᵀ is added onto it: for batch-head `head`, the score rows
+    /// `rows` (query indices) lie at `scores`, `leadingDimension` floats apart, one column per key, and every one
+    /// of them must be written (the product then accumulates onto the bias instead of zeroing the block first).
+    /// Called concurrently for different blocks: write only into `scores`.
+    public typealias Fill = (_ head: Int, _ rows: Range<Int>, _ scores: UnsafeMutablePointer<Float>, _ leadingDimension: Int) -> Void
 
-/// SAM's decomposed relative positions (`add_decomposed_rel_pos`) as an `AttentionBias` over keys on a side × side
-/// grid: query row q of batch-head bh gets h[ky] + w[kx] at key (ky, kx), where h and w are that query's `side`
-/// values at (bh · queries + q) · side. The pointers must outlive the attention call.
-public func decomposedRelativePositionBias(h: UnsafePointer<Float>, w: UnsafePointer<Float>, queries: Int, side: Int) -> AttentionBias {
-    { head, rows, scores, ld in
-        let offset = (head * queries + rows.lowerBound) * side
-        ck_decomposed_bias(scores, rows.count, side, ld, h + offset, w + offset)
+    let fill: Fill
+    /// The same bias as two parts over keys on a side × side grid, for our kernel to add as its tiles finish: query
+    /// row q of batch-head bh gets h[ky] + w[kx] at key (ky, kx), h and w that query's `side` values at
+    /// (bh · queries + q) · side.
+    private(set) var grid: (h: UnsafePointer<Float>, w: UnsafePointer<Float>, queries: Int, side: Int)?
+
+    public init(_ fill: @escaping Fill) { (self.fill, grid) = (fill, nil) }
+
+    /// SAM's decomposed relative positions (`add_decomposed_rel_pos`) over keys on a side × side grid, h and w as
+    /// for `grid`. The pointers must outlive the attention call.
+    public static func decomposedRelativePositions(h: UnsafePointer<Float>, w: UnsafePointer<Float>, queries: Int, side: Int) -> AttentionBias {
+        var bias = AttentionBias { head, rows, scores, ld in
+            let offset = (head * queries + rows.lowerBound) * side
+            ck_decomposed_bias(scores, rows.count, side, ld, h + offset, w + offset)
+        }
+        bias.grid = (h, w, queries, side)
+        return bias
     }
 }
 
@@ -129,7 +141,11 @@ private func attendHeads(
             let (queries, keys, values) = (qb + entry * q.entry + start * q.row + head * q.head, kb + entry * k.entry + head * k.head,
                                            vb + entry * v.entry + head * v.head)
             let out = o + (entry * tq + start) * outRow + head * v.head
-            bias?(entry * heads + head, start..<(start + rows), scores, ld)
+            let grid = bias?.grid.map { g in
+                (g.h + ((entry * heads + head) * g.queries + start) * g.side, g.w + ((entry * heads + head) * g.queries + start) * g.side, g.side)
+            }
+            // Our kernel adds a grid's parts as its tiles finish; elsewhere the bias is written first.
+            if precision == .bf16 || GEMMKernel.current != .ours || grid == nil { bias?.fill(entry * heads + head, start..<(start + rows), scores, ld) }
             if precision == .bf16 {
                 if packed?.entryHead != entry * heads + head {
                     packed = (entry * heads + head, PackedBF16(keys, ldb: k.row, transposed: true, k: q.head, n: tk),
@@ -146,8 +162,11 @@ private func attendHeads(
                                   packedB(ck_operand(data: values, row: v.row, col: 1, packed: nil, patches: nil), k: tk, n: v.head))
                 }
                 packedFP32!.keys.withUnsafeBufferPointer { keys in
+                    var epilogue = ck_epilogue()
+                    if let (h, w, side) = grid { (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (h, w, side) }
                     product(m: rows, n: tk, k: q.head, alpha: scale, a: ck_operand(data: queries, row: q.row, col: 1, packed: nil, patches: nil),
-                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: ld)
+                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: ld,
+                            epilogue: grid == nil ? nil : epilogue)
                 }
                 ck_softmax_numerators(scores, rows, tk, ld, inverse)
                 packedFP32!.values.withUnsafeBufferPointer { values in

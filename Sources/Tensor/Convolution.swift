@@ -126,7 +126,8 @@ func runConvolution(
                     for group in 0..<g.groups {
                         let first = group * og * plane
                         let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
-                                                   residual: r.map { $0 + first }, ldr: plane, col_bias: nil)
+                                                   residual: r.map { $0 + first }, ldr: plane, col_bias: nil,
+                                                   grid_h: nil, grid_w: nil, grid_side: 0)
                         let source = x + group * s.cg * s.h * s.w
                         filters.withOperand(group: group) { a in
                             if pointwise {
@@ -175,7 +176,7 @@ private func winogradConvolution(
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
                 let epilogue = ck_epilogue(row_bias: b, silu: silu ? 1 : 0, residual: residual.map { $0.base + image * $0.stride },
-                                           ldr: s.h * s.w, col_bias: nil)
+                                           ldr: s.h * s.w, col_bias: nil, grid_h: nil, grid_w: nil, grid_side: 0)
                 // Parts in whole pairs of panels, 32 tiles (see ck_winograd_conv3x3's blocks).
                 let start = { (part: Int) in part == parts ? tiles : tiles * part / parts / 32 * 32 }
                 withUnsafePointer(to: epilogue) { e in

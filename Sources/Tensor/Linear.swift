@@ -27,7 +27,7 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
                                           : ck_operand(data: nil, row: 0, col: 0, packed: p.baseAddress!, patches: nil)
                     product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
                             b: right, beta: 0, c: y, ldc: outFeatures,
-                            epilogue: ck_epilogue(row_bias: nil, silu: 0, residual: nil, ldr: 0, col_bias: b.baseAddress!))
+                            epilogue: ck_epilogue(row_bias: nil, silu: 0, residual: nil, ldr: 0, col_bias: b.baseAddress!, grid_h: nil, grid_w: nil, grid_side: 0))
                 }
             }
         }
@@ -52,7 +52,7 @@ public func linearTransposed(_ x: UnsafePointer<Float>, rows: Int, weight: Tenso
             if GEMMKernel.current == .ours {
                 product(m: outFeatures, n: rows, k: inFeatures, alpha: 1, a: ck_operand(data: w.baseAddress!, row: inFeatures, col: 1, packed: nil, patches: nil),
                         b: ck_operand(data: x, row: 1, col: inFeatures, packed: nil, patches: nil), beta: 0, c: y, ldc: ldy,
-                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0, col_bias: nil))
+                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0, col_bias: nil, grid_h: nil, grid_w: nil, grid_side: 0))
                 return
             }
             for o in 0..<outFeatures { (y + o * ldy).update(repeating: b[o], count: rows) }

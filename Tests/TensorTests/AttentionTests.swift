@@ -67,9 +67,9 @@ final class AttentionTests: XCTestCase {
             let code: Int = (head * 31 + row * 7 + column * 3) % 11
             return Double(code) / 5 - 1
         }
-        let got = scaledDotProductAttention(query: q, key: k, value: v, chunkRows: 4) { head, rows, scores, ld in
+        let got = scaledDotProductAttention(query: q, key: k, value: v, chunkRows: 4, bias: AttentionBias { head, rows, scores, ld in
             for (r, row) in rows.enumerated() { for column in 0..<9 { scores[r * ld + column] = Float(bias(head, row, column)) } }
-        }
+        })
         assertClose(got, naive(q, k, v, bias: bias), shape: [2, 11, 3], "attention with bias")
     }
 
@@ -90,9 +90,9 @@ final class AttentionTests: XCTestCase {
         let expected = Tensor(shape: [batch, heads, tokens, d], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
         forEachKernel {
             for chunk in [4, 256] {
-                let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk) { head, rows, scores, ld in
+                let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk, bias: AttentionBias { head, rows, scores, ld in
                     for (r, row) in rows.enumerated() { for column in 0..<tokens { scores[r * ld + column] = Float(bias(head, row, column)) } }
-                }
+                })
                 assertClose(got, expected.doubles, shape: [batch, tokens, heads * d], "self-attention, chunks of \(chunk) on \(GEMMKernel.current)")
             }
         }

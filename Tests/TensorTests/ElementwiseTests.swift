@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensor
 import XCTest
@@ -44,6 +45,25 @@ final class ElementwiseTests: XCTestCase {
             }
             x.softmaxLastDim()
             assertClose(x, want, shape: shape, "softmax \(shape)")
+        }
+    }
+
+    /// Attention's softmax numerators (hand-written where the CPU has AVX-512, one pass for the exponentials and
+    /// their sum) times each row's 1 / Σ give the bits of the softmax itself (the generic loops' build), at row
+    /// lengths around the vector width and the 64 partial sums, with a row stride past the row and a logit that the
+    /// exponential's lower clamp catches.
+    func testSoftmaxNumeratorsGiveTheSoftmaxBits() {
+        for n in [1, 15, 16, 17, 63, 64, 100, 196, 4096] {
+            let (rows, stride) = (16, n + 5)
+            var x = randomTensor([rows * stride], seed: 47, range: -90...90).storage
+            x[n / 2] = -1000
+            var softmax = x, inverse = [Float](repeating: 0, count: rows)
+            ck_softmax_numerators(&x, rows, n, stride, &inverse)
+            ck_softmax_rows(&softmax, rows, n, stride)
+            for r in 0..<rows {
+                let numerators = (0..<n).map { x[r * stride + $0] * inverse[r] }, want = Array(softmax[(r * stride)..<(r * stride + n)])
+                XCTAssertEqual(numerators, want, "row \(r) of \(n)")
+            }
         }
     }
 

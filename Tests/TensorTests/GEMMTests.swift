@@ -113,6 +113,46 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// A grid's parts as the epilogue's start (SAM's relative positions: h[i, j / s] + w[i, j % s]) give the bits of
+    /// the parts written into C first and the product added onto them (beta 1): added by the 12 × 32 tiles as they
+    /// finish where each lies in one grid row, else written first by ck_sgemm itself — a grid of 14, or a cut
+    /// 16 columns into one of 32 — over one slice of k and two, a block of rows with an edge tile and several.
+    func testGridEpilogueGivesTheBitsOfThePartsWrittenFirst() throws {
+        try XCTSkipIf(ck_sgemm_supported() == 0, "our kernel does not run on this CPU (it needs AVX2 and FMA)")
+        for (m, side, k) in [(13, 32, 70), (301, 32, 300), (13, 14, 70)] {
+            let n = side * side
+            let a = randomTensor([m, k], seed: 15), b = randomTensor([k, n], seed: 16)
+            let h = randomTensor([m, side], seed: 17, range: -3...3), w = randomTensor([m, side], seed: 18, range: -3...3)
+            var parts = [Float](repeating: 0, count: m * n)
+            for i in 0..<m { for j in 0..<n { parts[i * n + j] = h.storage[i * side + j / side] + w.storage[i * side + j % side] } }
+            func run(_ cuts: [(Int, Int, Int, Int)], grid: Bool) -> [Float] {
+                var c = grid ? [Float](repeating: .nan, count: m * n) : parts
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        h.withUnsafeBufferPointer { h in
+                            w.withUnsafeBufferPointer { w in
+                                var left = ck_operand(data: a.baseAddress, row: k, col: 1, packed: nil, patches: nil)
+                                var right = ck_operand(data: b.baseAddress, row: n, col: 1, packed: nil, patches: nil)
+                                var epilogue = ck_epilogue()
+                                (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (h.baseAddress, w.baseAddress, side)
+                                withUnsafePointer(to: epilogue) { epilogue in
+                                    for (m0, m1, n0, n1) in cuts {
+                                        XCTAssertEqual(ck_sgemm(m, n, k, 0.5, &left, &right, grid ? 0 : 1, &c, n, m0, m1, n0, n1, grid ? epilogue : nil), 0)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                return c
+            }
+            let want = run([(0, m, 0, n)], grid: false)
+            XCTAssertEqual(run([(0, m, 0, n)], grid: true), want, "\(m) rows, grid of \(side), k \(k)")
+            XCTAssertEqual(run([(0, 7, 0, n), (7, m, 0, 32), (7, m, 32, n)], grid: true), want, "cut in 32s, grid of \(side)")
+            XCTAssertEqual(run([(0, m, 0, 16), (0, m, 16, n)], grid: true), want, "cut 16 columns in, grid of \(side)")
+        }
+    }
+
     func testBatchedMatmulWithAndWithoutTransposedOther() { forEachKernel(batchedMatmul) }
 
     func batchedMatmul() {

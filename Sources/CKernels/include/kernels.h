@@ -70,14 +70,18 @@ typedef struct {
 } ck_operand;
 // What a product does to C's values besides the sums (a bias, SiLU and residual, fused so that C is written once and
 // never re-read): C starts from `row_bias[i]` for row i (a convolution's), or from `col_bias[j]` for column j (a
-// linear layer's), instead of beta · C (beta is not used); once summed, `silu` applies x · σ(x) (the same polynomial
-// as ck_silu, the same bits), then `residual[i · ldr + j]` is added. NULL pointers and 0 leave that step out.
+// linear layer's), or from grid_h[i · s + j / s] + grid_w[i · s + j % s] with s = `grid_side` (SAM's decomposed
+// relative positions: n = s² keys on an s × s grid; ck_sgemm only), instead of beta · C (beta is not used); once
+// summed, `silu` applies x · σ(x) (the same polynomial as ck_silu, the same bits), then `residual[i · ldr + j]` is
+// added. NULL pointers and 0 leave that step out; at most one of the three starting points.
 typedef struct {
     const float *row_bias;
     int silu;
     const float *residual;
     long ldr;
     const float *col_bias;
+    const float *grid_h, *grid_w;
+    long grid_side;
 } ck_epilogue;
 // 1 where the CPU has AVX2 and FMA, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
