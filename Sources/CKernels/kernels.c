@@ -116,7 +116,7 @@ void ck_keep_large_allocations(void) {
 #define ADD_REPEATING_BODY                                                                   \
     for (long start = 0; start < n; start += period)                                        \
         for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
-#define GELU_BODY    for (long i = 0; i < n; i++) p[i] = 0.5f * p[i] * (1.0f + erf_poly(p[i] * 0.70710678118654752f));
+#define GELU_BODY    for (long i = 0; i < n; i++) p[i] = gelu_poly(p[i]);
 // 16 floats as one value (two 8-lane registers with AVX2, scalars in the generic build), for loops whose partial sums
 // must stay in registers; read from any float's address.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -134,10 +134,10 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
             const float *v = x + i * ldx + j0;                                                       \
             float *gi = g + i * 16;                                                                  \
             if (w == 16) {                                                                           \
-                for (int l = 0; l < 16; l++) gi[l] = 0.5f * v[l] * (1.0f + erf_poly(v[l] * 0.70710678118654752f)); \
+                for (int l = 0; l < 16; l++) gi[l] = gelu_poly(v[l]);                                 \
             } else {                                                                                 \
                 for (int l = 0; l < 16; l++) gi[l] = l < w ? v[l] : 0.0f;                             \
-                for (int l = 0; l < 16; l++) gi[l] = 0.5f * gi[l] * (1.0f + erf_poly(gi[l] * 0.70710678118654752f)); \
+                for (int l = 0; l < 16; l++) gi[l] = gelu_poly(gi[l]);                                \
             }                                                                                        \
         }                                                                                            \
         for (long m = 0; m < count; m++) {                                                           \

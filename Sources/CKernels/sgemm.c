@@ -420,7 +420,7 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
                                                                  const float *restrict b, const float *restrict b2, long ldb,
                                                                  float *restrict c, long ldc, float alpha, float beta, int first,
                                                                  const float *bias, int per_row, const float *gh, const float *gw,
-                                                                 long gs) {
+                                                                 long gs, const float *res, long ldr) {
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     // A packed (lda 0): rows 0–5 in the panel at a, 6–11 in the next; A in place: row r at a + r · lda, k along it.
@@ -447,7 +447,8 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)                                         \
         _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) {                                 \
             float *p = c + r * ldc + q * NR;                                                                  \
-            _mm512_storeu_ps(p, store);                                                                       \
+            const __m512 sum = store;                                                                         \
+            _mm512_storeu_ps(p, res ? _mm512_add_ps(sum, _mm512_loadu_ps(res + r * ldr + q * NR)) : sum);     \
         }
     if (gh) {  // a grid's parts, the tile within one grid row: h's value in a row, w's 32 (see ck_epilogue)
         EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_add_ps(_mm512_set1_ps(gh[r * gs]), _mm512_loadu_ps(gw + r * gs + q * NR))))
@@ -467,36 +468,36 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
 #define TILE_ROWS(panels)                                                                                          \
     switch (rows) {                                                                                                \
-    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
-    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
-    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;        \
-    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs); break;          \
-    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs);\
+    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
+    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
+    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
+    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
+    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);\
     }
 AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
                                 float beta, int first, const float *bias, int per_row) {
-    const float *b2 = b, *gh = NULL, *gw = NULL;
-    const long lda = 0, gs = 0;
+    const float *b2 = b, *gh = NULL, *gw = NULL, *res = NULL;
+    const long lda = 0, gs = 0, ldr = 0;
     TILE_ROWS(1)
 }
 // With `gh`: the tile starts from a grid's parts (gh[r · gs] + gw[r · gs + c], see ck_epilogue).
 AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
                                 float alpha, float beta, int first, const float *bias, int per_row, const float *gh, const float *gw,
-                                long gs) {
+                                long gs, const float *res, long ldr) {
     const long lda = 0;
     TILE_ROWS(2)
 }
 // kernel_12x32 reading a row-major A in place, its rows lda apart (the same sums, the same bits).
 AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, long lda, const float *b, const float *b2, long ldb, float *c,
                                          long ldc, float alpha, float beta, int first, const float *bias, int per_row, const float *gh,
-                                         const float *gw, long gs) {
+                                         const float *gw, long gs, const float *res, long ldr) {
     TILE_ROWS(2)
 }
 #undef TILE_ROWS
@@ -593,15 +594,24 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
     const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual);
+    // Without SiLU, the tiles add the residual to their sums as they store them (not in a pass over C after).
+    const int adding = finishing && !e->silu && e->residual;
     // A grid's parts for the tiles' rows from i, their 32 columns from j within one grid row (ck_sgemm saw to it).
     const long gs = first && e && e->grid_h ? e->grid_side : 0;
     const float *gh = gs ? e->grid_h + i * gs + j / gs : NULL, *gw = gs ? e->grid_w + i * gs + j % gs : NULL;
     for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * (lda ? lda : kc), c += 2 * MR * ldc) {
         const long tile_rows = min_long(2 * MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias, *th = gh ? gh + ir * gs : NULL, *tw = gw ? gw + ir * gs : NULL;
-        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs);
-        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs);
-        if (finishing) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
+        const float *res = adding ? e->residual + (i + ir) * e->ldr + j : NULL;
+        if (finishing && e->residual)  // its rows far apart (a transformer's residual stream): asked for before the sums
+            for (long r = 0; r < tile_rows; r++) {
+                const float *q = e->residual + (i + ir + r) * e->ldr + j;
+                _mm_prefetch((const char *)q, _MM_HINT_T0);
+                _mm_prefetch((const char *)(q + 2 * NR - 1), _MM_HINT_T0);
+            }
+        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, e ? e->ldr : 0);
+        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, e ? e->ldr : 0);
+        if (finishing && !adding) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }
 

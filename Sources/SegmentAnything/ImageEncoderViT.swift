@@ -77,11 +77,11 @@ struct ImageEncoderViT {
         } else {
             heads = attention(block, qkv: qkv.reshaped([1, side * side, 3 * c]), size: side)
         }
-        var y = x.adding(block.proj(heads).reshaped([1, side, side, c]))
+        // x + proj(heads), then y + lin2(GELU(lin1(norm2(y)))), the residuals added as the products store their sums.
+        let y = block.proj(heads, residual: x.reshaped([side * side, c])).reshaped([1, side, side, c])
         var hidden = block.lin1(layerNorm(y, weight: block.norm2.weight, bias: block.norm2.bias, eps: 1e-6))
         hidden.gelu()
-        y = y.adding(block.lin2(hidden))
-        return y
+        return block.lin2(hidden, residual: y)
     }
 
     /// Multi-head attention over B windows of S × S tokens, from their qkv projection [B, S · S, 3C], with decomposed

@@ -34,9 +34,11 @@ struct LinearLayer {
     var packed: PackedBF16?
     var packedFP32: PackedLinearWeight?
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        if let packed { return linear(x, packedWeight: packed, bias: bias) }
-        return linear(x, weight: weight, bias: bias, packed: packedFP32)
+    /// The layer, with `residual` added (as our kernel stores its sums, where it runs the product).
+    func callAsFunction(_ x: Tensor, residual: Tensor? = nil) -> Tensor {
+        guard let packed else { return linear(x, weight: weight, bias: bias, packed: packedFP32, residual: residual) }
+        let y = linear(x, packedWeight: packed, bias: bias)
+        return residual.map { y.adding($0) } ?? y
     }
 
     /// The layer on `rows` rows at `x`, into `y`.

@@ -125,9 +125,8 @@ func runConvolution(
                 } else if fused {
                     for group in 0..<g.groups {
                         let first = group * og * plane
-                        let epilogue = ck_epilogue(row_bias: b.map { $0 + group * og }, silu: silu ? 1 : 0,
-                                                   residual: r.map { $0 + first }, ldr: plane, col_bias: nil,
-                                                   grid_h: nil, grid_w: nil, grid_side: 0)
+                        var epilogue = ck_epilogue()
+                        (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (b.map { $0 + group * og }, silu ? 1 : 0, r.map { $0 + first }, plane)
                         let source = x + group * s.cg * s.h * s.w
                         filters.withOperand(group: group) { a in
                             if pointwise {
@@ -175,8 +174,8 @@ private func winogradConvolution(
     filters.withWinogradFilters { u in
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
-                let epilogue = ck_epilogue(row_bias: b, silu: silu ? 1 : 0, residual: residual.map { $0.base + image * $0.stride },
-                                           ldr: s.h * s.w, col_bias: nil, grid_h: nil, grid_w: nil, grid_side: 0)
+                var epilogue = ck_epilogue()
+                (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (b, silu ? 1 : 0, residual.map { $0.base + image * $0.stride }, s.h * s.w)
                 // Parts in whole pairs of panels, 32 tiles (see ck_winograd_conv3x3's blocks).
                 let start = { (part: Int) in part == parts ? tiles : tiles * part / parts / 32 * 32 }
                 withUnsafePointer(to: epilogue) { e in
@@ -215,7 +214,8 @@ private func openBLASConvolution(
     }
 }
 
-private func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+/// `body` with the tensor's storage, or with nil for no tensor.
+public func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     guard let tensor else { return body(nil) }
     return tensor.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

@@ -1,33 +1,41 @@
 import CKernels
 
 /// `torch.nn.functional.linear`: x [..., in] · Wᵀ + b with W in PyTorch's [out, in] layout → [..., out]; `packed`,
-/// the same weight packed once (the same bits, without packing it again).
-public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed: PackedLinearWeight? = nil) -> Tensor {
+/// the same weight packed once (the same bits, without packing it again); `residual` (the output's shape) added:
+/// `residual + linear(x)`, as a transformer block's projections.
+public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed: PackedLinearWeight? = nil, residual: Tensor? = nil) -> Tensor {
     precondition(weight.rank == 2 && input.dim(-1) == weight.shape[1], "linear: input \(input.shape), weight \(weight.shape)")
     let rows = input.count / max(1, input.dim(-1))
     var output = Tensor(uninitialized: Array(input.shape.dropLast()) + [weight.shape[0]])  // the bias or GEMM writes all
+    precondition(residual == nil || residual!.count == output.count, "linear: residual \(residual!.shape), output \(output.shape)")
     guard output.count > 0 else { return output }
     input.withUnsafeBufferPointer { x in
-        output.withUnsafeMutableBufferPointer { y in linear(x.baseAddress!, rows: rows, weight: weight, bias: bias, packed: packed, into: y.baseAddress!) }
+        withOptionalBuffer(residual) { r in
+            output.withUnsafeMutableBufferPointer { y in
+                linear(x.baseAddress!, rows: rows, weight: weight, bias: bias, packed: packed, residual: r, into: y.baseAddress!)
+            }
+        }
     }
     return output
 }
 
-/// `linear` on `rows` rows of in floats at `x`, into rows of out floats at `y`.
+/// `linear` on `rows` rows of in floats at `x`, into rows of out floats at `y` (`residual` laid out as y).
 public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor?, packed: PackedLinearWeight? = nil,
-                   into y: UnsafeMutablePointer<Float>) {
+                   residual: UnsafePointer<Float>? = nil, into y: UnsafeMutablePointer<Float>) {
     let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
     precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
     if let bias, oursRunsProduct(columns: outFeatures) || GEMMKernel.current == .ours && !(packed?.values.isEmpty ?? true) {
-        // Our kernel starts each row from the bias as it stores the first sums: no pass over y before the product.
+        // Our kernel starts each row from the bias as it stores the first sums, and adds the residual as it stores the
+        // last: no pass over y before or after the product.
         return weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
                 (packed?.values ?? []).withUnsafeBufferPointer { p in
                     let right = p.isEmpty ? ck_operand(data: w.baseAddress!, row: 1, col: inFeatures, packed: nil, patches: nil)
                                           : ck_operand(data: nil, row: 0, col: 0, packed: p.baseAddress!, patches: nil)
+                    var epilogue = ck_epilogue()
+                    (epilogue.col_bias, epilogue.residual, epilogue.ldr) = (b.baseAddress, residual, outFeatures)
                     product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
-                            b: right, beta: 0, c: y, ldc: outFeatures,
-                            epilogue: ck_epilogue(row_bias: nil, silu: 0, residual: nil, ldr: 0, col_bias: b.baseAddress!, grid_h: nil, grid_w: nil, grid_side: 0))
+                            b: right, beta: 0, c: y, ldc: outFeatures, epilogue: epilogue)
                 }
             }
         }
@@ -38,6 +46,14 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
     weight.withUnsafeBufferPointer { w in
         multiplyTransposed(x, rows: rows, lda: inFeatures, w.baseAddress!, n: outFeatures, k: inFeatures, ldb: inFeatures, packed: packed,
                            beta: bias == nil ? 0 : 1, into: y, ldc: outFeatures)
+    }
+    if let residual { add(residual, onto: y, count: rows * outFeatures) }
+}
+
+/// y += residual over `count` values, as a pass after a product where our kernel does not add it (the same bits).
+public func add(_ residual: UnsafePointer<Float>, onto y: UnsafeMutablePointer<Float>, count: Int) {
+    Threading.parallelFor(count, grain: 32_768) { range in
+        ck_add_repeating(y + range.lowerBound, residual + range.lowerBound, y + range.lowerBound, range.count, range.count)
     }
 }
 
@@ -52,7 +68,7 @@ public func linearTransposed(_ x: UnsafePointer<Float>, rows: Int, weight: Tenso
             if GEMMKernel.current == .ours {
                 product(m: outFeatures, n: rows, k: inFeatures, alpha: 1, a: ck_operand(data: w.baseAddress!, row: inFeatures, col: 1, packed: nil, patches: nil),
                         b: ck_operand(data: x, row: 1, col: inFeatures, packed: nil, patches: nil), beta: 0, c: y, ldc: ldy,
-                        epilogue: ck_epilogue(row_bias: b.baseAddress!, silu: 0, residual: nil, ldr: 0, col_bias: nil, grid_h: nil, grid_w: nil, grid_side: 0))
+                        epilogue: { var e = ck_epilogue(); e.row_bias = b.baseAddress; return e }())
                 return
             }
             for o in 0..<outFeatures { (y + o * ldy).update(repeating: b[o], count: rows) }

@@ -81,6 +81,18 @@ public struct Tensor: Equatable, @unchecked Sendable {
         return Tensor(shape: resolved, storage: storage)
     }
 
+    /// (p, q) where `order` keeps axes 0..<p and moves q..<rank before p..<q (two groups swapped), else nil.
+    private static func swappedGroups(_ order: [Int]) -> (Int, Int)? {
+        let rank = order.count
+        for p in 0..<rank {
+            for q in (p + 1)..<max(p + 1, rank) {
+                let swapped: [Int] = Array(0..<p) + Array(q..<rank) + Array(p..<q)
+                if order == swapped { return (p, q) }
+            }
+        }
+        return nil
+    }
+
     /// Dimensions permuted (a copy), like `tensor.permute(order).contiguous()`.
     public func permuted(_ order: [Int]) -> Tensor {
         precondition(order.sorted() == Array(0..<rank), "\(order) is not a permutation of \(rank) axes")
@@ -90,10 +102,11 @@ public struct Tensor: Equatable, @unchecked Sendable {
         let strides = order.map { inStrides[$0] }
         var out = [Float](repeating: 0, count: count)
         if count == 0 { return Tensor(shape: outShape, storage: out) }
-        if rank >= 2, order == Array(0..<(rank - 2)) + [rank - 1, rank - 2] {
-            // The last two axes swapped (SAM's decoder: [1, C, HW] → [1, HW, C] per predict): matrix transposes in
-            // 32 × 32 tiles, so that reads and writes both run along cache lines.
-            let (rows, columns, tile) = (shape[rank - 2], shape[rank - 1], 32)
+        if let (p, q) = Self.swappedGroups(order) {
+            // Two groups of axes swapped, the axes before them kept: matrix transposes of [rows, columns] blocks
+            // (SAM's decoder: [1, C, HW] → [1, HW, C] per predict; its encoder: [1, C, H, W] → [1, H, W, C] and
+            // back) in 32 × 32 tiles, so that reads and writes both run along cache lines.
+            let (rows, columns, tile) = (shape[p..<q].reduce(1, *), shape[q...].reduce(1, *), 32)
             let tileRows = (rows + tile - 1) / tile
             storage.withUnsafeBufferPointer { src in
                 out.withUnsafeMutableBufferPointer { dst in

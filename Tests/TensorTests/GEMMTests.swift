@@ -169,6 +169,20 @@ final class GEMMTests: XCTestCase {
 
     func testLinearMatchesFloat64WithAndWithoutBias() { forEachKernel(linearWithAndWithoutBias) }
 
+    /// A residual added by a linear layer (by our kernel's tiles as they store their last sums — tile pairs and an
+    /// edge of 11 columns, 12-row tiles and an edge row, one slice of k and three; after the product on OpenBLAS)
+    /// gives the bits of the layer and `adding`.
+    func testLinearWithResidualGivesTheBitsOfAddingAfter() {
+        forEachKernel {
+            for k in [70, 700] {
+                let x = randomTensor([301, k], seed: 19), w = randomTensor([75, k], seed: 20), b = randomTensor([75], seed: 21)
+                let r = randomTensor([301, 75], seed: 22)
+                XCTAssertEqual(linear(x, weight: w, bias: b, residual: r).storage, r.adding(linear(x, weight: w, bias: b)).storage,
+                               "k \(k) on \(GEMMKernel.current)")
+            }
+        }
+    }
+
     /// Few outputs (left to `gemm`), and 35 outputs over two k slices of our kernel, whose bias starts each column as the
     /// first slice's sums are stored (a pair of panels and an edge of 3 columns, rows past a tile's edge).
     func linearWithAndWithoutBias() {
@@ -196,12 +210,19 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// The general strided copy ([2, 0, 3, 1]) and the tiled transposes of two swapped groups of axes (SAM's
+    /// encoder: [0, 2, 3, 1] and [0, 3, 1, 2]; sizes off the 32-wide tiles) against index arithmetic.
     func testPermuteMatchesIndexArithmetic() {
-        let x = randomTensor([2, 3, 4, 5], seed: 11)
-        let y = x.permuted([2, 0, 3, 1])
-        XCTAssertEqual(y.shape, [4, 2, 5, 3])
-        for a in 0..<2 { for b in 0..<3 { for c in 0..<4 { for d in 0..<5 {
-            XCTAssertEqual(y.storage[((c * 2 + a) * 5 + d) * 3 + b], x.storage[((a * 3 + b) * 4 + c) * 5 + d])
-        } } } }
+        let x = randomTensor([2, 3, 34, 5], seed: 11)
+        for order in [[2, 0, 3, 1], [0, 2, 3, 1], [0, 3, 1, 2], [1, 2, 3, 0]] {
+            let y = x.permuted(order)
+            XCTAssertEqual(y.shape, order.map { x.shape[$0] })
+            var index = [0, 0, 0, 0]
+            for a in 0..<2 { for b in 0..<3 { for c in 0..<34 { for d in 0..<5 {
+                index = [a, b, c, d]
+                let at = order.reduce(0) { $0 * x.shape[$1] + index[$1] }
+                XCTAssertEqual(y.storage[at], x.storage[((a * 3 + b) * 34 + c) * 5 + d], "\(order) at \(index)")
+            } } } }
+        }
     }
 }
