@@ -103,15 +103,19 @@ struct ImageEncoderViT {
                     relH.withUnsafeMutableBufferPointer { rh in
                         relW.withUnsafeMutableBufferPointer { rw in
                             let (qp, th, tw, rh, rw) = (qp.baseAddress!, th.baseAddress!, tw.baseAddress!, rh.baseAddress!, rw.baseAddress!)
+                            // Rh[i]ᵀ and Rw[i]ᵀ packed once for every window and head (were packed by each of their
+                            // windows × heads products).
+                            let (packedH, packedW) = ((0..<s).map { PackedLinearWeight(th + $0 * s * d, out: s, in: d, stride: d) },
+                                                      (0..<s).map { PackedLinearWeight(tw + $0 * s * d, out: s, in: d, stride: d) })
                             Threading.parallelFor(b * heads * s) { items in
                                 for item in items {
                                     let (bh, i) = (item / s, item % s)
                                     let queries = qp + (bh / heads) * tokens * row + (bh % heads) * d
                                     let (h, w) = (rh + bh * tokens * s, rw + bh * tokens * s)
-                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * s * row, lda: row, b: th + i * s * d, ldb: d,
-                                         c: h + i * s * s, ldc: s)
-                                    gemm(transB: true, m: s, n: s, k: d, a: queries + i * row, lda: s * row, b: tw + i * s * d, ldb: d,
-                                         c: w + i * s, ldc: s * s)
+                                    multiplyTransposed(queries + i * s * row, rows: s, lda: row, th + i * s * d, n: s, k: d, ldb: d, packed: packedH[i],
+                                                       into: h + i * s * s, ldc: s)
+                                    multiplyTransposed(queries + i * row, rows: s, lda: s * row, tw + i * s * d, n: s, k: d, ldb: d, packed: packedW[i],
+                                                       into: w + i * s, ldc: s * s)
                                 }
                             }
                         }

@@ -94,7 +94,7 @@ public func multiplyTransposed(_ a: UnsafePointer<Float>, rows: Int, lda: Int, _
 /// A linear layer's weight [out, in] packed once as our kernel's right operand Wᵀ. A layer that runs on a few rows
 /// at a time (the mask decoder's tokens: 7 rows for a box) would otherwise pack its whole weight on every call, at a
 /// cost above its multiply-adds. Empty where our kernel does not run the products (`GEMMKernel.current` when it is
-/// made), and for fewer than 16 outputs (`gemm` runs those unpacked).
+/// made, and fewer than 12 outputs: `gemm` gives those to OpenBLAS).
 public struct PackedLinearWeight: Sendable {
     let values: [Float]
 
@@ -105,7 +105,7 @@ public struct PackedLinearWeight: Sendable {
 
     /// The same for a weight [out, in] whose rows are `stride` apart (a slice of columns of a wider matrix).
     public init(_ weight: UnsafePointer<Float>, out: Int, in inFeatures: Int, stride: Int) {
-        guard GEMMKernel.current == .ours, out >= Int(CK_SGEMM_NR) else { values = []; return }
+        guard oursRunsProduct(columns: out) else { values = []; return }
         values = packedB(ck_operand(data: weight, row: 1, col: stride, packed: nil, patches: nil), k: inFeatures, n: out)
     }
 }
