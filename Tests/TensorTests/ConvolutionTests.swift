@@ -146,6 +146,10 @@ final class ConvolutionTests: XCTestCase {
     /// of the tiles.
     func testWinogradEqualsTheDefinition() throws {
         try XCTSkipIf(ck_winograd_supported() == 0, "Winograd's convolution runs where the CPU has AVX-512")
+        try onOurKernel(winogradEqualsTheDefinition)
+    }
+
+    func winogradEqualsTheDefinition() throws {
         let cases: [(x: [Int], o: Int)] = [([1, 3, 1, 1], 2), ([2, 5, 7, 13], 7), ([1, 300, 5, 9], 13), ([1, 16, 40, 70], 50), ([1, 8, 2, 34], 4)]
         let same = Conv2dGeometry(padding: 1)
         for (index, test) in cases.enumerated() {

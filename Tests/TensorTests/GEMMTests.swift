@@ -101,11 +101,13 @@ final class GEMMTests: XCTestCase {
             Threading.count = threads
             defer { Threading.count = saved }
             var c = initial
-            a.withUnsafeBufferPointer { a in
-                b.withUnsafeBufferPointer { b in
-                    c.withUnsafeMutableBufferPointer { c in
-                        gemm(transB: true, m: m, n: n, k: k, alpha: 0.75, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: k,
-                             beta: 1.5, c: c.baseAddress!, ldc: n)
+            onOurKernel {
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        c.withUnsafeMutableBufferPointer { c in
+                            gemm(transB: true, m: m, n: n, k: k, alpha: 0.75, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: k,
+                                 beta: 1.5, c: c.baseAddress!, ldc: n)
+                        }
                     }
                 }
             }

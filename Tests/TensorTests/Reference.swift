@@ -47,6 +47,15 @@ extension Tensor {
     var doubles: [Double] { storage.map(Double.init) }
 }
 
+/// Runs `body` on our kernel (a test of its own properties), whatever `AUTOANNOTATE_GEMM` chose; the caller skips
+/// where the CPU cannot run it.
+func onOurKernel(_ body: () throws -> Void) rethrows {
+    let saved = GEMMKernel.current
+    defer { GEMMKernel.current = saved }
+    GEMMKernel.current = .ours
+    try body()
+}
+
 /// Runs `body` on each matrix-product kernel this CPU runs: ours (AVX2+FMA, no AVX-512) and OpenBLAS.
 func forEachKernel(_ body: () -> Void) {
     let saved = GEMMKernel.current
