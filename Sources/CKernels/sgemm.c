@@ -609,8 +609,10 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
                 _mm_prefetch((const char *)q, _MM_HINT_T0);
                 _mm_prefetch((const char *)(q + 2 * NR - 1), _MM_HINT_T0);
             }
-        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, e ? e->ldr : 0);
-        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, e ? e->ldr : 0);
+        const long ldr = res ? e->ldr : 0;
+        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs,
+                                       res, ldr);
+        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, ldr);
         if (finishing && !adding) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }
@@ -890,10 +892,11 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     }
     // (+ 16: the fast packing of A writes 8 floats for each k's 6, the last 2 landing past the end.)
     float *abuf = NULL, *bbuf = NULL;
-    if (!a->packed && !a_in_place(a, n0, n1)) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
+    const int packs_a = !a->packed && !a_in_place(a, n0, n1);
+    if (packs_a) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
-    if ((!a->packed && !a_in_place(a, n0, n1) && !abuf) || (!b->packed && !bbuf)) status = -2;
+    if ((packs_a && !abuf) || (!b->packed && !bbuf)) status = -2;
     else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
     free(abuf);
     free(bbuf);

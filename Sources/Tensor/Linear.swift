@@ -47,11 +47,11 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
         multiplyTransposed(x, rows: rows, lda: inFeatures, w.baseAddress!, n: outFeatures, k: inFeatures, ldb: inFeatures, packed: packed,
                            beta: bias == nil ? 0 : 1, into: y, ldc: outFeatures)
     }
-    if let residual { add(residual, onto: y, count: rows * outFeatures) }
+    if let residual { addResidual(residual, onto: y, count: rows * outFeatures) }
 }
 
 /// y += residual over `count` values, as a pass after a product where our kernel does not add it (the same bits).
-public func add(_ residual: UnsafePointer<Float>, onto y: UnsafeMutablePointer<Float>, count: Int) {
+private func addResidual(_ residual: UnsafePointer<Float>, onto y: UnsafeMutablePointer<Float>, count: Int) {
     Threading.parallelFor(count, grain: 32_768) { range in
         ck_add_repeating(y + range.lowerBound, residual + range.lowerBound, y + range.lowerBound, range.count, range.count)
     }
