@@ -180,7 +180,10 @@ private func attendHeads(
                 ck_softmax_numerators(scores, rows, tk, ld, inverse)
                 gemm(m: rows, n: v.head, k: tk, a: scores, lda: ld, b: values, ldb: v.row, c: out, ldc: outRow)
             }
-            for r in 0..<rows { for c in 0..<v.head { out[r * outRow + c] *= inverse[r] } }
+            for r in 0..<rows {  // a row pointer and its factor hoisted: the inner loop vectorises
+                let (row, factor) = (out + r * outRow, inverse[r])
+                for c in 0..<v.head { row[c] *= factor }
+            }
         }
     }
 }
