@@ -603,12 +603,6 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
         const long tile_rows = min_long(2 * MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias, *th = gh ? gh + ir * gs : NULL, *tw = gw ? gw + ir * gs : NULL;
         const float *res = adding ? e->residual + (i + ir) * e->ldr + j : NULL;
-        if (finishing && e->residual)  // its rows far apart (a transformer's residual stream): asked for before the sums
-            for (long r = 0; r < tile_rows; r++) {
-                const float *q = e->residual + (i + ir + r) * e->ldr + j;
-                _mm_prefetch((const char *)q, _MM_HINT_T0);
-                _mm_prefetch((const char *)(q + 2 * NR - 1), _MM_HINT_T0);
-            }
         const long ldr = res ? e->ldr : 0;
         if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs,
                                        res, ldr);
