@@ -11,6 +11,7 @@
 #include "packing.h"
 #include "polynomials.h"
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +25,7 @@
 #define MR CK_SGEMM_MR
 #define NR CK_SGEMM_NR
 #define KC CK_SGEMM_KC  // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
-#define MC 144   // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows,
+#define MC CK_SGEMM_MC  // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows,
                  // one block that streams B panel by panel)
 #define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
 
@@ -788,6 +789,24 @@ static long a_in_place(const ck_operand *a, long n0, long n1) {
     return ck_cpu_has_avx512() && a->data && !a->packed && a->col == 1 && cols % (2 * NR) == 0 && cols <= 4 * NR ? a->row : 0;
 }
 
+// C's rows [ic, ic + mc) × columns [jc, jc + nc) from the slice [pc, pc + kc) of k, B's block of that slice packed at
+// bblock: A's rows packed (or read in place, lda) and run past every B panel.
+AVX2 static void rows_of_block(long m, long k, float alpha, const ck_operand *a, long lda, const float *bblock, float beta, float *c,
+                               long ldc, long ic, long mc, long jc, long nc, long pc, long kc, const ck_epilogue *e, float *abuf) {
+    const int wide = ck_cpu_has_avx512(), first = pc == 0, last = pc + kc == k;
+    const float *panels = lda ? a->data + ic * lda + pc : a_panels(a, m, ic, mc, pc, kc, abuf);
+    for (long jr = 0; jr < nc; jr += NR) {
+        if (wide && nc - jr >= 2 * NR) {
+            row_of_tile_pairs(kc, panels, lda, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first, last, e,
+                              ic, jc + jr);
+            jr += NR;
+            continue;
+        }
+        row_of_tiles(kc, panels, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first, last, e,
+                     ic, jc + jr);
+    }
+}
+
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
                         float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
     const int wide = ck_cpu_has_avx512();
@@ -828,20 +847,8 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
             } else {
                 pack_b_block(b, pc, kc, jc, nc, bbuf);
             }
-            for (long ic = m0; ic < m1; ic += MC) {
-                const long mc = min_long(MC, m1 - ic);
-                const float *panels = lda ? a->data + ic * lda + pc : a_panels(a, m, ic, mc, pc, kc, abuf);
-                for (long jr = 0; jr < nc; jr += NR) {
-                    if (wide && nc - jr >= 2 * NR) {
-                        row_of_tile_pairs(kc, panels, lda, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first,
-                                          last, e, ic, jc + jr);
-                        jr += NR;
-                        continue;
-                    }
-                    row_of_tiles(kc, panels, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first,
-                                 last, e, ic, jc + jr);
-                }
-            }
+            for (long ic = m0; ic < m1; ic += MC)
+                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, ic, min_long(MC, m1 - ic), jc, nc, pc, kc, e, abuf);
         }
     }
 }
@@ -896,6 +903,67 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     free(bbuf);
     return status;
 }
+
+// A product's row blocks shared among threads: the product runs in phases (B's blocks of NC columns × KC deep, in
+// ck_sgemm's order), and in each phase a thread takes the next block of MC rows that is left — so a thread that
+// runs slower (a core shared with another VM, an interrupt) leaves its rows to the others instead of keeping them
+// waiting at the end. A block's slices stay in order: a thread waits (rarely: the block is one of the previous
+// phase's last) until the previous phase is done with it.
+struct ck_shared_rows {
+    long blocks, phases;
+    _Atomic long *next;  // per phase: the next block to take
+    _Atomic long *done;  // per block: the phases done
+};
+
+ck_shared_rows *ck_shared_rows_create(long m, long n, long k) {
+    ck_shared_rows *w = malloc(sizeof(ck_shared_rows));
+    if (!w) return NULL;
+    w->blocks = (m + MC - 1) / MC;
+    w->phases = (n + NC - 1) / NC * ((k + KC - 1) / KC);
+    w->next = calloc((size_t)(w->phases + w->blocks), sizeof(_Atomic long));
+    if (!w->next) { free(w); return NULL; }
+    w->done = w->next + w->phases;
+    return w;
+}
+
+void ck_shared_rows_free(ck_shared_rows *w) {
+    if (w) free(w->next);
+    free(w);
+}
+
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
+                         const ck_epilogue *epilogue, ck_shared_rows *w) {
+    if (!ck_sgemm_supported()) return -1;
+    if (epilogue && epilogue->grid_h) return -3;
+    const long lda = a_in_place(a, 0, n);
+    float *abuf = a->packed || lda ? NULL : aligned_alloc(64, sizeof(float) * (MC * KC + 16));
+    float *bbuf = b->packed ? NULL : aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n), NR) * KC);
+    if ((!a->packed && !lda && !abuf) || (!b->packed && !bbuf)) {  // the other threads take every block
+        free(abuf);
+        free(bbuf);
+        return -2;
+    }
+    long phase = 0;
+    for (long jc = 0; jc < n; jc += NC) {
+        const long nc = min_long(NC, n - jc);
+        for (long pc = 0; pc < k; pc += KC, phase++) {
+            const long kc = min_long(KC, k - pc);
+            const float *bblock = b->packed ? b->packed + pc * round_up(n, NR) + jc * kc : NULL;
+            for (long i; (i = atomic_fetch_add_explicit(&w->next[phase], 1, memory_order_relaxed)) < w->blocks;) {
+                if (!bblock) {
+                    pack_b_block(b, pc, kc, jc, nc, bbuf);
+                    bblock = bbuf;
+                }
+                while (atomic_load_explicit(&w->done[i], memory_order_acquire) < phase) _mm_pause();
+                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, i * MC, min_long(MC, m - i * MC), jc, nc, pc, kc, epilogue, abuf);
+                atomic_store_explicit(&w->done[i], phase + 1, memory_order_release);
+            }
+        }
+    }
+    free(abuf);
+    free(bbuf);
+    return 0;
+}
 #else
 int ck_sgemm_supported(void) { return 0; }
 int ck_cpu_has_avx512(void) { return 0; }
@@ -908,6 +976,12 @@ int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, 
 }
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue) {
+    return -1;
+}
+ck_shared_rows *ck_shared_rows_create(long m, long n, long k) { return NULL; }
+void ck_shared_rows_free(ck_shared_rows *w) {}
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
+                         const ck_epilogue *epilogue, ck_shared_rows *w) {
     return -1;
 }
 #endif

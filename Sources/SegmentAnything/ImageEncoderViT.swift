@@ -107,8 +107,8 @@ struct ImageEncoderViT {
                             // windows × heads products).
                             let (packedH, packedW) = ((0..<s).map { PackedLinearWeight(th + $0 * s * d, out: s, in: d, stride: d) },
                                                       (0..<s).map { PackedLinearWeight(tw + $0 * s * d, out: s, in: d, stride: d) })
-                            Threading.parallelFor(b * heads * s) { items in
-                                for item in items {
+                            Threading.parallelItems(b * heads * s) { next in
+                                while let item = next() {
                                     let (bh, i) = (item / s, item % s)
                                     let queries = qp + (bh / heads) * tokens * row + (bh % heads) * d
                                     let (h, w) = (rh + bh * tokens * s, rw + bh * tokens * s)

@@ -130,12 +130,12 @@ private func attendHeads(
     // Score rows a line longer than the keys: the product with V reads a dozen of them at once in place, which at
     // 4,096 keys (16 KB) apart would all fall in the same L1 sets.
     let ld = tk + 16
-    Threading.parallelFor(batch * heads * chunks) { items in
+    Threading.parallelItems(batch * heads * chunks) { next in
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * ld), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
         defer { scores.deallocate(); inverse.deallocate() }
         var packed: (entryHead: Int, keys: PackedBF16, values: PackedBF16)?  // a thread's items run head by head
         var packedFP32: (entryHead: Int, keys: [Float], values: [Float])?
-        for item in items {
+        while let item = next() {
             let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
             let rows = min(chunk, tq - start)
             let (queries, keys, values) = (qb + entry * q.entry + start * q.row + head * q.head, kb + entry * k.entry + head * k.head,

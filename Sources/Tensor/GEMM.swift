@@ -89,6 +89,10 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
     var byRows = b.packed != nil || (b.patches == nil && m >= n)
     if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
+    if parts > 1 && byRows && m >= 4 * Int(CK_SGEMM_MC) * parts && epilogue?.grid_h == nil {
+        sharedRows(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c, ldc: ldc, epilogue: epilogue, threads: parts)
+        return
+    }
     withUnsafePointer(to: a) { a in
         withUnsafePointer(to: b) { b in
             withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
@@ -101,6 +105,28 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
                     precondition(status == 0, "GEMM failed: out of memory")
                 }
                 if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
+            }
+        }
+    }
+}
+
+/// A large product by rows on every thread, each taking blocks of rows as it goes (`ck_sgemm_shared_rows`): on a
+/// machine whose cores run at uneven speeds — a VM's, a core shared with another process — a fixed share per thread
+/// leaves the fast ones idle at the end of each product (3–5 % of SAM's encoder on a 2-core VM).
+private func sharedRows(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
+                        c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue?, threads: Int) {
+    guard let work = ck_shared_rows_create(m, n, k) else { preconditionFailure("GEMM failed: out of memory") }
+    defer { ck_shared_rows_free(work) }
+    withUnsafePointer(to: a) { a in
+        withUnsafePointer(to: b) { b in
+            withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
+                let e = epilogue == nil ? nil : finish
+                Threading.parallelFor(threads) { range in
+                    for _ in range {
+                        let status = ck_sgemm_shared_rows(m, n, k, alpha, a, b, beta, c, ldc, e, work)
+                        precondition(status == 0, "GEMM failed: out of memory")
+                    }
+                }
             }
         }
     }

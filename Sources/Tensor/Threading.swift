@@ -37,6 +37,30 @@ public enum Threading {
     /// True on a thread that is already inside a `parallelFor` body.
     public static var isInsideParallelRegion: Bool { pthread_getspecific(insideKey) != nil }
 
+    /// Runs `body` once on each of up to `count` threads, which take the items `0..<n` through `next` until it
+    /// returns nil: each thread its own contiguous share in order, then the others' last items — so that a thread
+    /// slowed by the machine (a VM's core shared with another tenant) leaves its work to the others instead of
+    /// keeping them idle at the end. `body` keeps what it likes between its items (a head's packed keys). Items
+    /// must not depend on one another; nested calls run serially.
+    public static func parallelItems(_ n: Int, _ body: (_ next: () -> Int?) -> Void) {
+        guard n > 0 else { return }
+        let parts = isInsideParallelRegion ? 1 : min(count, n)
+        guard parts > 1, let work = ck_items_create(n, parts) else {
+            var items = (0..<n).makeIterator()
+            parallelFor(1) { _ in body { items.next() } }
+            return
+        }
+        defer { ck_items_free(work) }
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
+            defer { pthread_setspecific(insideKey, nil) }
+            body {
+                let item = ck_items_next(work, part)
+                return item >= 0 ? item : nil
+            }
+        }
+    }
+
     /// Runs `body` over `0..<n` split into at most `count` contiguous ranges, in parallel; ranges are never
     /// smaller than `grain` iterations, so tiny loops stay on the calling thread. Nested calls run serially.
     public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {

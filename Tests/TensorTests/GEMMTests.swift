@@ -1,5 +1,6 @@
 import CKernels
 import Tensor
+import Foundation
 import XCTest
 
 final class GEMMTests: XCTestCase {
@@ -97,23 +98,85 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(run([(0, 7, 0, 64), (7, m, 0, 64), (0, m, 64, n)], packB: true), whole, "A in place, packed B")
         // And through `gemm` at any thread count.
         for threads in [1, 2, 3] {
-            let saved = Threading.count
-            Threading.count = threads
-            defer { Threading.count = saved }
-            var c = initial
-            onOurKernel {
-                a.withUnsafeBufferPointer { a in
-                    b.withUnsafeBufferPointer { b in
-                        c.withUnsafeMutableBufferPointer { c in
-                            gemm(transB: true, m: m, n: n, k: k, alpha: 0.75, a: a.baseAddress!, lda: k, b: b.baseAddress!, ldb: k,
-                                 beta: 1.5, c: c.baseAddress!, ldc: n)
+            XCTAssertEqual(gemmOnOurKernel(threads: threads, a, b, transB: true, m: m, n: n, k: k, c: initial), whole, "gemm with \(threads) threads")
+        }
+    }
+
+    /// C = 0.75 · A·op(B) + 1.5 · C through `gemm` on our kernel with `threads` threads.
+    func gemmOnOurKernel(threads: Int, _ a: Tensor, _ b: Tensor, transB: Bool, m: Int, n: Int, k: Int, c initial: Tensor) -> [Float] {
+        let saved = Threading.count
+        Threading.count = threads
+        defer { Threading.count = saved }
+        var c = initial
+        onOurKernel {
+            withBuffers([a, b]) { p in
+                c.withUnsafeMutableBufferPointer { c in
+                    gemm(transB: transB, m: m, n: n, k: k, alpha: 0.75, a: p[0], lda: k, b: p[1], ldb: transB ? k : n, beta: 1.5, c: c.baseAddress!, ldc: n)
+                }
+            }
+        }
+        return c.storage
+    }
+
+    /// A large product shared by row blocks (`ck_sgemm_shared_rows`: each thread takes the next block of rows of each
+    /// phase as it goes) gives the bits of one ck_sgemm call, whichever thread ran which block: over two column
+    /// blocks of B and three slices of k, with B packed and not, a column bias and a residual — run by 1, 2 and 3
+    /// threads at once, and by `gemm` on 2 threads.
+    func testSharedRowsGiveTheBitsOfOneCall() throws {
+        try XCTSkipIf(ck_sgemm_supported() == 0, "our kernel does not run on this CPU (it needs AVX2 and FMA): OpenBLAS runs every product")
+        let (m, n, k) = (1_200, 3_100, 530)  // 9 blocks of 144 rows (the last 48), 2 blocks of columns, 3 slices
+        let a = randomTensor([m, k], seed: 21), b = randomTensor([k, n], seed: 22)
+        let bias = randomTensor([n], seed: 23), residual = randomTensor([m, n], seed: 24), initial = randomTensor([m, n], seed: 25)
+        var packed = [Float](repeating: .nan, count: ck_sgemm_packed_b_count(k, n))
+        func run(threads: Int, packB: Bool, epilogue: Bool) -> [Float] {
+            var c = initial.storage
+            withBuffers([a, b, bias, residual]) { p in
+                let left = ck_operand(data: p[0], row: k, col: 1, packed: nil, patches: nil)
+                var right = ck_operand(data: p[1], row: n, col: 1, packed: nil, patches: nil)
+                if packB { ck_sgemm_pack_b(&right, k, n, &packed) }
+                packed.withUnsafeBufferPointer { packed in
+                    if packB { right = ck_operand(data: nil, row: 0, col: 0, packed: packed.baseAddress, patches: nil) }
+                    var finish = ck_epilogue()
+                    (finish.col_bias, finish.residual, finish.ldr) = (p[2], p[3], n)
+                    let (l, r, f) = (copied(left), copied(right), copied(finish))
+                    defer { l.deallocate(); r.deallocate(); f.deallocate() }
+                    c.withUnsafeMutableBufferPointer { c in
+                        let e = epilogue ? UnsafePointer(f) : nil
+                        if threads == 0 {
+                            XCTAssertEqual(ck_sgemm(m, n, k, 0.75, l, r, 1.5, c.baseAddress, n, 0, m, 0, n, e), 0)
+                            return
+                        }
+                        let work = ck_shared_rows_create(m, n, k)
+                        defer { ck_shared_rows_free(work) }
+                        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                            XCTAssertEqual(ck_sgemm_shared_rows(m, n, k, 0.75, l, r, 1.5, c.baseAddress, n, e, work), 0)
                         }
                     }
                 }
             }
-            XCTAssertEqual(c.storage, whole, "gemm with \(threads) threads")
+            return c
         }
+        for epilogue in [false, true] {
+            let whole = run(threads: 0, packB: false, epilogue: epilogue)
+            for threads in [1, 2, 3] {
+                XCTAssertEqual(differing(run(threads: threads, packB: false, epilogue: epilogue), whole), 0, "\(threads) threads, epilogue \(epilogue)")
+            }
+            XCTAssertEqual(differing(run(threads: 2, packB: true, epilogue: epilogue), whole), 0, "packed B, epilogue \(epilogue)")
+        }
+        // `gemm` hands a product this large to the shared blocks on 2 threads.
+        XCTAssertEqual(differing(gemmOnOurKernel(threads: 2, a, b, transB: false, m: m, n: n, k: k, c: initial),
+                                 run(threads: 0, packB: false, epilogue: false)), 0, "gemm on 2 threads")
     }
+
+    /// A copy of `value` at a pointer of its own (for C calls from several threads; deallocate it).
+    func copied<T>(_ value: T) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
+        p.initialize(to: value)
+        return p
+    }
+
+    /// How many elements of two equally long arrays differ in their bits.
+    func differing(_ x: [Float], _ y: [Float]) -> Int { zip(x, y).filter { $0.bitPattern != $1.bitPattern }.count }
 
     /// A grid's parts as the epilogue's start (SAM's relative positions: h[i, j / s] + w[i, j % s]) give the bits of
     /// the parts written into C first and the product added onto them (beta 1): added by the 12 × 32 tiles as they
@@ -129,20 +192,14 @@ final class GEMMTests: XCTestCase {
             for i in 0..<m { for j in 0..<n { parts[i * n + j] = h.storage[i * side + j / side] + w.storage[i * side + j % side] } }
             func run(_ cuts: [(Int, Int, Int, Int)], grid: Bool) -> [Float] {
                 var c = grid ? [Float](repeating: .nan, count: m * n) : parts
-                a.withUnsafeBufferPointer { a in
-                    b.withUnsafeBufferPointer { b in
-                        h.withUnsafeBufferPointer { h in
-                            w.withUnsafeBufferPointer { w in
-                                var left = ck_operand(data: a.baseAddress, row: k, col: 1, packed: nil, patches: nil)
-                                var right = ck_operand(data: b.baseAddress, row: n, col: 1, packed: nil, patches: nil)
-                                var epilogue = ck_epilogue()
-                                (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (h.baseAddress, w.baseAddress, side)
-                                withUnsafePointer(to: epilogue) { epilogue in
-                                    for (m0, m1, n0, n1) in cuts {
-                                        XCTAssertEqual(ck_sgemm(m, n, k, 0.5, &left, &right, grid ? 0 : 1, &c, n, m0, m1, n0, n1, grid ? epilogue : nil), 0)
-                                    }
-                                }
-                            }
+                withBuffers([a, b, h, w]) { p in
+                    var left = ck_operand(data: p[0], row: k, col: 1, packed: nil, patches: nil)
+                    var right = ck_operand(data: p[1], row: n, col: 1, packed: nil, patches: nil)
+                    var epilogue = ck_epilogue()
+                    (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (p[2], p[3], side)
+                    withUnsafePointer(to: epilogue) { epilogue in
+                        for (m0, m1, n0, n1) in cuts {
+                            XCTAssertEqual(ck_sgemm(m, n, k, 0.5, &left, &right, grid ? 0 : 1, &c, n, m0, m1, n0, n1, grid ? epilogue : nil), 0)
                         }
                     }
                 }

@@ -20,6 +20,12 @@ func randomTensor(_ shape: [Int], seed: UInt64, range: ClosedRange<Float> = -1..
     return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: range, using: &generator) })
 }
 
+/// `body` with the storage of each tensor, in order (for C kernels that take several).
+func withBuffers<R>(_ tensors: [Tensor], _ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
+    guard let first = tensors.first else { return try body([]) }
+    return try first.withUnsafeBufferPointer { p in try withBuffers(Array(tensors.dropFirst())) { try body([p.baseAddress!] + $0) } }
+}
+
 /// The tolerance every kernel is held to against its float64 reference.
 let kernelTolerance = 1e-5
 

@@ -55,6 +55,7 @@ int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, 
 #define CK_SGEMM_MR 6   // rows of the register tile (and of a packed A panel)
 #define CK_SGEMM_NR 16  // columns of a packed B panel
 #define CK_SGEMM_KC 256 // k per slice: a packed operand is stored slice after slice
+#define CK_SGEMM_MC 144 // rows of A per block
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
 typedef struct {
     const float *x;
@@ -101,6 +102,15 @@ void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 // ck_sgemm_supported() is 0, -2 when out of memory, else 0. `epilogue` may be NULL.
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
              long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *epilogue);
+// The whole of a large product (C = alpha · A·B + beta · C, as ck_sgemm over [0, m) × [0, n)) run by every thread that
+// calls ck_sgemm_shared_rows with the same `ck_shared_rows` (made for that m, n and k, used once): each thread takes
+// blocks of rows as it goes, so the threads finish together whatever their speed. The same bits as ck_sgemm. Returns
+// -1 where ck_sgemm_supported() is 0, -2 when out of memory (that thread takes no rows), -3 for a grid epilogue, else 0.
+typedef struct ck_shared_rows ck_shared_rows;
+ck_shared_rows *ck_shared_rows_create(long m, long n, long k);
+void ck_shared_rows_free(ck_shared_rows *work);
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
+                         const ck_epilogue *epilogue, ck_shared_rows *work);
 
 // The mask decoder's scores of a prompt's t token rows against an image's n rows read through a map's parts
 // (RowsProjection.scores), for heads h < heads and image rows j in [j0, j1) (j0 a multiple of CK_SGEMM_NR):
@@ -131,6 +141,14 @@ int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed)
 // is 0, -2 when out of memory, else 0.
 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
                         const ck_epilogue *epilogue);
+
+// Items 0 ..< n (n < 2³²) shared by `threads` threads (work.c): thread t owns the t-th of equal contiguous shares and
+// takes them in order; once they are gone it takes the last item left of the thread with the most. Any thread may call
+// ck_items_next at any time; every item is returned once, then -1.
+typedef struct ck_items ck_items;
+ck_items *ck_items_create(long n, long threads);
+void ck_items_free(ck_items *work);
+long ck_items_next(ck_items *work, long thread);
 
 // IEEE half-precision values to float, exactly (F16C where the CPU has it).
 void ck_halves_to_floats(const uint16_t *h, float *out, long n);
