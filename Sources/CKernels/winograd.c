@@ -172,34 +172,42 @@ static long block_tiles(long c) {
     return pairs < 1 ? 2 * NR : min_long(MAX_BLOCK, 2 * NR * pairs);
 }
 
-AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
-                               const ck_epilogue *e) {
+// The convolution's items: blocks of bt tiles (from tile 0) × blocks of FILTER_BLOCK output channels, tile block by
+// tile block; a thread that takes a tile block's items in turn transforms its input once.
+static long tile_blocks(long c, long h, long w) { return ((h + 1) / 2 * ((w + 1) / 2) + block_tiles(c) - 1) / block_tiles(c); }
+static long filter_blocks(long o) { return (o + FILTER_BLOCK - 1) / FILTER_BLOCK; }
+
+long ck_winograd_items(long o, long c, long h, long w) { return tile_blocks(c, h, w) * filter_blocks(o); }
+
+AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *e,
+                               ck_items *work, long thread) {
     if (!ck_winograd_supported()) return -1;
-    if (t1 <= t0) return 0;
-    const long plane = h * w, bt = block_tiles(c), acount = ck_sgemm_packed_a_count(o, c), fb = min_long(FILTER_BLOCK, o);
+    const long tiles = (h + 1) / 2 * ((w + 1) / 2), plane = h * w, bt = block_tiles(c), acount = ck_sgemm_packed_a_count(o, c);
+    const long fb = min_long(FILTER_BLOCK, o), items = ck_winograd_items(o, c, h, w);
     float *gathered = aligned_alloc(64, sizeof(float) * CHANNELS * POINTS * bt);
     float *v = aligned_alloc(64, sizeof(float) * POINTS * c * bt);
     float *m = aligned_alloc(64, sizeof(float) * POINTS * fb * bt);
     int status = gathered && v && m ? 0 : -2;
-    // Blocks of equal size in whole pairs of panels (the 12 × 32 tile): only a range's end leaves a panel alone or
-    // partly filled (the kernel's slower 12 × 16 and edge tiles).
-    const long blocks = (t1 - t0 + bt - 1) / bt, step = round_up((t1 - t0 + blocks - 1) / blocks, 2 * NR);
-    for (long tb = t0; status == 0 && tb < t1; tb += step) {
-        const long n = min_long(step, t1 - tb), n16 = round_up(n, NR);
-        transform_input(x, c, h, w, tb, n, gathered, v);
-        tile_runs runs[MAX_BLOCK / NR];
-        for (long q = 0; q < n16 / NR; q++) runs[q] = runs_of_panel(tb + q * NR, min_long(NR, n - q * NR), h, w);
-        for (long f0 = 0; f0 < o; f0 += fb) {
-            const long f1 = min_long(o, f0 + fb);
-            for (int p = 0; p < POINTS; p++) {
-                const ck_operand a = {.packed = filters + p * acount}, b = {.packed = v + p * c * n16};
-                // The product writes rows [f0, f1) of C: C's row f0 is the block's first row of point p.
-                float *rows = m + p * fb * bt - f0 * bt;
-                if (ck_sgemm(o, n, c, 1, &a, &b, 0, rows, bt, f0, f1, 0, n, NULL) != 0) status = -2;
-            }
-            for (long f = f0; status == 0 && f < f1; f++)
-                for (long q = 0; q < n16 / NR; q++) transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
+    tile_runs runs[MAX_BLOCK / NR];
+    long transformed = -1;  // the tile block whose input v holds
+    for (long item = 0; status == 0;) {
+        const long next = work ? ck_items_next(work, thread) : item++;
+        if (next < 0 || next >= items) break;
+        const long tb = next / filter_blocks(o) * bt, n = min_long(bt, tiles - tb), n16 = round_up(n, NR);
+        const long f0 = next % filter_blocks(o) * FILTER_BLOCK, f1 = min_long(o, f0 + FILTER_BLOCK);
+        if (transformed != tb) {
+            transform_input(x, c, h, w, tb, n, gathered, v);
+            for (long q = 0; q < n16 / NR; q++) runs[q] = runs_of_panel(tb + q * NR, min_long(NR, n - q * NR), h, w);
+            transformed = tb;
         }
+        for (int p = 0; p < POINTS; p++) {
+            const ck_operand a = {.packed = filters + p * acount}, b = {.packed = v + p * c * n16};
+            // The product writes rows [f0, f1) of C: C's row f0 is the block's first row of point p.
+            float *rows = m + p * fb * bt - f0 * bt;
+            if (ck_sgemm(o, n, c, 1, &a, &b, 0, rows, bt, f0, f1, 0, n, NULL) != 0) status = -2;
+        }
+        for (long f = f0; status == 0 && f < f1; f++)
+            for (long q = 0; q < n16 / NR; q++) transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
     }
     free(gathered);
     free(v);
@@ -209,8 +217,9 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
 
 #else
 int ck_winograd_supported(void) { return 0; }
-int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
-                        const ck_epilogue *e) {
+long ck_winograd_items(long o, long c, long h, long w) { return 0; }
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *e,
+                        ck_items *work, long thread) {
     return -1;
 }
 #endif

@@ -163,28 +163,23 @@ func runConvolution(
     }
 }
 
-/// A 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3) (`ck_winograd_conv3x3`): each image's 2 × 2
-/// output tiles shared among the threads (any split gives the same bits), bias, SiLU and residual in its epilogue.
+/// A 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3) (`ck_winograd_conv3x3`): each image's blocks
+/// of 2 × 2 output tiles × output channels taken by the threads as they go (any split gives the same bits), bias,
+/// SiLU and residual in its epilogue.
 private func winogradConvolution(
     _ s: ConvolutionShape, x: ImagePlanes<UnsafePointer<Float>>, filters: ConvolutionFilters, bias: Tensor?, silu: Bool,
     residual: ImagePlanes<UnsafePointer<Float>>?, y: ImagePlanes<UnsafeMutablePointer<Float>>
 ) {
-    let tiles = (s.h + 1) / 2 * ((s.w + 1) / 2)
-    let parts = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, tiles / 32))
     filters.withWinogradFilters { u in
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
                 var epilogue = ck_epilogue()
                 (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (b, silu ? 1 : 0, residual.map { $0.base + image * $0.stride }, s.h * s.w)
-                // Parts in whole pairs of panels, 32 tiles (see ck_winograd_conv3x3's blocks).
-                let start = { (part: Int) in part == parts ? tiles : tiles * part / parts / 32 * 32 }
                 withUnsafePointer(to: epilogue) { e in
-                    let run = { (part: Int) in
-                        let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride,
-                                                         start(part), start(part + 1), e)
+                    Threading.parallelWork(ck_winograd_items(s.o, s.c, s.h, s.w)) { work, thread in
+                        let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride, e, work, thread)
                         precondition(status == 0, "Winograd convolution failed: out of memory")
                     }
-                    if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
                 }
             }
         }

@@ -97,14 +97,24 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
         withUnsafePointer(to: b) { b in
             withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
                 let e = epilogue == nil ? nil : finish
-                let run = { (part: Int) in
-                    let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (Int(CK_SGEMM_NR), columnUnits)
-                    let (start, end) = (units * part / parts * unit, units * (part + 1) / parts * unit)
+                // Piece `i` of `pieces`, in whole units: rows of the tile, or pairs of B panels (the 12 × 32 tile's).
+                let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (2 * Int(CK_SGEMM_NR), (n + 2 * Int(CK_SGEMM_NR) - 1) / (2 * Int(CK_SGEMM_NR)))
+                let run = { (i: Int, pieces: Int) in
+                    let (start, end) = (units * i / pieces * unit, units * (i + 1) / pieces * unit)
                     let status = byRows ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n, e)
                                         : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end), e)
                     precondition(status == 0, "GEMM failed: out of memory")
                 }
-                if parts == 1 { run(0) } else { Threading.parallelFor(parts) { range in range.forEach(run) } }
+                if parts == 1 {
+                    run(0, 1)
+                } else if byRows {  // one share of rows per thread: each share packs all of B
+                    Threading.parallelFor(parts) { range in range.forEach { run($0, parts) } }
+                } else {
+                    // Columns (each piece packs or gathers only its own) in about 8 pieces per thread, taken as the
+                    // threads go: a slower core leaves its last pieces to the others.
+                    let pieces = min(units, 8 * parts)
+                    Threading.parallelItems(pieces, threads: parts) { next in while let i = next() { run(i, pieces) } }
+                }
             }
         }
     }

@@ -41,23 +41,31 @@ public enum Threading {
     /// returns nil: each thread its own contiguous share in order, then the others' last items — so that a thread
     /// slowed by the machine (a VM's core shared with another tenant) leaves its work to the others instead of
     /// keeping them idle at the end. `body` keeps what it likes between its items (a head's packed keys). Items
-    /// must not depend on one another; nested calls run serially.
-    public static func parallelItems(_ n: Int, _ body: (_ next: () -> Int?) -> Void) {
-        guard n > 0 else { return }
-        let parts = isInsideParallelRegion ? 1 : min(count, n)
-        guard parts > 1, let work = ck_items_create(n, parts) else {
-            var items = (0..<n).makeIterator()
-            parallelFor(1) { _ in body { items.next() } }
-            return
+    /// must not depend on one another; nested calls run serially. At most `threads` threads take part.
+    public static func parallelItems(_ n: Int, threads: Int = .max, _ body: (_ next: () -> Int?) -> Void) {
+        parallelWork(n, threads: threads) { work, thread in
+            guard let work else {
+                var items = (0..<n).makeIterator()
+                return body { items.next() }
+            }
+            body {
+                let item = ck_items_next(work, thread)
+                return item >= 0 ? item : nil
+            }
         }
+    }
+
+    /// `parallelItems` for a C kernel that takes its items itself, by `ck_items_next(work, thread)`; `work` is nil
+    /// where one thread runs every item.
+    public static func parallelWork(_ n: Int, threads: Int = .max, _ body: (_ work: OpaquePointer?, _ thread: Int) -> Void) {
+        guard n > 0 else { return }
+        let parts = isInsideParallelRegion ? 1 : min(count, n, threads)
+        guard parts > 1, let work = ck_items_create(n, parts) else { return parallelFor(1) { _ in body(nil, 0) } }
         defer { ck_items_free(work) }
         DispatchQueue.concurrentPerform(iterations: parts) { part in
             pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
             defer { pthread_setspecific(insideKey, nil) }
-            body {
-                let item = ck_items_next(work, part)
-                return item >= 0 ? item : nil
-            }
+            body(work, part)
         }
     }
 

@@ -1,5 +1,6 @@
 import CKernels
 import Tensor
+import Foundation
 import XCTest
 
 final class ConvolutionTests: XCTestCase {
@@ -181,19 +182,23 @@ final class ConvolutionTests: XCTestCase {
             stack.convolve(x, filters: filters, bias: b, geometry: same, silu: true, addingChannels: 0..<test.o, into: test.o + c)
             XCTAssertEqual(channelRange(stack.tensor, (test.o + c)..<(2 * test.o + c)).storage, plain.storage, label + " in a stack")
 
-            // Any split of the tiles: the same bits.
-            let tiles = (h + 1) / 2 * ((w + 1) / 2)
+            // Any split of the items (blocks of tiles × blocks of filters) among threads: the same bits.
             var u = [Float](repeating: 0, count: ck_winograd_filters_count(test.o, c))
             XCTAssertEqual(ck_winograd_pack_filters(wt.storage, test.o, c, &u), 0)
-            var whole = [Float](repeating: .nan, count: test.o * h * w), pieces = whole
-            XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &whole, 0, tiles, nil), 0)
-            var start = 0
-            for size in [1, 17, 5, 40, 3] where start < tiles {
-                XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &pieces, start, min(tiles, start + size), nil), 0)
-                start += size
+            var whole = [Float](repeating: .nan, count: test.o * h * w)
+            XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &whole, nil, nil, 0), 0)
+            let items = ck_winograd_items(test.o, c, h, w)
+            for threads in [2, 3] {
+                var shared = [Float](repeating: .nan, count: test.o * h * w)
+                let work = ck_items_create(items, threads)
+                defer { ck_items_free(work) }
+                shared.withUnsafeMutableBufferPointer { y in
+                    DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                        XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, y.baseAddress, nil, work, thread), 0)
+                    }
+                }
+                XCTAssertEqual(shared, whole, label + ": \(items) items on \(threads) threads")
             }
-            if start < tiles { XCTAssertEqual(ck_winograd_conv3x3(u, test.o, c, h, w, x.storage, &pieces, start, tiles, nil), 0) }
-            XCTAssertEqual(pieces, whole, label + ": tiles in pieces")
             XCTAssertEqual(whole, Array(conv2d(x, filters: filters, geometry: same).storage.prefix(test.o * h * w)), label)
         }
     }

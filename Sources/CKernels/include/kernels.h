@@ -128,20 +128,6 @@ int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const 
 // product per head with beta 1. -1 where the CPU lacks AVX-512 or dh > 16, -2 when out of memory, else 0.
 int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx, float *out, long ldo);
 
-// 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c), where the CPU has
-// AVX-512: 1 there, else 0 (and ck_winograd_conv3x3 returns -1).
-int ck_winograd_supported(void);
-// Floats that ck_winograd_pack_filters writes for o filters [c, 3, 3].
-long ck_winograd_filters_count(long o, long c);
-// The filters [o, c, 3, 3] transformed (G g Gᵀ, 16 matrices [o × c]) and packed once. -2 when out of memory, else 0.
-int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed);
-// Output tiles [t0, t1) — 2 × 2 blocks of outputs, (h + 1) / 2 rows of (w + 1) / 2, row by row — of the convolution of
-// x [c, h, w] by the packed filters into y [o, h, w]; `epilogue` as for ck_sgemm (its residual laid out as y, `ldr`
-// floats per output channel), or NULL. Any split of the tiles gives the same bits. -1 where ck_winograd_supported()
-// is 0, -2 when out of memory, else 0.
-int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, long t0, long t1,
-                        const ck_epilogue *epilogue);
-
 // Items 0 ..< n (n < 2³²) shared by `threads` threads (work.c): thread t owns the t-th of equal contiguous shares and
 // takes them in order; once they are gone it takes the last item left of the thread with the most. Any thread may call
 // ck_items_next at any time; every item is returned once, then -1.
@@ -149,6 +135,22 @@ typedef struct ck_items ck_items;
 ck_items *ck_items_create(long n, long threads);
 void ck_items_free(ck_items *work);
 long ck_items_next(ck_items *work, long thread);
+
+// 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c), where the CPU has
+// AVX-512: 1 there, else 0 (and ck_winograd_conv3x3 returns -1).
+int ck_winograd_supported(void);
+// Floats that ck_winograd_pack_filters writes for o filters [c, 3, 3].
+long ck_winograd_filters_count(long o, long c);
+// The filters [o, c, 3, 3] transformed (G g Gᵀ, 16 matrices [o × c]) and packed once. -2 when out of memory, else 0.
+int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed);
+// The convolution of x [c, h, w] by the packed filters into y [o, h, w], in items (blocks of 2 × 2 output tiles ×
+// blocks of output channels: ck_winograd_items of them): those that ck_items_next gives `thread` from `work` (made for
+// that many items; shared by the threads that run the convolution together), or every item where `work` is NULL.
+// `epilogue` as for ck_sgemm (its residual laid out as y, `ldr` floats per output channel), or NULL. Any split of the
+// items gives the same bits. -1 where ck_winograd_supported() is 0, -2 when out of memory, else 0.
+long ck_winograd_items(long o, long c, long h, long w);
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *epilogue,
+                        ck_items *work, long thread);
 
 // IEEE half-precision values to float, exactly (F16C where the CPU has it).
 void ck_halves_to_floats(const uint16_t *h, float *out, long n);
