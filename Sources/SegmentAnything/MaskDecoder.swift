@@ -115,7 +115,7 @@ struct MaskDecoder {
                 // activations stay in that core's cache and no step waits for the others. Fewer prompts share the
                 // threads inside each step instead. The results are the same bits either way.
                 if n >= Threading.count {
-                    Threading.parallelFor(n) { $0.forEach(decode) }
+                    Threading.parallelItems(n) { next in while let prompt = next() { decode(prompt) } }
                 } else {
                     (0..<n).forEach(decode)
                 }
@@ -142,10 +142,10 @@ struct MaskDecoder {
         let (c1, c2) = (upscale1.weight.shape[0] / 4, upscale2.weight.shape[0] / 4)
         let (count, side, block) = (hypers.count / c2, 4 * g, blocks.map(\.count).max() ?? 0)
         hypers.withUnsafeBufferPointer { hypers in
-            Threading.parallelFor(blocks.count) { indices in
+            Threading.parallelItems(blocks.count) { next in
                 var first = [Float](repeating: 0, count: block * 4 * c1), second = [Float](repeating: 0, count: block * 16 * c2)
                 var logits = [Float](repeating: 0, count: block * 16 * count)
-                for index in indices {
+                while let index = next() {
                     let (start, pixels) = (blocks[index].lowerBound, blocks[index].count)
                     // [pixels, (block pixel, c1)], then as [4 · pixels, c1] rows: norm, GELU.
                     first.withUnsafeMutableBufferPointer { upscaled(start..<(start + pixels), $0.baseAddress!) }

@@ -145,8 +145,8 @@ public final class SamPredictor: @unchecked Sendable {
         var masks = [SamMask?](repeating: nil, count: logits.shape[0] * logits.shape[1])
         masks.withUnsafeMutableBufferPointer { masks in
             logits.withUnsafeBufferPointer { logits in
-                Threading.parallelFor(masks.count) { range in
-                    for i in range { masks[i] = upscale(logits.baseAddress! + i * side * side, side: side, width: w, height: h) }
+                Threading.parallelItems(masks.count) { next in
+                    while let i = next() { masks[i] = upscale(logits.baseAddress! + i * side * side, side: side, width: w, height: h) }
                 }
             }
         }
