@@ -99,6 +99,8 @@ def main():
             rows.append((f"{variant} decoder {boxes} box{'es' if boxes != '1' else ''}", f"{mine * 1000:.0f} ms{share}",
                          f"torch {theirs * 1000:.0f} ms", f"{theirs / mine:.2f}x", "", "", "", "3" if boxes == "50" else ""))
         rows.append(("the MLP's product alone (best GEMM)", "", "", "", f"{rate:.0f}", "1.00", "", ""))
+        sustained = ours["sgemm_sustained_gflops_per_s"]
+        rows.append((f"{variant} encoder against it run for as long", "", "", "", f"{sustained:.0f}", f"{encoder * sustained / gflops:.2f}", "", "1"))
         bf16_text, refusal = run_measured([BENCH, "bf16", "--model", model, "--threads", threads, "--repeats", args.encoder_repeats],
                                           may_fail=True)
         if bf16_text is None:
