@@ -1,5 +1,5 @@
 // Loops shared among threads: each thread takes its own items from the front and, once they are done, the others'
-// from the back (`Threading.parallelFor(_:balanced:)`).
+// from the back (`Threading.parallelItems`, `parallelWork`).
 #include "kernels.h"
 #include <stdatomic.h>
 #include <stdlib.h>

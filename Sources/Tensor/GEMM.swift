@@ -79,8 +79,8 @@ func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
     }
 }
 
-/// C = alpha · A·B + beta · C on our kernel, C cut into one block per thread. Any cut gives the same bits, so it is
-/// chosen for speed: by rows when B is packed, by columns when B is a convolution's patches (each block gathers only
+/// C = alpha · A·B + beta · C on our kernel, C cut among the threads. Any cut gives the same bits, so it is chosen
+/// for speed: by rows when B is packed, by columns when B is a convolution's patches (each block gathers only
 /// its own), else along the longer side, so that the other operand is re-packed least.
 func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
              c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue? = nil) {
@@ -89,14 +89,22 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
     var byRows = b.packed != nil || (b.patches == nil && m >= n)
     if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
-    if parts > 1 && byRows && m >= 4 * Int(CK_SGEMM_MC) * parts && epilogue?.grid_h == nil {
-        sharedRows(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c, ldc: ldc, epilogue: epilogue, threads: parts)
-        return
-    }
     withUnsafePointer(to: a) { a in
         withUnsafePointer(to: b) { b in
             withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
                 let e = epilogue == nil ? nil : finish
+                // A large product by rows: every thread takes blocks of rows as it goes (`ck_sgemm_shared_rows`). On a
+                // machine whose cores run at uneven speeds — a VM's, a core shared with another process — a fixed
+                // share per thread left the faster one idle at the end of each product (3–5 % of SAM's encoder on a
+                // 2-core VM).
+                if parts > 1 && byRows && m >= 4 * Int(CK_SGEMM_MC) * parts && epilogue?.grid_h == nil {
+                    guard let work = ck_shared_rows_create(m, n, k) else { preconditionFailure("GEMM failed: out of memory") }
+                    defer { ck_shared_rows_free(work) }
+                    Threading.parallelFor(parts) { range in
+                        for _ in range { precondition(ck_sgemm_shared_rows(m, n, k, alpha, a, b, beta, c, ldc, e, work) == 0, "GEMM failed: out of memory") }
+                    }
+                    return
+                }
                 // Piece `i` of `pieces`, in whole units: rows of the tile, or pairs of B panels (the 12 × 32 tile's).
                 let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (2 * Int(CK_SGEMM_NR), (n + 2 * Int(CK_SGEMM_NR) - 1) / (2 * Int(CK_SGEMM_NR)))
                 let run = { (i: Int, pieces: Int) in
@@ -114,28 +122,6 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
                     // threads go: a slower core leaves its last pieces to the others.
                     let pieces = min(units, 8 * parts)
                     Threading.parallelItems(pieces, threads: parts) { next in while let i = next() { run(i, pieces) } }
-                }
-            }
-        }
-    }
-}
-
-/// A large product by rows on every thread, each taking blocks of rows as it goes (`ck_sgemm_shared_rows`): on a
-/// machine whose cores run at uneven speeds — a VM's, a core shared with another process — a fixed share per thread
-/// leaves the fast ones idle at the end of each product (3–5 % of SAM's encoder on a 2-core VM).
-private func sharedRows(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
-                        c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue?, threads: Int) {
-    guard let work = ck_shared_rows_create(m, n, k) else { preconditionFailure("GEMM failed: out of memory") }
-    defer { ck_shared_rows_free(work) }
-    withUnsafePointer(to: a) { a in
-        withUnsafePointer(to: b) { b in
-            withUnsafePointer(to: epilogue ?? ck_epilogue()) { finish in
-                let e = epilogue == nil ? nil : finish
-                Threading.parallelFor(threads) { range in
-                    for _ in range {
-                        let status = ck_sgemm_shared_rows(m, n, k, alpha, a, b, beta, c, ldc, e, work)
-                        precondition(status == 0, "GEMM failed: out of memory")
-                    }
                 }
             }
         }
