@@ -523,11 +523,14 @@ AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, lon
 KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
 #undef KERNEL_ROWS
 
-// A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits).
+// A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits). With AVX-512,
+// up to 12 rows in 16 lanes (the 12 × 16 tile's sums: a panel of fewer than 16 columns — the windows' 14- and 196-key
+// products, YOLO's blocks' last columns — took the 6-row AVX2 kernel in two halves per row).
 AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                            float alpha, float beta, int first, const float *bias, int per_row) {
-    float sums[MR * NR];
-    switch (rows) {
+    float sums[2 * MR * NR];
+    if (ck_cpu_has_avx512()) kernel_12x16(rows, kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
+    else switch (rows) {
     case 1: kernel_1x16(kc, a, b, ldb, sums); break;
     case 2: kernel_2x16(kc, a, b, ldb, sums); break;
     case 3: kernel_3x16(kc, a, b, ldb, sums); break;
@@ -576,8 +579,8 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
     for (long ir = 0; ir < rows;) {
         long tile_rows = min_long(MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias;
+        if (wide) tile_rows = min_long(2 * MR, rows - ir);
         if (wide && cols == NR) {
-            tile_rows = min_long(2 * MR, rows - ir);
             kernel_12x16(tile_rows, kc, a, b, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
         } else if (tile_rows == MR && cols == NR) {
             kernel_6x16(kc, a, b, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
