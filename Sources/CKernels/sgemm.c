@@ -577,9 +577,8 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
     const float *bias = first ? starting_bias(e, i, j) : NULL;
     const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
     for (long ir = 0; ir < rows;) {
-        long tile_rows = min_long(MR, rows - ir);
+        const long tile_rows = min_long(wide ? 2 * MR : MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias;
-        if (wide) tile_rows = min_long(2 * MR, rows - ir);
         if (wide && cols == NR) {
             kernel_12x16(tile_rows, kc, a, b, ldb, c, ldc, alpha, beta, first, tile_bias, per_row);
         } else if (tile_rows == MR && cols == NR) {
