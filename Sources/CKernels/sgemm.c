@@ -544,13 +544,15 @@ AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, fl
                                     : finish(sums[r * NR + col], c[r * ldc + col], alpha, beta, first);
 }
 
-// The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU, then the residual; in 16
-// lanes where the CPU has AVX-512 (per element, so the same bits).
+// The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU or GELU, then the residual;
+// in 16 lanes where the CPU has AVX-512 (per element, so the same bits).
 #define FINISH_TILE_BODY                                                                     \
     for (long r = 0; r < rows; r++) {                                                        \
         float *p = c + r * ldc;                                                              \
         if (e->silu)                                                                         \
             for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);                          \
+        if (e->gelu)                                                                         \
+            for (long x = 0; x < cols; x++) p[x] = gelu_poly(p[x]);                          \
         if (e->residual) {                                                                   \
             const float *q = e->residual + (i + r) * e->ldr + j;                             \
             for (long x = 0; x < cols; x++) p[x] += q[x];                                    \
@@ -575,7 +577,7 @@ static const float *starting_bias(const ck_epilogue *e, long i, long j) {
 AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
                               float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
-    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual), wide = ck_cpu_has_avx512();
+    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->gelu || e->residual), wide = ck_cpu_has_avx512();
     for (long ir = 0; ir < rows;) {
         const long tile_rows = min_long(wide ? 2 * MR : MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias;
@@ -596,9 +598,9 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
 AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const float *b, long panel_stride, long ldb, float *c, long ldc,
                                    long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
-    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->residual);
-    // Without SiLU, the tiles add the residual to their sums as they store them (not in a pass over C after).
-    const int adding = finishing && !e->silu && e->residual;
+    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->gelu || e->residual);
+    // Without an activation, the tiles add the residual to their sums as they store them (not in a pass over C after).
+    const int adding = finishing && !e->silu && !e->gelu && e->residual;
     // A grid's parts for the tiles' rows from i, their 32 columns from j within one grid row (ck_sgemm saw to it).
     const long gs = first && e && e->grid_h ? e->grid_side : 0;
     const float *gh = gs ? e->grid_h + i * gs + j / gs : NULL, *gw = gs ? e->grid_w + i * gs + j % gs : NULL;

@@ -77,10 +77,10 @@ struct ImageEncoderViT {
         } else {
             heads = attention(block, qkv: qkv.reshaped([1, side * side, 3 * c]), size: side)
         }
-        // x + proj(heads), then y + lin2(GELU(lin1(norm2(y)))), the residuals added as the products store their sums.
+        // x + proj(heads), then y + lin2(GELU(lin1(norm2(y)))), GELU and the residuals applied as the products store
+        // their sums.
         let y = block.proj(heads, residual: x.reshaped([side * side, c])).reshaped([1, side, side, c])
-        var hidden = block.lin1(layerNorm(y, weight: block.norm2.weight, bias: block.norm2.bias, eps: 1e-6))
-        hidden.gelu()
+        let hidden = block.lin1(layerNorm(y, weight: block.norm2.weight, bias: block.norm2.bias, eps: 1e-6), gelu: true)
         return block.lin2(hidden, residual: y)
     }
 

@@ -34,10 +34,12 @@ struct LinearLayer {
     var packed: PackedBF16?
     var packedFP32: PackedLinearWeight?
 
-    /// The layer, with `residual` added (as our kernel stores its sums, where it runs the product).
-    func callAsFunction(_ x: Tensor, residual: Tensor? = nil) -> Tensor {
-        guard let packed else { return linear(x, weight: weight, bias: bias, packed: packedFP32, residual: residual) }
-        let y = linear(x, packedWeight: packed, bias: bias)
+    /// The layer, then GELU with `gelu`, with `residual` added (both as our kernel stores its sums, where it runs the
+    /// product).
+    func callAsFunction(_ x: Tensor, gelu: Bool = false, residual: Tensor? = nil) -> Tensor {
+        guard let packed else { return linear(x, weight: weight, bias: bias, packed: packedFP32, gelu: gelu, residual: residual) }
+        var y = linear(x, packedWeight: packed, bias: bias)
+        if gelu { y.gelu() }
         return residual.map { y.adding($0) } ?? y
     }
 

@@ -1,9 +1,11 @@
 import CKernels
 
 /// `torch.nn.functional.linear`: x [..., in] · Wᵀ + b with W in PyTorch's [out, in] layout → [..., out]; `packed`,
-/// the same weight packed once (the same bits, without packing it again); `residual` (the output's shape) added:
-/// `residual + linear(x)`, as a transformer block's projections.
-public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed: PackedLinearWeight? = nil, residual: Tensor? = nil) -> Tensor {
+/// the same weight packed once (the same bits, without packing it again); `gelu`: GELU(linear(x)), as an MLP's first
+/// layer (applied as our kernel stores the sums); `residual` (the output's shape) added: `residual + linear(x)`, as a
+/// transformer block's projections.
+public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed: PackedLinearWeight? = nil, gelu: Bool = false,
+                   residual: Tensor? = nil) -> Tensor {
     precondition(weight.rank == 2 && input.dim(-1) == weight.shape[1], "linear: input \(input.shape), weight \(weight.shape)")
     let rows = input.count / max(1, input.dim(-1))
     var output = Tensor(uninitialized: Array(input.shape.dropLast()) + [weight.shape[0]])  // the bias or GEMM writes all
@@ -12,7 +14,7 @@ public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed:
     input.withUnsafeBufferPointer { x in
         withOptionalBuffer(residual) { r in
             output.withUnsafeMutableBufferPointer { y in
-                linear(x.baseAddress!, rows: rows, weight: weight, bias: bias, packed: packed, residual: r, into: y.baseAddress!)
+                linear(x.baseAddress!, rows: rows, weight: weight, bias: bias, packed: packed, gelu: gelu, residual: r, into: y.baseAddress!)
             }
         }
     }
@@ -21,19 +23,19 @@ public func linear(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, packed:
 
 /// `linear` on `rows` rows of in floats at `x`, into rows of out floats at `y` (`residual` laid out as y).
 public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor?, packed: PackedLinearWeight? = nil,
-                   residual: UnsafePointer<Float>? = nil, into y: UnsafeMutablePointer<Float>) {
+                   gelu: Bool = false, residual: UnsafePointer<Float>? = nil, into y: UnsafeMutablePointer<Float>) {
     let (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0])
     precondition(bias == nil || bias!.shape == [outFeatures], "linear bias must be [\(outFeatures)]")
     if let bias, oursRunsProduct(columns: outFeatures) || GEMMKernel.current == .ours && !(packed?.values.isEmpty ?? true) {
-        // Our kernel starts each row from the bias as it stores the first sums, and adds the residual as it stores the
-        // last: no pass over y before or after the product.
+        // Our kernel starts each row from the bias as it stores the first sums, and applies GELU and adds the residual
+        // as it stores the last: no pass over y before or after the product.
         return weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
                 (packed?.values ?? []).withUnsafeBufferPointer { p in
                     let right = p.isEmpty ? ck_operand(data: w.baseAddress!, row: 1, col: inFeatures, packed: nil, patches: nil)
                                           : ck_operand(data: nil, row: 0, col: 0, packed: p.baseAddress!, patches: nil)
                     var epilogue = ck_epilogue()
-                    (epilogue.col_bias, epilogue.residual, epilogue.ldr) = (b.baseAddress, residual, outFeatures)
+                    (epilogue.col_bias, epilogue.gelu, epilogue.residual, epilogue.ldr) = (b.baseAddress, gelu ? 1 : 0, residual, outFeatures)
                     product(m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: ck_operand(data: x, row: inFeatures, col: 1, packed: nil, patches: nil),
                             b: right, beta: 0, c: y, ldc: outFeatures, epilogue: epilogue)
                 }
@@ -47,6 +49,7 @@ public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: T
         multiplyTransposed(x, rows: rows, lda: inFeatures, w.baseAddress!, n: outFeatures, k: inFeatures, ldb: inFeatures, packed: packed,
                            beta: bias == nil ? 0 : 1, into: y, ldc: outFeatures)
     }
+    if gelu { Threading.parallelFor(rows * outFeatures, grain: 32_768) { range in ck_gelu(y + range.lowerBound, range.count) } }
     if let residual { addResidual(residual, onto: y, count: rows * outFeatures) }
 }
 

@@ -228,16 +228,21 @@ final class GEMMTests: XCTestCase {
 
     func testLinearMatchesFloat64WithAndWithoutBias() { forEachKernel(linearWithAndWithoutBias) }
 
-    /// A residual added by a linear layer (by our kernel's tiles as they store their last sums — tile pairs and an
-    /// edge of 11 columns, 12-row tiles and an edge row, one slice of k and three; after the product on OpenBLAS)
-    /// gives the bits of the layer and `adding`.
-    func testLinearWithResidualGivesTheBitsOfAddingAfter() {
+    /// A residual and GELU applied by a linear layer (by our kernel's tiles as they store their last sums — tile pairs
+    /// and an edge of 11 columns, 12-row tiles and an edge row, one slice of k and three, rows shared block by block
+    /// among the threads; after the product on OpenBLAS) give the bits of the layer, then `gelu()` and `adding`.
+    func testLinearWithResidualAndGELUGivesTheBitsOfApplyingThemAfter() {
         forEachKernel {
-            for k in [70, 700] {
-                let x = randomTensor([301, k], seed: 19), w = randomTensor([75, k], seed: 20), b = randomTensor([75], seed: 21)
-                let r = randomTensor([301, 75], seed: 22)
-                XCTAssertEqual(linear(x, weight: w, bias: b, residual: r).storage, r.adding(linear(x, weight: w, bias: b)).storage,
-                               "k \(k) on \(GEMMKernel.current)")
+            for (rows, k) in [(301, 70), (301, 700), (1_200, 300)] {
+                let x = randomTensor([rows, k], seed: 19), w = randomTensor([75, k], seed: 20), b = randomTensor([75], seed: 21)
+                let r = randomTensor([rows, 75], seed: 22)
+                let plain = linear(x, weight: w, bias: b)
+                var activated = plain
+                activated.gelu()
+                let label = "\(rows) × \(k) on \(GEMMKernel.current)"
+                XCTAssertEqual(linear(x, weight: w, bias: b, residual: r).storage, r.adding(plain).storage, label)
+                XCTAssertEqual(linear(x, weight: w, bias: b, gelu: true).storage, activated.storage, label)
+                XCTAssertEqual(linear(x, weight: w, bias: b, gelu: true, residual: r).storage, r.adding(activated).storage, label)
             }
         }
     }

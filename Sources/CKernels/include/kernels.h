@@ -73,11 +73,11 @@ typedef struct {
 // never re-read): C starts from `row_bias[i]` for row i (a convolution's), or from `col_bias[j]` for column j (a
 // linear layer's), or from grid_h[i · s + j / s] + grid_w[i · s + j % s] with s = `grid_side` (SAM's decomposed
 // relative positions: n = s² keys on an s × s grid; ck_sgemm only), instead of beta · C (beta is not used); once
-// summed, `silu` applies x · σ(x) (the same polynomial as ck_silu, the same bits), then `residual[i · ldr + j]` is
-// added. NULL pointers and 0 leave that step out; at most one of the three starting points.
+// summed, `silu` applies x · σ(x) (the same polynomial as ck_silu, the same bits) or `gelu` GELU (as ck_gelu), then
+// `residual[i · ldr + j]` is added. NULL pointers and 0 leave that step out; at most one of the three starting points.
 typedef struct {
     const float *row_bias;
-    int silu;
+    int silu, gelu;
     const float *residual;
     long ldr;
     const float *col_bias;
