@@ -91,55 +91,46 @@ struct ImageEncoderViT {
     func attention(_ block: Block, qkv: Tensor, size s: Int) -> Tensor {
         let (c, heads) = (architecture.encoderWidth, architecture.encoderHeads)
         let d = c / heads, tokens = s * s, b = qkv.count / (tokens * 3 * c)
-        // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1], expanded to [S, S, d].
-        // rel_h[bh, qy, qx, ky] = Σ_c q[bh, (qy, qx), c] · Rh[qy, ky, c]: for one query row qy, the S queries
-        // (qy, ·) times Rh[qy]ᵀ, a GEMM; rel_w likewise for one column qx, its queries S rows apart (q unscaled).
-        let (expandedH, expandedW) = (Self.expand(block.relPosH, size: s, d: d), Self.expand(block.relPosW, size: s, d: d))
-        var relH = [Float](repeating: 0, count: b * heads * tokens * s), relW = relH
-        let row = 3 * c
+        // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1]. rel_h[bh, (qy, qx), ky] =
+        // q · Rh[qy, ky] and rel_w[bh, (qy, qx), kx] = q · Rw[qx, kx] (q unscaled): each query against all 2S − 1 rows
+        // of both tables (one product per block of a head's query rows, which are read once), then the rows its keys
+        // need picked out while the block is in cache — the same dot products, in one k slice, so the same bits as S
+        // products per window and head of S queries against the expanded tables, which left the kernel at a fraction
+        // of its rate.
+        let span = 2 * s - 1, row = 3 * c, rows = b * tokens, chunk = 128, count = b * heads * tokens * s
+        precondition(block.relPosH.shape == [span, d] && block.relPosW.shape == [span, d], "relative-position tables for \(s) × \(s) tokens")
+        var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }  // rel_h, then rel_w: all written
+        // The tables' rows in reverse order, so that the S values each query's keys need lie in order, S − 1 − qy
+        // (or qx) on.
+        let reversed = { (table: Tensor) in (0..<span).reversed().flatMap { table.storage[($0 * d)..<(($0 + 1) * d)] } }
+        let tables = Tensor(shape: [2 * span, d], storage: reversed(block.relPosH) + reversed(block.relPosW))
+        let packed = PackedLinearWeight(tables)
         qkv.withUnsafeBufferPointer { qp in
-            expandedH.withUnsafeBufferPointer { th in
-                expandedW.withUnsafeBufferPointer { tw in
-                    relH.withUnsafeMutableBufferPointer { rh in
-                        relW.withUnsafeMutableBufferPointer { rw in
-                            let (qp, th, tw, rh, rw) = (qp.baseAddress!, th.baseAddress!, tw.baseAddress!, rh.baseAddress!, rw.baseAddress!)
-                            // Rh[i]ᵀ and Rw[i]ᵀ packed once for every window and head (were packed by each of their
-                            // windows × heads products).
-                            let (packedH, packedW) = ((0..<s).map { PackedLinearWeight(th + $0 * s * d, out: s, in: d, stride: d) },
-                                                      (0..<s).map { PackedLinearWeight(tw + $0 * s * d, out: s, in: d, stride: d) })
-                            Threading.parallelItems(b * heads * s) { next in
-                                while let item = next() {
-                                    let (bh, i) = (item / s, item % s)
-                                    let queries = qp + (bh / heads) * tokens * row + (bh % heads) * d
-                                    let (h, w) = (rh + bh * tokens * s, rw + bh * tokens * s)
-                                    multiplyTransposed(queries + i * s * row, rows: s, lda: row, th + i * s * d, n: s, k: d, ldb: d, packed: packedH[i],
-                                                       into: h + i * s * s, ldc: s)
-                                    multiplyTransposed(queries + i * row, rows: s, lda: s * row, tw + i * s * d, n: s, k: d, ldb: d, packed: packedW[i],
-                                                       into: w + i * s, ldc: s * s)
-                                }
+            tables.withUnsafeBufferPointer { tp in
+                relative.withUnsafeMutableBufferPointer { rp in
+                    let (qp, tp, rel) = (qp.baseAddress!, tp.baseAddress!, rp.baseAddress!)
+                    Threading.parallelItems(heads * ((rows + chunk - 1) / chunk)) { next in
+                        let projected = UnsafeMutablePointer<Float>.allocate(capacity: chunk * 2 * span)
+                        defer { projected.deallocate() }
+                        while let item = next() {
+                            let (head, first) = (item % heads, item / heads * chunk)
+                            multiplyTransposed(qp + first * row + head * d, rows: min(chunk, rows - first), lda: row, tp, n: 2 * span, k: d, ldb: d,
+                                               packed: packed, into: projected, ldc: 2 * span)
+                            for r in first..<min(first + chunk, rows) {
+                                let (window, t) = (r / tokens, r % tokens)
+                                let at = projected + (r - first) * 2 * span + s - 1, to = rel + ((window * heads + head) * tokens + t) * s
+                                to.update(from: at - t / s, count: s)
+                                (to + count).update(from: at + span - t % s, count: s)
                             }
                         }
                     }
                 }
             }
         }
-        let out = relH.withUnsafeBufferPointer { rh in
-            relW.withUnsafeBufferPointer { rw in
-                return selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
-                                     bias: .decomposedRelativePositions(h: rh.baseAddress!, w: rw.baseAddress!, queries: tokens, side: s),
-                                     precision: precision)
-            }
+        return relative.withUnsafeBufferPointer { r in
+            selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
+                          bias: .decomposedRelativePositions(h: r.baseAddress!, w: r.baseAddress! + count, queries: tokens, side: s), precision: precision)
         }
-        return out
-    }
-
-    /// R[qi, ki, :] = table[qi − ki + S − 1] for qi, ki < S, as [S, S, d] (`get_rel_pos` for equal sizes).
-    static func expand(_ table: Tensor, size s: Int, d: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: s * s * d)
-        for qi in 0..<s {
-            for ki in 0..<s { out.replaceSubrange(((qi * s + ki) * d)..<((qi * s + ki + 1) * d), with: table.storage[((qi - ki + s - 1) * d)..<((qi - ki + s) * d)]) }
-        }
-        return out
     }
 
     /// window_partition of [side · side, C] rows, padded to a multiple of the window with `padding` (a row of C; zeros
