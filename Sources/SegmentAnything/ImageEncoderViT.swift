@@ -63,20 +63,13 @@ struct ImageEncoderViT {
     /// x + mlp(norm2(x)). `x` is [1, side, side, C].
     ///
     /// A windowed block's padding tokens are zeros after the norm, so their qkv is the bias, exactly: the projection
-    /// runs on the image's tokens only and its rows are partitioned, with the bias at the padding (ViT-B: 4,096
-    /// rows instead of 4,900); and as unpartition drops the padding queries' outputs, `proj` runs after it. Each
-    /// row's sums are those of the reference order, so the bits are the same.
+    /// runs on the image's tokens only (ViT-B: 4,096 rows instead of 4,900), the attention reads each window's tokens
+    /// from its rows and the bias for the padding, and as unpartition drops the padding queries' outputs, those are
+    /// never computed. Each row's sums are those of the reference order, so the bits are the same.
     func forward(_ block: Block, _ x: Tensor, side: Int, width c: Int) -> Tensor {
         let normed = layerNorm(x, weight: block.norm1.weight, bias: block.norm1.bias, eps: 1e-6)
         let qkv = block.qkv(normed.reshaped([side * side, c]))
-        let heads: Tensor  // the attention's output before `proj`, [side · side, C]
-        if block.windowSize > 0 {
-            let (windows, padded) = partition(qkv, side: side, window: block.windowSize, width: 3 * c, padding: block.qkv.bias?.storage)
-            let out = attention(block, qkv: windows, size: block.windowSize)
-            heads = unpartition(out, side: side, padded: padded, window: block.windowSize, width: c).reshaped([side * side, c])
-        } else {
-            heads = attention(block, qkv: qkv.reshaped([1, side * side, 3 * c]), size: side)
-        }
+        let heads = attention(block, qkv: qkv, side: side)  // before `proj`, [side · side, C]
         // x + proj(heads), then y + lin2(GELU(lin1(norm2(y)))), GELU and the residuals applied as the products store
         // their sums.
         let y = block.proj(heads, residual: x.reshaped([side * side, c])).reshaped([1, side, side, c])
@@ -84,22 +77,24 @@ struct ImageEncoderViT {
         return block.lin2(hidden, residual: y)
     }
 
-    /// Multi-head attention over B windows of S × S tokens, from their qkv projection [B, S · S, 3C], with decomposed
-    /// relative positions (added per block of score rows inside the chunked attention, never as a full tokens ×
-    /// tokens matrix) → [B, S · S, C], before `proj`. The heads are read in place from the qkv rows and written side
-    /// by side: no splits or permutes.
-    func attention(_ block: Block, qkv: Tensor, size s: Int) -> Tensor {
+    /// Multi-head attention over the block's windows of S × S tokens (one window of all tokens where it is global), from
+    /// the image's qkv projection [side · side, 3C], with decomposed relative positions (added per block of score rows
+    /// inside the chunked attention, never as a full tokens × tokens matrix) → [side · side, C], before `proj`. The
+    /// heads are read in place from the qkv rows and written side by side: no splits or permutes.
+    func attention(_ block: Block, qkv: Tensor, side: Int) -> Tensor {
         let (c, heads) = (architecture.encoderWidth, architecture.encoderHeads)
-        let d = c / heads, tokens = s * s, b = qkv.count / (tokens * 3 * c)
+        let s = block.windowSize > 0 ? block.windowSize : side, n = (side + s - 1) / s
+        let d = c / heads, tokens = s * s, row = 3 * c
         // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1]. rel_h[bh, (qy, qx), ky] =
-        // q · Rh[qy, ky] and rel_w[bh, (qy, qx), kx] = q · Rw[qx, kx] (q unscaled): each query against all 2S − 1 rows
-        // of both tables (one product per block of a head's query rows, which are read once), then the rows its keys
-        // need picked out while the block is in cache — the same dot products, in one k slice, so the same bits as S
-        // products per window and head of S queries against the expanded tables, which left the kernel at a fraction
-        // of its rate.
-        let span = 2 * s - 1, row = 3 * c, rows = b * tokens, chunk = 128, count = b * heads * tokens * s
+        // q · Rh[qy, ky] and rel_w[bh, (qy, qx), kx] = q · Rw[qx, kx] (q unscaled, (qy, qx) its place in its window):
+        // each query against all 2S − 1 rows of both tables (one product per block of a head's query rows, which are
+        // read once), then the rows its keys need picked out while the block is in cache — the same dot products, in
+        // one k slice, so the same bits as S products per window and head of S queries against the expanded tables,
+        // which left the kernel at a fraction of its rate. Written per window and head for its image tokens in order
+        // (windowedSelfAttention's rows).
+        let span = 2 * s - 1, rows = side * side, chunk = 128, count = n * n * heads * tokens * s
         precondition(block.relPosH.shape == [span, d] && block.relPosW.shape == [span, d], "relative-position tables for \(s) × \(s) tokens")
-        var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }  // rel_h, then rel_w: all written
+        var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }  // rel_h, then rel_w: the image tokens' rows written
         // The tables' rows in reverse order, so that the S values each query's keys need lie in order, S − 1 − qy
         // (or qx) on.
         let reversed = { (table: Tensor) in (0..<span).reversed().flatMap { table.storage[($0 * d)..<(($0 + 1) * d)] } }
@@ -117,10 +112,12 @@ struct ImageEncoderViT {
                             multiplyTransposed(qp + first * row + head * d, rows: min(chunk, rows - first), lda: row, tp, n: 2 * span, k: d, ldb: d,
                                                packed: packed, into: projected, ldc: 2 * span)
                             for r in first..<min(first + chunk, rows) {
-                                let (window, t) = (r / tokens, r % tokens)
-                                let at = projected + (r - first) * 2 * span + s - 1, to = rel + ((window * heads + head) * tokens + t) * s
-                                to.update(from: at - t / s, count: s)
-                                (to + count).update(from: at + span - t % s, count: s)
+                                let (y, x) = (r / side, r % side)
+                                let (qy, qx, columns) = (y % s, x % s, min(s, side - x / s * s))
+                                let at = projected + (r - first) * 2 * span + s - 1
+                                let to = rel + (((y / s * n + x / s) * heads + head) * tokens + qy * columns + qx) * s
+                                to.update(from: at - qy, count: s)
+                                (to + count).update(from: at + span - qx, count: s)
                             }
                         }
                     }
@@ -128,56 +125,12 @@ struct ImageEncoderViT {
             }
         }
         return relative.withUnsafeBufferPointer { r in
-            selfAttention(qkv: qkv.reshaped([b, tokens, row]), heads: heads,
-                          bias: .decomposedRelativePositions(h: r.baseAddress!, w: r.baseAddress! + count, queries: tokens, side: s), precision: precision)
-        }
-    }
-
-    /// window_partition of [side · side, C] rows, padded to a multiple of the window with `padding` (a row of C; zeros
-    /// where nil) → [windows, w · w, C].
-    func partition(_ x: Tensor, side: Int, window w: Int, width c: Int, padding: [Float]?) -> (Tensor, Int) {
-        let padded = (side + w - 1) / w * w
-        var out = Tensor(uninitialized: [(padded / w) * (padded / w), w * w, c])
-        out.withUnsafeMutableBufferPointer { o in
-            x.withUnsafeBufferPointer { p in
-                Self.moveTokens(image: UnsafeMutablePointer(mutating: p.baseAddress!), windows: o.baseAddress!, side: side, padded: padded,
-                                window: w, width: c, toWindows: true)
+            let bias = AttentionBias.decomposedRelativePositions(h: r.baseAddress!, w: r.baseAddress! + count, queries: tokens, side: s)
+            guard block.windowSize > 0 else {
+                return selfAttention(qkv: qkv.reshaped([1, tokens, row]), heads: heads, bias: bias, precision: precision).reshaped([tokens, c])
             }
-            let row = padding ?? [Float](repeating: 0, count: c)
-            for y in 0..<padded {
-                for x in 0..<padded where y >= side || x >= side {
-                    let at = (((y / w) * (padded / w) + x / w) * w * w + (y % w) * w + x % w) * c
-                    (o.baseAddress! + at).update(from: row, count: c)
-                }
-            }
-        }
-        return (out, padded)
-    }
-
-    /// window_unpartition: the inverse, cropping the padding.
-    func unpartition(_ windows: Tensor, side: Int, padded: Int, window w: Int, width c: Int) -> Tensor {
-        var out = Tensor(uninitialized: [1, side, side, c])
-        out.withUnsafeMutableBufferPointer { o in
-            windows.withUnsafeBufferPointer { p in
-                Self.moveTokens(image: o.baseAddress!, windows: UnsafeMutablePointer(mutating: p.baseAddress!), side: side, padded: padded,
-                                window: w, width: c, toWindows: false)
-            }
-        }
-        return out
-    }
-
-    /// Copies each token's C values from the image layout [side, side, C] to its place in the window layout
-    /// [windows, w, w, C] of the padded grid, or back.
-    static func moveTokens(image: UnsafeMutablePointer<Float>, windows: UnsafeMutablePointer<Float>, side: Int, padded: Int,
-                           window w: Int, width c: Int, toWindows: Bool) {
-        let n = padded / w
-        Threading.parallelFor(side, grain: 8) { rows in
-            for y in rows {
-                for x in 0..<side {
-                    let (i, j) = ((y * side + x) * c, (((y / w) * n + x / w) * w * w + (y % w) * w + x % w) * c)
-                    if toWindows { (windows + j).update(from: image + i, count: c) } else { (image + i).update(from: windows + j, count: c) }
-                }
-            }
+            return windowedSelfAttention(qkv: qkv, side: side, window: s, heads: heads,
+                                         padding: block.qkv.bias?.storage ?? [Float](repeating: 0, count: row), bias: bias, precision: precision)
         }
     }
 }

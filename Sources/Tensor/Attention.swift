@@ -126,64 +126,128 @@ private func attendHeads(
     // 1 MB of scores: against 256 rows, SAM's encoder took about 3 % less CPU time (lower in 7 of 8 same-minute pairs).
     let chunk = max(1, min(chunkRows ?? min(256, max(16, (1 << 18) / max(1, tk))), tq))
     let chunks = (tq + chunk - 1) / chunk
-    let scale = 1 / Float(q.head).squareRoot()
-    // Score rows a line longer than the keys: the product with V reads a dozen of them at once in place, which at
-    // 4,096 keys (16 KB) apart would all fall in the same L1 sets.
-    let ld = tk + 16
     Threading.parallelItems(batch * heads * chunks) { next in
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * ld), inverse = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
-        defer { scores.deallocate(); inverse.deallocate() }
-        var packed: (entryHead: Int, keys: PackedBF16, values: PackedBF16)?  // a thread's items run head by head
-        var packedFP32: (entryHead: Int, keys: [Float], values: [Float])?
+        let scratch = AttentionScratch(rows: chunk, keys: tk)
         while let item = next() {
             let (entry, head, start) = (item / (heads * chunks), item / chunks % heads, item % chunks * chunk)
-            let rows = min(chunk, tq - start)
-            let (queries, keys, values) = (qb + entry * q.entry + start * q.row + head * q.head, kb + entry * k.entry + head * k.head,
-                                           vb + entry * v.entry + head * v.head)
             let out = o + (entry * tq + start) * outRow + head * v.head
-            let grid = bias?.grid.map { g in
-                (g.h + ((entry * heads + head) * g.queries + start) * g.side, g.w + ((entry * heads + head) * g.queries + start) * g.side, g.side)
-            }
-            // Our kernel adds a grid's parts as its tiles finish; elsewhere the bias is written first.
-            if precision == .bf16 || GEMMKernel.current != .ours || grid == nil { bias?.fill(entry * heads + head, start..<(start + rows), scores, ld) }
-            if precision == .bf16 {
-                if packed?.entryHead != entry * heads + head {
-                    packed = (entry * heads + head, PackedBF16(keys, ldb: k.row, transposed: true, k: q.head, n: tk),
-                              PackedBF16(values, ldb: v.row, transposed: false, k: tk, n: v.head))
+            attend(rows: min(chunk, tq - start), queries: qb + entry * q.entry + start * q.row + head * q.head, lda: q.row, d: q.head,
+                   keys: kb + entry * k.entry + head * k.head, ldk: k.row, values: vb + entry * v.entry + head * v.head, ldv: v.row, dv: v.head,
+                   tk: tk, head: entry * heads + head, bias: bias, biasRows: start, scratch: scratch, precision: precision,
+                   out: out, ldo: outRow) { out + $0 * outRow }
+        }
+    }
+}
+
+/// SAM's windowed self-attention straight from the image's qkv rows [side · side, 3·H·d] (PyTorch's
+/// `window_partition` with padding, attention per window, `window_unpartition`, without the copies) → [side · side,
+/// H·d]: for each window and head, a thread gathers the window's keys and values — the padding tokens' from
+/// `padding`, the qkv row of a zero token (its bias) — and only its image tokens' queries into its scratch, as
+/// unpartition drops the padding's. `bias` gets window · H + head and the window's image tokens in order, row by row
+/// of the part of the window inside the image.
+public func windowedSelfAttention(qkv: Tensor, side: Int, window w: Int, heads: Int, padding: [Float], bias: AttentionBias?,
+                                  precision: Precision = .fp32) -> Tensor {
+    let row = qkv.dim(-1), width = row / 3, d = width / heads, n = (side + w - 1) / w, tokens = w * w
+    precondition(qkv.count == side * side * row && width % heads == 0 && padding.count == row, "windowedSelfAttention: qkv \(qkv.shape)")
+    var output = Tensor(uninitialized: [side * side, width])  // every image token's row, every head
+    qkv.withUnsafeBufferPointer { qp in
+        padding.withUnsafeBufferPointer { pp in
+            output.withUnsafeMutableBufferPointer { op in
+                let (qp, pp, op) = (qp.baseAddress!, pp.baseAddress!, op.baseAddress!)
+                Threading.parallelItems(n * n * heads) { next in
+                    let scratch = AttentionScratch(rows: tokens, keys: tokens)
+                    let gathered = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tokens * d)  // queries, keys, values, output
+                    defer { gathered.deallocate() }
+                    let (queries, keys, values, out) = (gathered, gathered + tokens * d, gathered + 2 * tokens * d, gathered + 3 * tokens * d)
+                    while let item = next() {
+                        let (window, head) = (item / heads, item % heads)
+                        let (top, left) = (window / n * w, window % n * w)
+                        let (rows, columns) = (min(w, side - top), min(w, side - left))  // the image's part of the window
+                        for t in 0..<tokens {
+                            let (y, x) = (t / w, t % w)
+                            let image = y < rows && x < columns
+                            let source = image ? qp + ((top + y) * side + left + x) * row + head * d : pp + head * d
+                            if image { (queries + (y * columns + x) * d).update(from: source, count: d) }
+                            (keys + t * d).update(from: source + width, count: d)
+                            (values + t * d).update(from: source + 2 * width, count: d)
+                        }
+                        attend(rows: rows * columns, queries: queries, lda: d, d: d, keys: keys, ldk: d, values: values, ldv: d, dv: d, tk: tokens,
+                               head: item, bias: bias, biasRows: 0, scratch: scratch, precision: precision, out: out, ldo: d) { i in
+                            op + ((top + i / columns) * side + left + i % columns) * width + head * d
+                        }
+                    }
                 }
-                gemmBF16(m: rows, a: queries, lda: q.row, b: packed!.keys, alpha: scale, c: scores, ldc: ld, accumulate: bias != nil)
-                ck_softmax_numerators(scores, rows, tk, ld, inverse)
-                gemmBF16(m: rows, a: scores, lda: ld, b: packed!.values, c: out, ldc: outRow)
-            } else if GEMMKernel.current == .ours {
-                // Each head's Kᵀ and V are packed for the kernel once per thread, not once per chunk of queries.
-                if packedFP32?.entryHead != entry * heads + head {
-                    packedFP32 = (entry * heads + head,
-                                  packedB(ck_operand(data: keys, row: 1, col: k.row, packed: nil, patches: nil), k: q.head, n: tk),
-                                  packedB(ck_operand(data: values, row: v.row, col: 1, packed: nil, patches: nil), k: tk, n: v.head))
-                }
-                packedFP32!.keys.withUnsafeBufferPointer { keys in
-                    var epilogue = ck_epilogue()
-                    if let (h, w, side) = grid { (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (h, w, side) }
-                    product(m: rows, n: tk, k: q.head, alpha: scale, a: ck_operand(data: queries, row: q.row, col: 1, packed: nil, patches: nil),
-                            b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: ld,
-                            epilogue: grid == nil ? nil : epilogue)
-                }
-                ck_softmax_numerators(scores, rows, tk, ld, inverse)
-                packedFP32!.values.withUnsafeBufferPointer { values in
-                    product(m: rows, n: v.head, k: tk, alpha: 1, a: ck_operand(data: scores, row: ld, col: 1, packed: nil, patches: nil),
-                            b: ck_operand(data: nil, row: 0, col: 0, packed: values.baseAddress, patches: nil), beta: 0, c: out, ldc: outRow)
-                }
-            } else {
-                gemm(transB: true, m: rows, n: tk, k: q.head, alpha: scale, a: queries, lda: q.row, b: keys, ldb: k.row,
-                     beta: bias == nil ? 0 : 1, c: scores, ldc: ld)
-                // The softmax's division is applied to the dv outputs of a row instead of its tk scores.
-                ck_softmax_numerators(scores, rows, tk, ld, inverse)
-                gemm(m: rows, n: v.head, k: tk, a: scores, lda: ld, b: values, ldb: v.row, c: out, ldc: outRow)
-            }
-            for r in 0..<rows {  // a row pointer and its factor hoisted: the inner loop vectorises
-                let (row, factor) = (out + r * outRow, inverse[r])
-                for c in 0..<v.head { row[c] *= factor }
             }
         }
+    }
+    return output
+}
+
+/// One thread's buffers for `attend`: a chunk's scores (rows a line longer than the keys: the product with V reads a
+/// dozen of them at once in place, which at 4,096 keys, 16 KB, apart would all fall in the same L1 sets) and 1 / Σ,
+/// and the keys and values of the head it took last, packed once for the product that runs (a thread's items run head
+/// by head, so a head's packing serves its run of chunks).
+private final class AttentionScratch {
+    let scores: UnsafeMutablePointer<Float>, inverse: UnsafeMutablePointer<Float>, ld: Int
+    var head = -1
+    var packed: (keys: [Float], values: [Float]) = ([], [])
+    var packedBF16: (keys: PackedBF16, values: PackedBF16)?
+
+    init(rows: Int, keys: Int) {
+        ld = keys + 16
+        (scores, inverse) = (.allocate(capacity: rows * ld), .allocate(capacity: rows))
+    }
+    deinit { scores.deallocate(); inverse.deallocate() }
+}
+
+/// softmax(Q·Kᵀ/√d + bias)·V for `rows` query rows of one head (rows `lda` apart) against its keys [tk, d] and
+/// values [tk, dv] (rows `ldk` and `ldv` apart; packed into `scratch` unless `head` is the one it holds): the product
+/// with V into `out` (rows `ldo` apart), then each row divided by its Σ into `destination(row)` (which may be its row
+/// of `out`). The bias's rows are `biasRows` on of batch-head `head`.
+private func attend(
+    rows: Int, queries: UnsafePointer<Float>, lda: Int, d: Int, keys: UnsafePointer<Float>, ldk: Int, values: UnsafePointer<Float>,
+    ldv: Int, dv: Int, tk: Int, head: Int, bias: AttentionBias?, biasRows start: Int, scratch: AttentionScratch, precision: Precision,
+    out: UnsafeMutablePointer<Float>, ldo: Int, destination: (Int) -> UnsafeMutablePointer<Float>
+) {
+    let (scores, inverse, ld, scale) = (scratch.scores, scratch.inverse, scratch.ld, 1 / Float(d).squareRoot())
+    let grid = bias?.grid.map { g in (g.h + (head * g.queries + start) * g.side, g.w + (head * g.queries + start) * g.side, g.side) }
+    // Our kernel adds a grid's parts as its tiles finish; elsewhere the bias is written first.
+    if precision == .bf16 || GEMMKernel.current != .ours || grid == nil { bias?.fill(head, start..<(start + rows), scores, ld) }
+    let fresh = scratch.head != head
+    scratch.head = head
+    if precision == .bf16 {
+        if fresh || scratch.packedBF16 == nil {
+            scratch.packedBF16 = (PackedBF16(keys, ldb: ldk, transposed: true, k: d, n: tk), PackedBF16(values, ldb: ldv, transposed: false, k: tk, n: dv))
+        }
+        gemmBF16(m: rows, a: queries, lda: lda, b: scratch.packedBF16!.keys, alpha: scale, c: scores, ldc: ld, accumulate: bias != nil)
+        ck_softmax_numerators(scores, rows, tk, ld, inverse)
+        gemmBF16(m: rows, a: scores, lda: ld, b: scratch.packedBF16!.values, c: out, ldc: ldo)
+    } else if GEMMKernel.current == .ours {
+        if fresh || scratch.packed.keys.isEmpty {
+            scratch.packed = (packedB(ck_operand(data: keys, row: 1, col: ldk, packed: nil, patches: nil), k: d, n: tk),
+                              packedB(ck_operand(data: values, row: ldv, col: 1, packed: nil, patches: nil), k: tk, n: dv))
+        }
+        scratch.packed.keys.withUnsafeBufferPointer { keys in
+            var epilogue = ck_epilogue()
+            if let (h, w, side) = grid { (epilogue.grid_h, epilogue.grid_w, epilogue.grid_side) = (h, w, side) }
+            product(m: rows, n: tk, k: d, alpha: scale, a: ck_operand(data: queries, row: lda, col: 1, packed: nil, patches: nil),
+                    b: ck_operand(data: nil, row: 0, col: 0, packed: keys.baseAddress, patches: nil), beta: bias == nil ? 0 : 1, c: scores, ldc: ld,
+                    epilogue: grid == nil ? nil : epilogue)
+        }
+        ck_softmax_numerators(scores, rows, tk, ld, inverse)
+        scratch.packed.values.withUnsafeBufferPointer { values in
+            product(m: rows, n: dv, k: tk, alpha: 1, a: ck_operand(data: scores, row: ld, col: 1, packed: nil, patches: nil),
+                    b: ck_operand(data: nil, row: 0, col: 0, packed: values.baseAddress, patches: nil), beta: 0, c: out, ldc: ldo)
+        }
+    } else {
+        gemm(transB: true, m: rows, n: tk, k: d, alpha: scale, a: queries, lda: lda, b: keys, ldb: ldk, beta: bias == nil ? 0 : 1, c: scores, ldc: ld)
+        ck_softmax_numerators(scores, rows, tk, ld, inverse)
+        gemm(m: rows, n: dv, k: tk, a: scores, lda: ld, b: values, ldb: ldv, c: out, ldc: ldo)
+    }
+    // The softmax's division applied to the dv outputs of a row instead of its tk scores; a row's pointers and factor
+    // hoisted, so that the inner loop vectorises.
+    for r in 0..<rows {
+        let (from, to, factor) = (out + r * ldo, destination(r), inverse[r])
+        for c in 0..<dv { to[c] = from[c] * factor }
     }
 }
