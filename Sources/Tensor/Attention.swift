@@ -213,17 +213,17 @@ private func attend(
     let grid = bias?.grid.map { g in (g.h + (head * g.queries + start) * g.side, g.w + (head * g.queries + start) * g.side, g.side) }
     // Our kernel adds a grid's parts as its tiles finish; elsewhere the bias is written first.
     if precision == .bf16 || GEMMKernel.current != .ours || grid == nil { bias?.fill(head, start..<(start + rows), scores, ld) }
-    let fresh = scratch.head != head
+    let fresh = scratch.head != head  // one precision per call: the head's keys and values are packed for it
     scratch.head = head
     if precision == .bf16 {
-        if fresh || scratch.packedBF16 == nil {
+        if fresh {
             scratch.packedBF16 = (PackedBF16(keys, ldb: ldk, transposed: true, k: d, n: tk), PackedBF16(values, ldb: ldv, transposed: false, k: tk, n: dv))
         }
         gemmBF16(m: rows, a: queries, lda: lda, b: scratch.packedBF16!.keys, alpha: scale, c: scores, ldc: ld, accumulate: bias != nil)
         ck_softmax_numerators(scores, rows, tk, ld, inverse)
         gemmBF16(m: rows, a: scores, lda: ld, b: scratch.packedBF16!.values, c: out, ldc: ldo)
     } else if GEMMKernel.current == .ours {
-        if fresh || scratch.packed.keys.isEmpty {
+        if fresh {
             scratch.packed = (packedB(ck_operand(data: keys, row: 1, col: ldk, packed: nil, patches: nil), k: d, n: tk),
                               packedB(ck_operand(data: values, row: ldv, col: 1, packed: nil, patches: nil), k: tk, n: dv))
         }
