@@ -11,7 +11,9 @@ struct ImageEncoderViT {
     struct Block {
         let norm1: Norm, norm2: Norm
         let qkv: LinearLayer, proj: LinearLayer
-        let relPosH: Tensor, relPosW: Tensor
+        /// rel_pos_h's then rel_pos_w's 2S − 1 rows, each table's in reverse order (so that the S values a query's keys
+        /// need lie in order), [2 · (2S − 1), d]; and packed once as the right operand of `attention`'s products.
+        let relativePositions: Tensor, packedRelativePositions: PackedLinearWeight
         let lin1: LinearLayer, lin2: LinearLayer
         /// 0 for global attention.
         let windowSize: Int
@@ -35,8 +37,13 @@ struct ImageEncoderViT {
         blocks = try (0..<a.encoderDepth).map { i in
             let p = "image_encoder.blocks.\(i)."
             let linear = { (name: String) in try w.linear(p + name).prepared(for: precision) }
+            let reversed = { (table: Tensor) in
+                (0..<table.shape[0]).reversed().flatMap { table.storage[($0 * table.shape[1])..<(($0 + 1) * table.shape[1])] }
+            }
+            let (h, v) = (try w(p + "attn.rel_pos_h"), try w(p + "attn.rel_pos_w"))
+            let tables = Tensor(shape: [h.shape[0] + v.shape[0], h.shape[1]], storage: reversed(h) + reversed(v))
             return Block(norm1: try w.norm(p + "norm1"), norm2: try w.norm(p + "norm2"), qkv: try linear("attn.qkv"),
-                         proj: try linear("attn.proj"), relPosH: try w(p + "attn.rel_pos_h"), relPosW: try w(p + "attn.rel_pos_w"),
+                         proj: try linear("attn.proj"), relativePositions: tables, packedRelativePositions: PackedLinearWeight(tables),
                          lin1: try linear("mlp.lin1"), lin2: try linear("mlp.lin2"),
                          windowSize: a.globalAttentionBlocks.contains(i) ? 0 : a.windowSize)
         }
@@ -93,13 +100,9 @@ struct ImageEncoderViT {
         // which left the kernel at a fraction of its rate. Written per window and head for its image tokens in order
         // (windowedSelfAttention's rows).
         let span = 2 * s - 1, rows = side * side, chunk = 128, count = n * n * heads * tokens * s
-        precondition(block.relPosH.shape == [span, d] && block.relPosW.shape == [span, d], "relative-position tables for \(s) × \(s) tokens")
+        let (tables, packed) = (block.relativePositions, block.packedRelativePositions)
+        precondition(tables.shape == [2 * span, d], "relative-position tables for \(s) × \(s) tokens")
         var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }  // rel_h, then rel_w: the image tokens' rows written
-        // The tables' rows in reverse order, so that the S values each query's keys need lie in order, S − 1 − qy
-        // (or qx) on.
-        let reversed = { (table: Tensor) in (0..<span).reversed().flatMap { table.storage[($0 * d)..<(($0 + 1) * d)] } }
-        let tables = Tensor(shape: [2 * span, d], storage: reversed(block.relPosH) + reversed(block.relPosW))
-        let packed = PackedLinearWeight(tables)
         qkv.withUnsafeBufferPointer { qp in
             tables.withUnsafeBufferPointer { tp in
                 relative.withUnsafeMutableBufferPointer { rp in
