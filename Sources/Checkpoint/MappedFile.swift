@@ -2,26 +2,53 @@ import Foundation
 
 /// A file mapped into memory, read through bounds-checked accessors: a checkpoint is never copied into a
 /// second buffer, and no offset or size read from a header is trusted before it is checked against the file.
+/// The mapping is private and read-only, so pages whose tensors have been copied can be handed back
+/// (`releasePages`): the model's weights are then in memory once while it loads, not twice.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let data: Data
+    /// The mapped bytes; nil for bytes already in memory (their pages are never handed back).
+    private let mapping: UnsafeRawBufferPointer?
 
     public init(path: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CheckpointError.notFound(path: path) }
         guard !isDirectory.boolValue else { throw CheckpointError.unreadable(path: path, reason: "it is a directory") }
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
-            throw CheckpointError.unreadable(path: path, reason: error.localizedDescription)
-        }
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        let size = Int(status.st_size)
         self.path = path
+        guard size > 0 else {  // mmap refuses an empty range; an empty file is refused by its readers
+            (data, mapping) = (Data(), nil)
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), base != MAP_FAILED else {
+            throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        mapping = UnsafeRawBufferPointer(start: base, count: size)
+        data = Data(bytesNoCopy: base, count: size, deallocator: .custom { pointer, count in munmap(pointer, count) })
     }
 
     /// For bytes already in memory (tests, fuzzing).
     public init(data: Data, path: String) {
         self.data = data
         self.path = path
+        mapping = nil
+    }
+
+    /// Hands back the pages under `bytes` (a slice of `data`) once they have been copied: they leave this process's
+    /// memory, and a later read maps them again from the file (the mapping is private and never written).
+    func releasePages(_ bytes: Data) {
+        guard let mapping, let base = mapping.baseAddress, !bytes.isEmpty else { return }
+        bytes.withUnsafeBytes { (view: UnsafeRawBufferPointer) in
+            guard let start = view.baseAddress, start >= base, start + view.count <= base + mapping.count else { return }
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let first = (start - base) / page * page, end = min(mapping.count, (start - base + view.count + page - 1) / page * page)
+            madvise(UnsafeMutableRawPointer(mutating: base + first), end - first, MADV_DONTNEED)
+        }
     }
 
     public var count: Int { data.count }

@@ -43,7 +43,7 @@ enum Safetensors {
                 throw file.corrupt("safetensors entry \(name): \(end - begin) bytes for \(count) \(dtype) elements")
             }
             let start = buffer.startIndex + begin
-            let storage = StoredStorage(type: type, count: count, bytes: buffer[start..<(buffer.startIndex + end)], bigEndian: false)
+            let storage = StoredStorage(type: type, count: count, bytes: buffer[start..<(buffer.startIndex + end)], bigEndian: false, file: file)
             var strides = [Int](repeating: 1, count: shape.count)
             for axis in stride(from: shape.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
             tensors.append((name, try StoredTensor(storage: storage, offset: 0, shape: shape, strides: strides, file: file)))

@@ -55,6 +55,8 @@ public struct StoredStorage: Sendable {
     public let count: Int
     let bytes: Data
     let bigEndian: Bool
+    /// The file `bytes` lies in, whose pages are handed back once a tensor's floats are copied.
+    let file: MappedFile
 }
 
 /// A tensor as the file stores it: a strided view into a storage, in its own element type. Converting to
@@ -127,8 +129,10 @@ public struct StoredTensor: Sendable {
         return true
     }
 
-    /// The elements converted to Float32 (exactly, for every type but float64 and large integers).
+    /// The elements converted to Float32 (exactly, for every type but float64 and large integers). The storage's
+    /// pages of the file are handed back after the copy (a weight is copied once, as its model loads).
     public func floats() -> [Float] {
+        defer { storage.file.releasePages(storage.bytes) }
         // The common cases — float32 and float16, contiguous, little-endian — straight from the mapped file.
         if isContiguous && !storage.bigEndian && count > 0 && (type == .float32 || type == .float16) {
             let start = storage.bytes.startIndex + offset * type.byteSize

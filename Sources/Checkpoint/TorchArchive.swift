@@ -49,7 +49,7 @@ public struct TorchArchive {
             guard !overflow, bytes <= entry.size else {
                 throw file.corrupt("storage data/\(key) holds \(entry.size) bytes, but \(numel) \(type) elements need \(bytes)")
             }
-            let storage = StoredStorage(type: type, count: numel, bytes: try zip.contents(of: entry), bigEndian: bigEndian)
+            let storage = StoredStorage(type: type, count: numel, bytes: try zip.contents(of: entry), bigEndian: bigEndian, file: file)
             storages[key] = storage
             return .storage(storage)
         }
@@ -74,7 +74,7 @@ public struct TorchArchive {
                   let type = StorageType(torchDtype: dtypeName), let offset = args[1].int,
                   let size = args[2].items?.compactMap(\.int), let stride = args[3].items?.compactMap(\.int)
             else { throw file.corrupt("pickle: malformed _rebuild_tensor_v3 arguments") }
-            let typed = StoredStorage(type: type, count: raw.bytes.count / type.byteSize, bytes: raw.bytes, bigEndian: raw.bigEndian)
+            let typed = StoredStorage(type: type, count: raw.bytes.count / type.byteSize, bytes: raw.bytes, bigEndian: raw.bigEndian, file: file)
             return .tensor(try StoredTensor(storage: typed, offset: offset, shape: size, strides: stride, file: file))
         case ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"):
             // (data, requires_grad, backward_hooks[, state])
