@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NR 32  // columns per B panel: two zmm of 16 fp32 lanes, or two 16-column AMX tiles
 #define KB 256 // k-pairs per cache block: a 32-row strip's slice of A is 32 KB, a B panel's slice 32 KB
@@ -94,6 +95,55 @@ int ck_bf16_uses_amx(void) { return amx_supported(); }
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// 12 independent accumulators cover either instruction's latency times its ports; the operands come through a
+// volatile, so the chains cannot be folded, and the sums leave through one. x · 1 + 0 and acc + 0 · 0 keep every
+// value normal (no denormal or infinity slow path).
+#define DOT_CHAINS(step) step(0) step(1) step(2) step(3) step(4) step(5) step(6) step(7) step(8) step(9) step(10) step(11)
+#define FMA_STEP(i) acc##i = _mm512_fmadd_ps(acc##i, one, zero);
+#define BF16_STEP(i) acc##i = _mm512_dpbf16_ps(acc##i, zeros, zeros);
+#define DECLARE(i) __m512 acc##i = _mm512_set1_ps(o);
+#define SUM(i) total = _mm512_add_ps(total, acc##i);
+
+// Seconds for `iterations` rounds of 12 fp32 FMAs, or of 12 bf16 dot products.
+BF16_TARGET static double dot_seconds(long iterations, int bf16) {
+    static volatile float source = 1.0f;
+    const float o = source;
+    const __m512 one = _mm512_set1_ps(o), zero = _mm512_set1_ps(o - 1.0f);
+    const __m512bh zeros = (__m512bh)_mm512_castps_si512(zero);
+    DOT_CHAINS(DECLARE)
+    const double start = seconds_now();
+    if (bf16) {
+        for (long i = 0; i < iterations; i++) { DOT_CHAINS(BF16_STEP) }
+    } else {
+        for (long i = 0; i < iterations; i++) { DOT_CHAINS(FMA_STEP) }
+    }
+    const double elapsed = seconds_now() - start;
+    __m512 total = _mm512_setzero_ps();
+    DOT_CHAINS(SUM)
+    source = _mm512_reduce_add_ps(total) > 0 ? 1.0f : o;
+    return elapsed;
+}
+
+int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second) {
+    if (!avx512_bf16_supported()) return -1;
+    enum { ITERATIONS = 100000 };  // 1.2 M instructions: about 0.2 ms of FMAs, 1 ms of bf16 dot products here
+    double fma = 1e30, bf16 = 1e30;
+    for (int attempt = 0; attempt < 5; attempt++) {  // alternating, so both see the same moments of a noisy machine
+        const double f = dot_seconds(ITERATIONS, 0), b = dot_seconds(ITERATIONS, 1);
+        fma = f < fma ? f : fma;
+        bf16 = b < bf16 ? b : bf16;
+    }
+    *fp32_macs_per_second = 12.0 * ITERATIONS * 16 / fma;   // 16 lanes, one multiply-add each
+    *bf16_macs_per_second = 12.0 * ITERATIONS * 32 / bf16;  // 16 lanes, two bf16 products each
+    return 0;
+}
 
 // Packs B with 16 columns (non-transposed: two k rows at once, interleaved) or 32 k values (transposed: one
 // weight row) rounded per instruction; the remainder goes through the scalar path.
@@ -284,6 +334,10 @@ void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, ui
 #else
 int ck_bf16_supported(void) { return 0; }
 int ck_bf16_uses_amx(void) { return 0; }
+int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second) {
+    (void)fp32_macs_per_second, (void)bf16_macs_per_second;
+    return -1;
+}
 void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, uint32_t *packed) {
     pack_b_scalar(b, ldb, transposed, k, n, 0, packed);
 }

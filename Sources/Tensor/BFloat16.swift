@@ -19,6 +19,26 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
             + "AMD Zen 4 and later); this one (\(cpuModelName)) has none. Use precision=fp32."
     }
 
+    /// One core's multiply-adds per second with fp32 FMAs and with AVX512-BF16 dot products (measured once, in a few
+    /// milliseconds); nil where the CPU has no AVX512-BF16.
+    public static let dotRates: (fp32: Double, bf16: Double)? = {
+        var (fp32, bf16) = (0.0, 0.0)
+        return ck_bf16_dot_rates(&fp32, &bf16) == 0 ? (fp32, bf16) : nil
+    }()
+
+    /// Why `bf16` will be slower here than `fp32`, or nil (see `bf16Caution(kernel:rates:cpu:)`).
+    public static var bf16Caution: String? { bf16Caution(kernel: bf16Kernel, rates: dotRates, cpu: cpuModelName) }
+
+    /// Why `bf16` will be slower than `fp32`, or nil: without AMX the products run on AVX512-BF16 dot products, which
+    /// pay only where they do more multiply-adds per second than the fp32 FMAs (AMD Zen 4 has twice as many; Intel's
+    /// cores without AMX half as many).
+    public static func bf16Caution(kernel: String?, rates: (fp32: Double, bf16: Double)?, cpu: String) -> String? {
+        guard kernel == "AVX512-BF16", let rates, rates.bf16 < 1.25 * rates.fp32 else { return nil }
+        return String(format: "precision=bf16 on this CPU (%@, no AMX): its bf16 dot products do %.0f G multiply-adds/s per core, "
+                      + "its fp32 FMAs %.0f G (%.2f×), so the image encoder will be slower than with precision=fp32; "
+                      + "bf16 keeps its rounding here, not its speed", cpu, rates.bf16 / 1e9, rates.fp32 / 1e9, rates.bf16 / rates.fp32)
+    }
+
     /// x rounded to the nearest bfloat16 (ties to even), as a float: what `bf16` products multiply.
     public static func roundedToBF16(_ x: Float) -> Float {
         guard !x.isNaN else { return x }

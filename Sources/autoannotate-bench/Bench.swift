@@ -377,7 +377,9 @@ struct BF16Bench: ParsableCommand {
                    "fp32_gflops_per_s": gflops / time32, "bf16_gflops_per_s": gflops / time16,
                    "embedding_relative_error": Self.relativeError(bf16.imageEmbedding!, fp32.imageEmbedding!),
                    "logits_relative_error": Self.relativeError(b.lowResLogits, a.lowResLogits),
-                   "mask_pixels_equal": Double(same) / Double(max(1, total)), "boxes": boxes])
+                   "mask_pixels_equal": Double(same) / Double(max(1, total)), "boxes": boxes,
+                   // One core's instruction rates: what the AVX512-BF16 kernel can gain at most over fp32's FMAs.
+                   "fp32_fma_gmacs_per_core": (Precision.dotRates?.fp32 ?? 0) / 1e9, "bf16_dot_gmacs_per_core": (Precision.dotRates?.bf16 ?? 0) / 1e9])
     }
 
     /// ‖x − y‖ / ‖y‖.

@@ -106,6 +106,7 @@ extension AutoAnnotateCommand {
 
         /// Runs a job with progress on stderr and a summary; exits 2 when the job has failed images.
         static func execute(_ annotator: AutoAnnotator, retryFailed: Bool) throws {
+            if annotator.settings.precision == .bf16 { cautionAboutBF16() }
             let reporter = ProgressReporter()
             let summary = try annotator.run(retryFailed: retryFailed) { reporter.report($0) }
             reporter.finish()

@@ -83,6 +83,12 @@ struct PrecisionOptions: ParsableArguments {
 
 extension Precision: ExpressibleByArgument {}
 
+/// Says on stderr, before the work starts, when bf16 will be slower than fp32 on this CPU (it still runs: the user
+/// may want bf16's rounding).
+func cautionAboutBF16() {
+    if let caution = Precision.bf16Caution { FileHandle.standardError.write(Data("note: \(caution)\n".utf8)) }
+}
+
 /// Image files under `source` (or `source` itself), sorted, found by extension as Ultralytics' loaders do.
 func imageFiles(under source: String) throws -> [String] {
     let extensions: Set<String> = ["jpg", "jpeg", "png", "bmp", "dng", "mpo", "tif", "tiff", "webp", "pfm", "heic"]

@@ -71,6 +71,7 @@ extension AutoAnnotateCommand {
             }
             let prompts = zip(coordinates, pointLabels).map { SamPoint(x: $0.0[0], y: $0.0[1], label: $0.1) }
 
+            if precision.precision == .bf16 { cautionAboutBF16() }
             let predictor = try SamPredictor(path: try resolveModel(model), precision: precision.precision)
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)

@@ -9,6 +9,7 @@ Run from the repository root with requirements.txt, torch, ultralytics and segme
     python Tests/Fixtures/make_checkpoint_fixtures.py              # the tiny fixtures (committed)
     python Tests/Fixtures/make_checkpoint_fixtures.py --full DIR   # random-init sam_b.pt, sam_l.pt, yolov8n.pt,
                                                                    # yolov8x.pt in DIR (not committed; for info/benchmarks)
+    python Tests/Fixtures/make_checkpoint_fixtures.py --full DIR --vit-h   # and sam_h.pt (ViT-H, 2.6 GB)
 """
 import argparse
 import copy
@@ -152,9 +153,10 @@ class RunsEval:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", type=Path, help="also write random-init full-size checkpoints here")
+    parser.add_argument("--vit-h", action="store_true", help="with --full: also sam_h.pt (ViT-H, 2.6 GB)")
     args = parser.parse_args()
     if args.full:
-        return full_size(args.full)
+        return full_size(args.full, args.vit_h)
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
@@ -236,12 +238,13 @@ def main():
     print(f"wrote {len(manifest['files'])} loadable and {len(manifest['refused'])} refused fixtures ({total / 1e6:.1f} MB) to {OUT}")
 
 
-def full_size(directory: Path):
+def full_size(directory: Path, vit_h=False):
     """Random-init checkpoints of the real sizes, in the real formats (for `info`, parity and benchmarks)."""
     directory.mkdir(parents=True, exist_ok=True)
-    from ultralytics.models.sam.build import build_sam_vit_b, build_sam_vit_l
+    from ultralytics.models.sam.build import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
     from ultralytics.nn.tasks import DetectionModel
-    for name, build in [("sam_b.pt", build_sam_vit_b), ("sam_l.pt", build_sam_vit_l)]:
+    sams = [("sam_b.pt", build_sam_vit_b), ("sam_l.pt", build_sam_vit_l)] + ([("sam_h.pt", build_sam_vit_h)] if vit_h else [])
+    for name, build in sams:
         torch.manual_seed(0)
         torch.save(build().state_dict(), directory / name)
     for scale in "nx":
@@ -249,7 +252,7 @@ def full_size(directory: Path):
         model = DetectionModel(f"yolov8{scale}.yaml", verbose=False)
         model.names = {i: f"class{i}" for i in range(80)}
         ultralytics_checkpoint(model, directory / f"yolov8{scale}.pt")
-    print(f"wrote sam_b.pt, sam_l.pt, yolov8n.pt, yolov8x.pt to {directory}")
+    print(f"wrote {', '.join(name for name, _ in sams)}, yolov8n.pt, yolov8x.pt to {directory}")
 
 
 if __name__ == "__main__":

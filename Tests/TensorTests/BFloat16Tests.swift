@@ -56,6 +56,24 @@ final class BFloat16Tests: XCTestCase {
         XCTAssertGreaterThan(error, 0)  // and it did round
     }
 
+    func testCautionOnlyWhereBF16DotProductsAreNotFaster() {
+        let (cpu, slow, fast) = ("a CPU", (fp32: 88e9, bf16: 43e9), (fp32: 44e9, bf16: 88e9))
+        let caution = Precision.bf16Caution(kernel: "AVX512-BF16", rates: slow, cpu: cpu)
+        XCTAssertTrue(caution?.contains("43 G") == true && caution?.contains("88 G") == true && caution?.contains("slower") == true, caution ?? "nil")
+        XCTAssertNil(Precision.bf16Caution(kernel: "AVX512-BF16", rates: fast, cpu: cpu))  // Zen 4: twice the multiply-adds
+        XCTAssertNil(Precision.bf16Caution(kernel: "AMX", rates: slow, cpu: cpu))  // the tiles, not the dot products
+        XCTAssertNil(Precision.bf16Caution(kernel: nil, rates: nil, cpu: cpu))  // refused instead
+    }
+
+    func testDotRatesAreMeasuredWhereTheCPUHasAVX512BF16() throws {
+        guard let rates = Precision.dotRates else {
+            XCTAssertFalse(Precision.bf16Supported)
+            return
+        }
+        // A core does between 1 and 1,000 G multiply-adds per second with either instruction.
+        for rate in [rates.fp32, rates.bf16] { XCTAssertTrue((1e9...1e12).contains(rate), "\(rates)") }
+    }
+
     func testRefusalNamesWhatIsMissing() throws {
         try XCTSkipIf(Precision.bf16Supported, "this CPU has AVX512-BF16")
         let refusal = try XCTUnwrap(Precision.bf16Refusal)

@@ -41,6 +41,10 @@ void ck_add_repeating(const float *a, const float *b, float *y, long n, long per
 int ck_bf16_supported(void);
 // 1 where the products run on AMX tiles (AMX-BF16, and Linux granted the tile state), else 0.
 int ck_bf16_uses_amx(void);
+// One core's multiply-adds per second with 512-bit fp32 FMAs and with AVX512-BF16 dot products (VDPBF16PS), each
+// from milliseconds of independent chains, the best of a few alternating tries: whether bf16 can pay without AMX.
+// 0 with both rates set; -1 where the CPU has no AVX512-BF16.
+int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second);
 // Number of uint32 (bf16 pairs) that `ck_bf16_pack_b` writes for a k × n matrix.
 long ck_bf16_packed_count(long k, long n);
 // Rounds B (k × n; `transposed`: stored n × k, as a Linear weight) to bf16 and packs it for `ck_bf16_gemm`.
