@@ -61,6 +61,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--sam", nargs="+", default=["sam_b.pt"], help="SAM checkpoints in DIR (sam_l.pt takes minutes)")
     parser.add_argument("--yolo", nargs="+", default=["yolov8n.pt", "yolov8x.pt"])
+    parser.add_argument("--yolo-repeats", type=int, default=15,
+                        help="forwards per model and size, each side (the minimum is kept: yolov8n's 50 ms need many)")
     parser.add_argument("--encoder-repeats", type=int, default=2)
     parser.add_argument("--job", type=Path, help="a folder of photos for the whole-job comparison")
     parser.add_argument("--no-build", action="store_true")
@@ -118,8 +120,8 @@ def main():
 
     for name in args.yolo:
         model = args.dir / name
-        ours_text, _ = run_measured([BENCH, "yolo", "--model", model, "--threads", threads, "--json"])
-        torch_text, _ = run_measured([python, FIXTURES / "bench_yolo_torch.py", model, threads, 5, "640x640", "480x640", "--json"])
+        ours_text, _ = run_measured([BENCH, "yolo", "--model", model, "--threads", threads, "--repeats", args.yolo_repeats, "--json"])
+        torch_text, _ = run_measured([python, FIXTURES / "bench_yolo_torch.py", model, threads, args.yolo_repeats, "640x640", "480x640", "--json"])
         theirs = {r["size"]: r for r in json_lines(torch_text)}
         for mine in json_lines(ours_text):
             reference = theirs[mine["size"]]
