@@ -26,7 +26,13 @@ public final class MappedFile: @unchecked Sendable {
             return
         }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), base != MAP_FAILED else {
-            throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            // A file system that cannot map files: read it into memory instead.
+            do {
+                (data, mapping) = (try Data(contentsOf: URL(fileURLWithPath: path)), nil)
+            } catch {
+                throw CheckpointError.unreadable(path: path, reason: error.localizedDescription)
+            }
+            return
         }
         mapping = UnsafeRawBufferPointer(start: base, count: size)
         data = Data(bytesNoCopy: base, count: size, deallocator: .custom { pointer, count in munmap(pointer, count) })
