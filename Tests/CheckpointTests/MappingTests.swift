@@ -15,8 +15,8 @@ final class MappingTests: XCTestCase {
         return Data(bytes)
     }
 
-    /// Resident kilobytes of the mapping that holds `address` (/proc/self/smaps).
-    func residentKilobytes(at address: UnsafeRawPointer) throws -> Int {
+    /// Resident kilobytes of the mapping that holds `address` (/proc/self/smaps), or nil if no mapping lists it.
+    func residentKilobytes(at address: UnsafeRawPointer) throws -> Int? {
         let target = UInt(bitPattern: address)
         var inside = false
         // Read to the end: String(contentsOfFile:) stops at a /proc file's first page.
@@ -30,7 +30,7 @@ final class MappingTests: XCTestCase {
                 return kilobytes
             }
         }
-        throw XCTSkip("/proc/self/smaps does not list the mapping")
+        return nil
     }
 
     func testCopiedTensorsLeaveTheMappingAndReadTheSameAgain() throws {
@@ -42,7 +42,7 @@ final class MappingTests: XCTestCase {
         let tensor = try XCTUnwrap(try Safetensors.load(file)["w"])
         let expected = (0..<count).map { Float($0) / 8 }
         XCTAssertEqual(tensor.floats(), expected)
-        let resident = try file.data.withUnsafeBytes { try residentKilobytes(at: $0.baseAddress!) }
+        let resident = try XCTUnwrap(try file.data.withUnsafeBytes { try residentKilobytes(at: $0.baseAddress!) }, "no mapping holds the file")
         XCTAssertLessThan(resident, 64, "the copied tensor's 8 MB of pages are still resident")  // the header's page may stay
         XCTAssertEqual(tensor.floats(), expected, "read again from the file")
 
