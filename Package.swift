@@ -53,21 +53,30 @@ let package = Package(
         .target(name: "ModelCache", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Annotate",
-            dependencies: ["Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "ModelCache",
-                           .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: [
+                "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "ModelCache",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
 
         // Executables
         .executableTarget(
             name: "autoannotate",
-            dependencies: ["Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate", "ModelCache",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Yams", package: "Yams")]),
+            dependencies: [
+                "Tensor", "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "Annotate", "ModelCache",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
         .executableTarget(
             name: "autoannotate-bench",
-            dependencies: ["Tensor", "Imaging", "YOLO", "SegmentAnything", "COpenBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "Tensor", "Imaging", "YOLO", "SegmentAnything", "COpenBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
 
         // Examples: small programs that use the libraries as a Swift user would; they build with the package.
         .executableTarget(name: "detect-only", dependencies: ["Imaging", "YOLO"], path: "Examples/DetectOnly"),
-        .executableTarget(name: "prompt-sam", dependencies: ["Imaging", "SegmentAnything"], path: "Examples/PromptSAM"),
+        .executableTarget(
+            name: "prompt-sam", dependencies: ["Imaging", "SegmentAnything"], path: "Examples/PromptSAM"),
         .executableTarget(name: "annotate-folder", dependencies: ["Annotate"], path: "Examples/AnnotateFolder"),
 
         // Tests: one target per library

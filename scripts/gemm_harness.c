@@ -31,14 +31,19 @@ static float *filled(long count, int period) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 3) { fprintf(stderr, "usage: see the comment at the top of gemm_harness.c\n"); return 2; }
+    if (argc < 3) {
+        fprintf(stderr, "usage: see the comment at the top of gemm_harness.c\n");
+        return 2;
+    }
     const char *mode = argv[1];
-    const int layer = !strcmp(mode, "layer") || !strcmp(mode, "residual") || !strcmp(mode, "adding") || !strcmp(mode, "prepacked");
+    const int layer =
+        !strcmp(mode, "layer") || !strcmp(mode, "residual") || !strcmp(mode, "adding") || !strcmp(mode, "prepacked");
     const int scores = !strcmp(mode, "grid") || !strcmp(mode, "fill");
     const long s = scores ? atol(argv[2]) : 0;
     const long m = scores ? 64 : atol(argv[2]), n = scores ? s * s : atol(argv[3]), k = scores ? 64 : atol(argv[4]);
     const long lda = !strcmp(mode, "plain") && argc > 5 ? atol(argv[5]) : k, ldc = scores ? n + 16 : n;
-    float *a = filled(m * lda, 17), *w = filled(n * k, 13), *c = filled(m * ldc, 7), *bias = filled(n, 5), *residual = filled(m * n, 11);
+    float *a = filled(m * lda, 17), *w = filled(n * k, 13), *c = filled(m * ldc, 7), *bias = filled(n, 5),
+          *residual = filled(m * n, 11);
     float *h = filled(m * s, 7), *gw = filled(m * s, 5), *flush = layer ? malloc(256 << 20) : NULL;
     float *packed = aligned_alloc(64, sizeof(float) * (size_t)ck_sgemm_packed_b_count(k, n));
     ck_operand weight = {.data = w, .row = 1, .col = k}, rows = {.data = w, .row = n, .col = 1};
@@ -61,10 +66,10 @@ int main(int argc, char **argv) {
             if (!strcmp(mode, "adding")) ck_add_repeating(c, residual, c, m * n, m * n);
         }
         const double t = (now() - t0) / repeats;
-        if (layer && r == 0) continue;  // the first run pages everything in
+        if (layer && r == 0) continue; // the first run pages everything in
         total += t, best = t < best ? t : best;
     }
-    printf("%s m %ld n %ld k %ld lda %ld: best %.1f us, mean %.1f us, %.1f GFLOP/s at best\n", mode, m, n, k, lda, best * 1e6,
-           total / (layer ? runs - 1 : runs) * 1e6, 2.0 * m * n * k / best * 1e-9);
+    printf("%s m %ld n %ld k %ld lda %ld: best %.1f us, mean %.1f us, %.1f GFLOP/s at best\n", mode, m, n, k, lda,
+           best * 1e6, total / (layer ? runs - 1 : runs) * 1e6, 2.0 * m * n * k / best * 1e-9);
     return 0;
 }

@@ -10,10 +10,11 @@ guard arguments.count == 3 else {
     exit(1)
 }
 do {
-    var settings = JobSettings(data: arguments[0], output: JobSettings.defaultOutput(for: arguments[0]),
-                               detector: try .identify(path: arguments[1]), segmenter: try .identify(path: arguments[2]))
-    settings.empty = .skip           // as Ultralytics: no file for images without objects
-    let job = try AutoAnnotator(settings: settings)   // resumes if the job exists with these settings
+    var settings = JobSettings(
+        data: arguments[0], output: JobSettings.defaultOutput(for: arguments[0]),
+        detector: try .identify(path: arguments[1]), segmenter: try .identify(path: arguments[2]))
+    settings.empty = .skip  // as Ultralytics: no file for images without objects
+    let job = try AutoAnnotator(settings: settings)  // resumes if the job exists with these settings
     let summary = try job.run { event in
         print("\(event.completed)/\(event.total) \(event.path): \(event.state.rawValue), \(event.objects) objects")
     }

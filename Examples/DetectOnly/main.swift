@@ -11,13 +11,15 @@ guard arguments.count >= 2, let modelPath = arguments.first else {
     exit(1)
 }
 do {
-    let detector = try Detector(path: modelPath)                 // parses the checkpoint and folds BatchNorm once
-    let options = NMSOptions(confidence: 0.25, iou: 0.45)         // Ultralytics auto_annotate's defaults
+    let detector = try Detector(path: modelPath)  // parses the checkpoint and folds BatchNorm once
+    let options = NMSOptions(confidence: 0.25, iou: 0.45)  // Ultralytics auto_annotate's defaults
     for path in arguments.dropFirst() {
-        let image = try ImageDecoder.decode(path: path)           // same pixels as cv2.imread
+        let image = try ImageDecoder.decode(path: path)  // same pixels as cv2.imread
         for d in detector.detect(image, imgsz: 640, options: options) {
             let name = detector.names[d.classId] ?? "\(d.classId)"
-            print(String(format: "%@  %@ %.3f  [%.1f, %.1f, %.1f, %.1f]", path, name, d.confidence, d.x1, d.y1, d.x2, d.y2))
+            print(
+                String(
+                    format: "%@  %@ %.3f  [%.1f, %.1f, %.1f, %.1f]", path, name, d.confidence, d.x1, d.y1, d.x2, d.y2))
         }
     }
 } catch {

@@ -50,9 +50,13 @@ public final class AutoAnnotator {
         lock = try JobLock(output: settings.output)
         store = try JobStore(output: settings.output)
         if let stored = try store.settings() {
-            if stored.data != settings.data { throw AnnotateError.ownedByAnotherJob(output: settings.output, data: stored.data) }
+            if stored.data != settings.data {
+                throw AnnotateError.ownedByAnotherJob(output: settings.output, data: stored.data)
+            }
             let differences = settings.differences(from: stored)
-            if !differences.isEmpty { throw AnnotateError.settingsChanged(output: settings.output, differences: differences) }
+            if !differences.isEmpty {
+                throw AnnotateError.settingsChanged(output: settings.output, differences: differences)
+            }
         } else {
             try store.saveSettings(settings)
         }
@@ -72,7 +76,8 @@ public final class AutoAnnotator {
     /// The settings of the job stored in `output`, for `resume`.
     public static func storedSettings(output: String) throws -> JobSettings {
         guard FileManager.default.fileExists(atPath: (output as NSString).appendingPathComponent(JobStore.fileName)),
-              let settings = try JobStore(output: output).settings() else { throw AnnotateError.notAJob(output: output) }
+            let settings = try JobStore(output: output).settings()
+        else { throw AnnotateError.notAJob(output: output) }
         return settings
     }
 
@@ -84,7 +89,10 @@ public final class AutoAnnotator {
         (summary.added, summary.removed) = try store.synchronize(with: scan.images)
         summary.ignored = scan.ignored
         let dataYAML = (settings.output as NSString).appendingPathComponent("data.yaml")
-        if let detector { try LabelWriter.writeAtomically(LabelWriter.dataYAML(names: detector.names, data: settings.data), to: dataYAML) }
+        if let detector {
+            try LabelWriter.writeAtomically(
+                LabelWriter.dataYAML(names: detector.names, data: settings.data), to: dataYAML)
+        }
 
         let work = try store.remaining(retryFailed: retryFailed)
         summary.skipped = scan.images.count - work.count
@@ -101,7 +109,9 @@ public final class AutoAnnotator {
                     result = Result {
                         let image = try ImageDecoder.decode(path: full)
                         let prompts = try boxes.map {
-                            try BoxLabels.read(path: BoxLabels.path(forImage: item.path, in: $0), width: image.width, height: image.height)
+                            try BoxLabels.read(
+                                path: BoxLabels.path(forImage: item.path, in: $0), width: image.width,
+                                height: image.height)
                         }
                         return (image, prompts)
                     }
@@ -116,10 +126,12 @@ public final class AutoAnnotator {
         var completed = 0
         while let (id, path, label, input) = decoded.take() {
             let began = Date()
-            var event = Event(path: path, state: .failed, objects: 0, error: nil, completed: 0, total: work.count, seconds: 0)
+            var event = Event(
+                path: path, state: .failed, objects: 0, error: nil, completed: 0, total: work.count, seconds: 0)
             do {
                 let (image, prompts) = try input.get()
-                let (state, objects) = try annotate(image, boxes: prompts, labelPath: (settings.output as NSString).appendingPathComponent(label))
+                let (state, objects) = try annotate(
+                    image, boxes: prompts, labelPath: (settings.output as NSString).appendingPathComponent(label))
                 let seconds = Date().timeIntervalSince(began)
                 try store.finish(imageId: id, state: state, objects: objects, seconds: seconds)
                 (event.state, event.objects, event.seconds) = (state, objects.count, seconds)
@@ -139,8 +151,10 @@ public final class AutoAnnotator {
         }
         if detector == nil, let highest = try store.highestClass() {
             // A box dataset's class names are not in its label files: name the classes by id.
-            try LabelWriter.writeAtomically(LabelWriter.dataYAML(names: Dictionary(uniqueKeysWithValues: (0...highest).map { ($0, "\($0)") }),
-                                                                 data: settings.data), to: dataYAML)
+            try LabelWriter.writeAtomically(
+                LabelWriter.dataYAML(
+                    names: Dictionary(uniqueKeysWithValues: (0...highest).map { ($0, "\($0)") }),
+                    data: settings.data), to: dataYAML)
         }
         summary.seconds = Date().timeIntervalSince(start)
         return summary
@@ -179,7 +193,9 @@ public final class AutoAnnotator {
         defer { sam.resetImage() }
         let prediction = try sam.predict(boxes: boxes, lowResLogits: false)
         return zip(prediction.masks, prediction.scores).map { mask, score in
-            let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter { $0.count >= 3 }
+            let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter {
+                $0.count >= 3
+            }
             return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)
         }
     }
@@ -187,17 +203,21 @@ public final class AutoAnnotator {
     /// The auto-annotation job: detections → SAM; an object whose SAM score is not above `sam_conf` is dropped.
     func segmentDetections(in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
         guard let detector else { return ([], []) }
-        let options = NMSOptions(confidence: settings.confidence, iou: settings.iou, maxDetections: settings.maxDetections,
-                                 classes: settings.classes.map(Set.init))
+        let options = NMSOptions(
+            confidence: settings.confidence, iou: settings.iou, maxDetections: settings.maxDetections,
+            classes: settings.classes.map(Set.init))
         let detections = detector.detect(image, imgsz: settings.imageSize, options: options)
         let results = try masks(for: detections.map { SamBox(x1: $0.x1, y1: $0.y1, x2: $0.x2, y2: $0.y2) }, in: image)
         var lines: [LabelLine] = []
         var objects: [ObjectRecord] = []
-        for (detection, (polygons, score)) in zip(detections, results) where score > settings.samConfidence && !polygons.isEmpty {
+        for (detection, (polygons, score)) in zip(detections, results)
+        where score > settings.samConfidence && !polygons.isEmpty {
             lines += polygons.map { LabelLine(classId: detection.classId, points: $0) }
-            objects.append(ObjectRecord(classId: detection.classId, confidence: detection.confidence,
-                                        box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: score,
-                                        points: polygons.reduce(0) { $0 + $1.count }))
+            objects.append(
+                ObjectRecord(
+                    classId: detection.classId, confidence: detection.confidence,
+                    box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: score,
+                    points: polygons.reduce(0) { $0 + $1.count }))
         }
         return (lines, objects)
     }
@@ -207,7 +227,11 @@ public final class AutoAnnotator {
     /// already is a polygon is copied as it is.
     func segment(_ labels: BoxLabels, in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
         let boxes = labels.rows.compactMap { row -> SamBox? in
-            if case .box(_, let x1, let y1, let x2, let y2) = row { SamBox(x1: x1, y1: y1, x2: x2, y2: y2) } else { nil }
+            if case .box(_, let x1, let y1, let x2, let y2) = row {
+                SamBox(x1: x1, y1: y1, x2: x2, y2: y2)
+            } else {
+                nil
+            }
         }
         var results = try masks(for: boxes, in: image)[...]
         var lines: [LabelLine] = []
@@ -217,17 +241,29 @@ public final class AutoAnnotator {
             case .box(let classId, let x1, let y1, let x2, let y2):
                 let (polygons, score) = results.removeFirst()
                 let kept = score > settings.samConfidence && !polygons.isEmpty
-                let outline = kept ? polygons : [[(x1, y1), (x2, y1), (x2, y2), (x1, y2)].map {
-                    (x: min(max($0.0 / Float(image.width), 0), 1), y: min(max($0.1 / Float(image.height), 0), 1))
-                }]
+                let outline =
+                    kept
+                    ? polygons
+                    : [
+                        [(x1, y1), (x2, y1), (x2, y2), (x1, y2)].map {
+                            (
+                                x: min(max($0.0 / Float(image.width), 0), 1),
+                                y: min(max($0.1 / Float(image.height), 0), 1)
+                            )
+                        }
+                    ]
                 lines += outline.map { LabelLine(classId: classId, points: $0) }
-                objects.append(ObjectRecord(classId: classId, confidence: 1, box: (x1, y1, x2, y2), samScore: score,
-                                            points: outline.reduce(0) { $0 + $1.count }, source: kept ? .sam : .boxOutline))
+                objects.append(
+                    ObjectRecord(
+                        classId: classId, confidence: 1, box: (x1, y1, x2, y2), samScore: score,
+                        points: outline.reduce(0) { $0 + $1.count }, source: kept ? .sam : .boxOutline))
             case .polygon(let classId, let points, let text):
                 lines.append(LabelLine(classId: classId, points: points, verbatim: text))
                 let (xs, ys) = (points.map { $0.x * Float(image.width) }, points.map { $0.y * Float(image.height) })
-                objects.append(ObjectRecord(classId: classId, confidence: 1, box: (xs.min()!, ys.min()!, xs.max()!, ys.max()!),
-                                            samScore: 0, points: points.count, source: .label))
+                objects.append(
+                    ObjectRecord(
+                        classId: classId, confidence: 1, box: (xs.min()!, ys.min()!, xs.max()!, ys.max()!),
+                        samScore: 0, points: points.count, source: .label))
             }
         }
         return (lines, objects)

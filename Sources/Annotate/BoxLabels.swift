@@ -13,8 +13,9 @@ public struct BoxLabels: Sendable, Equatable {
 
         public static func == (a: Row, b: Row) -> Bool {
             switch (a, b) {
-            case let (.box(c, x1, y1, x2, y2), .box(d, u1, v1, u2, v2)): c == d && x1 == u1 && y1 == v1 && x2 == u2 && y2 == v2
-            case let (.polygon(_, _, t), .polygon(_, _, u)): t == u
+            case (.box(let c, let x1, let y1, let x2, let y2), .box(let d, let u1, let v1, let u2, let v2)):
+                c == d && x1 == u1 && y1 == v1 && x2 == u2 && y2 == v2
+            case (.polygon(_, _, let t), .polygon(_, _, let u)): t == u
             default: false
             }
         }
@@ -49,14 +50,18 @@ public struct BoxLabels: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw Problem(path: path, line: 0, reason: "cannot be read")
         }
-        guard let text = String(data: data, encoding: .utf8) else { throw Problem(path: path, line: 0, reason: "not UTF-8 text") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw Problem(path: path, line: 0, reason: "not UTF-8 text")
+        }
         var rows: [Row] = []
         var seen = Set<[Substring]>()
         for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard !fields.isEmpty, seen.insert(fields).inserted else { continue }
             func problem(_ reason: String) -> Problem { Problem(path: path, line: index + 1, reason: reason) }
-            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded(), classValue < 1e9 else {
+            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded(),
+                classValue < 1e9
+            else {
                 throw problem("class '\(fields[0])' is not a non-negative whole number")
             }
             let values = try fields.dropFirst().map { field -> Float in
@@ -64,7 +69,9 @@ public struct BoxLabels: Sendable, Equatable {
                 return v
             }
             // Ultralytics' checker: normalised, non-negative coordinates.
-            guard values.allSatisfy({ $0 >= 0 && $0 <= 1 }) else { throw problem("coordinates must be normalised to [0, 1]") }
+            guard values.allSatisfy({ $0 >= 0 && $0 <= 1 }) else {
+                throw problem("coordinates must be normalised to [0, 1]")
+            }
             let classId = Int(classValue)
             if values.count == 4 {
                 // As yolo_bbox2segment: scale to pixels in float32, then xywh → xyxy.
@@ -75,7 +82,8 @@ public struct BoxLabels: Sendable, Equatable {
                 let points = stride(from: 0, to: values.count, by: 2).map { (x: values[$0], y: values[$0 + 1]) }
                 rows.append(.polygon(classId: classId, points: points, text: fields.joined(separator: " ")))
             } else {
-                throw problem("\(fields.count) columns: a box row has 5 (class cx cy w h), a polygon row an odd number ≥ 7")
+                throw problem(
+                    "\(fields.count) columns: a box row has 5 (class cx cy w h), a polygon row an odd number ≥ 7")
             }
         }
         return BoxLabels(rows: rows)
@@ -85,7 +93,8 @@ public struct BoxLabels: Sendable, Equatable {
     /// changes, so editing a box is picked up by the next run.
     public static func stamp(path: String) -> String {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              let size = attributes[.size] as? Int, let date = attributes[.modificationDate] as? Date else { return "" }
+            let size = attributes[.size] as? Int, let date = attributes[.modificationDate] as? Date
+        else { return "" }
         return "\(size):\(date.timeIntervalSince1970)"
     }
 }

@@ -25,17 +25,25 @@ public struct ScanReport: Sendable {
 /// loaders select files). Symbolic links are not followed, so a link loop cannot trap the scan; a folder
 /// named like an image (`x.jpg/`) is a folder.
 public enum ImageScanner {
-    public static let extensions: Set<String> = ["bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic", "jp2", "pbm", "pgm", "ppm", "pxm", "pnm", "sr", "ras", "exr", "hdr", "pic"]
+    public static let extensions: Set<String> = [
+        "bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic", "jp2", "pbm", "pgm", "ppm",
+        "pxm", "pnm", "sr", "ras", "exr", "hdr", "pic",
+    ]
 
     /// `boxes`: the box label folder of a box-dataset job, whose files' stamps are recorded with the images.
-    public static func scan(_ data: String, excluding excluded: String? = nil, boxes: String? = nil) throws -> ScanReport {
+    public static func scan(_ data: String, excluding excluded: String? = nil, boxes: String? = nil) throws
+        -> ScanReport
+    {
         let root = URL(fileURLWithPath: data).standardizedFileURL
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw AnnotateError.notAFolder(path: data)
         }
         let keys: [URLResourceKey] = [.isRegularFileKey, .isSymbolicLinkKey, .fileSizeKey, .contentModificationDateKey]
-        guard let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: keys, options: [.skipsHiddenFiles]) else {
+        guard
+            let walker = FileManager.default.enumerator(
+                at: root, includingPropertiesForKeys: keys, options: [.skipsHiddenFiles])
+        else {
             throw AnnotateError.unreadable(path: data, reason: "the folder cannot be listed")
         }
         let excludedPath = excluded.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
@@ -44,22 +52,34 @@ public enum ImageScanner {
         var ignored = 0
         for case let url as URL in walker {
             let path = url.standardizedFileURL.path
-            if path == excludedPath || path == boxes { walker.skipDescendants(); continue }
+            if path == excludedPath || path == boxes {
+                walker.skipDescendants()
+                continue
+            }
             let values = try? url.resourceValues(forKeys: Set(keys))
             if values?.isSymbolicLink == true { continue }
             guard values?.isRegularFile == true else { continue }
             let relative = String(url.standardizedFileURL.path.dropFirst(root.path.count + 1))
-            guard extensions.contains(url.pathExtension.lowercased()) else { ignored += 1; continue }
+            guard extensions.contains(url.pathExtension.lowercased()) else {
+                ignored += 1
+                continue
+            }
             let label = (relative as NSString).deletingPathExtension + ".txt"
-            images.append(ScannedImage(relativePath: relative, labelPath: label, size: values?.fileSize ?? 0,
-                                       mtime: values?.contentModificationDate?.timeIntervalSince1970 ?? 0,
-                                       boxesStamp: boxes.map { BoxLabels.stamp(path: BoxLabels.path(forImage: relative, in: $0)) } ?? ""))
+            images.append(
+                ScannedImage(
+                    relativePath: relative, labelPath: label, size: values?.fileSize ?? 0,
+                    mtime: values?.contentModificationDate?.timeIntervalSince1970 ?? 0,
+                    boxesStamp: boxes.map { BoxLabels.stamp(path: BoxLabels.path(forImage: relative, in: $0)) } ?? ""))
         }
         images.sort { $0.relativePath < $1.relativePath }
         var owner: [String: String] = [:]
         var collisions: [String: String] = [:]
         for image in images {
-            if let first = owner[image.labelPath] { collisions[image.relativePath] = first } else { owner[image.labelPath] = image.relativePath }
+            if let first = owner[image.labelPath] {
+                collisions[image.relativePath] = first
+            } else {
+                owner[image.labelPath] = image.relativePath
+            }
         }
         return ScanReport(images: images, ignored: ignored, collisions: collisions)
     }

@@ -48,20 +48,27 @@ public struct JobSettings: Codable, Equatable, Sendable {
     /// Ultralytics' default output folder: `<data parent>/<data name>_auto_annotate_labels`.
     public static func defaultOutput(for data: String) -> String {
         let url = URL(fileURLWithPath: data).standardizedFileURL
-        return url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent + "_auto_annotate_labels").path
+        return url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent + "_auto_annotate_labels")
+            .path
     }
 
     /// Human-readable differences between the stored settings and these (empty when they agree).
     public func differences(from stored: JobSettings) -> [String] {
         var out: [String] = []
-        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name): the job has \(a), now \(b)") } }
+        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) {
+            if a != b { out.append("\(name): the job has \(a), now \(b)") }
+        }
         check("data", stored.data, data)
         check("boxes", stored.boxes ?? "none (a detector)", boxes ?? "none (a detector)")
         if let old = stored.detector, let new = detector, old.sha256 != new.sha256 {
-            out.append("det_model: \(new.path) is not the file the job started with (\(old.path), SHA-256 \(old.sha256.prefix(12))…)")
+            out.append(
+                "det_model: \(new.path) is not the file the job started with (\(old.path), SHA-256 \(old.sha256.prefix(12))…)"
+            )
         }
         if stored.segmenter.sha256 != segmenter.sha256 {
-            out.append("sam_model: \(segmenter.path) is not the file the job started with (\(stored.segmenter.path), SHA-256 \(stored.segmenter.sha256.prefix(12))…)")
+            out.append(
+                "sam_model: \(segmenter.path) is not the file the job started with (\(stored.segmenter.path), SHA-256 \(stored.segmenter.sha256.prefix(12))…)"
+            )
         }
         check("conf", stored.confidence, confidence)
         check("iou", stored.iou, iou)
@@ -102,13 +109,15 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
         case .notAFolder(let path): "data=\(path): not a folder of images"
         case .settingsChanged(let output, let differences):
             "the job in \(output) was started with other settings, so resuming would mix two runs' labels:\n  "
-                + differences.joined(separator: "\n  ") + "\nUse the original settings, or a new output_dir for a new job."
+                + differences.joined(separator: "\n  ")
+                + "\nUse the original settings, or a new output_dir for a new job."
         case .locked(let output, let owner):
             "the job in \(output) is being run by another process (\(owner)); wait for it, or stop it first"
         case .notAJob(let output): "\(output) holds no autoannotate job (no autoannotate.sqlite)"
         case .ownedByAnotherJob(let output, let data):
             "output_dir=\(output) belongs to the job labelling \(data); choose another output_dir, or resume that job"
-        case .boxesOrDetector: "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
+        case .boxesOrDetector:
+            "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
         }
     }
 }

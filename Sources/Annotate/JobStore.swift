@@ -26,7 +26,8 @@ public struct ObjectRecord: Sendable, Equatable {
     }
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.classId == b.classId && a.confidence == b.confidence && a.samScore == b.samScore && a.points == b.points && a.source == b.source
+        a.classId == b.classId && a.confidence == b.confidence && a.samScore == b.samScore && a.points == b.points
+            && a.source == b.source
             && a.box.x1 == b.box.x1 && a.box.y1 == b.box.y1 && a.box.x2 == b.box.x2 && a.box.y2 == b.box.y2
     }
 }
@@ -52,45 +53,49 @@ public final class JobStore: @unchecked Sendable {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: job, image, object") { db in
-            try db.execute(sql: """
-                CREATE TABLE job (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    settings TEXT NOT NULL,
-                    createdAt REAL NOT NULL,
-                    updatedAt REAL NOT NULL
-                );
-                CREATE TABLE image (
-                    id INTEGER PRIMARY KEY,
-                    path TEXT NOT NULL UNIQUE,
-                    label TEXT NOT NULL,
-                    size INTEGER NOT NULL,
-                    mtime REAL NOT NULL,
-                    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'detected', 'done', 'empty', 'failed')),
-                    error TEXT,
-                    objects INTEGER NOT NULL DEFAULT 0,
-                    seconds REAL,
-                    removed INTEGER NOT NULL DEFAULT 0,
-                    completions INTEGER NOT NULL DEFAULT 0,
-                    updatedAt REAL NOT NULL
-                );
-                CREATE INDEX image_state ON image(state);
-                CREATE TABLE object (
-                    id INTEGER PRIMARY KEY,
-                    imageId INTEGER NOT NULL REFERENCES image(id) ON DELETE CASCADE,
-                    position INTEGER NOT NULL,
-                    classId INTEGER NOT NULL,
-                    confidence REAL NOT NULL,
-                    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-                    samScore REAL NOT NULL,
-                    points INTEGER NOT NULL,
-                    UNIQUE (imageId, position)
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE job (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        settings TEXT NOT NULL,
+                        createdAt REAL NOT NULL,
+                        updatedAt REAL NOT NULL
+                    );
+                    CREATE TABLE image (
+                        id INTEGER PRIMARY KEY,
+                        path TEXT NOT NULL UNIQUE,
+                        label TEXT NOT NULL,
+                        size INTEGER NOT NULL,
+                        mtime REAL NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'detected', 'done', 'empty', 'failed')),
+                        error TEXT,
+                        objects INTEGER NOT NULL DEFAULT 0,
+                        seconds REAL,
+                        removed INTEGER NOT NULL DEFAULT 0,
+                        completions INTEGER NOT NULL DEFAULT 0,
+                        updatedAt REAL NOT NULL
+                    );
+                    CREATE INDEX image_state ON image(state);
+                    CREATE TABLE object (
+                        id INTEGER PRIMARY KEY,
+                        imageId INTEGER NOT NULL REFERENCES image(id) ON DELETE CASCADE,
+                        position INTEGER NOT NULL,
+                        classId INTEGER NOT NULL,
+                        confidence REAL NOT NULL,
+                        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+                        samScore REAL NOT NULL,
+                        points INTEGER NOT NULL,
+                        UNIQUE (imageId, position)
+                    );
+                    """)
         }
         migrator.registerMigration("v2: box datasets (image.boxes, object.source)") { db in
             // The stamp of an image's box label file in a box-dataset job, so that editing a box redoes the image.
             try db.execute(sql: "ALTER TABLE image ADD COLUMN boxes TEXT NOT NULL DEFAULT ''")
-            try db.execute(sql: "ALTER TABLE object ADD COLUMN source TEXT NOT NULL DEFAULT 'sam' CHECK (source IN ('sam', 'box', 'label'))")
+            try db.execute(
+                sql:
+                    "ALTER TABLE object ADD COLUMN source TEXT NOT NULL DEFAULT 'sam' CHECK (source IN ('sam', 'box', 'label'))"
+            )
         }
         return migrator
     }
@@ -106,10 +111,11 @@ public final class JobStore: @unchecked Sendable {
         let text = String(decoding: try JSONEncoder().encode(settings), as: UTF8.self)
         let now = Date().timeIntervalSince1970
         try pool.write { db in
-            try db.execute(sql: """
-                INSERT INTO job (id, settings, createdAt, updatedAt) VALUES (1, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET settings = excluded.settings, updatedAt = excluded.updatedAt
-                """, arguments: [text, now, now])
+            try db.execute(
+                sql: """
+                    INSERT INTO job (id, settings, createdAt, updatedAt) VALUES (1, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET settings = excluded.settings, updatedAt = excluded.updatedAt
+                    """, arguments: [text, now, now])
         }
     }
 
@@ -127,19 +133,29 @@ public final class JobStore: @unchecked Sendable {
             let present = Set(scan.map(\.relativePath))
             for image in scan {
                 if let old = known[image.relativePath] {
-                    if old.size != image.size || old.mtime != image.mtime || old.boxes != image.boxesStamp || old.removed {
-                        try db.execute(sql: "UPDATE image SET size = ?, mtime = ?, boxes = ?, label = ?, state = 'pending', error = NULL, removed = 0, updatedAt = ? WHERE path = ?",
-                                       arguments: [image.size, image.mtime, image.boxesStamp, image.labelPath, now, image.relativePath])
+                    if old.size != image.size || old.mtime != image.mtime || old.boxes != image.boxesStamp
+                        || old.removed
+                    {
+                        try db.execute(
+                            sql:
+                                "UPDATE image SET size = ?, mtime = ?, boxes = ?, label = ?, state = 'pending', error = NULL, removed = 0, updatedAt = ? WHERE path = ?",
+                            arguments: [
+                                image.size, image.mtime, image.boxesStamp, image.labelPath, now, image.relativePath,
+                            ])
                     }
                 } else {
-                    try db.execute(sql: "INSERT INTO image (path, label, size, mtime, boxes, updatedAt) VALUES (?, ?, ?, ?, ?, ?)",
-                                   arguments: [image.relativePath, image.labelPath, image.size, image.mtime, image.boxesStamp, now])
+                    try db.execute(
+                        sql: "INSERT INTO image (path, label, size, mtime, boxes, updatedAt) VALUES (?, ?, ?, ?, ?, ?)",
+                        arguments: [
+                            image.relativePath, image.labelPath, image.size, image.mtime, image.boxesStamp, now,
+                        ])
                     added += 1
                 }
             }
             var removed = 0
             for (path, old) in known where !present.contains(path) && !old.removed {
-                try db.execute(sql: "UPDATE image SET removed = 1, updatedAt = ? WHERE path = ?", arguments: [now, path])
+                try db.execute(
+                    sql: "UPDATE image SET removed = 1, updatedAt = ? WHERE path = ?", arguments: [now, path])
                 removed += 1
             }
             return (added, removed)
@@ -150,8 +166,10 @@ public final class JobStore: @unchecked Sendable {
     public func remaining(retryFailed: Bool) throws -> [(id: Int64, path: String, label: String)] {
         try pool.read { db in
             let states = retryFailed ? "'pending', 'detected', 'failed'" : "'pending', 'detected'"
-            return try Row.fetchAll(db, sql: "SELECT id, path, label FROM image WHERE removed = 0 AND state IN (\(states)) ORDER BY path")
-                .map { ($0["id"], $0["path"], $0["label"]) }
+            return try Row.fetchAll(
+                db, sql: "SELECT id, path, label FROM image WHERE removed = 0 AND state IN (\(states)) ORDER BY path"
+            )
+            .map { ($0["id"], $0["path"], $0["label"]) }
         }
     }
 
@@ -161,14 +179,20 @@ public final class JobStore: @unchecked Sendable {
         try pool.write { db in
             try db.execute(sql: "DELETE FROM object WHERE imageId = ?", arguments: [imageId])
             for (position, o) in objects.enumerated() {
-                try db.execute(sql: """
-                    INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points, source)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [imageId, position, o.classId, Double(o.confidence), Double(o.box.x1), Double(o.box.y1),
-                                     Double(o.box.x2), Double(o.box.y2), Double(o.samScore), o.points, o.source.rawValue])
+                try db.execute(
+                    sql: """
+                        INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points, source)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        imageId, position, o.classId, Double(o.confidence), Double(o.box.x1), Double(o.box.y1),
+                        Double(o.box.x2), Double(o.box.y2), Double(o.samScore), o.points, o.source.rawValue,
+                    ])
             }
-            try db.execute(sql: "UPDATE image SET state = ?, error = NULL, objects = ?, seconds = ?, completions = completions + 1, updatedAt = ? WHERE id = ?",
-                           arguments: [state.rawValue, objects.count, seconds, now, imageId])
+            try db.execute(
+                sql:
+                    "UPDATE image SET state = ?, error = NULL, objects = ?, seconds = ?, completions = completions + 1, updatedAt = ? WHERE id = ?",
+                arguments: [state.rawValue, objects.count, seconds, now, imageId])
         }
     }
 
@@ -176,8 +200,10 @@ public final class JobStore: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         try pool.write { db in
             try db.execute(sql: "DELETE FROM object WHERE imageId = ?", arguments: [imageId])
-            try db.execute(sql: "UPDATE image SET state = 'failed', error = ?, objects = 0, seconds = ?, updatedAt = ? WHERE id = ?",
-                           arguments: [reason, seconds, now, imageId])
+            try db.execute(
+                sql:
+                    "UPDATE image SET state = 'failed', error = ?, objects = 0, seconds = ?, updatedAt = ? WHERE id = ?",
+                arguments: [reason, seconds, now, imageId])
         }
     }
 
@@ -185,13 +211,20 @@ public final class JobStore: @unchecked Sendable {
     /// purpose (its file changed) — by relative path.
     public func completions() throws -> [String: Int] {
         try pool.read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT path, completions FROM image").map { ($0["path"] as String, $0["completions"] as Int) })
+            Dictionary(
+                uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT path, completions FROM image").map {
+                    ($0["path"] as String, $0["completions"] as Int)
+                })
         }
     }
 
     /// The highest class id written so far (nil before any object): a box-dataset job names its classes by id.
     public func highestClass() throws -> Int? {
-        try pool.read { db in try Int.fetchOne(db, sql: "SELECT MAX(classId) FROM object JOIN image ON image.id = object.imageId WHERE image.removed = 0") }
+        try pool.read { db in
+            try Int.fetchOne(
+                db,
+                sql: "SELECT MAX(classId) FROM object JOIN image ON image.id = object.imageId WHERE image.removed = 0")
+        }
     }
 
     /// What `status` shows.
@@ -207,20 +240,35 @@ public final class JobStore: @unchecked Sendable {
     public func summary() throws -> Summary {
         try pool.read { db in
             var counts = Dictionary(uniqueKeysWithValues: ImageState.allCases.map { ($0.rawValue, 0) })
-            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM image WHERE removed = 0 GROUP BY state") {
+            for row in try Row.fetchAll(
+                db, sql: "SELECT state, COUNT(*) AS n FROM image WHERE removed = 0 GROUP BY state")
+            {
                 counts[row["state"]] = row["n"]
             }
             let removed = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM image WHERE removed = 1") ?? 0
-            let objects = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM object JOIN image ON image.id = object.imageId WHERE image.removed = 0") ?? 0
-            let timed = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, SUM(seconds) AS s FROM image WHERE removed = 0 AND seconds IS NOT NULL AND state != 'pending'")
+            let objects =
+                try Int.fetchOne(
+                    db,
+                    sql: "SELECT COUNT(*) FROM object JOIN image ON image.id = object.imageId WHERE image.removed = 0")
+                ?? 0
+            let timed = try Row.fetchOne(
+                db,
+                sql:
+                    "SELECT COUNT(*) AS n, SUM(seconds) AS s FROM image WHERE removed = 0 AND seconds IS NOT NULL AND state != 'pending'"
+            )
             let n: Int = timed?["n"] ?? 0
             let s: Double = timed?["s"] ?? 0
             let rate = n > 0 && s > 0 ? Double(n) / s : nil
             let left = (counts["pending"] ?? 0) + (counts["detected"] ?? 0)
-            let errors = try Row.fetchAll(db, sql: "SELECT path, error FROM image WHERE state = 'failed' AND removed = 0 ORDER BY updatedAt DESC LIMIT 10")
-                .map { ["image": $0["path"] as String, "error": ($0["error"] as String?) ?? ""] }
-            return Summary(counts: counts, removed: removed, objects: objects, imagesPerSecond: rate,
-                           secondsLeft: rate.map { Double(left) / $0 }, lastErrors: errors)
+            let errors = try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT path, error FROM image WHERE state = 'failed' AND removed = 0 ORDER BY updatedAt DESC LIMIT 10"
+            )
+            .map { ["image": $0["path"] as String, "error": ($0["error"] as String?) ?? ""] }
+            return Summary(
+                counts: counts, removed: removed, objects: objects, imagesPerSecond: rate,
+                secondsLeft: rate.map { Double(left) / $0 }, lastErrors: errors)
         }
     }
 }

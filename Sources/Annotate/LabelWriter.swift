@@ -26,7 +26,9 @@ public enum LabelWriter {
     public static func problem(_ line: LabelLine, classCount: Int) -> String? {
         if line.points.count < 3 { return "a polygon of \(line.points.count) points (at least 3 are needed)" }
         if line.classId < 0 || line.classId >= classCount { return "class \(line.classId) outside 0..<\(classCount)" }
-        if line.points.contains(where: { !(0...1).contains($0.x) || !(0...1).contains($0.y) }) { return "coordinates outside [0, 1]" }
+        if line.points.contains(where: { !(0...1).contains($0.x) || !(0...1).contains($0.y) }) {
+            return "coordinates outside [0, 1]"
+        }
         return nil
     }
 
@@ -46,14 +48,21 @@ public enum LabelWriter {
     public static func writeAtomically(_ text: String, to path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let temporary = (directory as NSString).appendingPathComponent(".\((path as NSString).lastPathComponent).\(getpid()).tmp")
+        let temporary = (directory as NSString).appendingPathComponent(
+            ".\((path as NSString).lastPathComponent).\(getpid()).tmp")
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard descriptor >= 0 else { throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno))) }
+        guard descriptor >= 0 else {
+            throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno)))
+        }
         let bytes = Array(text.utf8)
         var written = 0
         while written < bytes.count {
             let n = bytes[written...].withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
-            if n < 0 { close(descriptor); unlink(temporary); throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno))) }
+            if n < 0 {
+                close(descriptor)
+                unlink(temporary)
+                throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno)))
+            }
             written += n
         }
         fsync(descriptor)
@@ -67,7 +76,8 @@ public enum LabelWriter {
     /// Removes temporary files a killed run left behind.
     public static func removeTemporaries(under output: String) {
         guard let walker = FileManager.default.enumerator(atPath: output) else { return }
-        for case let relative as String in walker where (relative as NSString).lastPathComponent.hasPrefix(".") && relative.hasSuffix(".tmp") {
+        for case let relative as String in walker
+        where (relative as NSString).lastPathComponent.hasPrefix(".") && relative.hasSuffix(".tmp") {
             try? FileManager.default.removeItem(atPath: (output as NSString).appendingPathComponent(relative))
         }
     }
@@ -90,12 +100,17 @@ final class JobLock {
     init(output: String) throws {
         let path = (output as NSString).appendingPathComponent("autoannotate.lock")
         descriptor = open(path, O_RDWR | O_CREAT, 0o644)
-        guard descriptor >= 0 else { throw AnnotateError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard descriptor >= 0 else {
+            throw AnnotateError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
         if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             var buffer = [UInt8](repeating: 0, count: 64)
             let n = pread(descriptor, &buffer, 64, 0)
             close(descriptor)
-            let owner = n > 0 ? String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "unknown"
+            let owner =
+                n > 0
+                ? String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                : "unknown"
             throw AnnotateError.locked(output: output, owner: owner)
         }
         let text = Array("pid \(getpid())\n".utf8)

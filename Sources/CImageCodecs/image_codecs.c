@@ -2,7 +2,7 @@
 // grfmt_png.cpp of OpenCV 4.10), so that decoded pixels equal `cv2.imread(path)` (after BGR → RGB).
 // Both libraries report fatal errors by longjmp; every setjmp lives here, never in Swift.
 
-#include <stdio.h>  // jpeglib.h needs FILE and size_t first
+#include <stdio.h> // jpeglib.h needs FILE and size_t first
 #include <stdlib.h>
 #include <string.h>
 #include <setjmp.h>
@@ -23,7 +23,7 @@ void aa_buffer_free(uint8_t *buffer) { free(buffer); }
 
 static void copy_exif(aa_image *out, const uint8_t *data, size_t size) {
     out->exif = malloc(size);
-    if (out->exif == NULL) return;  // orientation is lost, the image is not
+    if (out->exif == NULL) return; // orientation is lost, the image is not
     memcpy(out->exif, data, size);
     out->exif_size = size;
 }
@@ -207,7 +207,7 @@ static void png_fail(png_structp png, png_const_charp text) {
 
 static void png_warn(png_structp png, png_const_charp text) {
     (void)png;
-    (void)text;  // libpng recovers from what it warns about (e.g. a bad CRC in an ancillary chunk), as OpenCV
+    (void)text; // libpng recovers from what it warns about (e.g. a bad CRC in an ancillary chunk), as OpenCV
 }
 
 aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, aa_image *out) {

@@ -49,7 +49,9 @@ static inline __attribute__((always_inline)) float erf_poly(float x) {
 }
 
 // GELU, erf form: ½ · x · (1 + erf(x / √2)).
-static inline __attribute__((always_inline)) float gelu_poly(float x) { return 0.5f * x * (1.0f + erf_poly(x * 0.70710678118654752f)); }
+static inline __attribute__((always_inline)) float gelu_poly(float x) {
+    return 0.5f * x * (1.0f + erf_poly(x * 0.70710678118654752f));
+}
 
 // SiLU: x · σ(x), written as x / (1 + e^−x).
 static inline __attribute__((always_inline)) float silu_poly(float x) { return x / (1.0f + exp_poly(-x)); }

@@ -24,16 +24,22 @@
 
 #define MR CK_SGEMM_MR
 #define NR CK_SGEMM_NR
-#define KC CK_SGEMM_KC  // k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB
-#define MC CK_SGEMM_MC  // rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows,
-                 // one block that streams B panel by panel)
-#define NC 3072  // columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass
+// k per slice: a B panel's slice is 16 KB (L1), an A panel's 6 KB.
+#define KC CK_SGEMM_KC
+// Rows of A per block: 144 KB of packed A, kept in L2 while the B panels pass (up to 288 rows, one block that
+// streams B panel by panel).
+#define MC CK_SGEMM_MC
+// Columns of B per block (3 MB of packed B at most): SAM's widest linear in one pass.
+#define NC 3072
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 // r[i] ← column i of the 8 × 8 block whose rows are r[0…7].
 AVX2 static inline void transpose8(__m256 r[8]) {
     __m256 t[8], s[8];
-    for (int i = 0; i < 8; i += 2) { t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]); t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); }
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
     for (int i = 0; i < 8; i += 4) {
         s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
         s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
@@ -52,12 +58,16 @@ static long min_long(long a, long b) { return a < b ? a : b; }
 
 // Copies and zero fills of a few floats, as loops the compiler vectorises in place (a libc call per panel row
 // cost more than the copy: packing was a quarter of yolov8n's time).
-AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, long n) { for (long i = 0; i < n; i++) d[i] = s[i]; }
-AVX2 static inline void zero_floats(float *d, long n) { for (long i = 0; i < n; i++) d[i] = 0; }
+AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, long n) {
+    for (long i = 0; i < n; i++) d[i] = s[i];
+}
+AVX2 static inline void zero_floats(float *d, long n) {
+    for (long i = 0; i < n; i++) d[i] = 0;
+}
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
 
 long ck_sgemm_packed_b_count(long k, long n) { return round_up(n, NR) * k; }
-long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k + 16; }  // + 16: as abuf in ck_sgemm
+long ck_sgemm_packed_a_count(long m, long k) { return round_up(m, MR) * k + 16; } // + 16: as abuf in ck_sgemm
 
 // Rows [i0, i0 + mc) and k [p0, p0 + kc) of A into 6-row panels: panel p holds a[k][r] at p · 6 · kc + k · 6 + r,
 // rows past the end zero.
@@ -85,7 +95,7 @@ AVX2 static void pack_a_block(const ck_operand *a, long i0, long mc, long p0, lo
                 for (long k = k0; k < kc; k++) dst[k * MR + r] = s[r * a->row + k];
         } else {
 #ifdef FAST_PACKING
-            if (a->row == 1 && rows == MR) {  // Aᵀ stored (attention probabilities [H·T, rows]): 6 floats in a row per k
+            if (a->row == 1 && rows == MR) { // Aᵀ stored (attention probabilities [H·T, rows]): 6 floats in a row per k
                 const __m256i six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
                 for (long k = 0; k < kc; k++) _mm256_storeu_ps(dst + k * MR, _mm256_maskload_ps(s + k * a->col, six));
                 continue;
@@ -102,8 +112,9 @@ AVX2 static inline void gather_even(float *d, const float *line) {
 #ifdef FAST_PACKING
     for (int half = 0; half < 2; half++) {
         const __m256 x0 = _mm256_loadu_ps(line + 16 * half), x1 = _mm256_loadu_ps(line + 16 * half + 8);
-        const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 | 4 6 12 14
-        _mm256_storeu_ps(d + 8 * half, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+        const __m256 even = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)); // 0 2 8 10 | 4 6 12 14
+        _mm256_storeu_ps(d + 8 * half,
+                         _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
     }
 #else
     for (int i = 0; i < NR; i++) d[i] = line[2 * i];
@@ -114,12 +125,12 @@ AVX2 static inline void gather_even(float *d, const float *line) {
 // p = (ch · kh + ky) · kw + kx and j = oy · wo + ox, zero outside the input (the padding). The panel's columns are
 // cut into runs along one output row; each run reads one input row at a fixed step, with the padding at its ends.
 typedef struct {
-    int count;                                // runs
-    long start[NR + 1], oy[NR], ox[NR];       // run r: panel columns [start[r], start[r + 1]), from output (oy, ox)
-    long ch, ky, kx;                          // the tap of the panel's first k
-    const float *interior;                    // one run of 16 whose every tap lies inside the input (most panels of
-                                              // a 3×3 convolution): where its first column's window starts in
-                                              // channel 0, else NULL
+    int count;                          // runs
+    long start[NR + 1], oy[NR], ox[NR]; // run r: panel columns [start[r], start[r + 1]), from output (oy, ox)
+    long ch, ky, kx;                    // the tap of the panel's first k
+    const float *interior;              // one run of 16 whose every tap lies inside the input (most panels of
+                                        // a 3×3 convolution): where its first column's window starts in
+                                        // channel 0, else NULL
 } patch_runs;
 
 static patch_runs panel_runs(const ck_patches *g, long p0, long j0, long cols) {
@@ -136,16 +147,22 @@ static patch_runs panel_runs(const ck_patches *g, long p0, long j0, long cols) {
     if (p.count == 1 && cols == NR && (sx == 1 || sx == 2)) {
         const long iy0 = p.oy[0] * g->stride_y - g->pad_y, ix0 = p.ox[0] * sx - g->pad_x;
         // The last input read: the last tap of the last column (the stride-2 gathers read one float past it).
-        const long iy1 = iy0 + (g->kernel_h - 1) * g->dilation_y, ix1 = ix0 + (g->kernel_w - 1) * g->dilation_x + (NR - 1) * sx + (sx == 2);
-        if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width)
-            p.interior = g->x + iy0 * g->width + ix0;
+        const long iy1 = iy0 + (g->kernel_h - 1) * g->dilation_y,
+                   ix1 = ix0 + (g->kernel_w - 1) * g->dilation_x + (NR - 1) * sx + (sx == 2);
+        if (iy0 >= 0 && iy1 < g->height && ix0 >= 0 && ix1 < g->width) p.interior = g->x + iy0 * g->width + ix0;
     }
     return p;
 }
 
 // The tap of the next k, in p's order.
 static inline void next_tap(const ck_patches *g, patch_runs *p) {
-    if (++p->kx == g->kernel_w) { p->kx = 0; if (++p->ky == g->kernel_h) { p->ky = 0; p->ch++; } }
+    if (++p->kx == g->kernel_w) {
+        p->kx = 0;
+        if (++p->ky == g->kernel_h) {
+            p->ky = 0;
+            p->ch++;
+        }
+    }
 }
 
 // An interior panel's input row for its current tap.
@@ -155,7 +172,7 @@ static inline const float *interior_line(const ck_patches *g, const patch_runs *
 
 // Columns [lo, hi) of a run of `length` whose first column reads input column ix, at step sx, lie inside the row.
 static inline void inside(const ck_patches *g, long ix, long sx, long length, long *lo, long *hi) {
-    if (sx == 1) {  // no division for the common stride 1
+    if (sx == 1) { // no division for the common stride 1
         *lo = ix >= 0 ? 0 : -ix;
         *hi = g->width - ix;
     } else {
@@ -182,7 +199,8 @@ typedef struct {
 static tap_reads reads_of_tap(const ck_patches *g, const patch_runs *p, long p0, long kc, long tap) {
     const long taps = g->kernel_h * g->kernel_w, sx = g->stride_x;
     const long dy = tap / g->kernel_w * g->dilation_y - g->pad_y, dx = tap % g->kernel_w * g->dilation_x - g->pad_x;
-    tap_reads t = {.first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps, .end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps};
+    tap_reads t = {.first = p0 <= tap ? 0 : (p0 - tap + taps - 1) / taps,
+                   .end = p0 + kc <= tap ? 0 : (p0 + kc - tap + taps - 1) / taps};
     for (int r = 0; r < p->count; r++) {
         const long iy = p->oy[r] * g->stride_y + dy, ix = p->ox[r] * sx + dx;
         long lo, hi;
@@ -197,7 +215,7 @@ static tap_reads reads_of_tap(const ck_patches *g, const patch_runs *p, long p0,
 AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
     patch_runs p = panel_runs(g, p0, j0, cols);
     const long sx = g->stride_x;
-    if (p.interior) {  // one source pointer per k and a straight copy, no per-k bounds
+    if (p.interior) { // one source pointer per k and a straight copy, no per-k bounds
         for (long k = 0; k < kc; k++, dst += NR) {
             const float *line = interior_line(g, &p);
             // The panel two along reads this row 2 · 16 · sx floats on: dozens of input rows are read at once
@@ -222,8 +240,10 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
             for (int r = 0; r < t.count; r++) {
                 const float *in = t.runs[r].line + ch * plane;
                 const int from = t.runs[r].from, to = t.runs[r].to;
-                if (sx == 1) copy_floats(d + from, in, to - from);
-                else for (int i = from; i < to; i++) d[i] = in[(i - from) * sx];
+                if (sx == 1)
+                    copy_floats(d + from, in, to - from);
+                else
+                    for (int i = from; i < to; i++) d[i] = in[(i - from) * sx];
             }
         }
     }
@@ -233,18 +253,20 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
 // The same panel where the CPU has AVX-512: each k's 16 columns are one register, filled run by run with masked
 // loads — lanes in the padding stay zero and are never read — and stored once (the panels at an output row's ends
 // and those across two rows took a fifth of yolov8n's time in partial copies and zero fills).
-__attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_avx512(const ck_patches *g, long p0, long kc, long j0,
-                                                                                    long cols, float *dst) {
+__attribute__((target("avx512f,avx2,fma,bmi2"))) static void
+pack_patches_panel_avx512(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
     patch_runs p = panel_runs(g, p0, j0, cols);
     const long sx = g->stride_x;
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)sx));
+    const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int)sx));
     if (p.interior) {
         for (long k = 0; k < kc; k++, dst += NR) {
             const float *line = interior_line(g, &p);
-            __builtin_prefetch(line + 2 * NR * sx);  // as in pack_patches_panel
-            _mm512_storeu_ps(dst, sx == 1 ? _mm512_loadu_ps(line)
-                                          : _mm512_permutex2var_ps(_mm512_loadu_ps(line), even, _mm512_loadu_ps(line + NR)));
+            __builtin_prefetch(line + 2 * NR * sx); // as in pack_patches_panel
+            _mm512_storeu_ps(dst,
+                             sx == 1 ? _mm512_loadu_ps(line)
+                                     : _mm512_permutex2var_ps(_mm512_loadu_ps(line), even, _mm512_loadu_ps(line + NR)));
             next_tap(g, &p);
         }
         return;
@@ -258,8 +280,8 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_
         __mmask16 mask[NR], low[NR], high[NR];
         for (int r = 0; r < t.count; r++) {
             mask[r] = (__mmask16)(((1u << t.runs[r].to) - 1) & ~((1u << t.runs[r].from) - 1));
-            line[r] = t.runs[r].line - t.runs[r].from * sx;  // lane l reads line[l · sx]
-            const unsigned inputs = _pdep_u32(mask[r], 0x55555555u);  // stride 2: lane l's input is float 2l of 32
+            line[r] = t.runs[r].line - t.runs[r].from * sx;          // lane l reads line[l · sx]
+            const unsigned inputs = _pdep_u32(mask[r], 0x55555555u); // stride 2: lane l's input is float 2l of 32
             low[r] = (__mmask16)inputs, high[r] = (__mmask16)(inputs >> 16);
         }
         float *d = dst + (t.first * taps + tap - p0) * NR;
@@ -269,8 +291,9 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) static void pack_patches_panel_
                 const float *in = line[r] + ch * plane;
                 if (sx == 1) {
                     v = _mm512_mask_loadu_ps(v, mask[r], in);
-                } else if (sx == 2) {  // load the even lanes' inputs, then take the even ones
-                    const __m512 lower = _mm512_maskz_loadu_ps(low[r], in), upper = _mm512_maskz_loadu_ps(high[r], in + NR);
+                } else if (sx == 2) { // load the even lanes' inputs, then take the even ones
+                    const __m512 lower = _mm512_maskz_loadu_ps(low[r], in),
+                                 upper = _mm512_maskz_loadu_ps(high[r], in + NR);
                     v = _mm512_mask_mov_ps(v, mask[r], _mm512_permutex2var_ps(lower, even, upper));
                 } else {
                     v = _mm512_mask_i32gather_ps(v, mask[r], steps, in, 4);
@@ -289,7 +312,10 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
         const long cols = min_long(NR, nc - j);
         if (b->patches) {
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-            if (ck_cpu_has_avx512()) { pack_patches_panel_avx512(b->patches, p0, kc, j0 + j, cols, dst); continue; }
+            if (ck_cpu_has_avx512()) {
+                pack_patches_panel_avx512(b->patches, p0, kc, j0 + j, cols, dst);
+                continue;
+            }
 #endif
             pack_patches_panel(b->patches, p0, kc, j0 + j, cols, dst);
             continue;
@@ -300,10 +326,10 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
             for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, NR);
         } else if (b->col == 1) {
             for (long k = 0; k < kc; k++) copy_floats(dst + k * NR, s + k * b->row, cols);
-        } else {  // Bᵀ stored (a Linear weight [out, in], attention's keys): read each column along k
+        } else { // Bᵀ stored (a Linear weight [out, in], attention's keys): read each column along k
             long k0 = 0;
 #ifdef FAST_PACKING
-            if (cols == NR && b->row == 1) {  // two 8 × 8 transposes per 8 k
+            if (cols == NR && b->row == 1) { // two 8 × 8 transposes per 8 k
                 for (; k0 + 8 <= kc; k0 += 8) {
                     __m256 lo[8], hi[8];
                     for (int c = 0; c < 8; c++) {
@@ -325,7 +351,9 @@ AVX2 static void pack_b_block(const ck_operand *b, long p0, long kc, long j0, lo
     }
 }
 
-void ck_sgemm_pack_b_block(const ck_operand *b, long p0, long kc, long j0, long nc, float *dst) { pack_b_block(b, p0, kc, j0, nc, dst); }
+void ck_sgemm_pack_b_block(const ck_operand *b, long p0, long kc, long j0, long nc, float *dst) {
+    pack_b_block(b, p0, kc, j0, nc, dst);
+}
 
 AVX2 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed) {
     for (long p0 = 0; p0 < k; p0 += KC) pack_a_block(a, 0, m, p0, min_long(KC, k - p0), packed + p0 * round_up(m, MR));
@@ -351,16 +379,16 @@ int ck_sgemm_supported(void) {
 int ck_cpu_has_avx512(void) {
     static int known = -1;
     if (known < 0)
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl");
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     return known;
 }
 
 // C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row. B's
 // rows are `ldb` apart: 16 in a packed panel, or a row-major B read in place. With `bias` (the first slice of a
 // product with a bias), row r starts from bias[r] (`per_row`) or column j from bias[j] instead of beta · C.
-AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c, long ldc,
-                             float alpha, float beta, int first, const float *bias, int per_row) {
+AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c,
+                             long ldc, float alpha, float beta, int first, const float *bias, int per_row) {
     // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
     // two threads, where OpenBLAS's kernel does the same).
     for (int r = 0; r < MR; r++) {
@@ -374,40 +402,49 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
         _mm_prefetch((const char *)(a + 8 * MR), _MM_HINT_T0);
         const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 x = _mm256_broadcast_ss(a);
-        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
         x = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
         x = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
         x = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
         x = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
         x = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     const int overwrite = first && beta == 0, scale = first && beta != 1;
-#define STORE_ROW(r, lo, hi)                                                                           \
-    {                                                                                                  \
-        float *p = c + (r) * ldc;                                                                      \
-        if (bias) {                                                                                    \
-            const __m256 s0 = per_row ? _mm256_broadcast_ss(bias + (r)) : _mm256_loadu_ps(bias);        \
-            const __m256 s1 = per_row ? s0 : _mm256_loadu_ps(bias + 8);                                 \
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, s0));                                          \
-            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, s1));                                      \
-        } else if (overwrite) {                                                                        \
-            _mm256_storeu_ps(p, _mm256_mul_ps(va, lo));                                                \
-            _mm256_storeu_ps(p + 8, _mm256_mul_ps(va, hi));                                            \
-        } else {                                                                                       \
-            __m256 o0 = _mm256_loadu_ps(p), o1 = _mm256_loadu_ps(p + 8);                               \
-            if (scale) { o0 = _mm256_mul_ps(vb, o0); o1 = _mm256_mul_ps(vb, o1); }                      \
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, o0));                                          \
-            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, o1));                                      \
-        }                                                                                              \
+#define STORE_ROW(r, lo, hi)                                                                                           \
+    {                                                                                                                  \
+        float *p = c + (r)*ldc;                                                                                        \
+        if (bias) {                                                                                                    \
+            const __m256 s0 = per_row ? _mm256_broadcast_ss(bias + (r)) : _mm256_loadu_ps(bias);                       \
+            const __m256 s1 = per_row ? s0 : _mm256_loadu_ps(bias + 8);                                                \
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, s0));                                                          \
+            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, s1));                                                      \
+        } else if (overwrite) {                                                                                        \
+            _mm256_storeu_ps(p, _mm256_mul_ps(va, lo));                                                                \
+            _mm256_storeu_ps(p + 8, _mm256_mul_ps(va, hi));                                                            \
+        } else {                                                                                                       \
+            __m256 o0 = _mm256_loadu_ps(p), o1 = _mm256_loadu_ps(p + 8);                                               \
+            if (scale) {                                                                                               \
+                o0 = _mm256_mul_ps(vb, o0);                                                                            \
+                o1 = _mm256_mul_ps(vb, o1);                                                                            \
+            }                                                                                                          \
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, lo, o0));                                                          \
+            _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(va, hi, o1));                                                      \
+        }                                                                                                              \
     }
-    STORE_ROW(0, c00, c01) STORE_ROW(1, c10, c11) STORE_ROW(2, c20, c21)
-    STORE_ROW(3, c30, c31) STORE_ROW(4, c40, c41) STORE_ROW(5, c50, c51)
+    STORE_ROW(0, c00, c01)
+    STORE_ROW(1, c10, c11) STORE_ROW(2, c20, c21) STORE_ROW(3, c30, c31) STORE_ROW(4, c40, c41) STORE_ROW(5, c50, c51)
 #undef STORE_ROW
 }
 
@@ -417,11 +454,10 @@ AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *rest
 // (YOLO's 16, 80, 160 … filters leave 4 or 8), reading the second panel only past 6 rows. Each element gets the same
 // fused multiply-adds in the same order as in kernel_6x16, so the same bits, and B is read once for twelve rows.
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
-AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int rows, long kc, const float *restrict a, long lda,
-                                                                 const float *restrict b, const float *restrict b2, long ldb,
-                                                                 float *restrict c, long ldc, float alpha, float beta, int first,
-                                                                 const float *bias, int per_row, const float *gh, const float *gw,
-                                                                 long gs, const float *res, long ldr) {
+AVX512 static inline __attribute__((always_inline)) void
+tile_12(int panels, int rows, long kc, const float *restrict a, long lda, const float *restrict b,
+        const float *restrict b2, long ldb, float *restrict c, long ldc, float alpha, float beta, int first,
+        const float *bias, int per_row, const float *gh, const float *gw, long gs, const float *res, long ldr) {
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < panels; q++) _mm_prefetch((const char *)(c + r * ldc + q * NR), _MM_HINT_T0);
     // A packed (lda 0): rows 0–5 in the panel at a, 6–11 in the next; A in place: row r at a + r · lda, k along it.
@@ -444,15 +480,16 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
     // stored from their registers: a loop with the case tested per element kept them in a stack array (zeroed by a
     // memset, written after the k loop and read back), costly where k is short (the mask decoder's 16-deep heads).
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#define EACH_ACCUMULATOR(store)                                                                               \
-    _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)                                         \
-        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) {                                 \
-            float *p = c + r * ldc + q * NR;                                                                  \
-            const __m512 sum = store;                                                                         \
-            _mm512_storeu_ps(p, res ? _mm512_add_ps(sum, _mm512_loadu_ps(res + r * ldr + q * NR)) : sum);     \
-        }
-    if (gh) {  // a grid's parts, the tile within one grid row: h's value in a row, w's 32 (see ck_epilogue)
-        EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_add_ps(_mm512_set1_ps(gh[r * gs]), _mm512_loadu_ps(gw + r * gs + q * NR))))
+#define EACH_ACCUMULATOR(store)                                                                                        \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)                                                  \
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) {                                          \
+        float *p = c + r * ldc + q * NR;                                                                               \
+        const __m512 sum = store;                                                                                      \
+        _mm512_storeu_ps(p, res ? _mm512_add_ps(sum, _mm512_loadu_ps(res + r * ldr + q * NR)) : sum);                  \
+    }
+    if (gh) { // a grid's parts, the tile within one grid row: h's value in a row, w's 32 (see ck_epilogue)
+        EACH_ACCUMULATOR(_mm512_fmadd_ps(
+            va, acc[q][r], _mm512_add_ps(_mm512_set1_ps(gh[r * gs]), _mm512_loadu_ps(gw + r * gs + q * NR))))
     } else if (bias && per_row) {
         EACH_ACCUMULATOR(_mm512_fmadd_ps(va, acc[q][r], _mm512_set1_ps(bias[r])))
     } else if (bias) {
@@ -467,77 +504,119 @@ AVX512 static inline __attribute__((always_inline)) void tile_12(int panels, int
 #undef EACH_ACCUMULATOR
 }
 // tile_12 for one or two B panels and 1 … 12 rows, each count with its own unrolled body.
-#define TILE_ROWS(panels)                                                                                          \
-    switch (rows) {                                                                                                \
-    case 12: tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
-    case 11: tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
-    case 10: tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;        \
-    case 9: tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 8: tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 7: tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 6: tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 5: tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 4: tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 3: tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    case 2: tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr); break;          \
-    default: tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);\
+#define TILE_ROWS(panels)                                                                                              \
+    switch (rows) {                                                                                                    \
+    case 12:                                                                                                           \
+        tile_12(panels, 12, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);  \
+        break;                                                                                                         \
+    case 11:                                                                                                           \
+        tile_12(panels, 11, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);  \
+        break;                                                                                                         \
+    case 10:                                                                                                           \
+        tile_12(panels, 10, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);  \
+        break;                                                                                                         \
+    case 9:                                                                                                            \
+        tile_12(panels, 9, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 8:                                                                                                            \
+        tile_12(panels, 8, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 7:                                                                                                            \
+        tile_12(panels, 7, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 6:                                                                                                            \
+        tile_12(panels, 6, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 5:                                                                                                            \
+        tile_12(panels, 5, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 4:                                                                                                            \
+        tile_12(panels, 4, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 3:                                                                                                            \
+        tile_12(panels, 3, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    case 2:                                                                                                            \
+        tile_12(panels, 2, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
+        break;                                                                                                         \
+    default:                                                                                                           \
+        tile_12(panels, 1, kc, a, lda, b, b2, ldb, c, ldc, alpha, beta, first, bias, per_row, gh, gw, gs, res, ldr);   \
     }
-AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc, float alpha,
-                                float beta, int first, const float *bias, int per_row) {
+AVX512 static void kernel_12x16(long rows, long kc, const float *a, const float *b, long ldb, float *c, long ldc,
+                                float alpha, float beta, int first, const float *bias, int per_row) {
     const float *b2 = b, *gh = NULL, *gw = NULL, *res = NULL;
     const long lda = 0, gs = 0, ldr = 0;
     TILE_ROWS(1)
 }
 // With `gh`: the tile starts from a grid's parts (gh[r · gs] + gw[r · gs + c], see ck_epilogue).
-AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c, long ldc,
-                                float alpha, float beta, int first, const float *bias, int per_row, const float *gh, const float *gw,
-                                long gs, const float *res, long ldr) {
+AVX512 static void kernel_12x32(long rows, long kc, const float *a, const float *b, const float *b2, long ldb, float *c,
+                                long ldc, float alpha, float beta, int first, const float *bias, int per_row,
+                                const float *gh, const float *gw, long gs, const float *res, long ldr) {
     const long lda = 0;
     TILE_ROWS(2)
 }
 // kernel_12x32 reading a row-major A in place, its rows lda apart (the same sums, the same bits).
-AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, long lda, const float *b, const float *b2, long ldb, float *c,
-                                         long ldc, float alpha, float beta, int first, const float *bias, int per_row, const float *gh,
-                                         const float *gw, long gs, const float *res, long ldr) {
+AVX512 static void kernel_12x32_in_place(long rows, long kc, const float *a, long lda, const float *b, const float *b2,
+                                         long ldb, float *c, long ldc, float alpha, float beta, int first,
+                                         const float *bias, int per_row, const float *gh, const float *gw, long gs,
+                                         const float *res, long ldr) {
     TILE_ROWS(2)
 }
 #undef TILE_ROWS
 
 // kernel_6x16's sums for the first R (< 6) rows of a panel only, into `sums` (rows NR apart): a tile of a few rows
 // at C's edge costs its own multiply-adds, not six rows' (the mask decoder's 7-token products: 6 + 1 rows).
-#define KERNEL_ROWS(R)                                                                                           \
-    AVX2 static void kernel_##R##x16(long kc, const float *restrict a, const float *restrict b, long ldb,        \
-                                     float *restrict sums) {                                                     \
-        __m256 lo[R], hi[R];                                                                                     \
-        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();                                         \
-        for (long k = 0; k < kc; k++, a += MR, b += ldb) {                                                       \
-            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                                  \
-            for (int r = 0; r < R; r++) {                                                                        \
-                const __m256 x = _mm256_broadcast_ss(a + r);                                                     \
-                lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);                                                           \
-                hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);                                                           \
-            }                                                                                                    \
-        }                                                                                                        \
-        for (int r = 0; r < R; r++) { _mm256_storeu_ps(sums + r * NR, lo[r]); _mm256_storeu_ps(sums + r * NR + 8, hi[r]); } \
+#define KERNEL_ROWS(R)                                                                                                 \
+    AVX2 static void kernel_##R##x16(long kc, const float *restrict a, const float *restrict b, long ldb,              \
+                                     float *restrict sums) {                                                           \
+        __m256 lo[R], hi[R];                                                                                           \
+        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();                                               \
+        for (long k = 0; k < kc; k++, a += MR, b += ldb) {                                                             \
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                                         \
+            for (int r = 0; r < R; r++) {                                                                              \
+                const __m256 x = _mm256_broadcast_ss(a + r);                                                           \
+                lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);                                                                 \
+                hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);                                                                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < R; r++) {                                                                                  \
+            _mm256_storeu_ps(sums + r * NR, lo[r]);                                                                    \
+            _mm256_storeu_ps(sums + r * NR + 8, hi[r]);                                                                \
+        }                                                                                                              \
     }
+// clang-format off
 KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
+// clang-format on
 #undef KERNEL_ROWS
 
-// A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits). With AVX-512,
-// up to 12 rows in 16 lanes (the 12 × 16 tile's sums: a panel of fewer than 16 columns — the windows' 14- and 196-key
-// products, YOLO's blocks' last columns — took the 6-row AVX2 kernel in two halves per row).
-AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
-                           float alpha, float beta, int first, const float *bias, int per_row) {
+    // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits). With
+    // AVX-512, up to 12 rows in 16 lanes (the 12 × 16 tile's sums: a panel of fewer than 16 columns — the windows' 14-
+    // and 196-key products, YOLO's blocks' last columns — took the 6-row AVX2 kernel in two halves per row).
+    AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows,
+                               long cols, float alpha, float beta, int first, const float *bias, int per_row) {
     float sums[2 * MR * NR];
-    if (ck_cpu_has_avx512()) kernel_12x16(rows, kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
-    else switch (rows) {
-    case 1: kernel_1x16(kc, a, b, ldb, sums); break;
-    case 2: kernel_2x16(kc, a, b, ldb, sums); break;
-    case 3: kernel_3x16(kc, a, b, ldb, sums); break;
-    case 4: kernel_4x16(kc, a, b, ldb, sums); break;
-    case 5: kernel_5x16(kc, a, b, ldb, sums); break;
-    default: kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
-    }
+    if (ck_cpu_has_avx512())
+        kernel_12x16(rows, kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
+    else
+        switch (rows) {
+        case 1:
+            kernel_1x16(kc, a, b, ldb, sums);
+            break;
+        case 2:
+            kernel_2x16(kc, a, b, ldb, sums);
+            break;
+        case 3:
+            kernel_3x16(kc, a, b, ldb, sums);
+            break;
+        case 4:
+            kernel_4x16(kc, a, b, ldb, sums);
+            break;
+        case 5:
+            kernel_5x16(kc, a, b, ldb, sums);
+            break;
+        default:
+            kernel_6x16(kc, a, b, ldb, sums, NR, 1, 0, 1, NULL, 0);
+        }
     for (long r = 0; r < rows; r++)
         for (long col = 0; col < cols; col++)
             c[r * ldc + col] = bias ? finish(sums[r * NR + col], per_row ? bias[r] : bias[col], alpha, 1, first)
@@ -546,23 +625,28 @@ AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, fl
 
 // The epilogue's steps after the last slice, on a tile just written (still in L1): SiLU or GELU, then the residual;
 // in 16 lanes where the CPU has AVX-512 (per element, so the same bits).
-#define FINISH_TILE_BODY                                                                     \
-    for (long r = 0; r < rows; r++) {                                                        \
-        float *p = c + r * ldc;                                                              \
-        if (e->silu)                                                                         \
-            for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);                          \
-        if (e->gelu)                                                                         \
-            for (long x = 0; x < cols; x++) p[x] = gelu_poly(p[x]);                          \
-        if (e->residual) {                                                                   \
-            const float *q = e->residual + (i + r) * e->ldr + j;                             \
-            for (long x = 0; x < cols; x++) p[x] += q[x];                                    \
-        }                                                                                    \
+#define FINISH_TILE_BODY                                                                                               \
+    for (long r = 0; r < rows; r++) {                                                                                  \
+        float *p = c + r * ldc;                                                                                        \
+        if (e->silu)                                                                                                   \
+            for (long x = 0; x < cols; x++) p[x] = silu_poly(p[x]);                                                    \
+        if (e->gelu)                                                                                                   \
+            for (long x = 0; x < cols; x++) p[x] = gelu_poly(p[x]);                                                    \
+        if (e->residual) {                                                                                             \
+            const float *q = e->residual + (i + r) * e->ldr + j;                                                       \
+            for (long x = 0; x < cols; x++) p[x] += q[x];                                                              \
+        }                                                                                                              \
     }
-AVX2 static void finish_tile_avx2(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) { FINISH_TILE_BODY }
-AVX512 static void finish_tile_avx512(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) { FINISH_TILE_BODY }
+AVX2 static void finish_tile_avx2(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i,
+                                  long j){FINISH_TILE_BODY} AVX512
+    static void finish_tile_avx512(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) {
+    FINISH_TILE_BODY
+}
 static void finish_tile(float *c, long ldc, long rows, long cols, const ck_epilogue *e, long i, long j) {
-    if (ck_cpu_has_avx512()) finish_tile_avx512(c, ldc, rows, cols, e, i, j);
-    else finish_tile_avx2(c, ldc, rows, cols, e, i, j);
+    if (ck_cpu_has_avx512())
+        finish_tile_avx512(c, ldc, rows, cols, e, i, j);
+    else
+        finish_tile_avx2(c, ldc, rows, cols, e, i, j);
 }
 
 // The bias a tile at C's element (i, j) starts from in the first slice: its rows' (from row_bias[i]) or its
@@ -574,10 +658,12 @@ static const float *starting_bias(const ck_epilogue *e, long i, long j) {
 
 // One B panel (rows `ldb` apart) against `rows` rows of packed A (6-row panels), into C's `cols` ≤ 16 columns at `c`,
 // which is C's element (i, j); `last`: the product's last slice of k.
-AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows, long cols,
-                              float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
+AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows,
+                              long cols, float alpha, float beta, int first, int last, const ck_epilogue *e, long i,
+                              long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
-    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->gelu || e->residual), wide = ck_cpu_has_avx512();
+    const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->gelu || e->residual),
+              wide = ck_cpu_has_avx512();
     for (long ir = 0; ir < rows;) {
         const long tile_rows = min_long(wide ? 2 * MR : MR, rows - ir);
         const float *tile_bias = bias && per_row ? bias + ir : bias;
@@ -595,8 +681,9 @@ AVX2 static void row_of_tiles(long kc, const float *a, const float *b, long ldb,
 
 // Two full B panels, the second `panel_stride` floats after the first, against `rows` rows of packed A, into C's 32
 // columns at `c` (element (i, j)): tiles of 12 rows (fewer at C's edge) over both panels at once.
-AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const float *b, long panel_stride, long ldb, float *c, long ldc,
-                                   long rows, float alpha, float beta, int first, int last, const ck_epilogue *e, long i, long j) {
+AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const float *b, long panel_stride, long ldb,
+                                   float *c, long ldc, long rows, float alpha, float beta, int first, int last,
+                                   const ck_epilogue *e, long i, long j) {
     const float *bias = first ? starting_bias(e, i, j) : NULL;
     const int per_row = bias && e->row_bias, finishing = last && e && (e->silu || e->gelu || e->residual);
     // Without an activation, the tiles add the residual to their sums as they store them (not in a pass over C after).
@@ -606,12 +693,16 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
     const float *gh = gs ? e->grid_h + i * gs + j / gs : NULL, *gw = gs ? e->grid_w + i * gs + j % gs : NULL;
     for (long ir = 0; ir < rows; ir += 2 * MR, a += 2 * MR * (lda ? lda : kc), c += 2 * MR * ldc) {
         const long tile_rows = min_long(2 * MR, rows - ir);
-        const float *tile_bias = bias && per_row ? bias + ir : bias, *th = gh ? gh + ir * gs : NULL, *tw = gw ? gw + ir * gs : NULL;
+        const float *tile_bias = bias && per_row ? bias + ir : bias, *th = gh ? gh + ir * gs : NULL,
+                    *tw = gw ? gw + ir * gs : NULL;
         const float *res = adding ? e->residual + (i + ir) * e->ldr + j : NULL;
         const long ldr = res ? e->ldr : 0;
-        if (lda) kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs,
-                                       res, ldr);
-        else kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th, tw, gs, res, ldr);
+        if (lda)
+            kernel_12x32_in_place(tile_rows, kc, a, lda, b, b + panel_stride, ldb, c, ldc, alpha, beta, first,
+                                  tile_bias, per_row, th, tw, gs, res, ldr);
+        else
+            kernel_12x32(tile_rows, kc, a, b, b + panel_stride, ldb, c, ldc, alpha, beta, first, tile_bias, per_row, th,
+                         tw, gs, res, ldr);
         if (finishing && !adding) finish_tile(c, ldc, tile_rows, 2 * NR, e, i + ir, j);
     }
 }
@@ -620,22 +711,30 @@ AVX2 static void row_of_tile_pairs(long kc, const float *a, long lda, const floa
 // the image part summed, times the column scale, then the base part and each KC-deep slice of the prompt's product,
 // each summed from zero and added in that order — what the three products and the scale give one by one, the same
 // bits, with C written once. Every accumulator set is 7 × 2 vectors: two sets and the loads fit in 32 registers.
-AVX512 static inline __attribute__((always_inline)) void head_scores_tile(
-    int rows, int panels, __mmask16 tail, long dh, const float *z, long ldz, const float *x, const float *base, long kl,
-    const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
+AVX512 static inline __attribute__((always_inline)) void head_scores_tile(int rows, int panels, __mmask16 tail, long dh,
+                                                                          const float *z, long ldz, const float *x,
+                                                                          const float *base, long kl, const float *g,
+                                                                          const float *l, long ldl, const float *scale,
+                                                                          float *out, long ldo) {
     __m512 acc[2][7], part[2][7];
     const __mmask16 masks[2] = {panels == 1 ? tail : 0xffff, tail};
-#define ZERO(v) _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) v[q][r] = _mm512_setzero_ps();
-#define SUM(v, depth, load, coefficient)                                                                      \
-    for (long k = 0; k < (depth); k++) {                                                                       \
-        __m512 y[2];                                                                                           \
-        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) y[q] = load;                       \
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) {                                    \
-            const __m512 w = _mm512_set1_ps(coefficient);                                                      \
-            _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) v[q][r] = _mm512_fmadd_ps(w, y[q], v[q][r]); \
-        }                                                                                                      \
+#define ZERO(v)                                                                                                        \
+    _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++)                                                \
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) v[q][r] = _mm512_setzero_ps();
+#define SUM(v, depth, load, coefficient)                                                                               \
+    for (long k = 0; k < (depth); k++) {                                                                               \
+        __m512 y[2];                                                                                                   \
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) y[q] = load;                               \
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) {                                            \
+            const __m512 w = _mm512_set1_ps(coefficient);                                                              \
+            _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) v[q][r] =                              \
+                _mm512_fmadd_ps(w, y[q], v[q][r]);                                                                     \
+        }                                                                                                              \
     }
-#define ADD_PART _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) acc[q][r] = _mm512_add_ps(acc[q][r], part[q][r]);
+#define ADD_PART                                                                                                       \
+    _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++)                                                \
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) acc[q][r] =                                  \
+            _mm512_add_ps(acc[q][r], part[q][r]);
     ZERO(acc)
     SUM(acc, dh, _mm512_loadu_ps(x + k * NR + q * NR * dh), z[r * ldz + k])
     if (scale) {
@@ -651,39 +750,57 @@ AVX512 static inline __attribute__((always_inline)) void head_scores_tile(
     }
     for (long p0 = 0; p0 < kl; p0 += KC) {
         ZERO(part)
-        SUM(part, min_long(KC, kl - p0), _mm512_maskz_loadu_ps(masks[q], l + (p0 + k) * ldl + q * NR), g[r * kl + p0 + k])
+        SUM(part, min_long(KC, kl - p0), _mm512_maskz_loadu_ps(masks[q], l + (p0 + k) * ldl + q * NR),
+            g[r * kl + p0 + k])
         ADD_PART
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)
-        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++) _mm512_mask_storeu_ps(out + r * ldo + q * NR, masks[q], acc[q][r]);
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < panels; q++)
+            _mm512_mask_storeu_ps(out + r * ldo + q * NR, masks[q], acc[q][r]);
 #undef ZERO
 #undef SUM
 #undef ADD_PART
 }
 
-#define HEAD_SCORES_ROWS(panels)                                                                                     \
-    switch (rows) {                                                                                                  \
-    case 7: head_scores_tile(7, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    case 6: head_scores_tile(6, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    case 5: head_scores_tile(5, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    case 4: head_scores_tile(4, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    case 3: head_scores_tile(3, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    case 2: head_scores_tile(2, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;      \
-    default: head_scores_tile(1, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);            \
+#define HEAD_SCORES_ROWS(panels)                                                                                       \
+    switch (rows) {                                                                                                    \
+    case 7:                                                                                                            \
+        head_scores_tile(7, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    case 6:                                                                                                            \
+        head_scores_tile(6, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    case 5:                                                                                                            \
+        head_scores_tile(5, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    case 4:                                                                                                            \
+        head_scores_tile(4, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    case 3:                                                                                                            \
+        head_scores_tile(3, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    case 2:                                                                                                            \
+        head_scores_tile(2, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        break;                                                                                                         \
+    default:                                                                                                           \
+        head_scores_tile(1, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
     }
-AVX512 static void head_scores_pair(int rows, long dh, const float *z, long ldz, const float *x, const float *base, long kl,
-                                    const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
+AVX512 static void head_scores_pair(int rows, long dh, const float *z, long ldz, const float *x, const float *base,
+                                    long kl, const float *g, const float *l, long ldl, const float *scale, float *out,
+                                    long ldo) {
     const __mmask16 tail = 0xffff;
     HEAD_SCORES_ROWS(2)
 }
-AVX512 static void head_scores_panel(int rows, __mmask16 tail, long dh, const float *z, long ldz, const float *x, const float *base,
-                                     long kl, const float *g, const float *l, long ldl, const float *scale, float *out, long ldo) {
+AVX512 static void head_scores_panel(int rows, __mmask16 tail, long dh, const float *z, long ldz, const float *x,
+                                     const float *base, long kl, const float *g, const float *l, long ldl,
+                                     const float *scale, float *out, long ldo) {
     HEAD_SCORES_ROWS(1)
 }
 #undef HEAD_SCORES_ROWS
 
-int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x, const float *const *base,
-                   const float *scale, const float *g, long kl, const float *l, long ldl, float *out, long ldo, long j0, long j1) {
+int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
+                   const float *const *base, const float *scale, const float *g, long kl, const float *l, long ldl,
+                   float *out, long ldo, long j0, long j1) {
     if (!ck_cpu_has_avx512() || dh > KC || j0 % NR) return -1;
     // Column by column of the image rows: the prompt's slice of L (kl × 32 floats) is read from memory once and
     // stays in L1 for every head and row group.
@@ -712,8 +829,9 @@ int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const 
                 } else {
                     for (long jj = 0; jj < cols; jj += NR) {
                         const long c = min_long(NR, cols - jj);
-                        head_scores_panel(rows, (__mmask16)((1u << (unsigned)c) - 1), dh, zi, ldz, xh + jj * dh, bh ? bh + jj * dh : NULL, kl, gi,
-                                          lj ? lj + jj : NULL, ldl, sj ? sj + jj : NULL, o + jj, ldo);
+                        head_scores_panel(rows, (__mmask16)((1u << (unsigned)c) - 1), dh, zi, ldz, xh + jj * dh,
+                                          bh ? bh + jj * dh : NULL, kl, gi, lj ? lj + jj : NULL, ldl,
+                                          sj ? sj + jj : NULL, o + jj, ldo);
                     }
                 }
             }
@@ -724,29 +842,37 @@ int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const 
 
 // `rows` (≤ 15) rows of probabilities against one head's ≤ 16 columns of the image's map over `count` image rows,
 // onto the partial sums at `sums` (16 floats a row, in L1 between calls; ck_head_weighted).
-AVX512 static inline __attribute__((always_inline)) void head_weighted_rows(int rows, __mmask16 mask, long count, const float *p,
-                                                                             long ldp, const float *x, long ldx, float *sums) {
+AVX512 static inline __attribute__((always_inline)) void head_weighted_rows(int rows, __mmask16 mask, long count,
+                                                                            const float *p, long ldp, const float *x,
+                                                                            long ldx, float *sums) {
     __m512 acc[15];
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) acc[r] = _mm512_loadu_ps(sums + r * NR);
     for (long k = 0; k < count; k++) {
         const __m512 y = _mm512_maskz_loadu_ps(mask, x + k * ldx);
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r * ldp + k]), y, acc[r]);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) acc[r] =
+            _mm512_fmadd_ps(_mm512_set1_ps(p[r * ldp + k]), y, acc[r]);
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) _mm512_storeu_ps(sums + r * NR, acc[r]);
 }
-#define WEIGHTED_CASE(R) case R: head_weighted_rows(R, mask, count, p, ldp, x, ldx, sums); break;
-AVX512 static void head_weighted_block(int rows, __mmask16 mask, long count, const float *p, long ldp, const float *x, long ldx,
-                                       float *sums) {
+#define WEIGHTED_CASE(R)                                                                                               \
+    case R:                                                                                                            \
+        head_weighted_rows(R, mask, count, p, ldp, x, ldx, sums);                                                      \
+        break;
+AVX512 static void head_weighted_block(int rows, __mmask16 mask, long count, const float *p, long ldp, const float *x,
+                                       long ldx, float *sums) {
     switch (rows) {
-        WEIGHTED_CASE(15) WEIGHTED_CASE(14) WEIGHTED_CASE(13) WEIGHTED_CASE(12) WEIGHTED_CASE(11) WEIGHTED_CASE(10) WEIGHTED_CASE(9)
-        WEIGHTED_CASE(8) WEIGHTED_CASE(7) WEIGHTED_CASE(6) WEIGHTED_CASE(5) WEIGHTED_CASE(4) WEIGHTED_CASE(3) WEIGHTED_CASE(2)
-        default: head_weighted_rows(1, mask, count, p, ldp, x, ldx, sums);
+        // clang-format off
+        WEIGHTED_CASE(15) WEIGHTED_CASE(14) WEIGHTED_CASE(13) WEIGHTED_CASE(12) WEIGHTED_CASE(11) WEIGHTED_CASE(10)
+        WEIGHTED_CASE(9) WEIGHTED_CASE(8) WEIGHTED_CASE(7) WEIGHTED_CASE(6) WEIGHTED_CASE(5) WEIGHTED_CASE(4)
+        WEIGHTED_CASE(3) WEIGHTED_CASE(2)
+            // clang-format on
+            default : head_weighted_rows(1, mask, count, p, ldp, x, ldx, sums);
     }
 }
 #undef WEIGHTED_CASE
 
-AVX512 int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx, float *out,
-                            long ldo) {
+AVX512 int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x,
+                            long ldx, float *out, long ldo) {
     if (!ck_cpu_has_avx512() || dh > NR) return -1;
     const long chunk = 64, rows = (h1 - h0) * t;
     const __mmask16 mask = (__mmask16)((1u << (unsigned)dh) - 1);
@@ -763,14 +889,16 @@ AVX512 int ck_head_weighted(long t, long h0, long h1, long dh, long n, const flo
                 for (long c = h0 * dh; c < h1 * dh; c += NR) _mm_prefetch((const char *)(x + r * ldx + c), _MM_HINT_T0);
             for (long h = h0; h < h1; h++)
                 for (long i = 0; i < t; i += 15)
-                    head_weighted_block((int)min_long(15, t - i), mask, count, p + (h * t + i) * ldp + c0, ldp, x + c0 * ldx + h * dh, ldx,
-                                        sums + ((h - h0) * t + i) * NR);
+                    head_weighted_block((int)min_long(15, t - i), mask, count, p + (h * t + i) * ldp + c0, ldp,
+                                        x + c0 * ldx + h * dh, ldx, sums + ((h - h0) * t + i) * NR);
         }
         // Each slice's sums onto out, in turn (as ck_sgemm adds a slice's sums onto C).
         for (long h = h0; h < h1; h++)
             for (long i = 0; i < t; i++) {
                 float *o = out + i * ldo + h * dh;
-                _mm512_mask_storeu_ps(o, mask, _mm512_add_ps(_mm512_loadu_ps(sums + ((h - h0) * t + i) * NR), _mm512_maskz_loadu_ps(mask, o)));
+                _mm512_mask_storeu_ps(
+                    o, mask,
+                    _mm512_add_ps(_mm512_loadu_ps(sums + ((h - h0) * t + i) * NR), _mm512_maskz_loadu_ps(mask, o)));
             }
     }
     free(sums);
@@ -790,29 +918,33 @@ AVX2 static const float *a_panels(const ck_operand *a, long m, long i0, long mc,
 // at 256 columns packing was faster, 5.6 against 7.1 ms).
 static long a_in_place(const ck_operand *a, long n0, long n1) {
     const long cols = n1 - n0;
-    return ck_cpu_has_avx512() && a->data && !a->packed && a->col == 1 && cols % (2 * NR) == 0 && cols <= 4 * NR ? a->row : 0;
+    return ck_cpu_has_avx512() && a->data && !a->packed && a->col == 1 && cols % (2 * NR) == 0 && cols <= 4 * NR
+               ? a->row
+               : 0;
 }
 
 // C's rows [ic, ic + mc) × columns [jc, jc + nc) from the slice [pc, pc + kc) of k, B's block of that slice packed at
 // bblock: A's rows packed (or read in place, lda) and run past every B panel.
-AVX2 static void rows_of_block(long m, long k, float alpha, const ck_operand *a, long lda, const float *bblock, float beta, float *c,
-                               long ldc, long ic, long mc, long jc, long nc, long pc, long kc, const ck_epilogue *e, float *abuf) {
+AVX2 static void rows_of_block(long m, long k, float alpha, const ck_operand *a, long lda, const float *bblock,
+                               float beta, float *c, long ldc, long ic, long mc, long jc, long nc, long pc, long kc,
+                               const ck_epilogue *e, float *abuf) {
     const int wide = ck_cpu_has_avx512(), first = pc == 0, last = pc + kc == k;
     const float *panels = lda ? a->data + ic * lda + pc : a_panels(a, m, ic, mc, pc, kc, abuf);
     for (long jr = 0; jr < nc; jr += NR) {
         if (wide && nc - jr >= 2 * NR) {
-            row_of_tile_pairs(kc, panels, lda, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha, beta, first, last, e,
-                              ic, jc + jr);
+            row_of_tile_pairs(kc, panels, lda, bblock + jr * kc, NR * kc, NR, c + ic * ldc + jc + jr, ldc, mc, alpha,
+                              beta, first, last, e, ic, jc + jr);
             jr += NR;
             continue;
         }
-        row_of_tiles(kc, panels, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha, beta, first, last, e,
-                     ic, jc + jr);
+        row_of_tiles(kc, panels, bblock + jr * kc, NR, c + ic * ldc + jc + jr, ldc, mc, min_long(NR, nc - jr), alpha,
+                     beta, first, last, e, ic, jc + jr);
     }
 }
 
 AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
-                        float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf, float *bbuf) {
+                        float *c, long ldc, long m0, long m1, long n0, long n1, const ck_epilogue *e, float *abuf,
+                        float *bbuf) {
     const int wide = ck_cpu_has_avx512();
     const long lda = a_in_place(a, n0, n1);
     for (long jc = n0; jc < n1; jc += NC) {
@@ -836,14 +968,20 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
                         // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
                         const float *panel = b->data + pc * b->row + jc + jr;
-                        if (pair) row_of_tile_pairs(kc, panels, lda, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
-                        else row_of_tiles(kc, panels, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                        if (pair)
+                            row_of_tile_pairs(kc, panels, lda, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta,
+                                              first, last, e, m0, jc + jr);
+                        else
+                            row_of_tiles(kc, panels, panel, b->row, tiles, ldc, m1 - m0, cols, alpha, beta, first, last,
+                                         e, m0, jc + jr);
                     } else if (pair) {
                         pack_b_block(b, pc, kc, jc + jr, 2 * NR, bbuf);
-                        row_of_tile_pairs(kc, panels, lda, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first, last, e, m0, jc + jr);
+                        row_of_tile_pairs(kc, panels, lda, bbuf, NR * kc, NR, tiles, ldc, m1 - m0, alpha, beta, first,
+                                          last, e, m0, jc + jr);
                     } else {
                         pack_b_block(b, pc, kc, jc + jr, cols, bbuf);
-                        row_of_tiles(kc, panels, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0, jc + jr);
+                        row_of_tiles(kc, panels, bbuf, NR, tiles, ldc, m1 - m0, cols, alpha, beta, first, last, e, m0,
+                                     jc + jr);
                     }
                     jr += pair ? NR : 0;
                 }
@@ -852,29 +990,33 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                 pack_b_block(b, pc, kc, jc, nc, bbuf);
             }
             for (long ic = m0; ic < m1; ic += MC)
-                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, ic, min_long(MC, m1 - ic), jc, nc, pc, kc, e, abuf);
+                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, ic, min_long(MC, m1 - ic), jc, nc, pc, kc, e,
+                              abuf);
         }
     }
 }
 
 // C's block [m0, m1) × [n0, n1) ← a grid's parts h[i · s + j / s] + w[i · s + j % s], grid row by grid row (16
 // lanes at a time, masked, where the CPU has AVX-512: the windows' grids are 14 wide).
-#define WRITE_GRID(store)                                                                                    \
-    for (long i = m0; i < m1; i++)                                                                           \
-        for (long ky = n0 / s; ky * s < n1; ky++) {                                                          \
-            const float part = h[i * s + ky];                                                                \
-            const long from = ky * s < n0 ? n0 - ky * s : 0, to = min_long(s, n1 - ky * s);                  \
-            float *line = c + i * ldc + ky * s;                                                              \
-            const float *wi = w + i * s;                                                                     \
-            store                                                                                            \
+#define WRITE_GRID(store)                                                                                              \
+    for (long i = m0; i < m1; i++)                                                                                     \
+        for (long ky = n0 / s; ky * s < n1; ky++) {                                                                    \
+            const float part = h[i * s + ky];                                                                          \
+            const long from = ky * s < n0 ? n0 - ky * s : 0, to = min_long(s, n1 - ky * s);                            \
+            float *line = c + i * ldc + ky * s;                                                                        \
+            const float *wi = w + i * s;                                                                               \
+            store                                                                                                      \
         }
-AVX2 static void write_grid_avx2(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1, long n0, long n1) {
+AVX2 static void write_grid_avx2(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1, long n0,
+                                 long n1) {
     WRITE_GRID(for (long kx = from; kx < to; kx++) line[kx] = part + wi[kx];)
 }
-AVX512 static void write_grid_avx512(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1, long n0, long n1) {
+AVX512 static void write_grid_avx512(const float *h, const float *w, long s, float *c, long ldc, long m0, long m1,
+                                     long n0, long n1) {
     WRITE_GRID(for (long kx = from; kx < to; kx += NR) {
         const __mmask16 lanes = to - kx >= NR ? 0xffff : (__mmask16)((1u << (to - kx)) - 1);
-        _mm512_mask_storeu_ps(line + kx, lanes, _mm512_add_ps(_mm512_set1_ps(part), _mm512_maskz_loadu_ps(lanes, wi + kx)));
+        _mm512_mask_storeu_ps(line + kx, lanes,
+                              _mm512_add_ps(_mm512_set1_ps(part), _mm512_maskz_loadu_ps(lanes, wi + kx)));
     })
 }
 #undef WRITE_GRID
@@ -888,8 +1030,10 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (s && !(ck_cpu_has_avx512() && s % (2 * NR) == 0 && n0 % (2 * NR) == 0 && (n1 - n0) % (2 * NR) == 0)) {
         // Tiles that do not each lie in 32 columns of one grid row: the parts summed into C first, then added onto
         // as beta 1 does (the same bits: each element starts from h + w either way).
-        if (ck_cpu_has_avx512()) write_grid_avx512(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
-        else write_grid_avx2(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
+        if (ck_cpu_has_avx512())
+            write_grid_avx512(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
+        else
+            write_grid_avx2(epilogue->grid_h, epilogue->grid_w, s, c, ldc, m0, m1, n0, n1);
         plain = *epilogue;
         plain.grid_h = plain.grid_w = NULL;
         epilogue = &plain;
@@ -901,8 +1045,10 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
     if (packs_a) abuf = aligned_alloc(64, sizeof(float) * (round_up(m1 - m0 <= 2 * MC ? m1 - m0 : MC, MR) * KC + 16));
     if (!b->packed) bbuf = aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n1 - n0), NR) * KC);
     int status = 0;
-    if ((packs_a && !abuf) || (!b->packed && !bbuf)) status = -2;
-    else blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
+    if ((packs_a && !abuf) || (!b->packed && !bbuf))
+        status = -2;
+    else
+        blocks(m, n, k, alpha, a, b, beta, c, ldc, m0, m1, n0, n1, epilogue, abuf, bbuf);
     free(abuf);
     free(bbuf);
     return status;
@@ -915,8 +1061,8 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
 // phase's last) until the previous phase is done with it.
 struct ck_shared_rows {
     long blocks, phases;
-    _Atomic long *next;  // per phase: the next block to take
-    _Atomic long *done;  // per block: the phases done
+    _Atomic long *next; // per phase: the next block to take
+    _Atomic long *done; // per block: the phases done
 };
 
 ck_shared_rows *ck_shared_rows_create(long m, long n, long k) {
@@ -925,7 +1071,10 @@ ck_shared_rows *ck_shared_rows_create(long m, long n, long k) {
     w->blocks = (m + MC - 1) / MC;
     w->phases = (n + NC - 1) / NC * ((k + KC - 1) / KC);
     w->next = calloc((size_t)(w->phases + w->blocks), sizeof(_Atomic long));
-    if (!w->next) { free(w); return NULL; }
+    if (!w->next) {
+        free(w);
+        return NULL;
+    }
     w->done = w->next + w->phases;
     return w;
 }
@@ -935,14 +1084,14 @@ void ck_shared_rows_free(ck_shared_rows *w) {
     free(w);
 }
 
-int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
-                         const ck_epilogue *epilogue, ck_shared_rows *w) {
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
+                         float *c, long ldc, const ck_epilogue *epilogue, ck_shared_rows *w) {
     if (!ck_sgemm_supported()) return -1;
     if (epilogue && epilogue->grid_h) return -3;
     const long lda = a_in_place(a, 0, n);
     float *abuf = a->packed || lda ? NULL : aligned_alloc(64, sizeof(float) * (MC * KC + 16));
     float *bbuf = b->packed ? NULL : aligned_alloc(64, sizeof(float) * round_up(min_long(NC, n), NR) * KC);
-    if ((!a->packed && !lda && !abuf) || (!b->packed && !bbuf)) {  // the other threads take every block
+    if ((!a->packed && !lda && !abuf) || (!b->packed && !bbuf)) { // the other threads take every block
         free(abuf);
         free(bbuf);
         return -2;
@@ -959,7 +1108,8 @@ int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *
                     bblock = bbuf;
                 }
                 while (atomic_load_explicit(&w->done[i], memory_order_acquire) < phase) _mm_pause();
-                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, i * MC, min_long(MC, m - i * MC), jc, nc, pc, kc, epilogue, abuf);
+                rows_of_block(m, k, alpha, a, lda, bblock, beta, c, ldc, i * MC, min_long(MC, m - i * MC), jc, nc, pc,
+                              kc, epilogue, abuf);
                 atomic_store_explicit(&w->done[i], phase + 1, memory_order_release);
             }
         }
@@ -971,11 +1121,13 @@ int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *
 #else
 int ck_sgemm_supported(void) { return 0; }
 int ck_cpu_has_avx512(void) { return 0; }
-int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x, const float *const *base,
-                   const float *scale, const float *g, long kl, const float *l, long ldl, float *out, long ldo, long j0, long j1) {
+int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
+                   const float *const *base, const float *scale, const float *g, long kl, const float *l, long ldl,
+                   float *out, long ldo, long j0, long j1) {
     return -1;
 }
-int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx, float *out, long ldo) {
+int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx,
+                     float *out, long ldo) {
     return -1;
 }
 int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c,
@@ -984,8 +1136,8 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
 }
 ck_shared_rows *ck_shared_rows_create(long m, long n, long k) { return NULL; }
 void ck_shared_rows_free(ck_shared_rows *w) {}
-int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
-                         const ck_epilogue *epilogue, ck_shared_rows *w) {
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
+                         float *c, long ldc, const ck_epilogue *epilogue, ck_shared_rows *w) {
     return -1;
 }
 #endif

@@ -13,12 +13,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define NR CK_SGEMM_NR
-#define KC CK_SGEMM_KC
-#define POINTS 16        // the 4 × 4 transformed values per tile and channel: 16 products
-#define CHANNELS 8       // input channels gathered at a time: 8 × 16 taps × the block's tiles (≤ 64 KB)
+#define NR           CK_SGEMM_NR
+#define KC           CK_SGEMM_KC
+#define POINTS       16  // the 4 × 4 transformed values per tile and channel: 16 products
+#define CHANNELS     8   // input channels gathered at a time: 8 × 16 taps × the block's tiles (≤ 64 KB)
 #define FILTER_BLOCK 48  // output channels whose 16 products are summed before their tiles are written
-#define MAX_BLOCK 128    // tiles per block at most
+#define MAX_BLOCK    128 // tiles per block at most
 
 static long min_long(long a, long b) { return a < b ? a : b; }
 static long round_up(long x, long unit) { return (x + unit - 1) / unit * unit; }
@@ -37,7 +37,8 @@ int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed)
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 3; b++) t[a][b] = G[a][0] * g[b] + G[a][1] * g[3 + b] + G[a][2] * g[6 + b];
         for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++) u[(a * 4 + b) * o * c + i] = (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+            for (int b = 0; b < 4; b++)
+                u[(a * 4 + b) * o * c + i] = (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
     }
     const long count = ck_sgemm_packed_a_count(o, c);
     for (int x = 0; x < POINTS; x++) {
@@ -101,8 +102,20 @@ AVX512 static inline void transform_window(const __m512 d[16], __m512 v[16]) {
 // channel's 256-deep slice and kc that slice's depth.
 AVX512 static void transform_input(const float *x, long c, long h, long w, long t0, long n, float *gathered, float *v) {
     const long th = (h + 1) / 2, tw = (w + 1) / 2, n16 = round_up(n, NR);
-    const ck_patches windows = {.x = x, .channels = c, .height = h, .width = w, .kernel_h = 4, .kernel_w = 4, .stride_y = 2,
-                                .stride_x = 2, .pad_y = 1, .pad_x = 1, .dilation_y = 1, .dilation_x = 1, .out_h = th, .out_w = tw};
+    const ck_patches windows = {.x = x,
+                                .channels = c,
+                                .height = h,
+                                .width = w,
+                                .kernel_h = 4,
+                                .kernel_w = 4,
+                                .stride_y = 2,
+                                .stride_x = 2,
+                                .pad_y = 1,
+                                .pad_x = 1,
+                                .dilation_y = 1,
+                                .dilation_x = 1,
+                                .out_h = th,
+                                .out_w = tw};
     const ck_operand b = {.patches = &windows};
     for (long c0 = 0; c0 < c; c0 += CHANNELS) {
         const long cc = min_long(CHANNELS, c - c0);
@@ -123,15 +136,15 @@ AVX512 static void transform_input(const float *x, long c, long h, long w, long 
 
 // Aᵀ m A for 16 tiles of filter `f`, then bias, SiLU and residual, into the output planes (`w` wide, `plane`
 // apart). m holds the block's products: point x's row for this filter at m + x · mstride.
-AVX512 static void transform_output(const float *m, long mstride, const tile_runs *runs, long f, long w, long plane, float *y,
-                                    const ck_epilogue *e) {
+AVX512 static void transform_output(const float *m, long mstride, const tile_runs *runs, long f, long w, long plane,
+                                    float *y, const ck_epilogue *e) {
     __m512 p[16], s[8];
     for (int i = 0; i < 16; i++) p[i] = _mm512_loadu_ps(m + i * mstride);
     for (int j = 0; j < 4; j++) {
         s[j] = _mm512_add_ps(_mm512_add_ps(p[j], p[4 + j]), p[8 + j]);
         s[4 + j] = _mm512_sub_ps(_mm512_sub_ps(p[4 + j], p[8 + j]), p[12 + j]);
     }
-    float out[4][NR];  // out[i · 2 + j]: output row i, column j of each lane's tile
+    float out[4][NR]; // out[i · 2 + j]: output row i, column j of each lane's tile
     const __m512 bias = _mm512_set1_ps(e && e->row_bias ? e->row_bias[f] : 0);
     for (int i = 0; i < 2; i++) {
         const __m512 *r = s + 4 * i;
@@ -174,22 +187,25 @@ static long block_tiles(long c) {
 
 // The convolution's items: blocks of bt tiles (from tile 0) × blocks of FILTER_BLOCK output channels, tile block by
 // tile block; a thread that takes a tile block's items in turn transforms its input once.
-static long tile_blocks(long c, long h, long w) { return ((h + 1) / 2 * ((w + 1) / 2) + block_tiles(c) - 1) / block_tiles(c); }
+static long tile_blocks(long c, long h, long w) {
+    return ((h + 1) / 2 * ((w + 1) / 2) + block_tiles(c) - 1) / block_tiles(c);
+}
 static long filter_blocks(long o) { return (o + FILTER_BLOCK - 1) / FILTER_BLOCK; }
 
 long ck_winograd_items(long o, long c, long h, long w) { return tile_blocks(c, h, w) * filter_blocks(o); }
 
-AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *e,
-                               ck_items *work, long thread) {
+AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y,
+                               const ck_epilogue *e, ck_items *work, long thread) {
     if (!ck_winograd_supported()) return -1;
-    const long tiles = (h + 1) / 2 * ((w + 1) / 2), plane = h * w, bt = block_tiles(c), acount = ck_sgemm_packed_a_count(o, c);
+    const long tiles = (h + 1) / 2 * ((w + 1) / 2), plane = h * w, bt = block_tiles(c),
+               acount = ck_sgemm_packed_a_count(o, c);
     const long fb = min_long(FILTER_BLOCK, o), items = ck_winograd_items(o, c, h, w);
     float *gathered = aligned_alloc(64, sizeof(float) * CHANNELS * POINTS * bt);
     float *v = aligned_alloc(64, sizeof(float) * POINTS * c * bt);
     float *m = aligned_alloc(64, sizeof(float) * POINTS * fb * bt);
     int status = gathered && v && m ? 0 : -2;
     tile_runs runs[MAX_BLOCK / NR];
-    long transformed = -1;  // the tile block whose input v holds
+    long transformed = -1; // the tile block whose input v holds
     for (long item = 0; status == 0;) {
         const long next = work ? ck_items_next(work, thread) : item++;
         if (next < 0 || next >= items) break;
@@ -207,7 +223,8 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
             if (ck_sgemm(o, n, c, 1, &a, &b, 0, rows, bt, f0, f1, 0, n, NULL) != 0) status = -2;
         }
         for (long f = f0; status == 0 && f < f1; f++)
-            for (long q = 0; q < n16 / NR; q++) transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
+            for (long q = 0; q < n16 / NR; q++)
+                transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
     }
     free(gathered);
     free(v);
@@ -218,8 +235,8 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
 #else
 int ck_winograd_supported(void) { return 0; }
 long ck_winograd_items(long o, long c, long h, long w) { return 0; }
-int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *e,
-                        ck_items *work, long thread) {
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y,
+                        const ck_epilogue *e, ck_items *work, long thread) {
     return -1;
 }
 #endif

@@ -44,7 +44,8 @@ long ck_items_next(ck_items *w, long thread) {
         long victim = -1;
         uint64_t most = 0;
         for (long t = 0; t < w->threads; t++) {
-            const uint64_t v = atomic_load_explicit(&w->range[t], memory_order_relaxed), front = v & 0xffffffffu, end = v >> 32;
+            const uint64_t v = atomic_load_explicit(&w->range[t], memory_order_relaxed), front = v & 0xffffffffu,
+                           end = v >> 32;
             if (end > front && end - front > most) {
                 victim = t;
                 most = end - front;

@@ -12,13 +12,19 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CheckpointError.notFound(path: path) }
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CheckpointError.notFound(path: path)
+        }
         guard !isDirectory.boolValue else { throw CheckpointError.unreadable(path: path, reason: "it is a directory") }
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard descriptor >= 0 else {
+            throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard fstat(descriptor, &status) == 0 else {
+            throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
         let size = Int(status.st_size)
         self.path = path
         guard size > 0 else {  // mmap refuses an empty range; an empty file is refused by its readers
@@ -50,9 +56,12 @@ public final class MappedFile: @unchecked Sendable {
     func releasePages(_ bytes: Data) {
         guard let mapping, let base = mapping.baseAddress, !bytes.isEmpty else { return }
         bytes.withUnsafeBytes { (view: UnsafeRawBufferPointer) in
-            guard let start = view.baseAddress, start >= base, start + view.count <= base + mapping.count else { return }
+            guard let start = view.baseAddress, start >= base, start + view.count <= base + mapping.count else {
+                return
+            }
             let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-            let first = (start - base) / page * page, end = min(mapping.count, (start - base + view.count + page - 1) / page * page)
+            let first = (start - base) / page * page
+            let end = min(mapping.count, (start - base + view.count + page - 1) / page * page)
             madvise(UnsafeMutableRawPointer(mutating: base + first), end - first, MADV_DONTNEED)
         }
     }
@@ -64,7 +73,9 @@ public final class MappedFile: @unchecked Sendable {
     /// `count` bytes at `offset`, or a `corrupt` error naming `what` if they are not all inside the file.
     func bytes(at offset: Int, count: Int, _ what: @autoclosure () -> String) throws -> Data {
         guard offset >= 0, count >= 0, offset <= data.count - count else {
-            throw corrupt("\(what()) at byte \(offset), \(count) bytes long, lies outside the \(data.count)-byte file (truncated?)")
+            throw corrupt(
+                "\(what()) at byte \(offset), \(count) bytes long, lies outside the \(data.count)-byte file (truncated?)"
+            )
         }
         let start = data.startIndex + offset
         return data[start..<(start + count)]

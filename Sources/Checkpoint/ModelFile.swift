@@ -29,7 +29,9 @@ public struct YOLOCheckpoint: @unchecked Sendable {
     public let version: String?
 
     /// The layers of `model.model` (an `nn.Sequential`), in order.
-    public var layers: [PickleObject] { model.children.first { $0.name == "model" }?.module.children.map(\.module) ?? [] }
+    public var layers: [PickleObject] {
+        model.children.first { $0.name == "model" }?.module.children.map(\.module) ?? []
+    }
     /// The Detect head (last layer).
     public var head: PickleObject? { layers.last }
     public var classCount: Int? { head?["nc"]?.int }
@@ -51,7 +53,8 @@ public enum ModelFile {
         if Safetensors.looksLikeSafetensors(file) { return try sam(Safetensors.load(file), name: name) }
         let archive = try TorchArchive(file: file)
         guard case .dict(let top) = archive.root else {
-            throw CheckpointError.unrecognized(path: path, guess: "a torch.save file holding \(describe(archive.root)), not a model")
+            throw CheckpointError.unrecognized(
+                path: path, guess: "a torch.save file holding \(describe(archive.root)), not a model")
         }
         // Ultralytics checkpoints: {"model": DetectionModel, "ema": …}; as attempt_load_one_weight, EMA first.
         if top["model"] != nil || top["ema"] != nil {
@@ -59,9 +62,13 @@ public enum ModelFile {
             if let model { return .yolo(try yolo(model, top: top, file: file, name: name)) }
             if top["model"]?.dict != nil {
                 throw CheckpointError.unsupported(
-                    path: path, reason: "a SAM 2-style checkpoint ({\"model\": state_dict}); SAM 2 is not supported — use sam_b.pt, sam_l.pt, sam_h.pt or mobile_sam.pt")
+                    path: path,
+                    reason:
+                        "a SAM 2-style checkpoint ({\"model\": state_dict}); SAM 2 is not supported — use sam_b.pt, sam_l.pt, sam_h.pt or mobile_sam.pt"
+                )
             }
-            throw CheckpointError.unrecognized(path: path, guess: "a dict whose \"model\" is \(describe(top["model"] ?? .none))")
+            throw CheckpointError.unrecognized(
+                path: path, guess: "a dict whose \"model\" is \(describe(top["model"] ?? .none))")
         }
         return try sam(StateDict.from(dict: top, path: path, file: file), name: name)
     }
@@ -70,21 +77,27 @@ public enum ModelFile {
         guard weights.keys.contains(where: { $0.hasPrefix("image_encoder.") }) else {
             let first = weights.keys.first.map { ", first \"\($0)\"" } ?? ""
             throw CheckpointError.unrecognized(
-                path: weights.path, guess: "a state dict of \(weights.count) tensors\(first) that is not a model we know (SAM or YOLOv8)")
+                path: weights.path,
+                guess: "a state dict of \(weights.count) tensors\(first) that is not a model we know (SAM or YOLOv8)")
         }
         guard let architecture = SamArchitecture(weights) else {
-            for key in ["prompt_encoder.point_embeddings.0.weight", "prompt_encoder.mask_downscaling.3.weight", "mask_decoder.mask_tokens.weight",
-                        "mask_decoder.transformer.layers.0.mlp.lin1.weight", "mask_decoder.iou_prediction_head.layers.0.weight",
-                        "image_encoder.pos_embed", "image_encoder.blocks.0.attn.rel_pos_h"] where !weights.contains(key) {
+            for key in [
+                "prompt_encoder.point_embeddings.0.weight", "prompt_encoder.mask_downscaling.3.weight",
+                "mask_decoder.mask_tokens.weight",
+                "mask_decoder.transformer.layers.0.mlp.lin1.weight", "mask_decoder.iou_prediction_head.layers.0.weight",
+                "image_encoder.pos_embed", "image_encoder.blocks.0.attn.rel_pos_h",
+            ] where !weights.contains(key) {
                 throw CheckpointError.missingKey(path: weights.path, key: key)
             }
-            throw CheckpointError.unrecognized(path: weights.path, guess: "image_encoder tensors of a layout that is not SAM's")
+            throw CheckpointError.unrecognized(
+                path: weights.path, guess: "image_encoder tensors of a layout that is not SAM's")
         }
         var expected = architecture.expectedTensors
         var actual = weights
         if architecture.variant == .mobileSAM {
             // TinyViT tensors are checked by the MobileSAM encoder port; here only the shared parts.
-            actual = StateDict(path: weights.path, weights.keys.filter { !$0.hasPrefix("image_encoder.") }.map { ($0, weights[$0]!) })
+            actual = StateDict(
+                path: weights.path, weights.keys.filter { !$0.hasPrefix("image_encoder.") }.map { ($0, weights[$0]!) })
             expected = expected.filter { !$0.key.hasPrefix("image_encoder.") }
         }
         // Buffers some exports keep (non-persistent in segment_anything) are harmless.
@@ -108,22 +121,33 @@ public enum ModelFile {
         let generation = yamlFile.flatMap(generationName)
         if let task = modelTasks[model.name] {
             throw CheckpointError.unsupported(
-                path: file.path, reason: "\(name) is a \(generation ?? "YOLO") \(task) model (\(model.name)); det_model needs a detection model such as yolov8x.pt")
+                path: file.path,
+                reason:
+                    "\(name) is a \(generation ?? "YOLO") \(task) model (\(model.name)); det_model needs a detection model such as yolov8x.pt"
+            )
         }
         guard model.name == "DetectionModel" else {
-            throw CheckpointError.unrecognized(path: file.path, guess: "a checkpoint of \(model.qualifiedName), not a YOLOv8 detection model")
+            throw CheckpointError.unrecognized(
+                path: file.path, guess: "a checkpoint of \(model.qualifiedName), not a YOLOv8 detection model")
         }
         let checkpoint = YOLOCheckpoint(
             model: model, weights: try StateDict.from(module: model, path: file.path, file: file),
-            names: Dictionary((model["names"]?.dict?.entries ?? []).compactMap { k, v in k.int.flatMap { id in v.string.map { (id, $0) } } },
-                              uniquingKeysWith: { a, _ in a }),
+            names: Dictionary(
+                (model["names"]?.dict?.entries ?? []).compactMap { k, v in
+                    k.int.flatMap { id in v.string.map { (id, $0) } }
+                },
+                uniquingKeysWith: { a, _ in a }),
             stride: model["stride"]?.tensor?.floats().map(Double.init) ?? [],
             yamlFile: yamlFile, scale: yaml?["scale"]?.string, version: top["version"]?.string)
         let types = Set(checkpoint.layers.map(\.name))
         let foreign = types.subtracting(yolov8Layers)
         if !foreign.isEmpty || (generation != nil && generation != "YOLOv8") {
-            let what = generation.map { "a \($0) model" } ?? "a detection model with layers YOLOv8 does not have (\(foreign.sorted().joined(separator: ", ")))"
-            throw CheckpointError.unsupported(path: file.path, reason: "\(name) is \(what); only YOLOv8 detection models are supported (yolov8n…x.pt)")
+            let what =
+                generation.map { "a \($0) model" }
+                ?? "a detection model with layers YOLOv8 does not have (\(foreign.sorted().joined(separator: ", ")))"
+            throw CheckpointError.unsupported(
+                path: file.path, reason: "\(name) is \(what); only YOLOv8 detection models are supported (yolov8n…x.pt)"
+            )
         }
         guard checkpoint.head != nil, checkpoint.classCount != nil else {
             throw CheckpointError.unrecognized(path: file.path, guess: "a DetectionModel without a Detect head")
@@ -160,14 +184,21 @@ public enum ModelFile {
         if file.count == 0 { throw CheckpointError.unrecognized(path: file.path, guess: "the file is empty") }
         if head.starts(with: [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]) {
             throw CheckpointError.unsupported(
-                path: file.path, reason: "a legacy torch.save file (PyTorch < 1.6 format); re-save it with torch.save in PyTorch ≥ 1.6")
+                path: file.path,
+                reason: "a legacy torch.save file (PyTorch < 1.6 format); re-save it with torch.save in PyTorch ≥ 1.6")
         }
-        if head.first == 0x80 { throw CheckpointError.unsupported(path: file.path, reason: "a bare pickle, not a torch.save checkpoint") }
+        if head.first == 0x80 {
+            throw CheckpointError.unsupported(path: file.path, reason: "a bare pickle, not a torch.save checkpoint")
+        }
         // ONNX: a protobuf ModelProto, starting with field 1 (ir_version, varint) and naming its producer early.
-        if head.count >= 2, head[0] == 0x08, head[1] < 0x80, file.data.prefix(256).range(of: Data("pytorch".utf8)) != nil
-            || (file.path as NSString).pathExtension.lowercased() == "onnx" {
-            throw CheckpointError.unsupported(path: file.path, reason: "an ONNX model; give the PyTorch .pt checkpoint instead")
+        if head.count >= 2, head[0] == 0x08, head[1] < 0x80,
+            file.data.prefix(256).range(of: Data("pytorch".utf8)) != nil
+                || (file.path as NSString).pathExtension.lowercased() == "onnx"
+        {
+            throw CheckpointError.unsupported(
+                path: file.path, reason: "an ONNX model; give the PyTorch .pt checkpoint instead")
         }
-        throw CheckpointError.unrecognized(path: file.path, guess: "it is not a torch.save zip archive or safetensors file")
+        throw CheckpointError.unrecognized(
+            path: file.path, guess: "it is not a torch.save zip archive or safetensors file")
     }
 }

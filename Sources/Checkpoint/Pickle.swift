@@ -64,7 +64,10 @@ public final class PickleDict {
 
     func set(_ key: PickleValue, _ value: PickleValue) {
         let name = Self.name(key)
-        if let name, let at = index[name] { values[at] = value; return }
+        if let name, let at = index[name] {
+            values[at] = value
+            return
+        }
         if let name { index[name] = keys.count }
         keys.append(key)
         values.append(value)
@@ -73,7 +76,9 @@ public final class PickleDict {
     public subscript(_ key: String) -> PickleValue? { index["s:" + key].map { values[$0] } }
     public subscript(int key: Int) -> PickleValue? { index["i:\(key)"].map { values[$0] } }
     public var count: Int { keys.count }
-    public var entries: [(key: PickleValue, value: PickleValue)] { Array(zip(keys, values)).map { (key: $0.0, value: $0.1) } }
+    public var entries: [(key: PickleValue, value: PickleValue)] {
+        Array(zip(keys, values)).map { (key: $0.0, value: $0.1) }
+    }
 
     private static func name(_ key: PickleValue) -> String? {
         switch key {
@@ -125,8 +130,10 @@ struct Unpickler {
     private var marks: [Int] = []
     private var memo: [UInt32: PickleValue] = [:]
 
-    init(data: Data, file: MappedFile, persistentLoad: @escaping (PickleValue) throws -> PickleValue,
-         reduce: @escaping (String, String, [PickleValue]) throws -> PickleValue?) {
+    init(
+        data: Data, file: MappedFile, persistentLoad: @escaping (PickleValue) throws -> PickleValue,
+        reduce: @escaping (String, String, [PickleValue]) throws -> PickleValue?
+    ) {
         self.data = data
         self.file = file
         self.persistentLoad = persistentLoad
@@ -144,7 +151,9 @@ struct Unpickler {
     }
 
     private mutating func take(_ count: Int) throws -> Data {
-        guard count >= 0, count <= data.count - position else { throw fail("a \(count)-byte field runs past the end of the data") }
+        guard count >= 0, count <= data.count - position else {
+            throw fail("a \(count)-byte field runs past the end of the data")
+        }
         let start = data.startIndex + position
         position += count
         return data[start..<(start + count)]
@@ -158,7 +167,9 @@ struct Unpickler {
     }
 
     private mutating func line() throws -> String {
-        guard let end = data[(data.startIndex + position)...].firstIndex(of: 0x0A) else { throw fail("unterminated GLOBAL name") }
+        guard let end = data[(data.startIndex + position)...].firstIndex(of: 0x0A) else {
+            throw fail("unterminated GLOBAL name")
+        }
         let text = String(decoding: data[(data.startIndex + position)..<end], as: UTF8.self)
         position = end - data.startIndex + 1
         return text
@@ -199,7 +210,9 @@ struct Unpickler {
         return .global(module: module, name: name)
     }
 
-    private mutating func call(_ callable: PickleValue, _ arguments: [PickleValue], at offset: Int) throws -> PickleValue {
+    private mutating func call(_ callable: PickleValue, _ arguments: [PickleValue], at offset: Int) throws
+        -> PickleValue
+    {
         guard case .global(let module, let name) = callable else { throw fail("REDUCE of a non-global", at: offset) }
         if let value = try reduce(module, name, arguments) { return value }
         return .object(PickleObject(module: module, name: name, arguments: arguments))
@@ -213,7 +226,9 @@ struct Unpickler {
             case 0x80: _ = try byte()  // PROTO
             case 0x95: _ = try uint(8)  // FRAME: a length hint only
             case UInt8(ascii: "."):  // STOP
-                guard stack.count == 1, marks.isEmpty else { throw fail("STOP with \(stack.count) values on the stack", at: offset) }
+                guard stack.count == 1, marks.isEmpty else {
+                    throw fail("STOP with \(stack.count) values on the stack", at: offset)
+                }
                 return stack[0]
             case UInt8(ascii: "("): marks.append(stack.count)
             case UInt8(ascii: "0"): _ = try pop()
@@ -225,8 +240,15 @@ struct Unpickler {
             case 0x8F: stack.append(.set([]))
             case UInt8(ascii: "t"): stack.append(.tuple(try popMark()))
             case 0x85: stack.append(.tuple([try pop()]))
-            case 0x86: let b = try pop(), a = try pop(); stack.append(.tuple([a, b]))
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(.tuple([a, b, c]))
+            case 0x86:
+                let b = try pop()
+                let a = try pop()
+                stack.append(.tuple([a, b]))
+            case 0x87:
+                let c = try pop()
+                let b = try pop()
+                let a = try pop()
+                stack.append(.tuple([a, b, c]))
             case UInt8(ascii: "l"): stack.append(.list(PickleList(try popMark())))
             case UInt8(ascii: "d"):
                 let items = try popMark()
@@ -234,9 +256,16 @@ struct Unpickler {
                 let dict = PickleDict()
                 for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
                 stack.append(.dict(dict))
-            case UInt8(ascii: "a"): let item = try pop(); try append([item], to: try top(), at: offset)
-            case UInt8(ascii: "e"): let items = try popMark(); try append(items, to: try top(), at: offset)
-            case UInt8(ascii: "s"): let value = try pop(), key = try pop(); try setItems([key, value], on: try top(), at: offset)
+            case UInt8(ascii: "a"):
+                let item = try pop()
+                try append([item], to: try top(), at: offset)
+            case UInt8(ascii: "e"):
+                let items = try popMark()
+                try append(items, to: try top(), at: offset)
+            case UInt8(ascii: "s"):
+                let value = try pop()
+                let key = try pop()
+                try setItems([key, value], on: try top(), at: offset)
             case UInt8(ascii: "u"):
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of items", at: offset) }
@@ -252,8 +281,12 @@ struct Unpickler {
             case UInt8(ascii: "K"): stack.append(.int(Int(try byte())))
             case UInt8(ascii: "M"): stack.append(.int(Int(try uint(2))))
             case UInt8(ascii: "J"): stack.append(.int(Int(Int32(bitPattern: UInt32(try uint(4))))))
-            case 0x8A: let n = Int(try byte()); stack.append(long(try take(n)))
-            case 0x8B: let n = Int(Int32(bitPattern: UInt32(try uint(4)))); stack.append(long(try take(n)))
+            case 0x8A:
+                let n = Int(try byte())
+                stack.append(long(try take(n)))
+            case 0x8B:
+                let n = Int(Int32(bitPattern: UInt32(try uint(4))))
+                stack.append(long(try take(n)))
             case UInt8(ascii: "G"): stack.append(.float(Double(bitPattern: UInt64(bigEndian: try uint(8)))))
             case UInt8(ascii: "X"): stack.append(.string(String(decoding: try take(Int(try uint(4))), as: UTF8.self)))
             case 0x8C: stack.append(.string(String(decoding: try take(Int(try byte())), as: UTF8.self)))
@@ -264,13 +297,18 @@ struct Unpickler {
             case UInt8(ascii: "C"): stack.append(.bytes(Data(try take(Int(try byte())))))
             case 0x8E, 0x96: stack.append(.bytes(Data(try take(try length8()))))
             case UInt8(ascii: "c"):
-                let module = try line(), name = try line()
+                let module = try line()
+                let name = try line()
                 stack.append(try global(module, name, at: offset))
             case 0x93:  // STACK_GLOBAL
-                guard let name = try pop().string, let module = try pop().string else { throw fail("STACK_GLOBAL of non-strings", at: offset) }
+                guard let name = try pop().string, let module = try pop().string else {
+                    throw fail("STACK_GLOBAL of non-strings", at: offset)
+                }
                 stack.append(try global(module, name, at: offset))
             case UInt8(ascii: "R"):
-                guard let arguments = try pop().items else { throw fail("REDUCE arguments are not a tuple", at: offset) }
+                guard let arguments = try pop().items else {
+                    throw fail("REDUCE arguments are not a tuple", at: offset)
+                }
                 stack.append(try call(try pop(), arguments, at: offset))
             case 0x81:  // NEWOBJ: cls.__new__(cls, *args) — an inert instance
                 guard let arguments = try pop().items, case .global(let module, let name) = try pop() else {
@@ -283,7 +321,9 @@ struct Unpickler {
                     throw fail("NEWOBJ_EX of a non-class", at: offset)
                 }
                 stack.append(.object(PickleObject(module: module, name: name, arguments: arguments)))
-            case UInt8(ascii: "b"): let state = try pop(); build(try top(), state)
+            case UInt8(ascii: "b"):
+                let state = try pop()
+                build(try top(), state)
             case UInt8(ascii: "Q"): stack.append(try persistentLoad(try pop()))
             case UInt8(ascii: "q"): memo[UInt32(try byte())] = try top()
             case UInt8(ascii: "r"): memo[UInt32(try uint(4))] = try top()
@@ -342,8 +382,10 @@ struct Unpickler {
 enum SafeGlobals {
     static let modulePrefixes = ["torch", "ultralytics", "numpy", "collections"]
     static let names: [String: Set<String>] = [
-        "builtins": ["set", "frozenset", "dict", "list", "tuple", "int", "float", "bool", "str", "bytes", "bytearray",
-                     "complex", "slice", "range", "object"],
+        "builtins": [
+            "set", "frozenset", "dict", "list", "tuple", "int", "float", "bool", "str", "bytes", "bytearray",
+            "complex", "slice", "range", "object",
+        ],
         "_codecs": ["encode"],
         "copyreg": ["_reconstructor"],
         "pathlib": ["Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"],

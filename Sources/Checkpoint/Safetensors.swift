@@ -8,7 +8,8 @@ enum Safetensors {
 
     static func looksLikeSafetensors(_ file: MappedFile) -> Bool {
         guard file.count >= 10, let length = try? file.uint(at: 0, size: 8, "header length"),
-              length >= 2, length <= UInt64(min(maximumHeader, file.count - 8)) else { return false }
+            length >= 2, length <= UInt64(min(maximumHeader, file.count - 8))
+        else { return false }
         return file.data[file.data.startIndex + 8] == UInt8(ascii: "{")
     }
 
@@ -24,32 +25,44 @@ enum Safetensors {
         var tensors: [(String, StoredTensor)] = []
         for (name, value) in json where name != "__metadata__" {
             guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
+                let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
             else { throw file.corrupt("safetensors entry \(name) is malformed") }
             guard let type = storageType(dtype) else {
-                throw CheckpointError.unsupported(path: file.path, reason: "tensor \(name) has dtype \(dtype), which is not supported")
+                throw CheckpointError.unsupported(
+                    path: file.path, reason: "tensor \(name) has dtype \(dtype), which is not supported")
             }
             let (begin, end) = (offsets[0], offsets[1])
             guard begin >= 0, begin <= end, end <= buffer.count, shape.allSatisfy({ $0 >= 0 }) else {
-                throw file.corrupt("safetensors entry \(name) has data offsets \(offsets) outside the \(buffer.count)-byte buffer")
+                throw file.corrupt(
+                    "safetensors entry \(name) has data offsets \(offsets) outside the \(buffer.count)-byte buffer")
             }
             var count = 1
             for size in shape {
                 let (product, overflow) = count.multipliedReportingOverflow(by: size)
-                guard !overflow else { throw file.corrupt("safetensors entry \(name) has an overflowing shape \(shape)") }
+                guard !overflow else {
+                    throw file.corrupt("safetensors entry \(name) has an overflowing shape \(shape)")
+                }
                 count = product
             }
             guard count * type.byteSize == end - begin else {
                 throw file.corrupt("safetensors entry \(name): \(end - begin) bytes for \(count) \(dtype) elements")
             }
             let start = buffer.startIndex + begin
-            let storage = StoredStorage(type: type, count: count, bytes: buffer[start..<(buffer.startIndex + end)], bigEndian: false, file: file)
+            let storage = StoredStorage(
+                type: type, count: count, bytes: buffer[start..<(buffer.startIndex + end)], bigEndian: false, file: file
+            )
             var strides = [Int](repeating: 1, count: shape.count)
-            for axis in stride(from: shape.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
-            tensors.append((name, try StoredTensor(storage: storage, offset: 0, shape: shape, strides: strides, file: file)))
+            for axis in stride(from: shape.count - 2, through: 0, by: -1) {
+                strides[axis] = strides[axis + 1] * shape[axis + 1]
+            }
+            tensors.append(
+                (name, try StoredTensor(storage: storage, offset: 0, shape: shape, strides: strides, file: file)))
         }
         // JSON objects are unordered: keep the file's data order, as the writer laid tensors out.
-        tensors.sort { $0.1.storage.bytes.startIndex < $1.1.storage.bytes.startIndex || ($0.1.storage.bytes.startIndex == $1.1.storage.bytes.startIndex && $0.0 < $1.0) }
+        tensors.sort {
+            $0.1.storage.bytes.startIndex < $1.1.storage.bytes.startIndex
+                || ($0.1.storage.bytes.startIndex == $1.1.storage.bytes.startIndex && $0.0 < $1.0)
+        }
         return StateDict(path: file.path, tensors)
     }
 

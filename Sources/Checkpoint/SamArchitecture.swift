@@ -4,7 +4,11 @@
 /// configurations of segment_anything's `build_sam.py`.
 public struct SamArchitecture: Equatable, Sendable {
     public enum Variant: String, Sendable {
-        case vitB = "vit_b", vitL = "vit_l", vitH = "vit_h", mobileSAM = "mobile_sam", custom
+        case vitB = "vit_b"
+        case vitL = "vit_l"
+        case vitH = "vit_h"
+        case mobileSAM = "mobile_sam"
+        case custom
     }
 
     public var variant: Variant
@@ -36,10 +40,10 @@ public struct SamArchitecture: Equatable, Sendable {
     public init?(_ weights: StateDict) {
         func shape(_ key: String) -> [Int]? { weights[key]?.shape }
         guard let prompt = shape("prompt_encoder.point_embeddings.0.weight"), prompt.count == 2,
-              let mask = shape("prompt_encoder.mask_downscaling.3.weight"), mask.count == 4,
-              let tokens = shape("mask_decoder.mask_tokens.weight"), tokens.count == 2,
-              let lin1 = shape("mask_decoder.transformer.layers.0.mlp.lin1.weight"), lin1.count == 2,
-              let iou = shape("mask_decoder.iou_prediction_head.layers.0.weight"), iou.count == 2
+            let mask = shape("prompt_encoder.mask_downscaling.3.weight"), mask.count == 4,
+            let tokens = shape("mask_decoder.mask_tokens.weight"), tokens.count == 2,
+            let lin1 = shape("mask_decoder.transformer.layers.0.mlp.lin1.weight"), lin1.count == 2,
+            let iou = shape("mask_decoder.iou_prediction_head.layers.0.weight"), iou.count == 2
         else { return nil }
         promptWidth = prompt[1]
         maskInputChannels = mask[0]
@@ -56,9 +60,9 @@ public struct SamArchitecture: Equatable, Sendable {
             return
         }
         guard let pos = shape("image_encoder.pos_embed"), pos.count == 4, pos[1] == pos[2],
-              let patch = shape("image_encoder.patch_embed.proj.weight"), patch.count == 4,
-              let rel = shape("image_encoder.blocks.0.attn.rel_pos_h"), rel.count == 2, rel[1] > 0,
-              let mlp = shape("image_encoder.blocks.0.mlp.lin1.weight"), mlp.count == 2
+            let patch = shape("image_encoder.patch_embed.proj.weight"), patch.count == 4,
+            let rel = shape("image_encoder.blocks.0.attn.rel_pos_h"), rel.count == 2, rel[1] > 0,
+            let mlp = shape("image_encoder.blocks.0.mlp.lin1.weight"), mlp.count == 2
         else { return nil }
         encoderWidth = pos[3]
         gridSize = pos[1]
@@ -88,8 +92,14 @@ public struct SamArchitecture: Equatable, Sendable {
     public var expectedTensors: [(key: String, shape: [Int])] {
         var out: [(key: String, shape: [Int])] = []
         func add(_ key: String, _ shape: [Int]) { out.append((key, shape)) }
-        func linear(_ key: String, _ outputs: Int, _ inputs: Int) { add(key + ".weight", [outputs, inputs]); add(key + ".bias", [outputs]) }
-        func norm(_ key: String, _ width: Int) { add(key + ".weight", [width]); add(key + ".bias", [width]) }
+        func linear(_ key: String, _ outputs: Int, _ inputs: Int) {
+            add(key + ".weight", [outputs, inputs])
+            add(key + ".bias", [outputs])
+        }
+        func norm(_ key: String, _ width: Int) {
+            add(key + ".weight", [width])
+            add(key + ".bias", [width])
+        }
         let (d, e, t) = (encoderWidth, promptWidth, promptWidth)
         if variant != .mobileSAM {
             add("image_encoder.pos_embed", [1, gridSize, gridSize, d])
@@ -116,11 +126,14 @@ public struct SamArchitecture: Equatable, Sendable {
         add("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", [2, e / 2])
         for i in 0..<4 { add("prompt_encoder.point_embeddings.\(i).weight", [1, e]) }
         add("prompt_encoder.not_a_point_embed.weight", [1, e])
-        add("prompt_encoder.mask_downscaling.0.weight", [m / 4, 1, 2, 2]); add("prompt_encoder.mask_downscaling.0.bias", [m / 4])
+        add("prompt_encoder.mask_downscaling.0.weight", [m / 4, 1, 2, 2])
+        add("prompt_encoder.mask_downscaling.0.bias", [m / 4])
         norm("prompt_encoder.mask_downscaling.1", m / 4)
-        add("prompt_encoder.mask_downscaling.3.weight", [m, m / 4, 2, 2]); add("prompt_encoder.mask_downscaling.3.bias", [m])
+        add("prompt_encoder.mask_downscaling.3.weight", [m, m / 4, 2, 2])
+        add("prompt_encoder.mask_downscaling.3.bias", [m])
         norm("prompt_encoder.mask_downscaling.4", m)
-        add("prompt_encoder.mask_downscaling.6.weight", [e, m, 1, 1]); add("prompt_encoder.mask_downscaling.6.bias", [e])
+        add("prompt_encoder.mask_downscaling.6.weight", [e, m, 1, 1])
+        add("prompt_encoder.mask_downscaling.6.bias", [e])
         add("prompt_encoder.no_mask_embed.weight", [1, e])
 
         add("mask_decoder.iou_token.weight", [1, t])
@@ -143,12 +156,16 @@ public struct SamArchitecture: Equatable, Sendable {
         }
         attention("mask_decoder.transformer.final_attn_token_to_image", t / 2)
         norm("mask_decoder.transformer.norm_final_attn", t)
-        add("mask_decoder.output_upscaling.0.weight", [t, t / 4, 2, 2]); add("mask_decoder.output_upscaling.0.bias", [t / 4])
+        add("mask_decoder.output_upscaling.0.weight", [t, t / 4, 2, 2])
+        add("mask_decoder.output_upscaling.0.bias", [t / 4])
         norm("mask_decoder.output_upscaling.1", t / 4)
-        add("mask_decoder.output_upscaling.3.weight", [t / 4, t / 8, 2, 2]); add("mask_decoder.output_upscaling.3.bias", [t / 8])
+        add("mask_decoder.output_upscaling.3.weight", [t / 4, t / 8, 2, 2])
+        add("mask_decoder.output_upscaling.3.bias", [t / 8])
         for i in 0...multimaskOutputs {
             let p = "mask_decoder.output_hypernetworks_mlps.\(i).layers."
-            linear(p + "0", t, t); linear(p + "1", t, t); linear(p + "2", t / 8, t)
+            linear(p + "0", t, t)
+            linear(p + "1", t, t)
+            linear(p + "2", t / 8, t)
         }
         for layer in 0..<iouHeadDepth {
             let inputs = layer == 0 ? t : iouHeadWidth
@@ -170,18 +187,31 @@ extension SamArchitecture {
         case .vitH: (width, depth, heads, global) = (1280, 32, 16, [7, 15, 23, 31])
         case .mobileSAM, .custom: return nil
         }
-        return SamArchitecture(variant: variant, encoderWidth: width, encoderDepth: depth, encoderHeads: heads, globalAttentionBlocks: global,
-                               windowSize: 14, patchSize: 16, gridSize: 64, mlpWidth: 4 * width, promptWidth: 256, maskInputChannels: 16,
-                               decoderMLPWidth: 2048, decoderDepth: 2, multimaskOutputs: 3, iouHeadDepth: 3, iouHeadWidth: 256)
+        return SamArchitecture(
+            variant: variant, encoderWidth: width, encoderDepth: depth, encoderHeads: heads,
+            globalAttentionBlocks: global,
+            windowSize: 14, patchSize: 16, gridSize: 64, mlpWidth: 4 * width, promptWidth: 256, maskInputChannels: 16,
+            decoderMLPWidth: 2048, decoderDepth: 2, multimaskOutputs: 3, iouHeadDepth: 3, iouHeadWidth: 256)
     }
 
-    private init(variant: Variant, encoderWidth: Int, encoderDepth: Int, encoderHeads: Int, globalAttentionBlocks: [Int], windowSize: Int,
-                 patchSize: Int, gridSize: Int, mlpWidth: Int, promptWidth: Int, maskInputChannels: Int, decoderMLPWidth: Int,
-                 decoderDepth: Int, multimaskOutputs: Int, iouHeadDepth: Int, iouHeadWidth: Int) {
-        (self.variant, self.encoderWidth, self.encoderDepth, self.encoderHeads) = (variant, encoderWidth, encoderDepth, encoderHeads)
-        (self.globalAttentionBlocks, self.windowSize, self.patchSize, self.gridSize) = (globalAttentionBlocks, windowSize, patchSize, gridSize)
-        (self.mlpWidth, self.promptWidth, self.maskInputChannels, self.decoderMLPWidth) = (mlpWidth, promptWidth, maskInputChannels, decoderMLPWidth)
-        (self.decoderDepth, self.multimaskOutputs, self.iouHeadDepth, self.iouHeadWidth) = (decoderDepth, multimaskOutputs, iouHeadDepth, iouHeadWidth)
+    private init(
+        variant: Variant, encoderWidth: Int, encoderDepth: Int, encoderHeads: Int, globalAttentionBlocks: [Int],
+        windowSize: Int,
+        patchSize: Int, gridSize: Int, mlpWidth: Int, promptWidth: Int, maskInputChannels: Int, decoderMLPWidth: Int,
+        decoderDepth: Int, multimaskOutputs: Int, iouHeadDepth: Int, iouHeadWidth: Int
+    ) {
+        (self.variant, self.encoderWidth, self.encoderDepth, self.encoderHeads) = (
+            variant, encoderWidth, encoderDepth, encoderHeads
+        )
+        (self.globalAttentionBlocks, self.windowSize, self.patchSize, self.gridSize) = (
+            globalAttentionBlocks, windowSize, patchSize, gridSize
+        )
+        (self.mlpWidth, self.promptWidth, self.maskInputChannels, self.decoderMLPWidth) = (
+            mlpWidth, promptWidth, maskInputChannels, decoderMLPWidth
+        )
+        (self.decoderDepth, self.multimaskOutputs, self.iouHeadDepth, self.iouHeadWidth) = (
+            decoderDepth, multimaskOutputs, iouHeadDepth, iouHeadWidth
+        )
     }
 
     /// Leaf modules of Ultralytics' SAMModel for this architecture (its "layers" in `model.info()`): ViT blocks
@@ -211,7 +241,7 @@ extension SamArchitecture {
             let windowSide = global ? g : Double(windowSize)
             // qkv and proj run on the window-padded tokens, the MLP after unpartitioning (image_encoder.py Block).
             macs += tokens * d * 3 * d + tokens * d * d + 2 * g * g * d * Double(mlpWidth)
-            macs += 2 * tokens * window * d                      // q·kᵀ and attention·v, all heads
+            macs += 2 * tokens * window * d  // q·kᵀ and attention·v, all heads
             macs += 2 * tokens * windowSide * hd * Double(encoderHeads)  // rel-pos terms (einsum over h and w)
         }
         let e = Double(promptWidth)

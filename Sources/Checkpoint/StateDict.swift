@@ -20,7 +20,9 @@ public struct StateDict: Sendable {
     /// The tensor named `key`, which must exist with exactly `shape`.
     public func require(_ key: String, shape: [Int]) throws -> StoredTensor {
         guard let tensor = tensors[key] else { throw CheckpointError.missingKey(path: path, key: key) }
-        guard tensor.shape == shape else { throw CheckpointError.shapeMismatch(path: path, key: key, got: tensor.shape, expected: shape) }
+        guard tensor.shape == shape else {
+            throw CheckpointError.shapeMismatch(path: path, key: key, got: tensor.shape, expected: shape)
+        }
         return tensor
     }
 
@@ -29,7 +31,9 @@ public struct StateDict: Sendable {
     public func check(against expected: [(key: String, shape: [Int])]) throws {
         for (key, shape) in expected { _ = try require(key, shape: shape) }
         let known = Set(expected.map(\.key))
-        if let extra = keys.first(where: { !known.contains($0) }) { throw CheckpointError.unexpectedKey(path: path, key: extra) }
+        if let extra = keys.first(where: { !known.contains($0) }) {
+            throw CheckpointError.unexpectedKey(path: path, key: extra)
+        }
     }
 
     /// A state dict from a top-level dict of name → tensor (Meta's and Ultralytics' SAM files).
@@ -55,7 +59,9 @@ public struct StateDict: Sendable {
             }
             defer { visiting.remove(ObjectIdentifier(module)) }
             var nonPersistent = Set<String>()
-            if case .set(let names) = module["_non_persistent_buffers_set"] { nonPersistent = Set(names.compactMap(\.string)) }
+            if case .set(let names) = module["_non_persistent_buffers_set"] {
+                nonPersistent = Set(names.compactMap(\.string))
+            }
             for (field, skip) in [("_parameters", Set<String>()), ("_buffers", nonPersistent)] {
                 for (key, value) in module[field]?.dict?.entries ?? [] {
                     guard let name = key.string, !skip.contains(name), !value.isNone else { continue }
@@ -85,7 +91,8 @@ extension PickleObject {
     /// Distinct leaf modules reachable from this one, each counted once even when shared (Ultralytics'
     /// "layers" in `model.info()`: `named_modules()` without children; one SiLU instance serves every Conv).
     public var leafModules: [PickleObject] {
-        var seen = Set<ObjectIdentifier>(), leaves: [PickleObject] = []
+        var seen = Set<ObjectIdentifier>()
+        var leaves: [PickleObject] = []
         func visit(_ module: PickleObject) {
             guard seen.insert(ObjectIdentifier(module)).inserted else { return }
             let children = module.children
@@ -98,7 +105,8 @@ extension PickleObject {
 
     /// Distinct modules reachable from this one, this one first (`Module.modules()`).
     public var allModules: [PickleObject] {
-        var seen = Set<ObjectIdentifier>(), modules: [PickleObject] = []
+        var seen = Set<ObjectIdentifier>()
+        var modules: [PickleObject] = []
         func visit(_ module: PickleObject) {
             guard seen.insert(ObjectIdentifier(module)).inserted else { return }
             modules.append(module)

@@ -74,10 +74,12 @@ public struct StoredTensor: Sendable {
 
     /// Checks the view against its storage before anything reads through it.
     init(storage: StoredStorage, offset: Int, shape: [Int], strides: [Int], file: MappedFile) throws {
-        guard shape.count == strides.count, offset >= 0, shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }) else {
+        guard shape.count == strides.count, offset >= 0, shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 })
+        else {
             throw file.corrupt("tensor view with shape \(shape), strides \(strides), offset \(offset) is malformed")
         }
-        var elements = 1, last = offset
+        var elements = 1
+        var last = offset
         for (size, stride) in zip(shape, strides) {
             let (product, overflow) = elements.multipliedReportingOverflow(by: size)
             let (reach, overflow2) = (size > 0 ? size - 1 : 0).multipliedReportingOverflow(by: stride)
@@ -86,7 +88,9 @@ public struct StoredTensor: Sendable {
             last += reach
         }
         guard elements == 0 || last < storage.count else {
-            throw file.corrupt("tensor view \(shape) at offset \(offset) reaches element \(last) of a \(storage.count)-element storage")
+            throw file.corrupt(
+                "tensor view \(shape) at offset \(offset) reaches element \(last) of a \(storage.count)-element storage"
+            )
         }
         self.storage = storage
         self.offset = offset
@@ -137,19 +141,27 @@ public struct StoredTensor: Sendable {
         if isContiguous && !storage.bigEndian && count > 0 && (type == .float32 || type == .float16) {
             let start = storage.bytes.startIndex + offset * type.byteSize
             return storage.bytes[start..<(start + count * type.byteSize)].withUnsafeBytes { p in
-                type == .float32 ? [Float](unsafeUninitializedCapacity: count) { out, initialized in
-                    UnsafeMutableRawBufferPointer(out).copyMemory(from: p)
-                    initialized = count
-                } : floatsFromHalves(p.baseAddress!, count: count)
+                type == .float32
+                    ? [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                        UnsafeMutableRawBufferPointer(out).copyMemory(from: p)
+                        initialized = count
+                    } : floatsFromHalves(p.baseAddress!, count: count)
             }
         }
         let raw = contiguousBytes()
         return raw.withUnsafeBytes { (p: UnsafeRawBufferPointer) -> [Float] in
             switch type {
-            case .float32: return (0..<count).map { Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+            case .float32:
+                return (0..<count).map { Float(bitPattern: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
             case .float16: return floatsFromHalves(p.baseAddress!, count: count)
-            case .bfloat16: return (0..<count).map { Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
-            case .float64: return (0..<count).map { Float(Double(bitPattern: p.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+            case .bfloat16:
+                return (0..<count).map {
+                    Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16)
+                }
+            case .float64:
+                return (0..<count).map {
+                    Float(Double(bitPattern: p.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))
+                }
             case .int64: return (0..<count).map { Float(p.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
             case .int32: return (0..<count).map { Float(p.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
             case .int16: return (0..<count).map { Float(p.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self)) }

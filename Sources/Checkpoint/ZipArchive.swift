@@ -27,7 +27,9 @@ struct ZipArchive {
         var at = directoryOffset
         for index in 0..<count {
             let what = "central directory entry \(index)"
-            guard try file.uint(at: at, size: 4, what) == 0x0201_4b50 else { throw file.corrupt("\(what) has a bad signature") }
+            guard try file.uint(at: at, size: 4, what) == 0x0201_4b50 else {
+                throw file.corrupt("\(what) has a bad signature")
+            }
             let method = UInt16(try file.uint(at: at + 10, size: 2, what))
             var compressed = try file.uint(at: at + 20, size: 4, what)
             var size = try file.uint(at: at + 24, size: 4, what)
@@ -40,18 +42,31 @@ struct ZipArchive {
             var extra = at + 46 + nameLength
             let extraEnd = extra + extraLength
             while extra + 4 <= extraEnd {
-                let id = try file.uint(at: extra, size: 2, what), length = Int(try file.uint(at: extra + 2, size: 2, what))
+                let id = try file.uint(at: extra, size: 2, what)
+                let length = Int(try file.uint(at: extra + 2, size: 2, what))
                 if id == 0x0001 {
                     var field = extra + 4
-                    if size == 0xFFFF_FFFF { size = try file.uint(at: field, size: 8, what); field += 8 }
-                    if compressed == 0xFFFF_FFFF { compressed = try file.uint(at: field, size: 8, what); field += 8 }
-                    if localOffset == 0xFFFF_FFFF { localOffset = try file.uint(at: field, size: 8, what); field += 8 }
-                    guard field <= extra + 4 + length else { throw file.corrupt("\(what): ZIP64 field overruns its extra block") }
+                    if size == 0xFFFF_FFFF {
+                        size = try file.uint(at: field, size: 8, what)
+                        field += 8
+                    }
+                    if compressed == 0xFFFF_FFFF {
+                        compressed = try file.uint(at: field, size: 8, what)
+                        field += 8
+                    }
+                    if localOffset == 0xFFFF_FFFF {
+                        localOffset = try file.uint(at: field, size: 8, what)
+                        field += 8
+                    }
+                    guard field <= extra + 4 + length else {
+                        throw file.corrupt("\(what): ZIP64 field overruns its extra block")
+                    }
                 }
                 extra += 4 + length
             }
             guard size <= UInt64(file.count), localOffset <= UInt64(file.count) else {
-                throw file.corrupt("\(what) (\(name)) claims \(size) bytes at \(localOffset) in a \(file.count)-byte file")
+                throw file.corrupt(
+                    "\(what) (\(name)) claims \(size) bytes at \(localOffset) in a \(file.count)-byte file")
             }
             entries.append(Entry(name: name, method: method, size: Int(size), localHeaderOffset: Int(localOffset)))
             at += 46 + nameLength + extraLength + commentLength
@@ -69,14 +84,20 @@ struct ZipArchive {
         var position = n - 22
         let lowest = max(0, n - 22 - 65_535)
         while position >= lowest {
-            if try file.uint(at: position, size: 4, "end of central directory") == 0x0605_4b50 { eocd = position; break }
+            if try file.uint(at: position, size: 4, "end of central directory") == 0x0605_4b50 {
+                eocd = position
+                break
+            }
             position -= 1
         }
-        guard eocd >= 0 else { throw file.corrupt("no end-of-central-directory record: the file is truncated or not a zip") }
+        guard eocd >= 0 else {
+            throw file.corrupt("no end-of-central-directory record: the file is truncated or not a zip")
+        }
         var count = try file.uint(at: eocd + 10, size: 2, "entry count")
         var offset = try file.uint(at: eocd + 16, size: 4, "directory offset")
         if count == 0xFFFF || offset == 0xFFFF_FFFF, eocd >= 20,
-           try file.uint(at: eocd - 20, size: 4, "ZIP64 locator") == 0x0706_4b50 {
+            try file.uint(at: eocd - 20, size: 4, "ZIP64 locator") == 0x0706_4b50
+        {
             let record = try file.uint(at: eocd - 20 + 8, size: 8, "ZIP64 record offset")
             guard record <= UInt64(n), try file.uint(at: Int(record), size: 4, "ZIP64 record") == 0x0606_4b50 else {
                 throw file.corrupt("ZIP64 end-of-central-directory record missing")
@@ -86,7 +107,8 @@ struct ZipArchive {
         }
         // Each directory entry takes at least 46 bytes: a count the file cannot hold is refused before any allocation.
         guard offset <= UInt64(n), count <= UInt64(n - Int(offset)) / 46 else {
-            throw file.corrupt("central directory of \(count) entries at byte \(offset) does not fit the \(n)-byte file")
+            throw file.corrupt(
+                "central directory of \(count) entries at byte \(offset) does not fit the \(n)-byte file")
         }
         return (Int(offset), Int(count))
     }
@@ -95,13 +117,15 @@ struct ZipArchive {
     func contents(of entry: Entry) throws -> Data {
         let what = "local header of \(entry.name)"
         guard entry.method == 0 else {
-            throw file.corrupt("\(entry.name) is compressed (method \(entry.method)); torch.save stores entries uncompressed")
+            throw file.corrupt(
+                "\(entry.name) is compressed (method \(entry.method)); torch.save stores entries uncompressed")
         }
         guard try file.uint(at: entry.localHeaderOffset, size: 4, what) == Self.localSignature else {
             throw file.corrupt("\(what) has a bad signature")
         }
         let nameLength = Int(try file.uint(at: entry.localHeaderOffset + 26, size: 2, what))
         let extraLength = Int(try file.uint(at: entry.localHeaderOffset + 28, size: 2, what))
-        return try file.bytes(at: entry.localHeaderOffset + 30 + nameLength + extraLength, count: entry.size, "data of \(entry.name)")
+        return try file.bytes(
+            at: entry.localHeaderOffset + 30 + nameLength + extraLength, count: entry.size, "data of \(entry.name)")
     }
 }

@@ -25,7 +25,8 @@ public func externalContours(_ mask: [Bool], width: Int, height: Int) -> [[GridP
     let steps = [1, -w + 1, -w, -w - 1, -1, w - 1, w, w + 1]
     let deltas = steps + steps
     let codeDeltas: [(Int32, Int32)] = [(1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1)]
-    let nbd: Int8 = 2, rightBound: Int8 = 2 | -128
+    let nbd: Int8 = 2
+    let rightBound: Int8 = 2 | -128
 
     var contours: [[GridPoint]] = []
     img.withUnsafeMutableBufferPointer { buffer in
@@ -38,13 +39,18 @@ public func externalContours(_ mask: [Bool], width: Int, height: Int) -> [[GridP
             while x < w - 1 {
                 let row = image + y * w
                 var p = row[x]
-                while x < w - 1 && p == prev { x += 1; p = row[x] }
+                while x < w - 1 && p == prev {
+                    x += 1
+                    p = row[x]
+                }
                 if x >= w - 1 { break }
                 // An outer border starts where 0 turns into 1; in RETR_EXTERNAL mode it is followed only when the
                 // last border met on this row is not a left border of an enclosing component (marked +nbd).
                 if prev == 0 && p == 1 && row[lnbd] <= 0 {
-                    contours.append(follow(image + y * w + x, origin: GridPoint(x: Int32(x - 1), y: Int32(y - 1)),
-                                           deltas: deltas, codeDeltas: codeDeltas, nbd: nbd, rightBound: rightBound))
+                    contours.append(
+                        follow(
+                            image + y * w + x, origin: GridPoint(x: Int32(x - 1), y: Int32(y - 1)),
+                            deltas: deltas, codeDeltas: codeDeltas, nbd: nbd, rightBound: rightBound))
                     p = row[x]  // the start pixel is now marked
                 } else if p == 0 && prev >= 1 && prev & -2 != 0 {
                     lnbd = x - 1  // a hole border: not followed in this mode, but it is the last border met
@@ -60,10 +66,13 @@ public func externalContours(_ mask: [Bool], width: Int, height: Int) -> [[GridP
 
 /// icvFetchContour with CHAIN_APPROX_SIMPLE for an outer border starting at `start`: marks the border (right
 /// edges with the high bit) and returns the points where the chain direction changes.
-private func follow(_ start: UnsafeMutablePointer<Int8>, origin: GridPoint, deltas: [Int], codeDeltas: [(Int32, Int32)],
-                    nbd: Int8, rightBound: Int8) -> [GridPoint] {
+private func follow(
+    _ start: UnsafeMutablePointer<Int8>, origin: GridPoint, deltas: [Int], codeDeltas: [(Int32, Int32)],
+    nbd: Int8, rightBound: Int8
+) -> [GridPoint] {
     var points: [GridPoint] = []
-    var s = 4, sEnd = 4
+    var s = 4
+    var sEnd = 4
     var i1 = start
     repeat {
         s = (s - 1) & 7

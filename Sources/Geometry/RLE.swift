@@ -2,7 +2,8 @@
 /// in column-major (Fortran) order, starting with a run of zeros (possibly empty).
 public func runLengthEncoding(_ mask: [Bool], width: Int, height: Int) -> [Int] {
     var counts: [Int] = []
-    var current = false, run = 0
+    var current = false
+    var run = 0
     for x in 0..<width {
         for y in 0..<height {
             let value = mask[y * width + x]
@@ -24,7 +25,10 @@ public func maskBox(_ mask: [Bool], width: Int, height: Int) -> (x1: Int, y1: In
     var (x1, y1, x2, y2) = (width, height, -1, -1)
     for y in 0..<height {
         for x in 0..<width where mask[y * width + x] {
-            x1 = min(x1, x); x2 = max(x2, x); y1 = min(y1, y); y2 = max(y2, y)
+            x1 = min(x1, x)
+            x2 = max(x2, x)
+            y1 = min(y1, y)
+            y2 = max(y2, y)
         }
     }
     return x2 < 0 ? nil : (x1, y1, x2, y2)

@@ -60,12 +60,17 @@ public func mergeMultiSegment(_ input: [[GridPoint]]) -> [[GridPoint]] {
 
 /// `min_index`: the (i, j) of the closest pair, the first in row-major order among equal squared distances.
 func minIndex(_ a: [GridPoint], _ b: [GridPoint]) -> (Int, Int) {
-    var best = Int64.max, at = (0, 0)
+    var best = Int64.max
+    var at = (0, 0)
     for (i, p) in a.enumerated() {
         for (j, q) in b.enumerated() {
-            let dx = Int64(p.x - q.x), dy = Int64(p.y - q.y)
+            let dx = Int64(p.x - q.x)
+            let dy = Int64(p.y - q.y)
             let d = dx * dx + dy * dy
-            if d < best { best = d; at = (i, j) }
+            if d < best {
+                best = d
+                at = (i, j)
+            }
         }
     }
     return at

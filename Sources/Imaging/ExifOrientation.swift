@@ -1,6 +1,7 @@
 /// The EXIF orientation tag (0x0112) and how to turn a stored image upright, as OpenCV's `ExifTransform`.
 public enum ExifOrientation: Int, Sendable, CaseIterable {
-    case topLeft = 1, topRight, bottomRight, bottomLeft, leftTop, rightTop, rightBottom, leftBottom
+    case topLeft = 1
+    case topRight, bottomRight, bottomLeft, leftTop, rightTop, rightBottom, leftBottom
 
     /// Reads the orientation from EXIF data in TIFF layout, the way OpenCV's ExifReader does: byte order
     /// from the TIFF header, IFD0 entries scanned for tag 0x0112, its value read as an unsigned 16-bit

@@ -7,8 +7,9 @@ public struct Image: Equatable, Sendable {
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, pixels: [UInt8]) {
-        precondition(width >= 0 && height >= 0 && pixels.count == width * height * 3,
-                     "\(pixels.count) bytes do not make a \(width)×\(height) RGB image")
+        precondition(
+            width >= 0 && height >= 0 && pixels.count == width * height * 3,
+            "\(pixels.count) bytes do not make a \(width)×\(height) RGB image")
         self.width = width
         self.height = height
         self.pixels = pixels

@@ -12,8 +12,16 @@ public enum ImageDecoder {
 
     /// Image formats told apart by their first bytes (never by the file extension).
     public enum Format: String, Sendable {
-        case jpeg = "JPEG", png = "PNG", bmp = "BMP", gif = "GIF", tiff = "TIFF", webp = "WebP"
-        case jpeg2000 = "JPEG 2000", portableAnymap = "PNM", openEXR = "OpenEXR", hdr = "Radiance HDR"
+        case jpeg = "JPEG"
+        case png = "PNG"
+        case bmp = "BMP"
+        case gif = "GIF"
+        case tiff = "TIFF"
+        case webp = "WebP"
+        case jpeg2000 = "JPEG 2000"
+        case portableAnymap = "PNM"
+        case openEXR = "OpenEXR"
+        case hdr = "Radiance HDR"
     }
 
     public static func format(of bytes: some Collection<UInt8>) -> Format? {
@@ -25,10 +33,13 @@ public enum ImageDecoder {
         if starts(Array("GIF8".utf8)) { return .gif }
         if starts([0x49, 0x49, 0x2A, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2A]) { return .tiff }
         if starts(Array("RIFF".utf8)) && head.count == 12 && Array(head[8..<12]) == Array("WEBP".utf8) { return .webp }
-        if starts([0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20]) || starts([0xFF, 0x4F, 0xFF, 0x51]) { return .jpeg2000 }
+        if starts([0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20]) || starts([0xFF, 0x4F, 0xFF, 0x51]) {
+            return .jpeg2000
+        }
         if starts([0x76, 0x2F, 0x31, 0x01]) { return .openEXR }
         if starts(Array("#?RADIANCE".utf8)) || starts(Array("#?RGBE".utf8)) { return .hdr }
-        if head.count >= 2 && head[0] == UInt8(ascii: "P") && (UInt8(ascii: "1")...UInt8(ascii: "6")).contains(head[1]) {
+        if head.count >= 2 && head[0] == UInt8(ascii: "P") && (UInt8(ascii: "1")...UInt8(ascii: "6")).contains(head[1])
+        {
             return .portableAnymap
         }
         return nil
@@ -51,7 +62,9 @@ public enum ImageDecoder {
     }
 
     /// Decodes image bytes; `path` names the source in errors.
-    public static func decode(_ data: Data, path: String = "<memory>", pixelLimit: Int = defaultPixelLimit) throws -> Image {
+    public static func decode(_ data: Data, path: String = "<memory>", pixelLimit: Int = defaultPixelLimit) throws
+        -> Image
+    {
         if data.isEmpty { throw ImageError.empty(path: path) }
         guard let format = format(of: data) else { throw ImageError.unrecognized(path: path) }
         guard format == .jpeg || format == .png else {
@@ -75,8 +88,9 @@ public enum ImageDecoder {
         default: throw ImageError.corrupt(path: path, format: format.rawValue, reason: reason)
         }
         let count = Int(decoded.width) * Int(decoded.height) * 3
-        let image = Image(width: Int(decoded.width), height: Int(decoded.height),
-                          pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
+        let image = Image(
+            width: Int(decoded.width), height: Int(decoded.height),
+            pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
         guard let exif = decoded.exif else { return image }
         let orientation = ExifOrientation(exif: UnsafeBufferPointer(start: exif, count: decoded.exif_size))
         return orientation.map { image.oriented($0) } ?? image

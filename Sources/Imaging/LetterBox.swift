@@ -13,8 +13,10 @@ public struct LetterBox: Sendable {
     public var stride: Int
     public var padValue: UInt8
 
-    public init(height: Int, width: Int, auto: Bool = false, scaleUp: Bool = true, center: Bool = true,
-                stride: Int = 32, padValue: UInt8 = 114) {
+    public init(
+        height: Int, width: Int, auto: Bool = false, scaleUp: Bool = true, center: Bool = true,
+        stride: Int = 32, padValue: UInt8 = 114
+    ) {
         self.height = height
         self.width = width
         self.auto = auto
@@ -39,16 +41,21 @@ public struct LetterBox: Sendable {
         if !scaleUp { r = min(r, 1) }
         let newW = max(Int((Double(sourceWidth) * r).rounded(.toNearestOrEven)), 1)
         let newH = max(Int((Double(sourceHeight) * r).rounded(.toNearestOrEven)), 1)
-        var dw = Double(width - newW), dh = Double(height - newH)
+        var dw = Double(width - newW)
+        var dh = Double(height - newH)
         if auto {
             dw = Double((width - newW) %% stride)
             dh = Double((height - newH) %% stride)
         }
-        if center { dw /= 2; dh /= 2 }
+        if center {
+            dw /= 2
+            dh /= 2
+        }
         func round(_ v: Double) -> Int { Int(v.rounded(.toNearestOrEven)) }
-        return Placement(ratio: r, resizedWidth: newW, resizedHeight: newH,
-                         top: center ? round(dh - 0.1) : 0, bottom: round(dh + 0.1),
-                         left: center ? round(dw - 0.1) : 0, right: round(dw + 0.1))
+        return Placement(
+            ratio: r, resizedWidth: newW, resizedHeight: newH,
+            top: center ? round(dh - 0.1) : 0, bottom: round(dh + 0.1),
+            left: center ? round(dw - 0.1) : 0, right: round(dw + 0.1))
     }
 
     public func callAsFunction(_ image: Image) -> (image: Image, placement: Placement) {
@@ -60,7 +67,8 @@ public struct LetterBox: Sendable {
         resized.pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 for y in 0..<p.resizedHeight {
-                    (dst.baseAddress! + ((p.top + y) * outW + p.left) * 3).update(from: src.baseAddress! + y * rowBytes, count: rowBytes)
+                    (dst.baseAddress! + ((p.top + y) * outW + p.left) * 3).update(
+                        from: src.baseAddress! + y * rowBytes, count: rowBytes)
                 }
             }
         }
@@ -68,7 +76,7 @@ public struct LetterBox: Sendable {
     }
 }
 
-infix operator %%: MultiplicationPrecedence
+infix operator %% : MultiplicationPrecedence
 
 /// Python's modulo (result has the divisor's sign), as `np.mod` in the letterbox.
 private func %% (a: Int, b: Int) -> Int { ((a % b) + b) % b }

@@ -8,8 +8,10 @@ extension Image {
     public func resized(width outW: Int, height outH: Int) -> Image {
         precondition(outW > 0 && outH > 0 && width > 0 && height > 0, "resize of \(width)×\(height) to \(outW)×\(outH)")
         if outW == width && outH == height { return self }
-        let scaleX = 1 / (Double(outW) / Double(width)), scaleY = 1 / (Double(outH) / Double(height))
-        let isAreaFast = abs(scaleX - scaleX.rounded()) < Double.ulpOfOne && abs(scaleY - scaleY.rounded()) < Double.ulpOfOne
+        let scaleX = 1 / (Double(outW) / Double(width))
+        let scaleY = 1 / (Double(outH) / Double(height))
+        let isAreaFast =
+            abs(scaleX - scaleX.rounded()) < Double.ulpOfOne && abs(scaleY - scaleY.rounded()) < Double.ulpOfOne
         if isAreaFast && scaleX.rounded() == 2 && scaleY.rounded() == 2 { return halved() }
 
         let one = 2048  // INTER_RESIZE_COEF_SCALE
@@ -23,10 +25,16 @@ extension Image {
             var fx = Float((Double(dx) + 0.5) * scaleX - 0.5)
             var sx = Int(fx.rounded(.down))
             fx -= Float(sx)
-            if sx < 0 { fx = 0; sx = 0 }
+            if sx < 0 {
+                fx = 0
+                sx = 0
+            }
             if sx + 1 >= width {
                 xmax = min(xmax, dx)
-                if sx >= width - 1 { fx = 0; sx = width - 1 }
+                if sx >= width - 1 {
+                    fx = 0
+                    sx = width - 1
+                }
             }
             xOffset[dx] = sx * 3
             xWeights[dx] = (weight(1 - fx), weight(fx))
@@ -46,7 +54,8 @@ extension Image {
         let rowWidth = outW * 3
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                var line0 = [Int32](repeating: 0, count: rowWidth), line1 = line0
+                var line0 = [Int32](repeating: 0, count: rowWidth)
+                var line1 = line0
                 var cached = (-1, -1)
                 func horizontal(_ row: Int, into line: inout [Int32]) {
                     let s = src.baseAddress! + row * width * 3
@@ -70,7 +79,9 @@ extension Image {
                     let (b0, b1) = yWeights[dy]
                     let d = dst.baseAddress! + dy * rowWidth
                     for i in 0..<rowWidth {
-                        d[i] = UInt8(truncatingIfNeeded: (((b0 * (line0[i] >> 4)) >> 16) + ((b1 * (line1[i] >> 4)) >> 16) + 2) >> 2)
+                        d[i] = UInt8(
+                            truncatingIfNeeded: (((b0 * (line0[i] >> 4)) >> 16) + ((b1 * (line1[i] >> 4)) >> 16) + 2)
+                                >> 2)
                     }
                 }
             }
@@ -83,10 +94,12 @@ extension Image {
         let (outW, outH) = (width / 2, height / 2)
         var out = [UInt8](repeating: 0, count: outW * outH * 3)
         for y in 0..<outH {
-            let top = 2 * y * width * 3, bottom = (2 * y + 1) * width * 3
+            let top = 2 * y * width * 3
+            let bottom = (2 * y + 1) * width * 3
             for x in 0..<outW {
                 for k in 0..<3 {
-                    let sum = Int(pixels[top + 6 * x + k]) + Int(pixels[top + 6 * x + 3 + k])
+                    let sum =
+                        Int(pixels[top + 6 * x + k]) + Int(pixels[top + 6 * x + 3 + k])
                         + Int(pixels[bottom + 6 * x + k]) + Int(pixels[bottom + 6 * x + 3 + k])
                     out[(y * outW + x) * 3 + k] = UInt8((sum + 2) >> 2)
                 }

@@ -28,16 +28,22 @@ public enum KnownModels {
 
     public static let all: [KnownModel] =
         ["yolov8n.pt", "yolov8s.pt", "yolov8m.pt", "yolov8l.pt", "yolov8x.pt", "sam_b.pt", "sam_l.pt", "mobile_sam.pt"]
-            .map { KnownModel(name: $0, url: ultralyticsRelease + $0) }
+        .map { KnownModel(name: $0, url: ultralyticsRelease + $0) }
         + [("sam_vit_b_01ec64.pth", "01ec64"), ("sam_vit_l_0b3195.pth", "0b3195"), ("sam_vit_h_4b8939.pth", "4b8939")]
-            .map { KnownModel(name: $0.0, url: metaSAM + $0.0, sha256: $0.1) }
+        .map { KnownModel(name: $0.0, url: metaSAM + $0.0, sha256: $0.1) }
 
     /// The official files, fetched from `mirror` (a base URL: `mirror/NAME`) where one is set — the
     /// `AUTOANNOTATE_WEIGHTS_MIRROR` variable, for networks that reach an internal copy but not GitHub. Digests
     /// are checked all the same.
-    public static func catalog(mirror: String? = ProcessInfo.processInfo.environment["AUTOANNOTATE_WEIGHTS_MIRROR"]) -> [KnownModel] {
+    public static func catalog(mirror: String? = ProcessInfo.processInfo.environment["AUTOANNOTATE_WEIGHTS_MIRROR"])
+        -> [KnownModel]
+    {
         guard let mirror, !mirror.isEmpty else { return all }
         let base = mirror.hasSuffix("/") ? mirror : mirror + "/"
-        return all.map { var model = $0; model.url = base + model.name; return model }
+        return all.map {
+            var model = $0
+            model.url = base + model.name
+            return model
+        }
     }
 }

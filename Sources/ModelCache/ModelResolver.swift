@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
+
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// Turns a model argument into a file, as Ultralytics does with `YOLO("yolov8x.pt")`: an existing path first, then
@@ -50,13 +51,19 @@ public struct ModelResolver: Sendable {
     func verifyCached(_ model: KnownModel, at path: String) throws {
         let (size, time) = stamp(path)
         if let expected = model.size, size != expected {
-            throw ModelError.corrupt(path: path, reason: "\(size) bytes, the official file has \(expected); delete it to download it again")
+            throw ModelError.corrupt(
+                path: path, reason: "\(size) bytes, the official file has \(expected); delete it to download it again")
         }
-        let record = try? String(contentsOfFile: path + ".sha256", encoding: .utf8).split(separator: " ").map(String.init)
+        let record = try? String(contentsOfFile: path + ".sha256", encoding: .utf8).split(separator: " ").map(
+            String.init)
         if let record, record.count == 3, record[1] == "\(size)", record[2] == "\(time)" { return }
         let digest = try sha256(of: path)
         if let record, let first = record.first, first != digest {
-            throw ModelError.corrupt(path: path, reason: "its SHA-256 changed since it was downloaded (\(first.prefix(12))… → \(digest.prefix(12))…); delete it to download it again")
+            throw ModelError.corrupt(
+                path: path,
+                reason:
+                    "its SHA-256 changed since it was downloaded (\(first.prefix(12))… → \(digest.prefix(12))…); delete it to download it again"
+            )
         }
         try check(digest, of: model, at: path)
         try remember(digest, of: path)
@@ -75,7 +82,9 @@ public struct ModelResolver: Sendable {
 
     func stamp(_ path: String) -> (size: Int, time: Double) {
         let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        return ((attributes?[.size] as? Int) ?? -1, (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
+        return (
+            (attributes?[.size] as? Int) ?? -1, (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        )
     }
 
     // MARK: - Download
@@ -88,13 +97,18 @@ public struct ModelResolver: Sendable {
         if FileManager.default.fileExists(atPath: destination) { return }
 
         let partial = destination + ".partial"
-        guard let url = URL(string: model.url) else { throw ModelError.download(model: model, cache: cache, reason: "bad URL") }
+        guard let url = URL(string: model.url) else {
+            throw ModelError.download(model: model, cache: cache, reason: "bad URL")
+        }
         let transfer = try Transfer(path: partial, url: url, idleTimeout: idleTimeout, progress: progress)
         let outcome = Result { try transfer.run() }
         let size = stamp(partial).size
         func failed(_ reason: String) -> ModelError {
             if size <= 0 { try? FileManager.default.removeItem(atPath: partial) }
-            return .download(model: model, cache: cache, reason: reason + (size > 0 ? "; \(size) bytes are kept in \(partial) and the next run resumes from there" : ""))
+            return .download(
+                model: model, cache: cache,
+                reason: reason
+                    + (size > 0 ? "; \(size) bytes are kept in \(partial) and the next run resumes from there" : ""))
         }
         let (status, total): (Int, Int64?)
         switch outcome {
@@ -119,17 +133,27 @@ public struct ModelResolver: Sendable {
     }
 
     func sha256(of path: String) throws -> String {
-        guard let (digest, _) = try fileSHA256(path: path) else { throw ModelError.corrupt(path: path, reason: "unreadable") }
+        guard let (digest, _) = try fileSHA256(path: path) else {
+            throw ModelError.corrupt(path: path, reason: "unreadable")
+        }
         return digest
     }
 
     /// fsync the file, rename it into place, fsync the folder: after a crash the name is absent or complete.
     func durableRename(_ from: String, to: String) throws {
         let descriptor = open(from, O_RDONLY)
-        if descriptor >= 0 { fsync(descriptor); close(descriptor) }
-        guard rename(from, to) == 0 else { throw ModelError.corrupt(path: to, reason: String(cString: strerror(errno))) }
+        if descriptor >= 0 {
+            fsync(descriptor)
+            close(descriptor)
+        }
+        guard rename(from, to) == 0 else {
+            throw ModelError.corrupt(path: to, reason: String(cString: strerror(errno)))
+        }
         let folder = open((to as NSString).deletingLastPathComponent, O_RDONLY)
-        if folder >= 0 { fsync(folder); close(folder) }
+        if folder >= 0 {
+            fsync(folder)
+            close(folder)
+        }
     }
 }
 
@@ -180,8 +204,12 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     let finished = DispatchSemaphore(value: 0)
 
     init(path: String, url: URL, idleTimeout: Double, progress: @escaping ModelResolver.Progress) throws {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        guard let file = FileHandle(forUpdatingAtPath: path) else { throw ModelError.corrupt(path: path, reason: "cannot be written") }
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+        }
+        guard let file = FileHandle(forUpdatingAtPath: path) else {
+            throw ModelError.corrupt(path: path, reason: "cannot be written")
+        }
         (self.path, self.url, self.idleTimeout, self.progress, self.file) = (path, url, idleTimeout, progress, file)
         offset = Int64(try file.seekToEnd())
     }
@@ -201,8 +229,10 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         return (status, total)
     }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                    completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
+    ) {
         status = (response as? HTTPURLResponse)?.statusCode ?? 0
         switch status {
         case 206 where contentRangeStart(response) == offset:
@@ -242,9 +272,12 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     /// `Content-Range: bytes START-END/TOTAL`.
     func contentRange(_ response: URLResponse) -> (start: Int64, total: Int64?)? {
         guard let value = (response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Range"),
-              value.hasPrefix("bytes ") else { return nil }
+            value.hasPrefix("bytes ")
+        else { return nil }
         let parts = value.dropFirst(6).split(separator: "/")
-        guard let range = parts.first, let start = range.split(separator: "-").first.flatMap({ Int64($0) }) else { return nil }
+        guard let range = parts.first, let start = range.split(separator: "-").first.flatMap({ Int64($0) }) else {
+            return nil
+        }
         return (start, parts.count > 1 ? Int64(parts[1]) : nil)
     }
 

@@ -38,14 +38,18 @@ struct ImageEncoderViT {
             let p = "image_encoder.blocks.\(i)."
             let linear = { (name: String) in try w.linear(p + name).prepared(for: precision) }
             let reversed = { (table: Tensor) in
-                (0..<table.shape[0]).reversed().flatMap { table.storage[($0 * table.shape[1])..<(($0 + 1) * table.shape[1])] }
+                (0..<table.shape[0]).reversed().flatMap {
+                    table.storage[($0 * table.shape[1])..<(($0 + 1) * table.shape[1])]
+                }
             }
             let (h, v) = (try w(p + "attn.rel_pos_h"), try w(p + "attn.rel_pos_w"))
             let tables = Tensor(shape: [h.shape[0] + v.shape[0], h.shape[1]], storage: reversed(h) + reversed(v))
-            return Block(norm1: try w.norm(p + "norm1"), norm2: try w.norm(p + "norm2"), qkv: try linear("attn.qkv"),
-                         proj: try linear("attn.proj"), relativePositions: tables, packedRelativePositions: PackedLinearWeight(tables),
-                         lin1: try linear("mlp.lin1"), lin2: try linear("mlp.lin2"),
-                         windowSize: a.globalAttentionBlocks.contains(i) ? 0 : a.windowSize)
+            return Block(
+                norm1: try w.norm(p + "norm1"), norm2: try w.norm(p + "norm2"), qkv: try linear("attn.qkv"),
+                proj: try linear("attn.proj"), relativePositions: tables,
+                packedRelativePositions: PackedLinearWeight(tables),
+                lin1: try linear("mlp.lin1"), lin2: try linear("mlp.lin2"),
+                windowSize: a.globalAttentionBlocks.contains(i) ? 0 : a.windowSize)
         }
         neck0 = try w("image_encoder.neck.0.weight")
         neck1 = try w.norm("image_encoder.neck.1")
@@ -56,7 +60,8 @@ struct ImageEncoderViT {
     func callAsFunction(_ image: Tensor) -> Tensor {
         let (g, c) = (architecture.gridSize, architecture.encoderWidth)
         // PatchEmbed: conv with kernel = stride = patch, then B C H W → B H W C.
-        let patches = conv2d(image, weight: patchWeight, bias: patchBias, geometry: .init(stride: architecture.patchSize))
+        let patches = conv2d(
+            image, weight: patchWeight, bias: patchBias, geometry: .init(stride: architecture.patchSize))
         var x = patches.permuted([0, 2, 3, 1]).adding(positionEmbedding)  // [1, g, g, C]
         for block in blocks { x = forward(block, x, side: g, width: c) }
         // Neck: 1×1 conv, LayerNorm2d, 3×3 conv, LayerNorm2d (eps 1e-6), on B C H W.
@@ -90,8 +95,11 @@ struct ImageEncoderViT {
     /// heads are read in place from the qkv rows and written side by side: no splits or permutes.
     func attention(_ block: Block, qkv: Tensor, side: Int) -> Tensor {
         let (c, heads) = (architecture.encoderWidth, architecture.encoderHeads)
-        let s = block.windowSize > 0 ? block.windowSize : side, n = (side + s - 1) / s
-        let d = c / heads, tokens = s * s, row = 3 * c
+        let s = block.windowSize > 0 ? block.windowSize : side
+        let n = (side + s - 1) / s
+        let d = c / heads
+        let tokens = s * s
+        let row = 3 * c
         // get_rel_pos for equal query and key sizes: R[qi, ki] = table[qi − ki + S − 1]. rel_h[bh, (qy, qx), ky] =
         // q · Rh[qy, ky] and rel_w[bh, (qy, qx), kx] = q · Rw[qx, kx] (q unscaled, (qy, qx) its place in its window):
         // each query against all 2S − 1 rows of both tables (one product per block of a head's query rows, which are
@@ -99,10 +107,14 @@ struct ImageEncoderViT {
         // one k slice, so the same bits as S products per window and head of S queries against the expanded tables,
         // which left the kernel at a fraction of its rate. Written per window and head for its image tokens in order
         // (windowedSelfAttention's rows).
-        let span = 2 * s - 1, rows = side * side, chunk = 128, count = n * n * heads * tokens * s
+        let span = 2 * s - 1
+        let rows = side * side
+        let chunk = 128
+        let count = n * n * heads * tokens * s
         let (tables, packed) = (block.relativePositions, block.packedRelativePositions)
         precondition(tables.shape == [2 * span, d], "relative-position tables for \(s) × \(s) tokens")
-        var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }  // rel_h, then rel_w: the image tokens' rows written
+        // rel_h, then rel_w: the image tokens' rows written
+        var relative = [Float](unsafeUninitializedCapacity: 2 * count) { $1 = 2 * count }
         qkv.withUnsafeBufferPointer { qp in
             tables.withUnsafeBufferPointer { tp in
                 relative.withUnsafeMutableBufferPointer { rp in
@@ -112,8 +124,10 @@ struct ImageEncoderViT {
                         defer { projected.deallocate() }
                         while let item = next() {
                             let (head, first) = (item % heads, item / heads * chunk)
-                            multiplyTransposed(qp + first * row + head * d, rows: min(chunk, rows - first), lda: row, tp, n: 2 * span, k: d, ldb: d,
-                                               packed: packed, into: projected, ldc: 2 * span)
+                            multiplyTransposed(
+                                qp + first * row + head * d, rows: min(chunk, rows - first), lda: row, tp, n: 2 * span,
+                                k: d, ldb: d,
+                                packed: packed, into: projected, ldc: 2 * span)
                             for r in first..<min(first + chunk, rows) {
                                 let (y, x) = (r / side, r % side)
                                 let (qy, qx, columns) = (y % s, x % s, min(s, side - x / s * s))
@@ -128,12 +142,16 @@ struct ImageEncoderViT {
             }
         }
         return relative.withUnsafeBufferPointer { r in
-            let bias = AttentionBias.decomposedRelativePositions(h: r.baseAddress!, w: r.baseAddress! + count, queries: tokens, side: s)
+            let bias = AttentionBias.decomposedRelativePositions(
+                h: r.baseAddress!, w: r.baseAddress! + count, queries: tokens, side: s)
             guard block.windowSize > 0 else {
-                return selfAttention(qkv: qkv.reshaped([1, tokens, row]), heads: heads, bias: bias, precision: precision).reshaped([tokens, c])
+                return selfAttention(
+                    qkv: qkv.reshaped([1, tokens, row]), heads: heads, bias: bias, precision: precision
+                ).reshaped([tokens, c])
             }
-            return windowedSelfAttention(qkv: qkv, side: side, window: s, heads: heads,
-                                         padding: block.qkv.bias?.storage ?? [Float](repeating: 0, count: row), bias: bias, precision: precision)
+            return windowedSelfAttention(
+                qkv: qkv, side: side, window: s, heads: heads,
+                padding: block.qkv.bias?.storage ?? [Float](repeating: 0, count: row), bias: bias, precision: precision)
         }
     }
 }

@@ -90,7 +90,8 @@ struct PromptEncoder {
             for c in 0..<width { for i in 0..<(grid * grid) { out.storage[c * grid * grid + i] = noMask.storage[c] } }
             return out
         }
-        var x = conv2d(mask.reshaped([1, 1, 4 * grid, 4 * grid]), weight: down0.0, bias: down0.1, geometry: .init(stride: 2))
+        var x = conv2d(
+            mask.reshaped([1, 1, 4 * grid, 4 * grid]), weight: down0.0, bias: down0.1, geometry: .init(stride: 2))
         x = layerNorm2d(x, weight: down1.weight, bias: down1.bias, eps: 1e-6)
         x.gelu()
         x = conv2d(x, weight: down3.0, bias: down3.1, geometry: .init(stride: 2))

@@ -91,7 +91,9 @@ struct RowsProjection {
     private init(_ layer: LinearLayer, addsPE: Bool, norms: [Norm], outs: [LinearLayer]) {
         let biases = outs.map { $0.bias! }
         let (f, e) = (layer.weight.shape[0], layer.weight.shape[1])
-        precondition(!norms.isEmpty && norms.count == biases.count && norms.allSatisfy { $0.weight.shape == [e] }, "RowsProjection: \(norms.count) norms")
+        precondition(
+            !norms.isEmpty && norms.count == biases.count && norms.allSatisfy { $0.weight.shape == [e] },
+            "RowsProjection: \(norms.count) norms")
         // In float64, so that each N_i's columns sum to zero (P's work) to float32's precision.
         var transposed = [Double](repeating: 0, count: e * f)  // Mᵀ
         for o in 0..<f { for c in 0..<e { transposed[c * f + o] = Double(layer.weight.storage[o * e + c]) } }
@@ -100,7 +102,12 @@ struct RowsProjection {
         for norm in norms.reversed() {
             var n = [Double](repeating: 0, count: e * f)
             var means = [Double](repeating: 0, count: f)
-            for c in 0..<e { for o in 0..<f { n[c * f + o] = Double(norm.weight.storage[c]) * next[c * f + o]; means[o] += n[c * f + o] } }
+            for c in 0..<e {
+                for o in 0..<f {
+                    n[c * f + o] = Double(norm.weight.storage[c]) * next[c * f + o]
+                    means[o] += n[c * f + o]
+                }
+            }
             for c in 0..<e { for o in 0..<f { n[c * f + o] -= means[o] / Double(e) } }
             chain.insert(n, at: 0)
             next = n
@@ -114,14 +121,19 @@ struct RowsProjection {
             if i > 0 { c = zip(c, times(norms[i - 1].bias, chain[i])).map(+) }
             constants += c.map { Float($0) }
         }
-        let constant = zip(times(norms.last!.bias, transposed), layer.bias?.storage ?? [Float](repeating: 0, count: f)).map { Float($0 + Double($1)) }
+        let constant = zip(times(norms.last!.bias, transposed), layer.bias?.storage ?? [Float](repeating: 0, count: f))
+            .map { Float($0 + Double($1)) }
         self.chain = chain.map { Tensor(shape: [e, f], storage: $0.map(Float.init)) }
         outChain = zip(outs, self.chain).map { out, n in
             let d = out.weight.shape[1]
             var product = Tensor(uninitialized: [d, f])
             out.weight.withUnsafeBufferPointer { w in
                 n.withUnsafeBufferPointer { n in
-                    product.withUnsafeMutableBufferPointer { gemm(transA: true, m: d, n: f, k: e, a: w.baseAddress!, lda: d, b: n.baseAddress!, ldb: f, c: $0.baseAddress!, ldc: f) }
+                    product.withUnsafeMutableBufferPointer {
+                        gemm(
+                            transA: true, m: d, n: f, k: e, a: w.baseAddress!, lda: d, b: n.baseAddress!, ldb: f,
+                            c: $0.baseAddress!, ldc: f)
+                    }
                 }
             }
             return product
@@ -150,7 +162,9 @@ struct RowsProjection {
         func packed(_ x: Tensor?) -> [PackedLinearWeight] {
             guard let x, heads > 0 else { return [] }
             return x.withUnsafeBufferPointer { x in
-                (0..<heads).map { PackedLinearWeight(x.baseAddress! + $0 * f / heads, out: rows, in: f / heads, stride: f) }
+                (0..<heads).map {
+                    PackedLinearWeight(x.baseAddress! + $0 * f / heads, out: rows, in: f / heads, stride: f)
+                }
             }
         }
         return Shared(image: image, base: base, packedImage: packed(image), packedBase: packed(base))
@@ -158,18 +172,23 @@ struct RowsProjection {
 
     /// The prompt's right operand [K, F]: W_i·N_i for each layer i, then c_1 … c_L.
     func right(_ rows: PromptRows) -> Tensor {
-        precondition(rows.updates.count == chain.count, "RowsProjection: \(rows.updates.count) updates for a map after \(chain.count) layers")
+        precondition(
+            rows.updates.count == chain.count,
+            "RowsProjection: \(rows.updates.count) updates for a map after \(chain.count) layers")
         let f = width
         var right = Tensor(uninitialized: [rows.left.shape[0], f])
         right.withUnsafeMutableBufferPointer { r in
             var at = r.baseAddress!
             for (update, n) in zip(rows.updates, outChain) {
                 let (t, d) = (update.values.shape[1], update.values.shape[2])
-                let heads = update.probabilities.shape[0] / t, dh = d / heads
+                let heads = update.probabilities.shape[0] / t
+                let dh = d / heads
                 update.values.withUnsafeBufferPointer { v in
                     n.withUnsafeBufferPointer { n in
                         for h in 0..<heads {
-                            gemm(m: t, n: f, k: dh, a: v.baseAddress! + h * dh, lda: d, b: n.baseAddress! + h * dh * f, ldb: f, c: at + h * t * f, ldc: f)
+                            gemm(
+                                m: t, n: f, k: dh, a: v.baseAddress! + h * dh, lda: d, b: n.baseAddress! + h * dh * f,
+                                ldb: f, c: at + h * t * f, ldc: f)
                         }
                     }
                 }
@@ -182,7 +201,9 @@ struct RowsProjection {
 
     /// Rows `range` of the map on the prompt's rows into `out`, F floats a row, with `right` = `right(rows)`:
     /// A_1 ⊙ X·N_1 + the base, then the prompt's product added onto it.
-    func apply(_ rows: PromptRows, right: Tensor, shared: Shared, range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+    func apply(
+        _ rows: PromptRows, right: Tensor, shared: Shared, range: Range<Int>, into out: UnsafeMutablePointer<Float>
+    ) {
         let (f, k, stride) = (width, rows.left.shape[0], rows.left.shape[1])
         shared.image.withUnsafeBufferPointer { x in
             (shared.base ?? constant).withUnsafeBufferPointer { b in
@@ -190,16 +211,19 @@ struct RowsProjection {
                     let stride = shared.base == nil ? 0 : f
                     Threading.parallelFor(range.count, grain: 256) { part in
                         let r = range.lowerBound + part.lowerBound
-                        ck_scale_add_rows(x.baseAddress! + r * f, a.baseAddress! + r, b.baseAddress! + r * stride, stride,
-                                          out + part.lowerBound * f, part.count, f)
+                        ck_scale_add_rows(
+                            x.baseAddress! + r * f, a.baseAddress! + r, b.baseAddress! + r * stride, stride,
+                            out + part.lowerBound * f, part.count, f)
                     }
                 }
             }
         }
         rows.left.withUnsafeBufferPointer { l in
             right.withUnsafeBufferPointer { w in
-                gemm(transA: true, m: range.count, n: f, k: k, a: l.baseAddress! + range.lowerBound, lda: stride, b: w.baseAddress!, ldb: f,
-                     beta: 1, c: out, ldc: f)
+                gemm(
+                    transA: true, m: range.count, n: f, k: k, a: l.baseAddress! + range.lowerBound, lda: stride,
+                    b: w.baseAddress!, ldb: f,
+                    beta: 1, c: out, ldc: f)
             }
         }
     }
@@ -223,10 +247,13 @@ struct RowsProjection {
     func scores(_ z: Tensor, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
         let (t, f, k, stride) = (z.shape[1], width, rows.left.shape[0], rows.left.shape[1])
         let (dh, count) = (f / heads, rows.scale.count)
-        precondition(z.rank == 3 && z.shape[0] == 1 && z.shape[2] == f && shared.base != nil && shared.packedImage.count == heads,
-                     "RowsProjection.scores: z \(z.shape), \(heads) heads, \(shared.packedImage.count) packed")
+        precondition(
+            z.rank == 3 && z.shape[0] == 1 && z.shape[2] == f && shared.base != nil
+                && shared.packedImage.count == heads,
+            "RowsProjection.scores: z \(z.shape), \(heads) heads, \(shared.packedImage.count) packed")
         let right = right(rows)
-        var scores = Tensor(uninitialized: [heads * t, stride]), g = Tensor(uninitialized: [heads * t, k])
+        var scores = Tensor(uninitialized: [heads * t, stride])
+        var g = Tensor(uninitialized: [heads * t, k])
         z.withUnsafeBufferPointer { z in
             scores.withUnsafeMutableBufferPointer { s in
                 let (z, s) = (z.baseAddress!, s.baseAddress!)
@@ -234,34 +261,43 @@ struct RowsProjection {
                     // g[h·T + t] = z_h[t] · right_hᵀ
                     right.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
-                            gemm(transB: true, m: t, n: k, k: dh, a: z + h * dh, lda: f, b: w.baseAddress! + h * dh, ldb: f,
-                                 c: g.baseAddress! + h * t * k, ldc: k)
+                            gemm(
+                                transB: true, m: t, n: k, k: dh, a: z + h * dh, lda: f, b: w.baseAddress! + h * dh,
+                                ldb: f,
+                                c: g.baseAddress! + h * t * k, ldc: k)
                         }
                     }
                     let fused = rows.scale.withUnsafeBufferPointer { a in
                         rows.left.withUnsafeBufferPointer { l in
-                            headScores(z, tokens: t, ldz: f, heads: heads, headWidth: dh, image: shared.packedImage, base: shared.packedBase,
-                                       scale: a.baseAddress!, g: g.baseAddress!, rank: k, left: l.baseAddress!, ldl: stride, columns: count,
-                                       into: s, ldo: stride)
+                            headScores(
+                                z, tokens: t, ldz: f, heads: heads, headWidth: dh, image: shared.packedImage,
+                                base: shared.packedBase,
+                                scale: a.baseAddress!, g: g.baseAddress!, rank: k, left: l.baseAddress!, ldl: stride,
+                                columns: count,
+                                into: s, ldo: stride)
                         }
                     }
                     if fused { return }
                     shared.image.withUnsafeBufferPointer { x in
                         for h in 0..<heads {
-                            multiplyTransposed(z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: count, k: dh, ldb: f,
-                                               packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
+                            multiplyTransposed(
+                                z + h * dh, rows: t, lda: f, x.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                packed: shared.packedImage[h], into: s + h * t * stride, ldc: stride)
                         }
                     }
                     Self.scaleColumns(s, rows: heads * t, stride: stride, by: rows.scale)
                     shared.base!.withUnsafeBufferPointer { b in
                         for h in 0..<heads {
-                            multiplyTransposed(z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
-                                               packed: shared.packedBase[h], beta: 1, into: s + h * t * stride, ldc: stride)
+                            multiplyTransposed(
+                                z + h * dh, rows: t, lda: f, b.baseAddress! + h * dh, n: count, k: dh, ldb: f,
+                                packed: shared.packedBase[h], beta: 1, into: s + h * t * stride, ldc: stride)
                         }
                     }
                     // scores += g · left
                     rows.left.withUnsafeBufferPointer { l in
-                        gemm(m: heads * t, n: count, k: k, a: g.baseAddress!, lda: k, b: l.baseAddress!, ldb: stride, beta: 1, c: s, ldc: stride)
+                        gemm(
+                            m: heads * t, n: count, k: k, a: g.baseAddress!, lda: k, b: l.baseAddress!, ldb: stride,
+                            beta: 1, c: s, ldc: stride)
                     }
                 }
             }
@@ -276,34 +312,50 @@ struct RowsProjection {
     func weighted(_ p: Tensor, tokens t: Int, heads: Int, rows: PromptRows, shared: Shared) -> Tensor {
         let (f, k, stride, count) = (width, rows.left.shape[0], rows.left.shape[1], rows.scale.count)
         let dh = f / heads
-        precondition(p.shape == [heads * t, stride] && shared.base == nil, "RowsProjection.weighted: p \(p.shape), \(heads) heads")
+        precondition(
+            p.shape == [heads * t, stride] && shared.base == nil,
+            "RowsProjection.weighted: p \(p.shape), \(heads) heads")
         let right = right(rows)
         var out = Tensor(shape: [1, t, f], storage: Array([[Float]](repeating: constant.storage, count: t).joined()))
-        var scaled = p, q = Tensor(uninitialized: [heads * t, k])
-        scaled.withUnsafeMutableBufferPointer { Self.scaleColumns($0.baseAddress!, rows: heads * t, stride: stride, by: rows.scale) }
+        var scaled = p
+        var q = Tensor(uninitialized: [heads * t, k])
+        scaled.withUnsafeMutableBufferPointer {
+            Self.scaleColumns($0.baseAddress!, rows: heads * t, stride: stride, by: rows.scale)
+        }
         out.withUnsafeMutableBufferPointer { o in
             let o = o.baseAddress!
             scaled.withUnsafeBufferPointer { s in
                 shared.image.withUnsafeBufferPointer { x in
-                    if headWeighted(s.baseAddress!, tokens: t, ldp: stride, heads: heads, headWidth: dh, rows: count, x.baseAddress!, ldx: f,
-                                    into: o, ldo: f) { return }
+                    if headWeighted(
+                        s.baseAddress!, tokens: t, ldp: stride, heads: heads, headWidth: dh, rows: count,
+                        x.baseAddress!, ldx: f,
+                        into: o, ldo: f)
+                    {
+                        return
+                    }
                     for h in 0..<heads {
-                        gemm(m: t, n: dh, k: count, a: s.baseAddress! + h * t * stride, lda: stride, b: x.baseAddress! + h * dh, ldb: f,
-                             beta: 1, c: o + h * dh, ldc: f)
+                        gemm(
+                            m: t, n: dh, k: count, a: s.baseAddress! + h * t * stride, lda: stride,
+                            b: x.baseAddress! + h * dh, ldb: f,
+                            beta: 1, c: o + h * dh, ldc: f)
                     }
                 }
             }
             q.withUnsafeMutableBufferPointer { q in
                 p.withUnsafeBufferPointer { p in
                     rows.left.withUnsafeBufferPointer { l in
-                        gemm(transB: true, m: heads * t, n: k, k: count, a: p.baseAddress!, lda: stride, b: l.baseAddress!, ldb: stride,
-                             c: q.baseAddress!, ldc: k)
+                        gemm(
+                            transB: true, m: heads * t, n: k, k: count, a: p.baseAddress!, lda: stride,
+                            b: l.baseAddress!, ldb: stride,
+                            c: q.baseAddress!, ldc: k)
                     }
                 }
                 right.withUnsafeBufferPointer { w in
                     for h in 0..<heads {
-                        gemm(m: t, n: dh, k: k, a: q.baseAddress! + h * t * k, lda: k, b: w.baseAddress! + h * dh, ldb: f, beta: 1,
-                             c: o + h * dh, ldc: f)
+                        gemm(
+                            m: t, n: dh, k: k, a: q.baseAddress! + h * t * k, lda: k, b: w.baseAddress! + h * dh,
+                            ldb: f, beta: 1,
+                            c: o + h * dh, ldc: f)
                     }
                 }
             }

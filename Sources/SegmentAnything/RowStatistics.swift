@@ -36,7 +36,12 @@ struct RowStatistics {
         (firstOut, secondOut, heads) = (first.weight, second.weight, layers[0].imageToToken.heads)
         gamma = layers[0].norm4.weight.storage
         firstBias = Self.centredRows(first.bias!).storage
-        m = Self.centredRows(Tensor(shape: [gamma.count], storage: zip(layers[0].norm4.bias.storage, second.bias!.storage).map { $0 + $1 })).storage
+        m =
+            Self.centredRows(
+                Tensor(
+                    shape: [gamma.count],
+                    storage: zip(layers[0].norm4.bias.storage, second.bias!.storage).map { $0 + $1 })
+            ).storage
         mSquared = m.reduce(0) { $0 + $1 * $1 }
     }
 
@@ -51,8 +56,12 @@ struct RowStatistics {
     func shared(centredRows: Tensor) -> Shared {
         let e = gamma.count
         let rows = centredRows.count / e
-        var x1 = centredRows.reshaped([rows, e]), x2 = x1, x3 = x1
-        var (first, second, cross) = ([Float](repeating: 0, count: rows), [Float](repeating: 0, count: rows), [Float](repeating: 0, count: rows))
+        var x1 = centredRows.reshaped([rows, e])
+        var x2 = x1
+        var x3 = x1
+        var (first, second, cross) = (
+            [Float](repeating: 0, count: rows), [Float](repeating: 0, count: rows), [Float](repeating: 0, count: rows)
+        )
         x1.withUnsafeMutableBufferPointer { x1 in
             x2.withUnsafeMutableBufferPointer { x2 in
                 x3.withUnsafeMutableBufferPointer { x3 in
@@ -61,10 +70,21 @@ struct RowStatistics {
                         for r in range {
                             let (p1, p2, p3) = (x1 + r * e, x2 + r * e, x3 + r * e)
                             var (s1, mean2): (Float, Float) = (0, 0)
-                            for c in 0..<e { p1[c] += firstBias[c]; s1 += p1[c] * p1[c]; p2[c] = p1[c] * gamma[c]; mean2 += p2[c] }
+                            for c in 0..<e {
+                                p1[c] += firstBias[c]
+                                s1 += p1[c] * p1[c]
+                                p2[c] = p1[c] * gamma[c]
+                                mean2 += p2[c]
+                            }
                             mean2 /= Float(e)
                             var (s2, dot, mean3): (Float, Float, Float) = (0, 0, 0)
-                            for c in 0..<e { p2[c] -= mean2; s2 += p2[c] * p2[c]; dot += p2[c] * m[c]; p3[c] = p2[c] * gamma[c]; mean3 += p3[c] }
+                            for c in 0..<e {
+                                p2[c] -= mean2
+                                s2 += p2[c] * p2[c]
+                                dot += p2[c] * m[c]
+                                p3[c] = p2[c] * gamma[c]
+                                mean3 += p3[c]
+                            }
                             mean3 /= Float(e)
                             for c in 0..<e { p3[c] -= mean3 }
                             (first[r], second[r], cross[r]) = (s1, s2, dot)
@@ -76,7 +96,11 @@ struct RowStatistics {
         let maps = [x1.matmul(firstOut), x3.matmul(firstOut), x2.matmul(secondOut)]
         let d = firstOut.shape[1]
         let packed = maps.map { map in
-            map.withUnsafeBufferPointer { y in (0..<heads).map { PackedLinearWeight(y.baseAddress! + $0 * d / heads, out: rows, in: d / heads, stride: d) } }
+            map.withUnsafeBufferPointer { y in
+                (0..<heads).map {
+                    PackedLinearWeight(y.baseAddress! + $0 * d / heads, out: rows, in: d / heads, stride: d)
+                }
+            }
         }
         return Shared(first: first, second: second, cross: cross, maps: maps, packed: packed)
     }
@@ -92,26 +116,37 @@ struct RowStatistics {
     /// through the output projection [H·T, E] (`fewKeyUpdate`).
     func first(probabilities s: Tensor, values v: Tensor, back w: Tensor, shared: Shared) -> First {
         let (ht, e, stride, rows) = (w.shape[0], w.shape[1], s.shape[1], shared.first.count)
-        let w1 = Self.centredRows(w), c = Self.centredRows(w1, scaledBy: gamma)
+        let w1 = Self.centredRows(w)
+        let c = Self.centredRows(w1, scaledBy: gamma)
         // [W̃_1W̃_1ᵀ; CCᵀ] · s_1 → [2·H·T, rows]
-        var forms = Tensor(uninitialized: [2 * ht, ht]), quadratic = Tensor(uninitialized: [2 * ht, stride])
+        var forms = Tensor(uninitialized: [2 * ht, ht])
+        var quadratic = Tensor(uninitialized: [2 * ht, stride])
         forms.withUnsafeMutableBufferPointer { f in
             for (i, x) in [w1, c].enumerated() {
                 x.withUnsafeBufferPointer { x in
-                    gemm(transB: true, m: ht, n: ht, k: e, a: x.baseAddress!, lda: e, b: x.baseAddress!, ldb: e, c: f.baseAddress! + i * ht * ht, ldc: ht)
+                    gemm(
+                        transB: true, m: ht, n: ht, k: e, a: x.baseAddress!, lda: e, b: x.baseAddress!, ldb: e,
+                        c: f.baseAddress! + i * ht * ht, ldc: ht)
                 }
             }
         }
         forms.withUnsafeBufferPointer { f in
             s.withUnsafeBufferPointer { s in
                 quadratic.withUnsafeMutableBufferPointer { q in
-                    gemm(m: 2 * ht, n: rows, k: ht, a: f.baseAddress!, lda: ht, b: s.baseAddress!, ldb: stride, c: q.baseAddress!, ldc: stride)
+                    gemm(
+                        m: 2 * ht, n: rows, k: ht, a: f.baseAddress!, lda: ht, b: s.baseAddress!, ldb: stride,
+                        c: q.baseAddress!, ldc: stride)
                 }
             }
         }
-        let linear1 = headProducts(v, map: 0, shared: shared, stride: stride), linear2 = headProducts(v, map: 1, shared: shared, stride: stride)
-        var n1 = shared.first, n2 = shared.second, cross = shared.cross
-        let cm = c.withUnsafeBufferPointer { c in (0..<ht).map { j in (0..<e).reduce(Float(0)) { $0 + c[j * e + $1] * m[$1] } } }
+        let linear1 = headProducts(v, map: 0, shared: shared, stride: stride)
+        let linear2 = headProducts(v, map: 1, shared: shared, stride: stride)
+        var n1 = shared.first
+        var n2 = shared.second
+        var cross = shared.cross
+        let cm = c.withUnsafeBufferPointer { c in
+            (0..<ht).map { j in (0..<e).reduce(Float(0)) { $0 + c[j * e + $1] * m[$1] } }
+        }
         quadratic.withUnsafeBufferPointer { q in
             Self.accumulate(&n1, s, twice: linear1, plus: q.baseAddress!)
             Self.accumulate(&n2, s, twice: linear2, plus: q.baseAddress! + ht * stride)
@@ -123,17 +158,22 @@ struct RowStatistics {
     }
 
     /// a_2, after the second layer: its probabilities, the tokens' values and those through its output projection.
-    func second(probabilities s: Tensor, values v: Tensor, back w: Tensor, after first: First, shared: Shared) -> [Float] {
+    func second(probabilities s: Tensor, values v: Tensor, back w: Tensor, after first: First, shared: Shared)
+        -> [Float]
+    {
         let (ht, e, stride, rows) = (w.shape[0], w.shape[1], s.shape[1], shared.first.count)
         let w2 = Self.centredRows(w)
         // y = W_2·x''ᵀ + W̃_2Cᵀ·s_1, scaled by a_1 row by row; g = W̃_2W̃_2ᵀ·s_2
         var y = headProducts(v, map: 2, shared: shared, stride: stride)
-        var forms = Tensor(uninitialized: [2, ht, ht]), g = Tensor(uninitialized: [ht, stride])
+        var forms = Tensor(uninitialized: [2, ht, ht])
+        var g = Tensor(uninitialized: [ht, stride])
         forms.withUnsafeMutableBufferPointer { f in
             w2.withUnsafeBufferPointer { left in
                 for (i, x) in [first.c, w2].enumerated() {
                     x.withUnsafeBufferPointer { x in
-                        gemm(transB: true, m: ht, n: ht, k: e, a: left.baseAddress!, lda: e, b: x.baseAddress!, ldb: e, c: f.baseAddress! + i * ht * ht, ldc: ht)
+                        gemm(
+                            transB: true, m: ht, n: ht, k: e, a: left.baseAddress!, lda: e, b: x.baseAddress!, ldb: e,
+                            c: f.baseAddress! + i * ht * ht, ldc: ht)
                     }
                 }
             }
@@ -141,7 +181,9 @@ struct RowStatistics {
         forms.withUnsafeBufferPointer { f in
             y.withUnsafeMutableBufferPointer { y in
                 first.probabilities.withUnsafeBufferPointer { s1 in
-                    gemm(m: ht, n: rows, k: ht, a: f.baseAddress!, lda: ht, b: s1.baseAddress!, ldb: stride, beta: 1, c: y.baseAddress!, ldc: stride)
+                    gemm(
+                        m: ht, n: rows, k: ht, a: f.baseAddress!, lda: ht, b: s1.baseAddress!, ldb: stride, beta: 1,
+                        c: y.baseAddress!, ldc: stride)
                 }
                 first.inverseDeviations.withUnsafeBufferPointer { a in
                     Threading.parallelFor(ht) { range in
@@ -151,12 +193,16 @@ struct RowStatistics {
             }
             g.withUnsafeMutableBufferPointer { g in
                 s.withUnsafeBufferPointer { s in
-                    gemm(m: ht, n: rows, k: ht, a: f.baseAddress! + ht * ht, lda: ht, b: s.baseAddress!, ldb: stride, c: g.baseAddress!, ldc: stride)
+                    gemm(
+                        m: ht, n: rows, k: ht, a: f.baseAddress! + ht * ht, lda: ht, b: s.baseAddress!, ldb: stride,
+                        c: g.baseAddress!, ldc: stride)
                 }
             }
         }
         var n = first.partial
-        let wm = w2.withUnsafeBufferPointer { w in (0..<ht).map { j in 2 * (0..<e).reduce(Float(0)) { $0 + w[j * e + $1] * m[$1] } } }
+        let wm = w2.withUnsafeBufferPointer { w in
+            (0..<ht).map { j in 2 * (0..<e).reduce(Float(0)) { $0 + w[j * e + $1] * m[$1] } }
+        }
         g.withUnsafeBufferPointer { g in Self.accumulate(&n, s, twice: y, plus: g.baseAddress!, constant: wm) }
         return Self.inverseDeviations(n, width: e)
     }
@@ -169,11 +215,17 @@ struct RowStatistics {
         v.withUnsafeBufferPointer { v in
             shared.maps[map].withUnsafeBufferPointer { y in
                 out.withUnsafeMutableBufferPointer { o in
-                    if headScores(v.baseAddress!, tokens: t, ldz: d, heads: heads, headWidth: dh, image: shared.packed[map], columns: rows,
-                                  into: o.baseAddress!, ldo: stride) { return }
+                    if headScores(
+                        v.baseAddress!, tokens: t, ldz: d, heads: heads, headWidth: dh, image: shared.packed[map],
+                        columns: rows,
+                        into: o.baseAddress!, ldo: stride)
+                    {
+                        return
+                    }
                     for h in 0..<heads {
-                        multiplyTransposed(v.baseAddress! + h * dh, rows: t, lda: d, y.baseAddress! + h * dh, n: rows, k: dh, ldb: d,
-                                           packed: shared.packed[map][h], into: o.baseAddress! + h * t * stride, ldc: stride)
+                        multiplyTransposed(
+                            v.baseAddress! + h * dh, rows: t, lda: d, y.baseAddress! + h * dh, n: rows, k: dh, ldb: d,
+                            packed: shared.packed[map][h], into: o.baseAddress! + h * t * stride, ldc: stride)
                     }
                 }
             }
@@ -204,7 +256,10 @@ struct RowStatistics {
 
     /// sums[r] += Σ_k s[k, r]·(2·twice[k, r] + plus[k, r] + constant[k]) for each row r, over the H·T rows k of s
     /// (rows `stride` apart, as `twice` and `plus`; each term optional): in the same order whatever the threads.
-    private static func accumulate(_ sums: inout [Float], _ s: Tensor, twice: Tensor? = nil, plus: UnsafePointer<Float>? = nil, constant: [Float]? = nil) {
+    private static func accumulate(
+        _ sums: inout [Float], _ s: Tensor, twice: Tensor? = nil, plus: UnsafePointer<Float>? = nil,
+        constant: [Float]? = nil
+    ) {
         let (k, stride, rows) = (s.shape[0], s.shape[1], sums.count)
         let zeros = [Float](repeating: 0, count: stride)
         let block = 256
@@ -213,13 +268,16 @@ struct RowStatistics {
                 (twice?.storage ?? zeros).withUnsafeBufferPointer { u in
                     zeros.withUnsafeBufferPointer { z in
                         let (out, s, u, z) = (out.baseAddress!, s.baseAddress!, u.baseAddress!, z.baseAddress!)
-                        let uStride = twice == nil ? 0 : stride, pStride = plus == nil ? 0 : stride
+                        let uStride = twice == nil ? 0 : stride
+                        let pStride = plus == nil ? 0 : stride
                         let p = plus ?? z
                         Threading.parallelFor((rows + block - 1) / block) { range in
                             for b in range {
                                 let (r0, r1) = (b * block, min(rows, (b + 1) * block))
                                 for j in 0..<k {
-                                    let (sj, uj, pj, cj) = (s + j * stride, u + j * uStride, p + j * pStride, constant?[j] ?? 0)
+                                    let (sj, uj, pj, cj) = (
+                                        s + j * stride, u + j * uStride, p + j * pStride, constant?[j] ?? 0
+                                    )
                                     for r in r0..<r1 { out[r] += sj[r] * (2 * uj[r] + pj[r] + cj) }
                                 }
                             }

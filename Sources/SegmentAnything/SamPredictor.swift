@@ -77,7 +77,9 @@ public final class SamPredictor: @unchecked Sendable {
     /// `precision: .bf16` runs the image encoder's products in bfloat16 (AVX512-BF16; refused where the CPU lacks it).
     public init(checkpoint: SamCheckpoint, precision: Precision = .fp32) throws {
         guard checkpoint.architecture.variant != .mobileSAM else {
-            throw CheckpointError.unsupported(path: checkpoint.weights.path, reason: "MobileSAM (TinyViT encoder) is not supported yet; use sam_b.pt, sam_l.pt or sam_h.pt")
+            throw CheckpointError.unsupported(
+                path: checkpoint.weights.path,
+                reason: "MobileSAM (TinyViT encoder) is not supported yet; use sam_b.pt, sam_l.pt or sam_h.pt")
         }
         if precision == .bf16, let refusal = Precision.bf16Refusal { throw SamError.unsupportedPrecision(refusal) }
         self.precision = precision
@@ -92,7 +94,9 @@ public final class SamPredictor: @unchecked Sendable {
     /// Loads a SAM checkpoint (sam_b.pt, sam_vit_h_*.pth, …).
     public convenience init(path: String, precision: Precision = .fp32) throws {
         guard case .sam(let checkpoint) = try ModelFile.open(path: path) else {
-            throw CheckpointError.unsupported(path: path, reason: "this is a YOLO detector; sam_model needs a Segment Anything model such as sam_b.pt")
+            throw CheckpointError.unsupported(
+                path: path, reason: "this is a YOLO detector; sam_model needs a Segment Anything model such as sam_b.pt"
+            )
         }
         try self.init(checkpoint: checkpoint, precision: precision)
     }
@@ -105,7 +109,9 @@ public final class SamPredictor: @unchecked Sendable {
         let plane = size * size
         input.withUnsafeMutableBufferPointer { x in
             boxed.pixels.withUnsafeBufferPointer { p in
-                for i in 0..<plane { for c in 0..<3 { x[c * plane + i] = (Float(p[3 * i + c]) - Self.mean[c]) / Self.std[c] } }
+                for i in 0..<plane {
+                    for c in 0..<3 { x[c * plane + i] = (Float(p[3 * i + c]) - Self.mean[c]) / Self.std[c] }
+                }
             }
         }
         return input
@@ -127,30 +133,42 @@ public final class SamPredictor: @unchecked Sendable {
     /// default). `maskInput`: low-resolution logits [256, 256] from an earlier prediction. `lowResLogits: false`
     /// leaves the prediction's `lowResLogits` empty and skips the logits over the letterbox's padding, which only a
     /// later mask prompt would read (a quarter of them for a 4:3 photo; the masks are the same bits).
-    public func predict(points: [SamPoint] = [], boxes: [SamBox] = [], maskInput: Tensor? = nil, multimask: Bool = false,
-                        lowResLogits keep: Bool = true) throws -> SamPrediction {
+    public func predict(
+        points: [SamPoint] = [], boxes: [SamBox] = [], maskInput: Tensor? = nil, multimask: Bool = false,
+        lowResLogits keep: Bool = true
+    ) throws -> SamPrediction {
         guard let embedding = imageEmbedding, let (w, h) = imageSize else { throw SamError.noImage }
         guard !points.isEmpty || !boxes.isEmpty else { throw SamError.noPrompt }
-        if let bad = points.first(where: { ![0, 1].contains($0.label) }) { throw SamError.invalidPrompt("point label \(bad.label) is neither 1 (foreground) nor 0 (background)") }
+        if let bad = points.first(where: { ![0, 1].contains($0.label) }) {
+            throw SamError.invalidPrompt("point label \(bad.label) is neither 1 (foreground) nor 0 (background)")
+        }
         let side = 4 * architecture.gridSize
-        if let maskInput, maskInput.count != side * side { throw SamError.invalidPrompt("mask input must be \(side)×\(side) logits") }
+        if let maskInput, maskInput.count != side * side {
+            throw SamError.invalidPrompt("mask input must be \(side)×\(side) logits")
+        }
         let r = Float(min(Double(architecture.imageSize) / Double(h), Double(architecture.imageSize) / Double(w)))
         let scaledPoints = points.map { (x: $0.x * r, y: $0.y * r, label: $0.label) }
-        let sparse: [[[Float]]] = boxes.isEmpty
+        let sparse: [[[Float]]] =
+            boxes.isEmpty
             ? [prompts.sparse(points: scaledPoints, box: nil)]
             : boxes.map { prompts.sparse(points: scaledPoints, box: ($0.x1 * r, $0.y1 * r, $0.x2 * r, $0.y2 * r)) }
         let dense = prompts.dense(mask: maskInput)
-        let (logits, scores) = decoder(embedding: embedding[first: 0], pe: densePE[first: 0], sparse: sparse, dense: dense, multimask: multimask,
-                                       content: keep ? nil : content(width: w, height: h))
+        let (logits, scores) = decoder(
+            embedding: embedding[first: 0], pe: densePE[first: 0], sparse: sparse, dense: dense, multimask: multimask,
+            content: keep ? nil : content(width: w, height: h))
         var masks = [SamMask?](repeating: nil, count: logits.shape[0] * logits.shape[1])
         masks.withUnsafeMutableBufferPointer { masks in
             logits.withUnsafeBufferPointer { logits in
                 Threading.parallelItems(masks.count) { next in
-                    while let i = next() { masks[i] = upscale(logits.baseAddress! + i * side * side, side: side, width: w, height: h) }
+                    while let i = next() {
+                        masks[i] = upscale(logits.baseAddress! + i * side * side, side: side, width: w, height: h)
+                    }
                 }
             }
         }
-        return SamPrediction(masks: masks.map { $0! }, scores: scores.storage, lowResLogits: keep ? logits : Tensor(shape: [0], storage: []))
+        return SamPrediction(
+            masks: masks.map { $0! }, scores: scores.storage,
+            lowResLogits: keep ? logits : Tensor(shape: [0], storage: []))
     }
 
     /// The embedding pixels (4 × 4 low-resolution logits each) whose logits `upscale` reads for an image of w × h:
@@ -159,7 +177,9 @@ public final class SamPredictor: @unchecked Sendable {
     func content(width w: Int, height h: Int) -> (rows: Int, columns: Int) {
         let (gainW, gainH) = gains(width: w, height: h)
         let side = 4 * architecture.gridSize
-        let (rows, columns) = (min(side, Int((Double(h) * gainH).rounded(.up)) + 1), min(side, Int((Double(w) * gainW).rounded(.up)) + 1))
+        let (rows, columns) = (
+            min(side, Int((Double(h) * gainH).rounded(.up)) + 1), min(side, Int((Double(w) * gainW).rounded(.up)) + 1)
+        )
         return ((rows + 3) / 4, (columns + 3) / 4)
     }
 
@@ -168,25 +188,34 @@ public final class SamPredictor: @unchecked Sendable {
     func gains(width w: Int, height h: Int) -> (x: Double, y: Double) {
         let (size, side) = (Double(architecture.imageSize), Double(4 * architecture.gridSize))
         let gain = min(size / Double(h), size / Double(w))
-        return ((Double(w) * gain).rounded(.toNearestOrEven) * side / size / Double(w), (Double(h) * gain).rounded(.toNearestOrEven) * side / size / Double(h))
+        return (
+            (Double(w) * gain).rounded(.toNearestOrEven) * side / size / Double(w),
+            (Double(h) * gain).rounded(.toNearestOrEven) * side / size / Double(h)
+        )
     }
 
     /// `scale_masks(..., padding=False)` as Ultralytics' SAM postprocess calls it, then `> 0`, for one mask's logits
     /// [side, side] at `logits`.
     func upscale(_ logits: UnsafePointer<Float>, side n: Int, width w: Int, height h: Int) -> SamMask {
         let (gainW, gainH) = gains(width: w, height: h)
-        let bottom = max(Int((Double(h) * gainH).rounded(.toNearestOrEven)), 1), right = max(Int((Double(w) * gainW).rounded(.toNearestOrEven)), 1)
+        let bottom = max(Int((Double(h) * gainH).rounded(.toNearestOrEven)), 1)
+        let right = max(Int((Double(w) * gainW).rounded(.toNearestOrEven)), 1)
         if abs(Double(h) * gainH - Double(bottom)) + abs(Double(w) * gainW - Double(right)) > 1e-3 {
-            let values = sampleContentSpan(logits, side: n, width: w, height: h, gainW: Float(gainW), gainH: Float(gainH))
+            let values = sampleContentSpan(
+                logits, side: n, width: w, height: h, gainW: Float(gainW), gainH: Float(gainH))
             return SamMask(width: w, height: h, pixels: values.map { $0 > 0 })
         }
         // The content's top-left bottom × right logits, resized to the image.
-        return SamMask(width: w, height: h, pixels: bilinearSigns(logits, height: bottom, width: right, stride: n, outHeight: h, outWidth: w))
+        return SamMask(
+            width: w, height: h,
+            pixels: bilinearSigns(logits, height: bottom, width: right, stride: n, outHeight: h, outWidth: w))
     }
 
     /// The `F.affine_grid` + `F.grid_sample(bilinear, border, align_corners=False)` path: output pixel (x, y)
     /// samples the logits [side, side] at (gain·(x + ½) − ½), clamped to the map; h × w values, row-major.
-    func sampleContentSpan(_ logits: UnsafePointer<Float>, side n: Int, width w: Int, height h: Int, gainW: Float, gainH: Float) -> [Float] {
+    func sampleContentSpan(
+        _ logits: UnsafePointer<Float>, side n: Int, width w: Int, height h: Int, gainW: Float, gainH: Float
+    ) -> [Float] {
         func taps(_ o: Int, _ gain: Float) -> (Int, Int, Float) {
             let c = min(max(gain * (Float(o) + 0.5) - 0.5, 0), Float(n - 1))
             let i = Int(c.rounded(.down))

@@ -23,7 +23,9 @@ struct Weights {
     }
 
     /// A LayerNorm's (or LayerNorm2d's) weight and bias.
-    func norm(_ prefix: String) throws -> Norm { Norm(weight: try self(prefix + ".weight"), bias: try self(prefix + ".bias")) }
+    func norm(_ prefix: String) throws -> Norm {
+        Norm(weight: try self(prefix + ".weight"), bias: try self(prefix + ".bias"))
+    }
 }
 
 /// `nn.Linear` with PyTorch's [out, in] weight; with `packed`, the weight rounded to bf16 for `precision=bf16`;
@@ -37,7 +39,9 @@ struct LinearLayer {
     /// The layer, then GELU with `gelu`, with `residual` added (both as our kernel stores its sums, where it runs the
     /// product).
     func callAsFunction(_ x: Tensor, gelu: Bool = false, residual: Tensor? = nil) -> Tensor {
-        guard let packed else { return linear(x, weight: weight, bias: bias, packed: packedFP32, gelu: gelu, residual: residual) }
+        guard let packed else {
+            return linear(x, weight: weight, bias: bias, packed: packedFP32, gelu: gelu, residual: residual)
+        }
         var y = linear(x, packedWeight: packed, bias: bias)
         if gelu { y.gelu() }
         return residual.map { y.adding($0) } ?? y

@@ -41,8 +41,10 @@ public func gelu(_ p: UnsafeMutablePointer<Float>, count: Int) { ck_gelu(p, coun
 /// out[m · outStride + j] = Σ_i GELU(x[i · stride + j]) · h[m · rows + i] for the `columns` columns j of `rows` rows
 /// at `x` and `count` vectors of `rows` floats at `h`: each vector dotted with the GELU of every column, on the
 /// calling thread.
-public func geluDotColumns(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, _ h: UnsafePointer<Float>, count: Int,
-                           into out: UnsafeMutablePointer<Float>, outStride: Int) {
+public func geluDotColumns(
+    _ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, _ h: UnsafePointer<Float>, count: Int,
+    into out: UnsafeMutablePointer<Float>, outStride: Int
+) {
     ck_gelu_dot_columns(x, rows, columns, stride, h, count, out, outStride)
 }
 

@@ -15,8 +15,10 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
 
     /// Why `bf16` cannot run here, or nil where it can.
     public static var bf16Refusal: String? {
-        bf16Supported ? nil : "precision=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, "
-            + "AMD Zen 4 and later); this one (\(cpuModelName)) has none. Use precision=fp32."
+        bf16Supported
+            ? nil
+            : "precision=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, "
+                + "AMD Zen 4 and later); this one (\(cpuModelName)) has none. Use precision=fp32."
     }
 
     /// One core's multiply-adds per second with fp32 FMAs and with AVX512-BF16 dot products (measured once, in a few
@@ -34,9 +36,12 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
     /// cores without AMX half as many).
     public static func bf16Caution(kernel: String?, rates: (fp32: Double, bf16: Double)?, cpu: String) -> String? {
         guard kernel == "AVX512-BF16", let rates, rates.bf16 < 1.25 * rates.fp32 else { return nil }
-        return String(format: "precision=bf16 on this CPU (%@, no AMX): its bf16 dot products do %.0f G multiply-adds/s per core, "
-                      + "its fp32 FMAs %.0f G (%.2f×), so the image encoder will be slower than with precision=fp32; "
-                      + "bf16 keeps its rounding here, not its speed", cpu, rates.bf16 / 1e9, rates.fp32 / 1e9, rates.bf16 / rates.fp32)
+        return String(
+            format:
+                "precision=bf16 on this CPU (%@, no AMX): its bf16 dot products do %.0f G multiply-adds/s per core, "
+                + "its fp32 FMAs %.0f G (%.2f×), so the image encoder will be slower than with precision=fp32; "
+                + "bf16 keeps its rounding here, not its speed", cpu, rates.bf16 / 1e9, rates.fp32 / 1e9,
+            rates.bf16 / rates.fp32)
     }
 
     /// x rounded to the nearest bfloat16 (ties to even), as a float: what `bf16` products multiply.
@@ -50,7 +55,9 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
     public static var cpuModelName: String {
         let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let line = info.split(separator: "\n").first { $0.hasPrefix("model name") }
-        return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        } ?? "unknown CPU"
     }
 }
 
@@ -72,15 +79,19 @@ public struct PackedBF16: @unchecked Sendable {
     /// A Linear weight [out, in], packed as the B of x · Wᵀ.
     public init(linearWeight weight: Tensor) {
         precondition(weight.rank == 2, "a linear weight is [out, in], got \(weight.shape)")
-        self = weight.withUnsafeBufferPointer { PackedBF16($0.baseAddress!, ldb: weight.shape[1], transposed: true, k: weight.shape[1], n: weight.shape[0]) }
+        self = weight.withUnsafeBufferPointer {
+            PackedBF16($0.baseAddress!, ldb: weight.shape[1], transposed: true, k: weight.shape[1], n: weight.shape[0])
+        }
     }
 }
 
 /// C = alpha · A·B (+ C when `accumulate`) with A (m × k, row-major fp32, rounded to bf16 on the way) and B packed,
 /// sums in fp32. Rows are split into blocks among the threads by the problem's size alone, as `gemm` splits them.
 /// Needs `Precision.bf16Supported`.
-public func gemmBF16(m: Int, a: UnsafePointer<Float>, lda: Int, b: PackedBF16, alpha: Float = 1,
-                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false) {
+public func gemmBF16(
+    m: Int, a: UnsafePointer<Float>, lda: Int, b: PackedBF16, alpha: Float = 1,
+    c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
+) {
     precondition(Precision.bf16Supported, Precision.bf16Refusal ?? "")
     guard m > 0, b.n > 0 else { return }
     let strips = (m + 11) / 12  // the kernel's row tile
@@ -90,7 +101,9 @@ public func gemmBF16(m: Int, a: UnsafePointer<Float>, lda: Int, b: PackedBF16, a
             for block in range {
                 let (r0, r1) = (min(m, strips * block / blocks * 12), min(m, strips * (block + 1) / blocks * 12))
                 guard r1 > r0 else { continue }
-                let status = ck_bf16_gemm(r1 - r0, b.n, b.k, alpha, a + r0 * lda, lda, packed.baseAddress, c + r0 * ldc, ldc, accumulate ? 1 : 0)
+                let status = ck_bf16_gemm(
+                    r1 - r0, b.n, b.k, alpha, a + r0 * lda, lda, packed.baseAddress, c + r0 * ldc, ldc,
+                    accumulate ? 1 : 0)
                 precondition(status == 0, "bf16 GEMM failed (\(status == -2 ? "out of memory" : "no AVX512-BF16"))")
             }
         }
@@ -107,7 +120,9 @@ public func linear(_ input: Tensor, packedWeight weight: PackedBF16, bias: Tenso
     output.withUnsafeMutableBufferPointer { y in
         if let bias { fillRows(y.baseAddress!, rows: rows, with: bias.storage) }
         input.withUnsafeBufferPointer { x in
-            gemmBF16(m: rows, a: x.baseAddress!, lda: weight.k, b: weight, c: y.baseAddress!, ldc: weight.n, accumulate: bias != nil)
+            gemmBF16(
+                m: rows, a: x.baseAddress!, lda: weight.k, b: weight, c: y.baseAddress!, ldc: weight.n,
+                accumulate: bias != nil)
         }
     }
     return output

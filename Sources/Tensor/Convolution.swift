@@ -43,12 +43,15 @@ public func conv2d(
     _ input: Tensor, weight: Tensor, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
     adding residual: Tensor? = nil
 ) -> Tensor {
-    conv2d(input, filters: ConvolutionFilters(weight, groups: g.groups, packing: false), bias: bias, geometry: g, silu: silu, adding: residual)
+    conv2d(
+        input, filters: ConvolutionFilters(weight, groups: g.groups, packing: false), bias: bias, geometry: g,
+        silu: silu, adding: residual)
 }
 
 /// `conv2d` with filters made once (packed for our kernel where it runs: a model's layers).
 public func conv2d(
-    _ input: Tensor, filters: ConvolutionFilters, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(), silu: Bool = false,
+    _ input: Tensor, filters: ConvolutionFilters, bias: Tensor? = nil, geometry g: Conv2dGeometry = .init(),
+    silu: Bool = false,
     adding residual: Tensor? = nil
 ) -> Tensor {
     precondition(input.rank == 4, "conv2d wants 4-D input, got \(input.shape)")
@@ -58,9 +61,11 @@ public func conv2d(
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
             withOptionalBuffer(residual) { r in
-                runConvolution(shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), filters: filters, bias: bias, silu: silu,
-                               residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
-                               y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
+                runConvolution(
+                    shape, x: ImagePlanes(x.baseAddress!, stride: shape.c * shape.h * shape.w), filters: filters,
+                    bias: bias, silu: silu,
+                    residual: r.map { ImagePlanes($0, stride: shape.outputImage) },
+                    y: ImagePlanes(y.baseAddress!, stride: shape.outputImage))
             }
         }
     }
@@ -78,8 +83,9 @@ struct ConvolutionShape {
         let weight = filters.shape
         (n, c, h, w) = (input[0], input[1], input[2], input[3])
         (o, cg, kh, kw) = (weight[0], weight[1], weight[2], weight[3])
-        precondition(c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups && filters.groups == g.groups,
-                     "conv2d channels: input \(input), weight \(weight) in \(filters.groups) groups, groups \(g.groups)")
+        precondition(
+            c % g.groups == 0 && o % g.groups == 0 && cg == c / g.groups && filters.groups == g.groups,
+            "conv2d channels: input \(input), weight \(weight) in \(filters.groups) groups, groups \(g.groups)")
         precondition(bias == nil || bias!.shape == [o], "conv2d bias must be [\(o)]")
         ho = g.outputSize(input: h, kernel: kh, stride: g.stride.y, padding: g.padding.y, dilation: g.dilation.y)
         wo = g.outputSize(input: w, kernel: kw, stride: g.stride.x, padding: g.padding.x, dilation: g.dilation.x)
@@ -118,7 +124,9 @@ func runConvolution(
     withOptionalBuffer(plain) { wt in
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
-                let (x, y, r) = (x.base + image * x.stride, y.base + image * y.stride, residual.map { $0.base + image * $0.stride })
+                let (x, y, r) = (
+                    x.base + image * x.stride, y.base + image * y.stride, residual.map { $0.base + image * $0.stride }
+                )
                 if depthwiseCase {
                     depthwise(x, wt!, y, s)
                     if let b { addChannelBias(y, b, c: s.o, plane: plane) }
@@ -126,13 +134,16 @@ func runConvolution(
                     for group in 0..<g.groups {
                         let first = group * og * plane
                         var epilogue = ck_epilogue()
-                        (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (b.map { $0 + group * og }, silu ? 1 : 0, r.map { $0 + first }, plane)
+                        (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (
+                            b.map { $0 + group * og }, silu ? 1 : 0, r.map { $0 + first }, plane
+                        )
                         let source = x + group * s.cg * s.h * s.w
                         filters.withOperand(group: group) { a in
                             if pointwise {
-                                product(m: og, n: plane, k: s.cg, alpha: 1, a: a,
-                                        b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
-                                        beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                                product(
+                                    m: og, n: plane, k: s.cg, alpha: 1, a: a,
+                                    b: ck_operand(data: source, row: plane, col: 1, packed: nil, patches: nil),
+                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
                                 return
                             }
                             // The kernel gathers the patches straight into its packed panels: no im2col matrix.
@@ -141,9 +152,10 @@ func runConvolution(
                                 stride_y: g.stride.y, stride_x: g.stride.x, pad_y: g.padding.y, pad_x: g.padding.x,
                                 dilation_y: g.dilation.y, dilation_x: g.dilation.x, out_h: s.ho, out_w: s.wo)
                             withUnsafePointer(to: &patches) { patches in
-                                product(m: og, n: plane, k: s.cg * s.kh * s.kw, alpha: 1, a: a,
-                                        b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
-                                        beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
+                                product(
+                                    m: og, n: plane, k: s.cg * s.kh * s.kw, alpha: 1, a: a,
+                                    b: ck_operand(data: nil, row: 0, col: 0, packed: nil, patches: patches),
+                                    beta: 0, c: y + first, ldc: plane, epilogue: epilogue)
                             }
                         }
                     }
@@ -174,10 +186,14 @@ private func winogradConvolution(
         withOptionalBuffer(bias) { b in
             for image in 0..<s.n {
                 var epilogue = ck_epilogue()
-                (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (b, silu ? 1 : 0, residual.map { $0.base + image * $0.stride }, s.h * s.w)
+                (epilogue.row_bias, epilogue.silu, epilogue.residual, epilogue.ldr) = (
+                    b, silu ? 1 : 0, residual.map { $0.base + image * $0.stride }, s.h * s.w
+                )
                 withUnsafePointer(to: epilogue) { e in
                     Threading.parallelWork(ck_winograd_items(s.o, s.c, s.h, s.w)) { work, thread in
-                        let status = ck_winograd_conv3x3(u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride, e, work, thread)
+                        let status = ck_winograd_conv3x3(
+                            u, s.o, s.c, s.h, s.w, x.base + image * x.stride, y.base + image * y.stride, e, work, thread
+                        )
                         precondition(status == 0, "Winograd convolution failed: out of memory")
                     }
                 }
@@ -189,7 +205,8 @@ private func winogradConvolution(
 /// The GEMM paths on OpenBLAS for one image: C filled with the bias and accumulated onto (beta = 1), the patches
 /// written out (none for a `pointwise` convolution: the input is B as it lies).
 private func openBLASConvolution(
-    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>,
+    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+    _ y: UnsafeMutablePointer<Float>,
     _ s: ConvolutionShape, pointwise: Bool
 ) {
     let g = s.geometry
@@ -204,8 +221,9 @@ private func openBLASConvolution(
             im2col(b, columns, c: s.cg, h: s.h, w: s.w, kh: s.kh, kw: s.kw, ho: s.ho, wo: s.wo, g: g)
             b = UnsafePointer(columns)
         }
-        gemm(m: og, n: plane, k: rows, a: wt + group * og * rows, lda: rows, b: b, ldb: plane,
-             beta: beta, c: y + group * og * plane, ldc: plane)
+        gemm(
+            m: og, n: plane, k: rows, a: wt + group * og * rows, lda: rows, b: b, ldb: plane,
+            beta: beta, c: y + group * og * plane, ldc: plane)
     }
 }
 
@@ -251,7 +269,9 @@ private func im2col(
 }
 
 /// One filter per channel (groups = C = O), one image: y[c] = Σ w[c, ky, kx] · x[c, shifted].
-private func depthwise(_ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ s: ConvolutionShape) {
+private func depthwise(
+    _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ s: ConvolutionShape
+) {
     let (g, h, w, kh, kw, ho, wo) = (s.geometry, s.h, s.w, s.kh, s.kw, s.ho, s.wo)
     Threading.parallelFor(s.c) { planes in
         for channel in planes {
@@ -301,16 +321,20 @@ public func foldBatchNorm(
     weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, eps: Double
 ) -> (weight: Tensor, bias: Tensor) {
     let o = weight.shape[0]
-    precondition([gamma, beta, runningMean, runningVar].allSatisfy { $0.shape == [o] }, "BatchNorm parameters must be [\(o)]")
+    precondition(
+        [gamma, beta, runningMean, runningVar].allSatisfy { $0.shape == [o] }, "BatchNorm parameters must be [\(o)]")
     let perFilter = weight.count / max(1, o)
     var folded = weight
     var foldedBias = Tensor(zeros: [o])
     for channel in 0..<o {
         let rsqrt = 1 / (runningVar.storage[channel] + Float(eps)).squareRoot()
         let scale = gamma.storage[channel] * rsqrt
-        for i in 0..<perFilter { folded.storage[channel * perFilter + i] = weight.storage[channel * perFilter + i] * scale }
+        for i in 0..<perFilter {
+            folded.storage[channel * perFilter + i] = weight.storage[channel * perFilter + i] * scale
+        }
         let b = bias?.storage[channel] ?? 0
-        foldedBias.storage[channel] = (b - runningMean.storage[channel]) * rsqrt * gamma.storage[channel] + beta.storage[channel]
+        foldedBias.storage[channel] =
+            (b - runningMean.storage[channel]) * rsqrt * gamma.storage[channel] + beta.storage[channel]
     }
     return (folded, foldedBias)
 }

@@ -22,7 +22,9 @@ public struct ConvolutionFilters: Sendable {
 
     /// `packing: false` keeps them plain (a convolution run once).
     public init(_ weight: Tensor, groups: Int = 1, packing: Bool = true) {
-        precondition(weight.rank == 4 && groups > 0 && weight.shape[0] % groups == 0, "filters \(weight.shape) in \(groups) groups")
+        precondition(
+            weight.rank == 4 && groups > 0 && weight.shape[0] % groups == 0,
+            "filters \(weight.shape) in \(groups) groups")
         shape = weight.shape
         self.groups = groups
         winograd = false
@@ -35,7 +37,8 @@ public struct ConvolutionFilters: Sendable {
         packed = weight.withUnsafeBufferPointer { w in
             [Float](unsafeUninitializedCapacity: groups * groupCount) { buffer, count in
                 for group in 0..<groups {
-                    var a = ck_operand(data: w.baseAddress! + group * rows * depth, row: depth, col: 1, packed: nil, patches: nil)
+                    var a = ck_operand(
+                        data: w.baseAddress! + group * rows * depth, row: depth, col: 1, packed: nil, patches: nil)
                     ck_sgemm_pack_a(&a, rows, depth, buffer.baseAddress! + group * groupCount)
                 }
                 count = buffer.count
@@ -49,14 +52,17 @@ public struct ConvolutionFilters: Sendable {
     /// chosen): 2.25× fewer multiply-adds, three quarters of YOLOv8's. Else as `init(_:groups:)`.
     public init(_ weight: Tensor, geometry: Conv2dGeometry) {
         guard weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3, geometry == Conv2dGeometry(padding: 1),
-              GEMMKernel.current == .ours, ck_winograd_supported() != 0 else {
+            GEMMKernel.current == .ours, ck_winograd_supported() != 0
+        else {
             self.init(weight, groups: geometry.groups)
             return
         }
         let (o, c) = (weight.shape[0], weight.shape[1])
         let transformed = weight.withUnsafeBufferPointer { w in
             [Float](unsafeUninitializedCapacity: ck_winograd_filters_count(o, c)) { buffer, count in
-                precondition(ck_winograd_pack_filters(w.baseAddress, o, c, buffer.baseAddress) == 0, "Winograd filters: out of memory")
+                precondition(
+                    ck_winograd_pack_filters(w.baseAddress, o, c, buffer.baseAddress) == 0,
+                    "Winograd filters: out of memory")
                 count = buffer.count
             }
         }
@@ -77,11 +83,16 @@ public struct ConvolutionFilters: Sendable {
     func withOperand<R>(group: Int, _ body: (ck_operand) -> R) -> R {
         if let plain {
             return plain.withUnsafeBufferPointer { w in
-                body(ck_operand(data: w.baseAddress! + group * rows * depth, row: depth, col: 1, packed: nil, patches: nil))
+                body(
+                    ck_operand(
+                        data: w.baseAddress! + group * rows * depth, row: depth, col: 1, packed: nil, patches: nil))
             }
         }
         return packed.withUnsafeBufferPointer { p in
-            body(ck_operand(data: nil, row: 0, col: 0, packed: p.baseAddress! + group * ck_sgemm_packed_a_count(rows, depth), patches: nil))
+            body(
+                ck_operand(
+                    data: nil, row: 0, col: 0, packed: p.baseAddress! + group * ck_sgemm_packed_a_count(rows, depth),
+                    patches: nil))
         }
     }
 
@@ -95,10 +106,12 @@ public struct ConvolutionFilters: Sendable {
         var values = [Float](repeating: 0, count: shape.reduce(1, *))
         for group in 0..<groups {
             for start in stride(from: 0, to: depth, by: Int(CK_SGEMM_KC)) {
-                let slice = group * groupCount + start * paddedRows, kc = min(Int(CK_SGEMM_KC), depth - start)
+                let slice = group * groupCount + start * paddedRows
+                let kc = min(Int(CK_SGEMM_KC), depth - start)
                 for row in 0..<rows {
                     for k in 0..<kc {
-                        values[(group * rows + row) * depth + start + k] = packed[slice + row / panel * panel * kc + k * panel + row % panel]
+                        values[(group * rows + row) * depth + start + k] =
+                            packed[slice + row / panel * panel * kc + k * panel + row % panel]
                     }
                 }
             }

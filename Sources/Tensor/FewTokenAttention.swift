@@ -19,10 +19,13 @@ public func attentionToFewKeys(
     let (n, t, rows) = (keys.shape[0], keys.shape[1], query.shape[1])
     let (d, outWidth) = (keys.shape[2], out.weight.shape[0])
     let e = q?.weight.shape[1] ?? d
-    precondition(keys.rank == 3 && values.shape == keys.shape && d % heads == 0 && query.rank == 3 && query.shape[2] == e
-                 && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d) && out.weight.shape[1] == d
-                 && (residual == nil || residual!.shape == [n, rows, outWidth]),
-                 "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q?.weight.shape ?? []), out \(out.weight.shape)")
+    precondition(
+        keys.rank == 3 && values.shape == keys.shape && d % heads == 0 && query.rank == 3 && query.shape[2] == e
+            && (query.shape[0] == n || query.shape[0] == 1) && (q == nil || q!.weight.shape[0] == d)
+            && out.weight.shape[1] == d
+            && (residual == nil || residual!.shape == [n, rows, outWidth]),
+        "attentionToFewKeys: query \(query.shape), keys \(keys.shape), values \(values.shape), q \(q?.weight.shape ?? []), out \(out.weight.shape)"
+    )
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
     var output = Tensor(uninitialized: [n, rows, outWidth])
@@ -41,8 +44,10 @@ public func attentionToFewKeys(
                 query.withUnsafeBufferPointer { sq in
                     scores.withUnsafeMutableBufferPointer { s in
                         for h in 0..<heads {
-                            gemm(transB: true, m: t, n: rows, k: dh, alpha: scale, a: kn + h * dh, lda: d,
-                                 b: sq.baseAddress! + xn * rows * d + h * dh, ldb: d, c: s.baseAddress! + h * t * stride, ldc: stride)
+                            gemm(
+                                transB: true, m: t, n: rows, k: dh, alpha: scale, a: kn + h * dh, lda: d,
+                                b: sq.baseAddress! + xn * rows * d + h * dh, ldb: d, c: s.baseAddress! + h * t * stride,
+                                ldc: stride)
                         }
                     }
                 }
@@ -51,8 +56,10 @@ public func attentionToFewKeys(
             // into[h·T + t, :] = scale · K_h[t] · W_q,h, so that scores[h·T + t, :] = into[h·T + t] · xᵀ + scale · b_q,h · K_h[t].
             q.weight.withUnsafeBufferPointer { wq in
                 for h in 0..<heads {
-                    gemm(m: t, n: e, k: dh, alpha: scale, a: kn + h * dh, lda: d, b: wq.baseAddress! + h * dh * e, ldb: e,
-                         c: into + h * t * e, ldc: e)
+                    gemm(
+                        m: t, n: e, k: dh, alpha: scale, a: kn + h * dh, lda: d, b: wq.baseAddress! + h * dh * e,
+                        ldb: e,
+                        c: into + h * t * e, ldc: e)
                 }
             }
             let bq = q.bias.storage
@@ -65,24 +72,32 @@ public func attentionToFewKeys(
                             (s.baseAddress! + (h * t + j) * stride).update(repeating: scale * sum, count: rows)
                         }
                     }
-                    gemm(transB: true, m: ht, n: rows, k: e, a: into, lda: e, b: x.baseAddress! + xn * rows * e, ldb: e,
-                         beta: 1, c: s.baseAddress!, ldc: stride)
+                    gemm(
+                        transB: true, m: ht, n: rows, k: e, a: into, lda: e, b: x.baseAddress! + xn * rows * e, ldb: e,
+                        beta: 1, c: s.baseAddress!, ldc: stride)
                 }
             }
         }
-        let back = fewKeyUpdate(scores: &scores, rows: rows, values: Tensor(shape: [1, t, d], storage: Array(values.storage[(prompt * t * d)..<((prompt + 1) * t * d)])),
-                                heads: heads, outWeight: out.weight)
+        let back = fewKeyUpdate(
+            scores: &scores, rows: rows,
+            values: Tensor(
+                shape: [1, t, d], storage: Array(values.storage[(prompt * t * d)..<((prompt + 1) * t * d)])),
+            heads: heads, outWeight: out.weight)
         output.withUnsafeMutableBufferPointer { o in
             let o = o.baseAddress! + prompt * rows * outWidth
             if let residual {
-                residual.withUnsafeBufferPointer { fillRows(o, rows: rows, adding: $0.baseAddress! + prompt * rows * outWidth, to: out.bias.storage) }
+                residual.withUnsafeBufferPointer {
+                    fillRows(o, rows: rows, adding: $0.baseAddress! + prompt * rows * outWidth, to: out.bias.storage)
+                }
             } else {
                 fillRows(o, rows: rows, with: out.bias.storage)
             }
             scores.withUnsafeBufferPointer { s in
                 back.withUnsafeBufferPointer { back in
-                    gemm(transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!, ldb: outWidth,
-                         beta: 1, c: o, ldc: outWidth)
+                    gemm(
+                        transA: true, m: rows, n: outWidth, k: ht, a: s.baseAddress!, lda: stride, b: back.baseAddress!,
+                        ldb: outWidth,
+                        beta: 1, c: o, ldc: outWidth)
                 }
             }
         }
@@ -97,18 +112,24 @@ public func attentionToFewKeys(
 /// is left out. The same bits as the products on our kernel and the scale between them, with out written once. False,
 /// with nothing written, where our kernel cannot run it (OpenBLAS chosen, no AVX-512, weights not packed): the caller
 /// runs the products.
-public func headScores(_ z: UnsafePointer<Float>, tokens t: Int, ldz: Int, heads: Int, headWidth dh: Int, image: [PackedLinearWeight],
-                       base: [PackedLinearWeight]? = nil, scale: UnsafePointer<Float>? = nil, g: UnsafePointer<Float>? = nil, rank: Int = 0,
-                       left: UnsafePointer<Float>? = nil, ldl: Int = 0, columns n: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) -> Bool {
-    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_KC), image.count == heads, (base?.count ?? heads) == heads,
-          !(image + (base ?? [])).contains(where: \.values.isEmpty), rank == 0 || (g != nil && left != nil) else { return false }
+public func headScores(
+    _ z: UnsafePointer<Float>, tokens t: Int, ldz: Int, heads: Int, headWidth dh: Int, image: [PackedLinearWeight],
+    base: [PackedLinearWeight]? = nil, scale: UnsafePointer<Float>? = nil, g: UnsafePointer<Float>? = nil,
+    rank: Int = 0,
+    left: UnsafePointer<Float>? = nil, ldl: Int = 0, columns n: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
+) -> Bool {
+    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_KC), image.count == heads,
+        (base?.count ?? heads) == heads,
+        !(image + (base ?? [])).contains(where: \.values.isEmpty), rank == 0 || (g != nil && left != nil)
+    else { return false }
     return withPackedPointers(image[...]) { x in
         withPackedPointers((base ?? [])[...]) { b in
             // 32 image rows a chunk (two panels), 512 a thread at least.
             let chunks = (n + 31) / 32
             Threading.parallelFor(chunks, grain: 16) { range in
-                let status = ck_head_scores(t, heads, dh, z, ldz, x, base == nil ? nil : b, scale, g, rank, left, ldl, out, ldo,
-                                            range.lowerBound * 32, min(n, range.upperBound * 32))
+                let status = ck_head_scores(
+                    t, heads, dh, z, ldz, x, base == nil ? nil : b, scale, g, rank, left, ldl, out, ldo,
+                    range.lowerBound * 32, min(n, range.upperBound * 32))
                 precondition(status == 0, "ck_head_scores refused its operands")
             }
             return true
@@ -120,8 +141,10 @@ public func headScores(_ z: UnsafePointer<Float>, tokens t: Int, ldz: Int, heads
 /// attention output from an image's map [n, H·dh] read in place, one pass over the map for all heads, the same bits
 /// as a product per head on our kernel. False, with nothing written, where our kernel cannot run it (OpenBLAS chosen,
 /// no AVX-512, heads wider than 16): the caller runs the products.
-public func headWeighted(_ p: UnsafePointer<Float>, tokens t: Int, ldp: Int, heads: Int, headWidth dh: Int, rows n: Int,
-                         _ x: UnsafePointer<Float>, ldx: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) -> Bool {
+public func headWeighted(
+    _ p: UnsafePointer<Float>, tokens t: Int, ldp: Int, heads: Int, headWidth dh: Int, rows n: Int,
+    _ x: UnsafePointer<Float>, ldx: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
+) -> Bool {
     guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_NR) else { return false }
     Threading.parallelFor(heads) { range in
         let status = ck_head_weighted(t, range.lowerBound, range.upperBound, dh, n, p, ldp, x, ldx, out, ldo)
@@ -131,10 +154,14 @@ public func headWeighted(_ p: UnsafePointer<Float>, tokens t: Int, ldp: Int, hea
 }
 
 /// `body` with the packed values of each of `weights`, in order, as a C array of pointers.
-private func withPackedPointers<R>(_ weights: ArraySlice<PackedLinearWeight>, _ outer: [UnsafePointer<Float>?] = [],
-                                   _ body: ([UnsafePointer<Float>?]) -> R) -> R {
+private func withPackedPointers<R>(
+    _ weights: ArraySlice<PackedLinearWeight>, _ outer: [UnsafePointer<Float>?] = [],
+    _ body: ([UnsafePointer<Float>?]) -> R
+) -> R {
     guard let first = weights.first else { return body(outer) }
-    return first.values.withUnsafeBufferPointer { withPackedPointers(weights.dropFirst(), outer + [$0.baseAddress], body) }
+    return first.values.withUnsafeBufferPointer {
+        withPackedPointers(weights.dropFirst(), outer + [$0.baseAddress], body)
+    }
 }
 
 /// The stride of rows of `rows` floats that packing reads across (H·T probabilities of one image row): a cache line
@@ -148,8 +175,10 @@ public func paddedStride(_ rows: Int) -> Int { rows + 16 }
 public func fewKeyUpdate(scores: inout Tensor, rows: Int, values: Tensor, heads: Int, outWeight: Tensor) -> Tensor {
     let (t, d, outWidth, stride) = (values.shape[1], values.shape[2], outWeight.shape[0], scores.shape[1])
     let dh = d / heads
-    precondition(values.rank == 3 && values.shape[0] == 1 && d % heads == 0 && scores.shape == [heads * t, paddedStride(rows)]
-                 && outWeight.shape[1] == d, "fewKeyUpdate: scores \(scores.shape), values \(values.shape), out \(outWeight.shape)")
+    precondition(
+        values.rank == 3 && values.shape[0] == 1 && d % heads == 0 && scores.shape == [heads * t, paddedStride(rows)]
+            && outWeight.shape[1] == d,
+        "fewKeyUpdate: scores \(scores.shape), values \(values.shape), out \(outWeight.shape)")
     scores.withUnsafeMutableBufferPointer { s in
         let (s, columns) = (s.baseAddress!, 1024)
         let pieces = (rows + columns - 1) / columns
@@ -166,8 +195,10 @@ public func fewKeyUpdate(scores: inout Tensor, rows: Int, values: Tensor, heads:
         values.withUnsafeBufferPointer { v in
             back.withUnsafeMutableBufferPointer { back in
                 for h in 0..<heads {
-                    gemm(transB: true, m: t, n: outWidth, k: dh, a: v.baseAddress! + h * dh, lda: d, b: wo.baseAddress! + h * dh, ldb: d,
-                         c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
+                    gemm(
+                        transB: true, m: t, n: outWidth, k: dh, a: v.baseAddress! + h * dh, lda: d,
+                        b: wo.baseAddress! + h * dh, ldb: d,
+                        c: back.baseAddress! + h * t * outWidth, ldc: outWidth)
                 }
             }
         }
@@ -180,39 +211,50 @@ public func fewKeyUpdate(scores: inout Tensor, rows: Int, values: Tensor, heads:
 /// = (Q_h·W_k,h)·keyᵀ — b_k adds the same to every score of a query and cancels in the softmax — and, as softmax
 /// rows sum to one, output = (softmax · value)·W_v,hᵀ + b_v,h: the image rows are never projected.
 public func attentionFromFewQueries(
-    queries: Tensor, key: Tensor, value: Tensor, heads: Int, keyWeight: Tensor, valueProjection v: (weight: Tensor, bias: Tensor)
+    queries: Tensor, key: Tensor, value: Tensor, heads: Int, keyWeight: Tensor,
+    valueProjection v: (weight: Tensor, bias: Tensor)
 ) -> Tensor {
     let (n, t, rows, e) = (queries.shape[0], queries.shape[1], key.shape[1], key.shape[2])
     let d = queries.shape[2]
-    precondition(queries.rank == 3 && key.rank == 3 && value.shape == key.shape && key.shape[0] == n && d % heads == 0
-                 && keyWeight.shape == [d, e] && v.weight.shape == [d, e],
-                 "attentionFromFewQueries: queries \(queries.shape), key \(key.shape), value \(value.shape), k \(keyWeight.shape), v \(v.weight.shape)")
+    precondition(
+        queries.rank == 3 && key.rank == 3 && value.shape == key.shape && key.shape[0] == n && d % heads == 0
+            && keyWeight.shape == [d, e] && v.weight.shape == [d, e],
+        "attentionFromFewQueries: queries \(queries.shape), key \(key.shape), value \(value.shape), k \(keyWeight.shape), v \(v.weight.shape)"
+    )
     let (dh, ht) = (d / heads, heads * t)
     let scale = 1 / Float(dh).squareRoot()
     var attended = Tensor(uninitialized: [n, t, d])
     var scores = Tensor(uninitialized: [ht, rows])
-    let folded = UnsafeMutablePointer<Float>.allocate(capacity: ht * e), mixed = UnsafeMutablePointer<Float>.allocate(capacity: ht * e)
-    defer { folded.deallocate(); mixed.deallocate() }
+    let folded = UnsafeMutablePointer<Float>.allocate(capacity: ht * e)
+    let mixed = UnsafeMutablePointer<Float>.allocate(capacity: ht * e)
+    defer {
+        folded.deallocate()
+        mixed.deallocate()
+    }
     for prompt in 0..<n {
         queries.withUnsafeBufferPointer { qp in
             keyWeight.withUnsafeBufferPointer { wk in
                 for h in 0..<heads {  // folded[h·T + t, :] = scale · Q_h[t] · W_k,h
-                    gemm(m: t, n: e, k: dh, alpha: scale, a: qp.baseAddress! + prompt * t * d + h * dh, lda: d,
-                         b: wk.baseAddress! + h * dh * e, ldb: e, c: folded + h * t * e, ldc: e)
+                    gemm(
+                        m: t, n: e, k: dh, alpha: scale, a: qp.baseAddress! + prompt * t * d + h * dh, lda: d,
+                        b: wk.baseAddress! + h * dh * e, ldb: e, c: folded + h * t * e, ldc: e)
                 }
             }
         }
         key.withUnsafeBufferPointer { kx in
             scores.withUnsafeMutableBufferPointer { s in
-                gemm(transB: true, m: ht, n: rows, k: e, a: folded, lda: e, b: kx.baseAddress! + prompt * rows * e, ldb: e,
-                     c: s.baseAddress!, ldc: rows)
+                gemm(
+                    transB: true, m: ht, n: rows, k: e, a: folded, lda: e, b: kx.baseAddress! + prompt * rows * e,
+                    ldb: e,
+                    c: s.baseAddress!, ldc: rows)
             }
         }
         scores.softmaxLastDim()
         value.withUnsafeBufferPointer { vx in
             scores.withUnsafeBufferPointer { s in
-                gemm(m: ht, n: e, k: rows, a: s.baseAddress!, lda: rows, b: vx.baseAddress! + prompt * rows * e, ldb: e,
-                     c: mixed, ldc: e)
+                gemm(
+                    m: ht, n: e, k: rows, a: s.baseAddress!, lda: rows, b: vx.baseAddress! + prompt * rows * e, ldb: e,
+                    c: mixed, ldc: e)
             }
         }
         attended.withUnsafeMutableBufferPointer { a in
@@ -220,8 +262,9 @@ public func attentionFromFewQueries(
             fillRows(a, rows: t, with: v.bias.storage)
             v.weight.withUnsafeBufferPointer { wv in
                 for h in 0..<heads {  // attended[t, h-th slice] = mixed[h·T + t] · W_v,hᵀ + b_v,h
-                    gemm(transB: true, m: t, n: dh, k: e, a: mixed + h * t * e, lda: e,
-                         b: wv.baseAddress! + h * dh * e, ldb: e, beta: 1, c: a + h * dh, ldc: d)
+                    gemm(
+                        transB: true, m: t, n: dh, k: e, a: mixed + h * t * e, lda: e,
+                        b: wv.baseAddress! + h * dh * e, ldb: e, beta: 1, c: a + h * dh, ldc: d)
                 }
             }
         }

@@ -43,8 +43,9 @@ public func gemm(
                 let (i, j) = (block / columnBlocks, block % columnBlocks)
                 let (r0, r1) = (m * i / rowBlocks, m * (i + 1) / rowBlocks)
                 let (c0, c1) = (n * j / columnBlocks, n * (j + 1) / columnBlocks)
-                sgemm(transA, transB, r1 - r0, c1 - c0, k, alpha, transA ? a + r0 : a + r0 * lda, lda,
-                      transB ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc)
+                sgemm(
+                    transA, transB, r1 - r0, c1 - c0, k, alpha, transA ? a + r0 : a + r0 * lda, lda,
+                    transB ? b + c0 * ldb : b + c0, ldb, beta, c + r0 * ldc + c0, ldc)
             }
         }
     }
@@ -58,7 +59,8 @@ public enum GEMMKernel: String, Sendable {
 
     /// Set it only while no product runs (a test, before a benchmark); `.ours` needs `ck_sgemm_supported()`.
     nonisolated(unsafe) public static var current: GEMMKernel =
-        ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas" ? .ours : .openblas
+        ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas"
+        ? .ours : .openblas
 
     /// The kernels this CPU can run (tests run each).
     public static var available: [GEMMKernel] { ck_sgemm_supported() != 0 ? [.ours, .openblas] : [.openblas] }
@@ -82,12 +84,18 @@ func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
 /// C = alpha · A·B + beta · C on our kernel, C cut among the threads. Any cut gives the same bits, so it is chosen
 /// for speed: by rows when B is packed, by columns when B is a convolution's patches (each block gathers only
 /// its own), else along the longer side, so that the other operand is re-packed least.
-func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
-             c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue? = nil) {
-    let (rowUnits, columnUnits) = ((m + Int(CK_SGEMM_MR) - 1) / Int(CK_SGEMM_MR), (n + Int(CK_SGEMM_NR) - 1) / Int(CK_SGEMM_NR))
+func product(
+    m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: ck_epilogue? = nil
+) {
+    let (rowUnits, columnUnits) = (
+        (m + Int(CK_SGEMM_MR) - 1) / Int(CK_SGEMM_MR), (n + Int(CK_SGEMM_NR) - 1) / Int(CK_SGEMM_NR)
+    )
     let threads = Threading.isInsideParallelRegion ? 1 : min(Threading.count, max(1, m * n * k / (1 << 20)))
     var byRows = b.packed != nil || (b.patches == nil && m >= n)
-    if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits { byRows.toggle() }
+    if byRows ? rowUnits < threads && columnUnits > rowUnits : columnUnits < threads && rowUnits > columnUnits {
+        byRows.toggle()
+    }
     let parts = min(threads, byRows ? rowUnits : columnUnits)
     withUnsafePointer(to: a) { a in
         withUnsafePointer(to: b) { b in
@@ -98,25 +106,36 @@ func product(m: Int, n: Int, k: Int, alpha: Float, a: ck_operand, b: ck_operand,
                 // share per thread left the faster one idle at the end of each product (3–5 % of SAM's encoder on a
                 // 2-core VM).
                 if parts > 1 && byRows && m >= 4 * Int(CK_SGEMM_MC) * parts && epilogue?.grid_h == nil {
-                    guard let work = ck_shared_rows_create(m, n, k) else { preconditionFailure("GEMM failed: out of memory") }
+                    guard let work = ck_shared_rows_create(m, n, k) else {
+                        preconditionFailure("GEMM failed: out of memory")
+                    }
                     defer { ck_shared_rows_free(work) }
                     Threading.parallelFor(parts) { range in
-                        for _ in range { precondition(ck_sgemm_shared_rows(m, n, k, alpha, a, b, beta, c, ldc, e, work) == 0, "GEMM failed: out of memory") }
+                        for _ in range {
+                            precondition(
+                                ck_sgemm_shared_rows(m, n, k, alpha, a, b, beta, c, ldc, e, work) == 0,
+                                "GEMM failed: out of memory")
+                        }
                     }
                     return
                 }
                 // Piece `i` of `pieces`, in whole units: rows of the tile, or pairs of B panels (the 12 × 32 tile's).
-                let (unit, units) = byRows ? (Int(CK_SGEMM_MR), rowUnits) : (2 * Int(CK_SGEMM_NR), (n + 2 * Int(CK_SGEMM_NR) - 1) / (2 * Int(CK_SGEMM_NR)))
+                let (unit, units) =
+                    byRows
+                    ? (Int(CK_SGEMM_MR), rowUnits)
+                    : (2 * Int(CK_SGEMM_NR), (n + 2 * Int(CK_SGEMM_NR) - 1) / (2 * Int(CK_SGEMM_NR)))
                 let run = { (i: Int, pieces: Int) in
                     let (start, end) = (units * i / pieces * unit, units * (i + 1) / pieces * unit)
-                    let status = byRows ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n, e)
-                                        : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end), e)
+                    let status =
+                        byRows
+                        ? ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, start, min(m, end), 0, n, e)
+                        : ck_sgemm(m, n, k, alpha, a, b, beta, c, ldc, 0, m, start, min(n, end), e)
                     precondition(status == 0, "GEMM failed: out of memory")
                 }
                 if parts == 1 {
                     run(0, 1)
                 } else if byRows {  // one share of rows per thread: each share packs all of B
-                    Threading.parallelFor(parts) { range in range.forEach { run($0, parts) } }
+                    Threading.parallelFor(parts) { range in for part in range { run(part, parts) } }
                 } else {
                     // Columns (each piece packs or gathers only its own) in about 8 pieces per thread, taken as the
                     // threads go: a slower core leaves its last pieces to the others.
@@ -162,7 +181,8 @@ extension Tensor {
         precondition(batchShape == Array(other.shape.dropLast(2)), "matmul batch mismatch \(shape) vs \(other.shape)")
         let (m, k) = (dim(-2), dim(-1))
         let n = transposeOther ? other.dim(-2) : other.dim(-1)
-        precondition((transposeOther ? other.dim(-1) : other.dim(-2)) == k, "matmul inner mismatch \(shape) · \(other.shape)")
+        precondition(
+            (transposeOther ? other.dim(-1) : other.dim(-2)) == k, "matmul inner mismatch \(shape) · \(other.shape)")
         let batch = batchShape.reduce(1, *)
         var out = Tensor(zeros: batchShape + [m, n])
         withUnsafeBufferPointer { a in
@@ -171,7 +191,8 @@ extension Tensor {
                     for i in 0..<batch {
                         gemm(
                             transB: transposeOther, m: m, n: n, k: k, a: a.baseAddress! + i * m * k, lda: k,
-                            b: b.baseAddress! + i * k * n, ldb: transposeOther ? k : n, c: c.baseAddress! + i * m * n, ldc: n)
+                            b: b.baseAddress! + i * k * n, ldb: transposeOther ? k : n, c: c.baseAddress! + i * m * n,
+                            ldc: n)
                     }
                 }
             }

@@ -2,9 +2,12 @@
 /// maximum along each input row's windows first, then down the columns of those (2k comparisons per output, not k²;
 /// a maximum is exact in any order).
 public func maxPool2d(_ input: Tensor, kernel: Int, stride: Int, padding: Int) -> Tensor {
-    precondition(input.rank == 4 && padding <= kernel / 2, "maxPool2d: input \(input.shape), kernel \(kernel), padding \(padding)")
+    precondition(
+        input.rank == 4 && padding <= kernel / 2,
+        "maxPool2d: input \(input.shape), kernel \(kernel), padding \(padding)")
     let (n, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-    let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
+    let ho = (h + 2 * padding - kernel) / stride + 1
+    let wo = (w + 2 * padding - kernel) / stride + 1
     var output = Tensor(uninitialized: [n, c, ho, wo])  // every window holds at least one input (padding ≤ kernel / 2)
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
@@ -13,18 +16,21 @@ public func maxPool2d(_ input: Tensor, kernel: Int, stride: Int, padding: Int) -
                 let rows = UnsafeMutablePointer<Float>.allocate(capacity: h * wo)
                 defer { rows.deallocate() }
                 for plane in planes {
-                    let source = x + plane * h * w, out = y + plane * ho * wo
+                    let source = x + plane * h * w
+                    let out = y + plane * ho * wo
                     for iy in 0..<h {
                         let line = source + iy * w
                         for ox in 0..<wo {
-                            let x0 = max(0, ox * stride - padding), x1 = min(w, ox * stride - padding + kernel)
+                            let x0 = max(0, ox * stride - padding)
+                            let x1 = min(w, ox * stride - padding + kernel)
                             var best = line[x0]
                             for ix in (x0 + 1)..<x1 { best = max(best, line[ix]) }
                             rows[iy * wo + ox] = best
                         }
                     }
                     for oy in 0..<ho {
-                        let y0 = max(0, oy * stride - padding), y1 = min(h, oy * stride - padding + kernel)
+                        let y0 = max(0, oy * stride - padding)
+                        let y1 = min(h, oy * stride - padding + kernel)
                         let line = out + oy * wo
                         line.update(from: rows + y0 * wo, count: wo)
                         for iy in (y0 + 1)..<y1 {
@@ -49,7 +55,8 @@ public func upsampleNearest(_ input: Tensor, factor: Int) -> Tensor {
             let (x, y) = (x.baseAddress!, y.baseAddress!)
             Threading.parallelFor(n * c) { planes in
                 for plane in planes {
-                    let source = x + plane * h * w, out = y + plane * h * w * factor * factor
+                    let source = x + plane * h * w
+                    let out = y + plane * h * w * factor * factor
                     for iy in 0..<h {
                         let line = out + iy * factor * w * factor
                         for ix in 0..<w { for f in 0..<factor { line[ix * factor + f] = source[iy * w + ix] } }
@@ -91,7 +98,9 @@ public func resizeBilinear(_ input: Tensor, height outH: Int, width outW: Int) -
 /// `resizeBilinear` of one plane, h × w floats with rows `stride` apart, to outH × outW, as its signs: value > 0,
 /// row-major. The same sums (the same bits before the comparison), each compared as it is made: no float plane, on the
 /// calling thread.
-public func bilinearSigns(_ plane: UnsafePointer<Float>, height h: Int, width w: Int, stride: Int, outHeight outH: Int, outWidth outW: Int) -> [Bool] {
+public func bilinearSigns(
+    _ plane: UnsafePointer<Float>, height h: Int, width w: Int, stride: Int, outHeight outH: Int, outWidth outW: Int
+) -> [Bool] {
     precondition(h > 0 && w > 0 && outH > 0 && outW > 0)
     let resize = BilinearResize(height: h, width: w, outHeight: outH, outWidth: outW)
     let across = UnsafeMutablePointer<Float>.allocate(capacity: h * outW)
@@ -118,7 +127,10 @@ struct BilinearResize {
         xs.withUnsafeBufferPointer { xs in
             for row in 0..<(ys.last.map { $0.index + $0.step + 1 } ?? 0) {
                 let (from, to) = (source + row * stride, across + row * outW)
-                for ox in 0..<outW { let tx = xs[ox]; to[ox] = tx.w0 * from[tx.index] + tx.w1 * from[tx.index + tx.step] }
+                for ox in 0..<outW {
+                    let tx = xs[ox]
+                    to[ox] = tx.w0 * from[tx.index] + tx.w1 * from[tx.index + tx.step]
+                }
             }
         }
     }
@@ -133,7 +145,12 @@ struct BilinearResize {
 }
 
 /// One output coordinate's two source taps: index, offset to the second tap (0 at the edge), weights.
-struct BilinearTap { var index: Int; var step: Int; var w0: Float; var w1: Float }
+struct BilinearTap {
+    var index: Int
+    var step: Int
+    var w0: Float
+    var w1: Float
+}
 
 func bilinearTaps(input: Int, output: Int) -> [BilinearTap] {
     let scale = Float(input) / Float(output)

@@ -24,7 +24,9 @@ public struct Tensor: Equatable, @unchecked Sendable {
     /// that a kernel overwrites anyway.
     public init(uninitialized shape: [Int]) {
         let count = shape.reduce(1, *)
-        self.init(shape: shape, storage: [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count })
+        self.init(
+            shape: shape, storage: [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        )
     }
 
     /// self + other, where the smaller of the two repeats along the leading dimensions (one image's values added
@@ -42,7 +44,9 @@ public struct Tensor: Equatable, @unchecked Sendable {
                     let piece = period >= 65_536 ? 65_536 : period * (65_536 / period)
                     let piecesPerPeriod = (period + piece - 1) / piece
                     let periods = large.count / period
-                    Threading.parallelFor(period >= 65_536 ? periods * piecesPerPeriod : (large.count + piece - 1) / piece) { units in
+                    Threading.parallelFor(
+                        period >= 65_536 ? periods * piecesPerPeriod : (large.count + piece - 1) / piece
+                    ) { units in
                         for unit in units {
                             if period >= 65_536 {
                                 let (p, s) = (unit / piecesPerPeriod * period, unit % piecesPerPeriod * piece)
@@ -98,7 +102,9 @@ public struct Tensor: Equatable, @unchecked Sendable {
         precondition(order.sorted() == Array(0..<rank), "\(order) is not a permutation of \(rank) axes")
         let outShape = order.map { shape[$0] }
         var inStrides = [Int](repeating: 1, count: rank)
-        for axis in stride(from: rank - 2, through: 0, by: -1) { inStrides[axis] = inStrides[axis + 1] * shape[axis + 1] }
+        for axis in stride(from: rank - 2, through: 0, by: -1) {
+            inStrides[axis] = inStrides[axis + 1] * shape[axis + 1]
+        }
         let strides = order.map { inStrides[$0] }
         var out = [Float](repeating: 0, count: count)
         if count == 0 { return Tensor(shape: outShape, storage: out) }
@@ -116,7 +122,9 @@ public struct Tensor: Equatable, @unchecked Sendable {
                             let (base, i0) = (index / tileRows * rows * columns, index % tileRows * tile)
                             for j0 in stride(from: 0, to: columns, by: tile) {
                                 for i in i0..<min(i0 + tile, rows) {
-                                    for j in j0..<min(j0 + tile, columns) { dst[base + j * rows + i] = src[base + i * columns + j] }
+                                    for j in j0..<min(j0 + tile, columns) {
+                                        dst[base + j * rows + i] = src[base + i * columns + j]
+                                    }
                                 }
                             }
                         }
@@ -127,7 +135,9 @@ public struct Tensor: Equatable, @unchecked Sendable {
         }
         storage.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                forEachStridedElement(shape: outShape, strides: strides) { position, offset in dst[position] = src[offset] }
+                forEachStridedElement(shape: outShape, strides: strides) { position, offset in
+                    dst[position] = src[offset]
+                }
             }
         }
         return Tensor(shape: outShape, storage: out)

@@ -57,7 +57,9 @@ public enum Threading {
 
     /// `parallelItems` for a C kernel that takes its items itself, by `ck_items_next(work, thread)`; `work` is nil
     /// where one thread runs every item.
-    public static func parallelWork(_ n: Int, threads: Int = .max, _ body: (_ work: OpaquePointer?, _ thread: Int) -> Void) {
+    public static func parallelWork(
+        _ n: Int, threads: Int = .max, _ body: (_ work: OpaquePointer?, _ thread: Int) -> Void
+    ) {
         guard n > 0 else { return }
         let parts = isInsideParallelRegion ? 1 : min(count, n, threads)
         guard parts > 1, let work = ck_items_create(n, parts) else { return parallelFor(1) { _ in body(nil, 0) } }
@@ -73,7 +75,10 @@ public enum Threading {
     /// smaller than `grain` iterations, so tiny loops stay on the calling thread. Nested calls run serially.
     public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
-        if isInsideParallelRegion { body(0..<n); return }
+        if isInsideParallelRegion {
+            body(0..<n)
+            return
+        }
         let parts = min(count, max(1, n / max(1, grain)))
         if parts == 1 {
             // Still a parallel region, so that what runs inside (a nested GEMM) splits the same way whatever

@@ -21,7 +21,8 @@ struct Bottleneck {
     var outputChannels: Int { cv2.outputChannels }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
-        let a = cv1.operations(input), b = cv2.operations(a.output)
+        let a = cv1.operations(input)
+        let b = cv2.operations(a.output)
         return (b.output, a.count + b.count)
     }
 }
@@ -40,7 +41,9 @@ struct C2f {
 
     func callAsFunction(_ x: Tensor) -> Tensor {
         let shape = cv1.conv.outputShape(x.shape)
-        var stack = ChannelStack(images: shape[0], channels: shape[1] + m.reduce(0) { $0 + $1.outputChannels }, height: shape[2], width: shape[3])
+        var stack = ChannelStack(
+            images: shape[0], channels: shape[1] + m.reduce(0) { $0 + $1.outputChannels }, height: shape[2],
+            width: shape[3])
         cv1(x, into: &stack, at: 0)
         var last = (shape[1] / 2)..<shape[1]
         for bottleneck in m {

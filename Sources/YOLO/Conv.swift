@@ -17,8 +17,10 @@ struct Conv2d {
         geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: try node.int("groups"))
         if let bn {
             (weight, bias) = foldBatchNorm(
-                weight: weight, bias: bias, gamma: try bn.parameter("weight").tensor(), beta: try bn.parameter("bias").tensor(),
-                runningMean: try bn.parameter("running_mean").tensor(), runningVar: try bn.parameter("running_var").tensor(),
+                weight: weight, bias: bias, gamma: try bn.parameter("weight").tensor(),
+                beta: try bn.parameter("bias").tensor(),
+                runningMean: try bn.parameter("running_mean").tensor(),
+                runningVar: try bn.parameter("running_var").tensor(),
                 eps: try bn.double("eps"))
         }
         filters = ConvolutionFilters(weight, geometry: geometry)
@@ -68,12 +70,17 @@ struct Conv {
 
     /// The same on channels `source` of `stack`.
     func callAsFunction(_ stack: ChannelStack, channels source: Range<Int>) -> Tensor {
-        stack.convolve(channels: source, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation)
+        stack.convolve(
+            channels: source, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation)
     }
 
     /// The same written into `stack`'s channels from `channel` on, plus its channels `residual` where given.
-    func callAsFunction(_ x: Tensor, into stack: inout ChannelStack, at channel: Int, addingChannels residual: Range<Int>? = nil) {
-        stack.convolve(x, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation, addingChannels: residual, into: channel)
+    func callAsFunction(
+        _ x: Tensor, into stack: inout ChannelStack, at channel: Int, addingChannels residual: Range<Int>? = nil
+    ) {
+        stack.convolve(
+            x, filters: conv.filters, bias: conv.bias, geometry: conv.geometry, silu: activation,
+            addingChannels: residual, into: channel)
     }
 
     var outputChannels: Int { conv.filters.shape[0] }
@@ -95,7 +102,9 @@ func concatChannels(_ parts: [Tensor]) -> Tensor {
         for image in 0..<n {
             for part in parts {
                 let block = part.shape[1] * h * w
-                part.withUnsafeBufferPointer { x in (y.baseAddress! + offset).update(from: x.baseAddress! + image * block, count: block) }
+                part.withUnsafeBufferPointer { x in
+                    (y.baseAddress! + offset).update(from: x.baseAddress! + image * block, count: block)
+                }
                 offset += block
             }
         }

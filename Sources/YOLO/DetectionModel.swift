@@ -37,11 +37,16 @@ public final class DetectionModel: @unchecked Sendable {
         var steps: [Step] = []
         for (index, node) in sequential.children.enumerated() {
             let from: [Int]
-            if let single = node.object["f"]?.int { from = [single] } else if let many = node.object["f"]?.items?.compactMap(\.int) { from = many } else {
+            if let single = node.object["f"]?.int {
+                from = [single]
+            } else if let many = node.object["f"]?.items?.compactMap(\.int) {
+                from = many
+            } else {
                 throw CheckpointError.missingKey(path: file, key: node.path + "f")
             }
             guard from.allSatisfy({ $0 == -1 || (0..<index).contains($0) }) else {
-                throw CheckpointError.corrupt(path: file, reason: "layer \(index) reads from \(from), which is not an earlier layer")
+                throw CheckpointError.corrupt(
+                    path: file, reason: "layer \(index) reads from \(from), which is not an earlier layer")
             }
             let layer: Layer
             switch node.typeName {
@@ -49,15 +54,22 @@ public final class DetectionModel: @unchecked Sendable {
             case "C2f": layer = .c2f(try C2f(node))
             case "SPPF": layer = .sppf(try SPPF(node))
             case "Upsample":
-                guard node.object["mode"]?.string == "nearest", let factor = node.object["scale_factor"]?.double, factor == factor.rounded(), factor >= 1 else {
-                    throw CheckpointError.unsupported(path: file, reason: "\(node.path)Upsample must be nearest with an integer factor")
+                guard node.object["mode"]?.string == "nearest", let factor = node.object["scale_factor"]?.double,
+                    factor == factor.rounded(), factor >= 1
+                else {
+                    throw CheckpointError.unsupported(
+                        path: file, reason: "\(node.path)Upsample must be nearest with an integer factor")
                 }
                 layer = .upsample(Int(factor))
             case "Concat":
-                guard (try? node.int("d")) ?? 1 == 1 else { throw CheckpointError.unsupported(path: file, reason: "\(node.path)Concat must join channels") }
+                guard (try? node.int("d")) ?? 1 == 1 else {
+                    throw CheckpointError.unsupported(path: file, reason: "\(node.path)Concat must join channels")
+                }
                 layer = .concat
             case "Detect": layer = .detect(try Detect(node))
-            default: throw CheckpointError.unsupported(path: file, reason: "layer \(index) is a \(node.typeName), which YOLOv8 does not have")
+            default:
+                throw CheckpointError.unsupported(
+                    path: file, reason: "layer \(index) is a \(node.typeName), which YOLOv8 does not have")
             }
             steps.append(Step(layer: layer, from: from))
         }
@@ -100,10 +112,20 @@ public final class DetectionModel: @unchecked Sendable {
         for (index, step) in steps.enumerated() {
             let inputs = step.from.map { $0 == -1 ? shape : shapes[$0]! }
             switch step.layer {
-            case .conv(let conv): let r = conv.operations(inputs[0]); shape = r.output; total += r.count
-            case .c2f(let block): let r = block.operations(inputs[0]); shape = r.output; total += r.count
-            case .sppf(let block): let r = block.operations(inputs[0]); shape = r.output; total += r.count
-            case .upsample(let factor): shape = [inputs[0][0], inputs[0][1], inputs[0][2] * factor, inputs[0][3] * factor]
+            case .conv(let conv):
+                let r = conv.operations(inputs[0])
+                shape = r.output
+                total += r.count
+            case .c2f(let block):
+                let r = block.operations(inputs[0])
+                shape = r.output
+                total += r.count
+            case .sppf(let block):
+                let r = block.operations(inputs[0])
+                shape = r.output
+                total += r.count
+            case .upsample(let factor):
+                shape = [inputs[0][0], inputs[0][1], inputs[0][2] * factor, inputs[0][3] * factor]
             case .concat: shape = [inputs[0][0], inputs.reduce(0) { $0 + $1[1] }, inputs[0][2], inputs[0][3]]
             case .detect(let head): total += head.operations(inputs)
             }

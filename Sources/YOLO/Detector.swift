@@ -22,7 +22,9 @@ public final class Detector: @unchecked Sendable {
         case .yolo(let checkpoint): try self.init(checkpoint: checkpoint)
         case .sam:
             throw CheckpointError.unsupported(
-                path: path, reason: "this is a Segment Anything model; a detector needs a YOLOv8 detection model such as yolov8x.pt")
+                path: path,
+                reason: "this is a Segment Anything model; a detector needs a YOLOv8 detection model such as yolov8x.pt"
+            )
         }
     }
 

@@ -16,7 +16,9 @@ enum HeadStep {
             case "Conv", "DWConv": [.conv(try Conv(child))]
             case "Conv2d": [.conv2d(try Conv2d(child))]
             case "Sequential": try sequence(child)
-            default: throw CheckpointError.unsupported(path: child.file, reason: "\(child.path) is a \(child.typeName), not part of a YOLOv8 head")
+            default:
+                throw CheckpointError.unsupported(
+                    path: child.file, reason: "\(child.path) is a \(child.typeName), not part of a YOLOv8 head")
             }
         }
     }
@@ -58,12 +60,14 @@ struct Detect {
         } else {
             binValues = []
         }
-        guard let stride = node.object["stride"]?.tensor?.floats(), stride.count == box.count, box.count == cls.count else {
+        guard let stride = node.object["stride"]?.tensor?.floats(), stride.count == box.count, box.count == cls.count
+        else {
             throw CheckpointError.missingKey(path: node.file, key: node.path + "stride")
         }
         strides = stride
         guard binValues.count == regMax || regMax <= 1 else {
-            throw CheckpointError.shapeMismatch(path: node.file, key: node.path + "dfl.conv.weight", got: [binValues.count], expected: [regMax])
+            throw CheckpointError.shapeMismatch(
+                path: node.file, key: node.path + "dfl.conv.weight", got: [binValues.count], expected: [regMax])
         }
     }
 
@@ -77,7 +81,7 @@ struct Detect {
         for (level, x) in features.enumerated() {
             let (h, w) = sizes[level]
             let distribution = box[level].reduce(x) { $1($0) }  // [N, 4·reg_max, h, w]
-            var scores = cls[level].reduce(x) { $1($0) }        // [N, nc, h, w]
+            var scores = cls[level].reduce(x) { $1($0) }  // [N, nc, h, w]
             scores.sigmoid()
             let stride = strides[level]
             output.withUnsafeMutableBufferPointer { out in
@@ -86,14 +90,17 @@ struct Detect {
                         for image in 0..<n {
                             let o = out.baseAddress! + image * (4 + classes) * anchors
                             for c in 0..<classes {
-                                (o + (4 + c) * anchors + levelStart).update(from: s.baseAddress! + (image * classes + c) * h * w, count: h * w)
+                                (o + (4 + c) * anchors + levelStart).update(
+                                    from: s.baseAddress! + (image * classes + c) * h * w, count: h * w)
                             }
                             let bins = d.baseAddress! + image * boxChannels * h * w
                             for y in 0..<h {
                                 for x in 0..<w {
                                     let cell = y * w + x
                                     var side = [Float](repeating: 0, count: 4)
-                                    for k in 0..<4 { side[k] = expectation(bins + k * regMax * h * w + cell, step: h * w) }
+                                    for k in 0..<4 {
+                                        side[k] = expectation(bins + k * regMax * h * w + cell, step: h * w)
+                                    }
                                     // make_anchors: cell centres in grid units; dist2bbox(xywh=True), then × stride.
                                     let (ax, ay) = (Float(x) + 0.5, Float(y) + 0.5)
                                     let (x1, y1, x2, y2) = (ax - side[0], ay - side[1], ax + side[2], ay + side[3])
@@ -118,7 +125,8 @@ struct Detect {
         guard regMax > 1 else { return logits[0] }
         var maximum = -Float.infinity
         for k in 0..<regMax { maximum = max(maximum, logits[k * step]) }
-        var sum: Float = 0, weighted: Float = 0
+        var sum: Float = 0
+        var weighted: Float = 0
         for k in 0..<regMax {
             let e = expf(logits[k * step] - maximum)
             sum += e
@@ -128,11 +136,16 @@ struct Detect {
     }
 
     func operations(_ inputs: [[Int]]) -> Double {
-        var count = 0.0, anchors = 0
+        var count = 0.0
+        var anchors = 0
         for (level, input) in inputs.enumerated() {
             for branch in [box[level], cls[level]] {
                 var shape = input
-                for step in branch { let r = step.operations(shape); shape = r.output; count += r.count }
+                for step in branch {
+                    let r = step.operations(shape)
+                    shape = r.output
+                    count += r.count
+                }
             }
             anchors += input[2] * input[3]
         }

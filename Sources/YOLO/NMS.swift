@@ -27,8 +27,13 @@ public struct NMSOptions: Sendable {
     /// Candidates kept before NMS (by score).
     public var maxCandidates = 30_000
 
-    public init(confidence: Float = 0.25, iou: Float = 0.45, maxDetections: Int = 300, classes: Set<Int>? = nil, agnostic: Bool = false) {
-        (self.confidence, self.iou, self.maxDetections, self.classes, self.agnostic) = (confidence, iou, maxDetections, classes, agnostic)
+    public init(
+        confidence: Float = 0.25, iou: Float = 0.45, maxDetections: Int = 300, classes: Set<Int>? = nil,
+        agnostic: Bool = false
+    ) {
+        (self.confidence, self.iou, self.maxDetections, self.classes, self.agnostic) = (
+            confidence, iou, maxDetections, classes, agnostic
+        )
     }
 }
 
@@ -36,18 +41,25 @@ public struct NMSOptions: Sendable {
 /// best class per anchor, score above the threshold, class filter, then greedy NMS per class — done as
 /// Ultralytics does it, on boxes offset by class × 7680 so that classes never overlap — in score order.
 /// Coordinates stay in the network input's pixels.
-public func nonMaxSuppression(_ prediction: UnsafePointer<Float>, classes nc: Int, anchors: Int, options: NMSOptions) -> [Detection] {
+public func nonMaxSuppression(_ prediction: UnsafePointer<Float>, classes nc: Int, anchors: Int, options: NMSOptions)
+    -> [Detection]
+{
     var candidates: [Detection] = []
     for a in 0..<anchors {
-        var best: Float = -.infinity, bestClass = 0
+        var best: Float = -.infinity
+        var bestClass = 0
         for c in 0..<nc {
             let score = prediction[(4 + c) * anchors + a]
-            if score > best { best = score; bestClass = c }  // first maximum wins, as torch.max
+            if score > best {
+                best = score
+                bestClass = c
+            }  // first maximum wins, as torch.max
         }
         guard best > options.confidence, options.classes?.contains(bestClass) ?? true else { continue }
         let (x, y) = (prediction[a], prediction[anchors + a])
         let (halfW, halfH) = (prediction[2 * anchors + a] / 2, prediction[3 * anchors + a] / 2)
-        candidates.append(Detection(x1: x - halfW, y1: y - halfH, x2: x + halfW, y2: y + halfH, confidence: best, classId: bestClass))
+        candidates.append(
+            Detection(x1: x - halfW, y1: y - halfH, x2: x + halfW, y2: y + halfH, confidence: best, classId: bestClass))
     }
     // Score order, stable (torch's argsort is not guaranteed stable; exact ties are vanishingly rare in float scores).
     var order = candidates.indices.sorted { candidates[$0].confidence > candidates[$1].confidence }
@@ -55,7 +67,8 @@ public func nonMaxSuppression(_ prediction: UnsafePointer<Float>, classes nc: In
     let maxWH: Float = 7680
     let offset = candidates.map { options.agnostic ? 0 : Float($0.classId) * maxWH }
     let boxes = candidates.indices.map { i -> (Float, Float, Float, Float) in
-        let d = candidates[i], o = offset[i]
+        let d = candidates[i]
+        let o = offset[i]
         return (d.x1 + o, d.y1 + o, d.x2 + o, d.y2 + o)
     }
     let areas = boxes.map { ($0.2 - $0.0) * ($0.3 - $0.1) }
@@ -67,7 +80,8 @@ public func nonMaxSuppression(_ prediction: UnsafePointer<Float>, classes nc: In
         let b = boxes[i]
         for j in order[(rank + 1)...] where !suppressed[j] {
             let o = boxes[j]
-            let w = max(min(b.2, o.2) - max(b.0, o.0), 0), h = max(min(b.3, o.3) - max(b.1, o.1), 0)
+            let w = max(min(b.2, o.2) - max(b.0, o.0), 0)
+            let h = max(min(b.3, o.3) - max(b.1, o.1), 0)
             let inter = w * h
             if inter > 0 && inter / (areas[i] + areas[j] - inter) > options.iou { suppressed[j] = true }
         }
@@ -87,7 +101,9 @@ extension Detection {
         let padY = Float(Int((Double(inputHeight - newH) / 2 - 0.1).rounded(.toNearestOrEven)))
         let (w, h) = (Float(width), Float(height))
         func clip(_ v: Float, _ limit: Float) -> Float { min(max(v, 0), limit) }
-        return Detection(x1: clip((x1 - padX) / gainX, w), y1: clip((y1 - padY) / gainY, h),
-                         x2: clip((x2 - padX) / gainX, w), y2: clip((y2 - padY) / gainY, h), confidence: confidence, classId: classId)
+        return Detection(
+            x1: clip((x1 - padX) / gainX, w), y1: clip((y1 - padY) / gainY, h),
+            x2: clip((x2 - padX) / gainX, w), y2: clip((y2 - padY) / gainY, h), confidence: confidence, classId: classId
+        )
     }
 }

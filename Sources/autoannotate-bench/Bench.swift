@@ -1,6 +1,6 @@
 import ArgumentParser
-import Checkpoint
 import COpenBLAS
+import Checkpoint
 import Foundation
 import Imaging
 import SegmentAnything
@@ -14,12 +14,15 @@ import YOLO
 @main
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "autoannotate-bench", abstract: "Release-build benchmarks, each beside its floor or its reference.",
+        commandName: "autoannotate-bench",
+        abstract: "Release-build benchmarks, each beside its floor or its reference.",
         subcommands: [Kernels.self, YOLOForward.self, SAMBench.self, BF16Bench.self], defaultSubcommand: Kernels.self)
 }
 
 /// The fixture scripts folder (reference-side benchmark scripts live there).
-let fixtureScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Tests/Fixtures").standardized
+let fixtureScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+    "../../Tests/Fixtures"
+).standardized
 
 /// Runs a reference script with the given Python, its output interleaved after ours.
 func runReference(python: String, script: String, arguments: [String]) throws {
@@ -51,36 +54,55 @@ struct Kernels: ParsableCommand {
     @Option(help: "Repetitions per measurement; the minimum is reported.")
     var repeats: Int = 3
 
-    @Option(help: "A Python with opencv-python installed, to time OpenCV on the same JPEG (Tests/Fixtures/bench_opencv.py).")
+    @Option(
+        help: "A Python with opencv-python installed, to time OpenCV on the same JPEG (Tests/Fixtures/bench_opencv.py)."
+    )
     var referencePython: String?
 
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)  // keep our lines ahead of the reference process's output
         Threading.count = threads
-        print("threads: \(threads), cores: \(ProcessInfo.processInfo.activeProcessorCount), repeats: \(repeats) (min reported)")
+        print(
+            "threads: \(threads), cores: \(ProcessInfo.processInfo.activeProcessorCount), repeats: \(repeats) (min reported)"
+        )
         print("")
-        print(pad("case", 46) + pad("shape", 26) + pad("GFLOP", 8) + pad("ours ms", 10) + pad("GFLOP/s", 9) + pad("sgemm ms", 10) + "sgemm GFLOP/s")
+        print(
+            pad("case", 46) + pad("shape", 26) + pad("GFLOP", 8) + pad("ours ms", 10) + pad("GFLOP/s", 9)
+                + pad("sgemm ms", 10) + "sgemm GFLOP/s")
 
         // SAM ViT-B linear layers: tokens × in → out (qkv, mlp.lin1, mlp.lin2, proj).
-        for (m, k, n, name) in [(4096, 768, 2304, "ViT-B qkv"), (4096, 768, 3072, "ViT-B mlp.lin1"),
-                                (4096, 3072, 768, "ViT-B mlp.lin2"), (4096, 768, 768, "ViT-B attn.proj")] {
-            let x = Tensor.random([m, k]), w = Tensor.random([n, k]), b = Tensor.random([n])
+        for (m, k, n, name) in [
+            (4096, 768, 2304, "ViT-B qkv"), (4096, 768, 3072, "ViT-B mlp.lin1"),
+            (4096, 3072, 768, "ViT-B mlp.lin2"), (4096, 768, 768, "ViT-B attn.proj"),
+        ] {
+            let x = Tensor.random([m, k])
+            let w = Tensor.random([n, k])
+            let b = Tensor.random([n])
             let ours = time { _ = linear(x, weight: w, bias: b) }
-            report("linear \(name)", "\(m)×\(k)×\(n)", flop: 2.0 * Double(m * n * k), ours: ours, floor: sgemmTime(m: m, n: n, k: k))
+            report(
+                "linear \(name)", "\(m)×\(k)×\(n)", flop: 2.0 * Double(m * n * k), ours: ours,
+                floor: sgemmTime(m: m, n: n, k: k))
         }
         // YOLOv8x 3×3 convolutions (C2f bottlenecks) at the P2…P4 resolutions of a 640² input.
         for (side, c) in [(160, 160), (80, 320), (40, 640)] {
-            let x = Tensor.random([1, c, side, side]), w = Tensor.random([c, c, 3, 3])
+            let x = Tensor.random([1, c, side, side])
+            let w = Tensor.random([c, c, 3, 3])
             let ours = time { _ = conv2d(x, weight: w, geometry: .init(padding: 1)) }
-            report("conv3×3 YOLOv8x \(side)²", "\(c)→\(c) @\(side)²", flop: 2.0 * Double(c * c * 9 * side * side), ours: ours,
-                   floor: sgemmTime(m: c, n: side * side, k: c * 9))
+            report(
+                "conv3×3 YOLOv8x \(side)²", "\(c)→\(c) @\(side)²", flop: 2.0 * Double(c * c * 9 * side * side),
+                ours: ours,
+                floor: sgemmTime(m: c, n: side * side, k: c * 9))
         }
         // SAM ViT-B attention: 14×14 windows (25 windows × 12 heads) and global 64×64 (12 heads), head dim 64.
         for (batch, tokens, name) in [(25 * 12, 196, "windowed 14×14"), (12, 4096, "global 64×64")] {
-            let q = Tensor.random([batch, tokens, 64]), k = Tensor.random([batch, tokens, 64]), v = Tensor.random([batch, tokens, 64])
+            let q = Tensor.random([batch, tokens, 64])
+            let k = Tensor.random([batch, tokens, 64])
+            let v = Tensor.random([batch, tokens, 64])
             let ours = time { _ = scaledDotProductAttention(query: q, key: k, value: v) }
             let floor = sgemmTime(m: tokens, n: tokens, k: 64) * Double(batch) * 2
-            report("attention ViT-B \(name)", "\(batch)×\(tokens)×64", flop: 4.0 * Double(batch * tokens * tokens * 64), ours: ours, floor: floor)
+            report(
+                "attention ViT-B \(name)", "\(batch)×\(tokens)×64", flop: 4.0 * Double(batch * tokens * tokens * 64),
+                ours: ours, floor: floor)
         }
 
         print("")
@@ -90,21 +112,27 @@ struct Kernels: ParsableCommand {
         try jpeg.write(to: URL(fileURLWithPath: path))
         let decode = time(repeats: repeats * 3) { _ = try! ImageDecoder.decode(path: path) }
         let megapixels = Double(image.width * image.height) / 1e6
-        print("JPEG decode 1920×1080 q90 (4:2:0), file read included: \(fmt(decode * 1000)) ms, \(fmt(megapixels / decode)) MP/s (ours)")
+        print(
+            "JPEG decode 1920×1080 q90 (4:2:0), file read included: \(fmt(decode * 1000)) ms, \(fmt(megapixels / decode)) MP/s (ours)"
+        )
         let placement = time(repeats: repeats * 3) { _ = LetterBox(height: 640, width: 640, auto: true)(image) }
         print("LetterBox 1920×1080 → 640×384 (INTER_LINEAR + pad): \(fmt(placement * 1000)) ms (ours)")
         if let python = referencePython {
-            try runReference(python: python, script: "bench_opencv.py", arguments: [path, String(threads), String(repeats * 3)])
+            try runReference(
+                python: python, script: "bench_opencv.py", arguments: [path, String(threads), String(repeats * 3)])
         }
     }
 
     func time(repeats: Int? = nil, _ body: () -> Void) -> Double { minimumTime(repeats: repeats ?? self.repeats, body) }
 
-    func sgemmTime(m: Int, n: Int, k: Int) -> Double { rawSgemmSeconds(m: m, n: n, k: k, threads: threads, repeats: repeats) }
+    func sgemmTime(m: Int, n: Int, k: Int) -> Double {
+        rawSgemmSeconds(m: m, n: n, k: k, threads: threads, repeats: repeats)
+    }
 
     func report(_ name: String, _ shape: String, flop: Double, ours: Double, floor: Double) {
-        print(pad(name, 46) + pad(shape, 26) + pad(fmt(flop / 1e9), 8) + pad(fmt(ours * 1000), 10)
-              + pad(fmt(flop / ours / 1e9), 9) + pad(fmt(floor * 1000), 10) + fmt(flop / floor / 1e9))
+        print(
+            pad(name, 46) + pad(shape, 26) + pad(fmt(flop / 1e9), 8) + pad(fmt(ours * 1000), 10)
+                + pad(fmt(flop / ours / 1e9), 9) + pad(fmt(floor * 1000), 10) + fmt(flop / floor / 1e9))
     }
 }
 
@@ -114,7 +142,9 @@ func rawSgemmSeconds(m: Int, n: Int, k: Int, threads: Int, repeats: Int) -> Doub
     openblas_set_num_threads(Int32(threads))
     defer { openblas_set_num_threads(1) }
     return productSeconds(m: m, n: n, k: k, repeats: repeats) { a, b, c in
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, c, Int32(n))
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, c,
+            Int32(n))
     }
 }
 
@@ -127,13 +157,18 @@ func kernelSeconds(m: Int, n: Int, k: Int, repeats: Int, times: Int = 1) -> Doub
 }
 
 /// The minimum time of `repeats` runs of `multiply` on random row-major A (M×K), B (K×N) and C (M×N).
-func productSeconds(m: Int, n: Int, k: Int, repeats: Int,
-                    _ multiply: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
-    let a = Tensor.random([m, k]), b = Tensor.random([k, n])
+func productSeconds(
+    m: Int, n: Int, k: Int, repeats: Int,
+    _ multiply: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
+) -> Double {
+    let a = Tensor.random([m, k])
+    let b = Tensor.random([k, n])
     var c = [Float](repeating: 0, count: m * n)
     return a.withUnsafeBufferPointer { a in
         b.withUnsafeBufferPointer { b in
-            c.withUnsafeMutableBufferPointer { c in minimumTime(repeats: repeats) { multiply(a.baseAddress!, b.baseAddress!, c.baseAddress!) } }
+            c.withUnsafeMutableBufferPointer { c in
+                minimumTime(repeats: repeats) { multiply(a.baseAddress!, b.baseAddress!, c.baseAddress!) }
+            }
         }
     }
 }
@@ -144,17 +179,23 @@ func printJSON(_ object: [String: Any]) {
     print(String(decoding: data, as: UTF8.self))
 }
 
-func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
+func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
+}
 func fmt(_ v: Double) -> String { String(format: v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v) }
 
 extension Tensor {
     /// Uniform values in [-1, 1) from a xorshift generator (the system generator costs a syscall per value).
     static func random(_ shape: [Int]) -> Tensor {
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
-            return Float(state >> 40) / Float(1 << 23) - 1
-        })
+        return Tensor(
+            shape: shape,
+            storage: (0..<shape.reduce(1, *)).map { _ in
+                state ^= state << 13
+                state ^= state >> 7
+                state ^= state << 17
+                return Float(state >> 40) / Float(1 << 23) - 1
+            })
     }
 }
 
@@ -177,7 +218,8 @@ extension Image {
 /// YOLOv8 forward passes at 640×640 and 640×480 (the letterbox of a 4:3 photo), ms and GFLOP/s, beside
 /// Ultralytics' fused fp32 PyTorch model on the same sizes and thread count.
 struct YOLOForward: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "yolo", abstract: "YOLOv8 forward pass beside PyTorch.")
+    static let configuration = CommandConfiguration(
+        commandName: "yolo", abstract: "YOLOv8 forward pass beside PyTorch.")
 
     @Option(help: "YOLOv8 checkpoints to time (e.g. yolov8n.pt yolov8x.pt).")
     var model: [String]
@@ -205,13 +247,19 @@ struct YOLOForward: ParsableCommand {
                 let gflops = detector.model.gflops(height: h, width: w)
                 let name = (path as NSString).lastPathComponent
                 if json {
-                    printJSON(["model": name, "size": "\(h)x\(w)", "seconds": seconds, "gflops": gflops, "threads": threads])
+                    printJSON([
+                        "model": name, "size": "\(h)x\(w)", "seconds": seconds, "gflops": gflops, "threads": threads,
+                    ])
                 } else {
-                    print("ours \(name) \(h)x\(w): \(fmt(seconds * 1000)) ms, \(fmt(gflops)) GFLOPs (thop count) → \(fmt(gflops / seconds)) GFLOP/s, \(threads) threads")
+                    print(
+                        "ours \(name) \(h)x\(w): \(fmt(seconds * 1000)) ms, \(fmt(gflops)) GFLOPs (thop count) → \(fmt(gflops / seconds)) GFLOP/s, \(threads) threads"
+                    )
                 }
             }
             if let python = referencePython {
-                try runReference(python: python, script: "bench_yolo_torch.py", arguments: [path, String(threads), String(repeats), "640x640", "480x640"])
+                try runReference(
+                    python: python, script: "bench_yolo_torch.py",
+                    arguments: [path, String(threads), String(repeats), "640x640", "480x640"])
             }
         }
     }
@@ -224,7 +272,8 @@ extension Tensor {
 /// SAM: image encoder time as a multiple of its FLOP floor (its GFLOPs over the sgemm rate measured in the same
 /// run) and beside PyTorch; mask decoder time for 1, 10 and 50 boxes; peak RSS of the process.
 struct SAMBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "sam", abstract: "SAM encoder and decoder beside PyTorch and the FLOP floor.")
+    static let configuration = CommandConfiguration(
+        commandName: "sam", abstract: "SAM encoder and decoder beside PyTorch and the FLOP floor.")
 
     @Option(help: "A SAM checkpoint (sam_b.pt, sam_l.pt, …).")
     var model: String
@@ -241,7 +290,8 @@ struct SAMBench: ParsableCommand {
     @Option(help: "A Python with torch and ultralytics, to time the reference in the same run.")
     var referencePython: String?
 
-    @Option(help: "Only the mask decoder, for this many boxes, repeated (for profiling): the encoder runs once, untimed.")
+    @Option(
+        help: "Only the mask decoder, for this many boxes, repeated (for profiling): the encoder runs once, untimed.")
     var decoderOnly: Int?
 
     @Option(help: "Only the image encoder, this many times, each timed (for profiling; the first includes warm-up).")
@@ -264,8 +314,12 @@ struct SAMBench: ParsableCommand {
         if let count = decoderOnly {
             predictor.setImage(Image.gradientTexture(width: 1024, height: 768))
             for _ in 0..<5 {
-                let seconds = minimumTime(repeats: 1) { _ = try! predictor.predict(boxes: Self.boxes(count), lowResLogits: false) }
-                print("ours mask decoder, \(count) boxes (masks at 1024×768 included, as the job runs it): \(fmt(seconds * 1000)) ms")
+                let seconds = minimumTime(repeats: 1) {
+                    _ = try! predictor.predict(boxes: Self.boxes(count), lowResLogits: false)
+                }
+                print(
+                    "ours mask decoder, \(count) boxes (masks at 1024×768 included, as the job runs it): \(fmt(seconds * 1000)) ms"
+                )
             }
             return
         }
@@ -288,16 +342,22 @@ struct SAMBench: ParsableCommand {
         // a computation that long on this machine.
         let (m, k, n) = (4096, architecture.encoderWidth, architecture.mlpWidth)
         let image = Image.gradientTexture(width: 1024, height: 768)
-        let gflops = architecture.encoderGFLOPs, productGFLOP = 2.0 * Double(m * n * k) / 1e9
+        let gflops = architecture.encoderGFLOPs
+        let productGFLOP = 2.0 * Double(m * n * k) / 1e9
         let sgemmRate = {
-            productGFLOP / min(rawSgemmSeconds(m: m, n: n, k: k, threads: threads, repeats: 3), kernelSeconds(m: m, n: n, k: k, repeats: 3))
+            productGFLOP
+                / min(
+                    rawSgemmSeconds(m: m, n: n, k: k, threads: threads, repeats: 3),
+                    kernelSeconds(m: m, n: n, k: k, repeats: 3))
         }
         predictor.setImage(image)  // warm-up
         var (encoder, rate, sustained) = (Double.infinity, 0.0, 0.0)
         for _ in 0..<max(1, encoderRepeats) {
             rate = max(rate, sgemmRate())
             let products = max(1, Int((encoder.isFinite ? encoder : gflops / rate) * rate / productGFLOP))
-            sustained = max(sustained, productGFLOP * Double(products) / kernelSeconds(m: m, n: n, k: k, repeats: 1, times: products))
+            sustained = max(
+                sustained,
+                productGFLOP * Double(products) / kernelSeconds(m: m, n: n, k: k, repeats: 1, times: products))
             let start = DispatchTime.now().uptimeNanoseconds
             predictor.setImage(image)
             encoder = min(encoder, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
@@ -305,28 +365,42 @@ struct SAMBench: ParsableCommand {
         rate = max(rate, sgemmRate())
         let multiple = encoder / (gflops / rate)
         if !json {
-            print("ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
-                  + "a \(m)×\(k)×\(n) product runs at up to \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(multiple))× the floor; "
-                  + "run back to back for an encoder's time, at \(fmt(sustained)) GFLOP/s: \(fmt(encoder / (gflops / sustained)))× that floor")
+            print(
+                "ours \(architecture.variant.rawValue) image encoder: \(fmt(encoder)) s, \(fmt(gflops)) GFLOPs → \(fmt(gflops / encoder)) GFLOP/s; "
+                    + "a \(m)×\(k)×\(n) product runs at up to \(fmt(rate)) GFLOP/s, so the floor is \(fmt(gflops / rate)) s and we are at \(fmt(multiple))× the floor; "
+                    + "run back to back for an encoder's time, at \(fmt(sustained)) GFLOP/s: \(fmt(encoder / (gflops / sustained)))× that floor"
+            )
         }
         var decoder: [String: Double] = [:]
         for count in [1, 10, 50] {
             // As the job runs it: the masks, without the low-resolution logits over the letterbox's padding.
-            let seconds = minimumTime(repeats: 3) { _ = try! predictor.predict(boxes: Self.boxes(count), lowResLogits: false) }
+            let seconds = minimumTime(repeats: 3) {
+                _ = try! predictor.predict(boxes: Self.boxes(count), lowResLogits: false)
+            }
             decoder[String(count)] = seconds
-            if !json { print("ours mask decoder, \(count) boxes (masks at 1024×768 included, as the job runs it): \(fmt(seconds * 1000)) ms") }
+            if !json {
+                print(
+                    "ours mask decoder, \(count) boxes (masks at 1024×768 included, as the job runs it): \(fmt(seconds * 1000)) ms"
+                )
+            }
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         if json {
-            printJSON(["variant": architecture.variant.rawValue, "precision": precision.rawValue, "encoder_seconds": encoder, "encoder_gflops": gflops,
-                       "sgemm_gflops_per_s": rate, "sgemm_sustained_gflops_per_s": sustained, "decoder_seconds": decoder, "peak_rss_mb": usage.ru_maxrss / 1024, "threads": threads,
-                       "gemm": GEMMKernel.current.rawValue, "openblas_core": GEMMKernel.openBLASCore])
+            printJSON([
+                "variant": architecture.variant.rawValue, "precision": precision.rawValue, "encoder_seconds": encoder,
+                "encoder_gflops": gflops,
+                "sgemm_gflops_per_s": rate, "sgemm_sustained_gflops_per_s": sustained, "decoder_seconds": decoder,
+                "peak_rss_mb": usage.ru_maxrss / 1024, "threads": threads,
+                "gemm": GEMMKernel.current.rawValue, "openblas_core": GEMMKernel.openBLASCore,
+            ])
         } else {
             print("ours peak RSS \(usage.ru_maxrss / 1024) MB")
         }
         if let python = referencePython {
-            try runReference(python: python, script: "bench_sam_torch.py", arguments: [model, String(threads), String(encoderRepeats), "3"])
+            try runReference(
+                python: python, script: "bench_sam_torch.py",
+                arguments: [model, String(threads), String(encoderRepeats), "3"])
         }
     }
 }
@@ -338,7 +412,8 @@ extension Precision: ExpressibleByArgument {}
 /// of a published size (segment_anything's initialisation: linear and conv weights uniform in ±1/√fan-in, norms 1
 /// and 0, position tables 0), so that it runs where no checkpoint can be copied.
 struct BF16Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bf16", abstract: "SAM image encoder in bf16 beside fp32.")
+    static let configuration = CommandConfiguration(
+        commandName: "bf16", abstract: "SAM image encoder in bf16 beside fp32.")
 
     @Option(help: "A SAM checkpoint; without it, a random-init model of --random's size.")
     var model: String?
@@ -360,7 +435,8 @@ struct BF16Bench: ParsableCommand {
         Threading.count = threads
         if let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
         let path = try model ?? Self.randomModel(random)
-        let fp32 = try SamPredictor(path: path), bf16 = try SamPredictor(path: path, precision: .bf16)
+        let fp32 = try SamPredictor(path: path)
+        let bf16 = try SamPredictor(path: path, precision: .bf16)
         let image = Image.gradientTexture(width: 1024, height: 768)
         let time32 = minimumTime(repeats: repeats) { fp32.setImage(image) }
         let time16 = minimumTime(repeats: repeats) { bf16.setImage(image) }
@@ -372,29 +448,39 @@ struct BF16Bench: ParsableCommand {
             total += x.pixels.count
         }
         let gflops = fp32.architecture.encoderGFLOPs
-        printJSON(["variant": fp32.architecture.variant.rawValue, "threads": threads, "cpu": Precision.cpuModelName, "kernel": Precision.bf16Kernel ?? "none",
-                   "fp32_seconds": time32, "bf16_seconds": time16, "speedup": time32 / time16,
-                   "fp32_gflops_per_s": gflops / time32, "bf16_gflops_per_s": gflops / time16,
-                   "embedding_relative_error": Self.relativeError(bf16.imageEmbedding!, fp32.imageEmbedding!),
-                   "logits_relative_error": Self.relativeError(b.lowResLogits, a.lowResLogits),
-                   "mask_pixels_equal": Double(same) / Double(max(1, total)), "boxes": boxes,
-                   // One core's instruction rates: what the AVX512-BF16 kernel can gain at most over fp32's FMAs.
-                   "fp32_fma_gmacs_per_core": (Precision.dotRates?.fp32 ?? 0) / 1e9, "bf16_dot_gmacs_per_core": (Precision.dotRates?.bf16 ?? 0) / 1e9])
+        printJSON([
+            "variant": fp32.architecture.variant.rawValue, "threads": threads, "cpu": Precision.cpuModelName,
+            "kernel": Precision.bf16Kernel ?? "none",
+            "fp32_seconds": time32, "bf16_seconds": time16, "speedup": time32 / time16,
+            "fp32_gflops_per_s": gflops / time32, "bf16_gflops_per_s": gflops / time16,
+            "embedding_relative_error": Self.relativeError(bf16.imageEmbedding!, fp32.imageEmbedding!),
+            "logits_relative_error": Self.relativeError(b.lowResLogits, a.lowResLogits),
+            "mask_pixels_equal": Double(same) / Double(max(1, total)), "boxes": boxes,
+            // One core's instruction rates: what the AVX512-BF16 kernel can gain at most over fp32's FMAs.
+            "fp32_fma_gmacs_per_core": (Precision.dotRates?.fp32 ?? 0) / 1e9,
+            "bf16_dot_gmacs_per_core": (Precision.dotRates?.bf16 ?? 0) / 1e9,
+        ])
     }
 
     /// ‖x − y‖ / ‖y‖.
     static func relativeError(_ x: Tensor, _ y: Tensor) -> Double {
         var (difference, norm) = (0.0, 0.0)
-        for (p, q) in zip(x.storage, y.storage) { difference += Double(p - q) * Double(p - q); norm += Double(q) * Double(q) }
+        for (p, q) in zip(x.storage, y.storage) {
+            difference += Double(p - q) * Double(p - q)
+            norm += Double(q) * Double(q)
+        }
         return (difference / max(norm, .leastNormalMagnitude)).squareRoot()
     }
 
     /// Writes a random-init SAM of a published size as safetensors in the temporary folder; returns its path.
     static func randomModel(_ name: String) throws -> String {
-        guard let variant = SamArchitecture.Variant(rawValue: name), let architecture = SamArchitecture.published(variant) else {
+        guard let variant = SamArchitecture.Variant(rawValue: name),
+            let architecture = SamArchitecture.published(variant)
+        else {
             throw ValidationError("--random takes vit_b, vit_l or vit_h")
         }
-        var header: [String: Any] = [:], offset = 0
+        var header: [String: Any] = [:]
+        var offset = 0
         let tensors = architecture.expectedTensors
         for (key, shape) in tensors {
             let bytes = shape.reduce(1, *) * 4
@@ -409,18 +495,27 @@ struct BF16Bench: ParsableCommand {
         var state: UInt64 = 0x2545_F491_4F6C_DD1D
         for (key, shape) in tensors {
             let count = shape.reduce(1, *)
-            let isNorm = shape.count == 1 && (key.contains("norm") || key.contains("neck.1") || key.contains("neck.3")
-                                              || key.contains("upscaling.1") || key.contains("downscaling.1") || key.contains("downscaling.4"))
-            let bound: Float = key.contains("rel_pos") || key.contains("pos_embed") ? 0
+            let isNorm =
+                shape.count == 1
+                && (key.contains("norm") || key.contains("neck.1") || key.contains("neck.3")
+                    || key.contains("upscaling.1") || key.contains("downscaling.1") || key.contains("downscaling.4"))
+            let bound: Float =
+                key.contains("rel_pos") || key.contains("pos_embed")
+                ? 0
                 : shape.count >= 2 ? 1 / Float(shape.dropFirst().reduce(1, *)).squareRoot() : 0.02
             var values = [Float](repeating: 0, count: count)
             for i in 0..<count {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17
-                values[i] = isNorm ? (key.hasSuffix("weight") ? 1 : 0) : bound * (Float(state >> 40) / Float(1 << 23) - 1)
+                state ^= state << 13
+                state ^= state >> 7
+                state ^= state << 17
+                values[i] =
+                    isNorm ? (key.hasSuffix("weight") ? 1 : 0) : bound * (Float(state >> 40) / Float(1 << 23) - 1)
             }
             values.withUnsafeBytes { file.append(contentsOf: $0) }
         }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-bench-random-\(name).safetensors").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "autoannotate-bench-random-\(name).safetensors"
+        ).path
         try file.write(to: URL(fileURLWithPath: path))
         return path
     }

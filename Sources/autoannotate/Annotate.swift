@@ -10,7 +10,8 @@ extension AutoAnnotateCommand {
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "annotate",
-            abstract: "Label a folder of images: YOLOv8 boxes → SAM masks → YOLO segmentation labels (the default command).",
+            abstract:
+                "Label a folder of images: YOLOv8 boxes → SAM masks → YOLO segmentation labels (the default command).",
             discussion: """
                 Labels mirror the input tree under output_dir (default: <data>_auto_annotate_labels beside data), one
                 .txt per image ('class x1 y1 … xn yn', normalised), with data.yaml naming the classes. Progress is kept
@@ -25,17 +26,25 @@ extension AutoAnnotateCommand {
         @Option(name: .customLong("det-model"), help: "YOLOv8 detection checkpoint (default: yolov8x.pt).")
         var detModel: String?
 
-        @Option(help: ArgumentHelp("Segment an existing YOLO box dataset instead of detecting: the folder of its box labels, mirroring data (auto: Ultralytics' layout, …/images/… → …/labels/…).",
-                                   discussion: "Each box prompts SAM; a box whose mask SAM rejects keeps its outline, rows that are polygons already are copied."))
+        @Option(
+            help: ArgumentHelp(
+                "Segment an existing YOLO box dataset instead of detecting: the folder of its box labels, mirroring data (auto: Ultralytics' layout, …/images/… → …/labels/…).",
+                discussion:
+                    "Each box prompts SAM; a box whose mask SAM rejects keeps its outline, rows that are polygons already are copied."
+            ))
         var boxes: String?
 
         @Option(name: .customLong("sam-model"), help: "Segment Anything checkpoint.")
         var samModel = "sam_b.pt"
 
-        @Option(name: .customLong("output-dir"), help: "Where labels and the job store go (default: <data>_auto_annotate_labels).")
+        @Option(
+            name: .customLong("output-dir"),
+            help: "Where labels and the job store go (default: <data>_auto_annotate_labels).")
         var outputDir: String?
 
-        @Option(name: .customLong("sam-conf"), help: "Drop an object (mask and class) whose SAM predicted IoU is not above this.")
+        @Option(
+            name: .customLong("sam-conf"),
+            help: "Drop an object (mask and class) whose SAM predicted IoU is not above this.")
         var samConf: Float = 0.25
 
         @Option(help: "write: an empty .txt for images without objects; skip: no file (as Ultralytics).")
@@ -57,16 +66,27 @@ extension AutoAnnotateCommand {
 
         func run() throws {
             compute.apply()
-            guard !detection.agnostic else { throw ValidationError("agnostic NMS is not part of auto_annotate; leave it out") }
+            guard !detection.agnostic else {
+                throw ValidationError("agnostic NMS is not part of auto_annotate; leave it out")
+            }
             let dataPath = URL(fileURLWithPath: data).standardizedFileURL.path
             let boxFolder = try boxes.map { try Self.boxFolder($0, data: dataPath) }
             if boxFolder != nil {
-                if detModel != nil { throw ValidationError("boxes= takes the boxes from label files, so no detector runs: leave out det_model=") }
-                if detection.classes != nil { throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects") }
+                if detModel != nil {
+                    throw ValidationError(
+                        "boxes= takes the boxes from label files, so no detector runs: leave out det_model=")
+                }
+                if detection.classes != nil {
+                    throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects")
+                }
             }
             let detectorPath = boxFolder == nil ? try resolveModel(detModel ?? "yolov8x.pt") : nil
-            var settings = JobSettings(data: dataPath, output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL.path,
-                                       detector: try detectorPath.map { try .identify(path: $0) }, segmenter: try .identify(path: try resolveModel(samModel)))
+            var settings = JobSettings(
+                data: dataPath,
+                output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL
+                    .path,
+                detector: try detectorPath.map { try .identify(path: $0) },
+                segmenter: try .identify(path: try resolveModel(samModel)))
             settings.boxes = boxFolder
             settings.confidence = detection.conf
             settings.iou = detection.iou
@@ -91,14 +111,17 @@ extension AutoAnnotateCommand {
             let folder: String
             if value == "auto" {
                 guard let found = BoxLabels.ultralyticsLabelFolder(forData: data) else {
-                    throw ValidationError("boxes=auto finds labels by Ultralytics' layout (…/images/… → …/labels/…), but data=\(data) has no 'images' folder in its path; give boxes=DIR")
+                    throw ValidationError(
+                        "boxes=auto finds labels by Ultralytics' layout (…/images/… → …/labels/…), but data=\(data) has no 'images' folder in its path; give boxes=DIR"
+                    )
                 }
                 folder = found
             } else {
                 folder = URL(fileURLWithPath: value).standardizedFileURL.path
             }
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue
+            else {
                 throw ValidationError("boxes=\(value): \(folder) is not a folder of YOLO box labels")
             }
             return folder
@@ -112,13 +135,26 @@ extension AutoAnnotateCommand {
             reporter.finish()
             let job = try annotator.status()
             let failed = job.counts["failed"] ?? 0
-            var lines = ["\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
-                         + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"]
-            if summary.skipped > 0 { lines.append("  \(summary.skipped) images were finished or failed before (retry_failed=True redoes failed ones)") }
-            if summary.outlines > 0 { lines.append("  \(summary.outlines) boxes kept their outline: SAM's mask was empty or its score not above sam_conf") }
+            var lines = [
+                "\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
+                    + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"
+            ]
+            if summary.skipped > 0 {
+                lines.append(
+                    "  \(summary.skipped) images were finished or failed before (retry_failed=True redoes failed ones)")
+            }
+            if summary.outlines > 0 {
+                lines.append(
+                    "  \(summary.outlines) boxes kept their outline: SAM's mask was empty or its score not above sam_conf"
+                )
+            }
             if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
             if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
-            if failed > 0 { lines.append("  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them") }
+            if failed > 0 {
+                lines.append(
+                    "  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
+                )
+            }
             FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
             if failed > 0 { throw ExitCode(2) }
         }
@@ -127,7 +163,8 @@ extension AutoAnnotateCommand {
     /// `autoannotate resume output_dir=DIR`: continues a job with its stored settings.
     struct Resume: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Continue an interrupted job with the settings it was started with; finished images are not redone.")
+            abstract:
+                "Continue an interrupted job with the settings it was started with; finished images are not redone.")
 
         @Option(name: .customLong("output-dir"), help: "The job's output folder.")
         var outputDir: String
@@ -139,7 +176,8 @@ extension AutoAnnotateCommand {
 
         func run() throws {
             compute.apply()
-            var settings = try AutoAnnotator.storedSettings(output: URL(fileURLWithPath: outputDir).standardizedFileURL.path)
+            var settings = try AutoAnnotator.storedSettings(
+                output: URL(fileURLWithPath: outputDir).standardizedFileURL.path)
             // The models must be the same files: identify them again where the job found them.
             let stored = settings
             settings.detector = try stored.detector.map { try .identify(path: $0.path) }
@@ -150,9 +188,12 @@ extension AutoAnnotateCommand {
 
     /// `autoannotate status [output_dir=DIR] [format=json]`: what is done, failed, left.
     struct Status: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a job's progress: counts per state, objects, throughput, ETA, last errors, settings.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show a job's progress: counts per state, objects, throughput, ETA, last errors, settings.")
 
-        @Option(name: .customLong("output-dir"), help: "The job's output folder (default: every job under the current folder).")
+        @Option(
+            name: .customLong("output-dir"),
+            help: "The job's output folder (default: every job under the current folder).")
         var outputDir: String?
 
         @Option(help: "text or json.")
@@ -162,7 +203,9 @@ extension AutoAnnotateCommand {
 
         func run() throws {
             let folders = try outputDir.map { [$0] } ?? Self.jobsUnderCurrentFolder()
-            guard !folders.isEmpty else { throw ValidationError("no autoannotate job under the current folder; give output_dir=") }
+            guard !folders.isEmpty else {
+                throw ValidationError("no autoannotate job under the current folder; give output_dir=")
+            }
             var documents: [[String: Any]] = []
             for folder in folders {
                 let path = URL(fileURLWithPath: folder).standardizedFileURL.path
@@ -178,17 +221,27 @@ extension AutoAnnotateCommand {
             }
             if format == .json {
                 let value: Any = documents.count == 1 ? documents[0] : documents
-                print(String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                print(
+                    String(
+                        decoding: try JSONSerialization.data(
+                            withJSONObject: value, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             }
         }
 
         static func jobsUnderCurrentFolder() throws -> [String] {
             let here = FileManager.default.currentDirectoryPath
             var found: [String] = []
-            if FileManager.default.fileExists(atPath: (here as NSString).appendingPathComponent("autoannotate.sqlite")) { found.append(here) }
+            if FileManager.default.fileExists(atPath: (here as NSString).appendingPathComponent("autoannotate.sqlite"))
+            {
+                found.append(here)
+            }
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: here)) ?? [] {
                 let folder = (here as NSString).appendingPathComponent(entry)
-                if FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent("autoannotate.sqlite")) { found.append(folder) }
+                if FileManager.default.fileExists(
+                    atPath: (folder as NSString).appendingPathComponent("autoannotate.sqlite"))
+                {
+                    found.append(folder)
+                }
             }
             return found.sorted()
         }
@@ -197,7 +250,8 @@ extension AutoAnnotateCommand {
             let c = j.counts
             let total = c.values.reduce(0, +)
             var out = "\(path)\n"
-            out += "  images: \(total) — done \(c["done"] ?? 0), empty \(c["empty"] ?? 0), failed \(c["failed"] ?? 0), left \((c["pending"] ?? 0) + (c["detected"] ?? 0))"
+            out +=
+                "  images: \(total) — done \(c["done"] ?? 0), empty \(c["empty"] ?? 0), failed \(c["failed"] ?? 0), left \((c["pending"] ?? 0) + (c["detected"] ?? 0))"
             if j.removed > 0 { out += " (\(j.removed) removed from data)" }
             out += "\n  objects: \(j.objects)\n"
             if let rate = j.imagesPerSecond { out += String(format: "  throughput: %.2f images/s", rate) }
@@ -207,10 +261,15 @@ extension AutoAnnotateCommand {
             if let d = s.detector { out += "  det_model: \(d.path) (sha256 \(d.sha256.prefix(12))…)\n" }
             if let b = s.boxes { out += "  boxes: \(b)\n" }
             out += "  sam_model: \(s.segmenter.path) (sha256 \(s.segmenter.sha256.prefix(12))…)\n"
-            out += "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
-            out += "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), precision \((s.precision ?? .fp32).rawValue)\n"
+            out +=
+                "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
+            out +=
+                "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), precision \((s.precision ?? .fp32).rawValue)\n"
             if !j.lastErrors.isEmpty {
-                out += "  last errors:\n" + j.lastErrors.map { "    \($0["image"] ?? ""): \($0["error"] ?? "")" }.joined(separator: "\n") + "\n"
+                out +=
+                    "  last errors:\n"
+                    + j.lastErrors.map { "    \($0["image"] ?? ""): \($0["error"] ?? "")" }.joined(separator: "\n")
+                    + "\n"
             }
             return out
         }
@@ -230,15 +289,24 @@ final class ProgressReporter {
         let elapsed = Date().timeIntervalSince(start)
         let rate = Double(e.completed) / max(elapsed, 1e-9)
         let eta = rate > 0 ? Double(e.total - e.completed) / rate : 0
-        if let error = e.error { FileHandle.standardError.write(Data("\(terminal ? "\r\u{1B}[K" : "")failed: \(error)\n".utf8)) }
+        if let error = e.error {
+            FileHandle.standardError.write(Data("\(terminal ? "\r\u{1B}[K" : "")failed: \(error)\n".utf8))
+        }
         if terminal {
-            let width = 30, filled = e.total > 0 ? width * e.completed / e.total : width
+            let width = 30
+            let filled = e.total > 0 ? width * e.completed / e.total : width
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-            let text = String(format: "\r%@ %d/%d  %.2f img/s  ETA %@  %@", bar, e.completed, e.total, rate, Self.duration(eta), e.path)
+            let text = String(
+                format: "\r%@ %d/%d  %.2f img/s  ETA %@  %@", bar, e.completed, e.total, rate, Self.duration(eta),
+                e.path)
             FileHandle.standardError.write(Data((text.prefix(160) + "\u{1B}[K").utf8))
         } else if Date().timeIntervalSince(lastLine) >= 10 || e.completed == e.total {
             lastLine = Date()
-            FileHandle.standardError.write(Data(String(format: "%d/%d images, %.2f images/s, ETA %@\n", e.completed, e.total, rate, Self.duration(eta)).utf8))
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format: "%d/%d images, %.2f images/s, ETA %@\n", e.completed, e.total, rate, Self.duration(eta)
+                    ).utf8))
         }
     }
 
@@ -246,6 +314,7 @@ final class ProgressReporter {
 
     static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+        return s >= 3600
+            ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
     }
 }

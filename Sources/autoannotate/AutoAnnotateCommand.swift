@@ -6,7 +6,8 @@ import Foundation
 struct AutoAnnotateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autoannotate",
-        abstract: "Turn a folder of images into a YOLO instance-segmentation dataset: YOLO boxes → SAM masks → polygons.",
+        abstract:
+            "Turn a folder of images into a YOLO instance-segmentation dataset: YOLO boxes → SAM masks → polygons.",
         discussion: """
             Arguments follow Ultralytics' key=value convention; --key value works too.
             """,

@@ -58,11 +58,16 @@ extension AutoAnnotateCommand {
         }
 
         func json(_ file: String, _ image: Image, _ detections: [Detection], names: [Int: String]) -> [String: Any] {
-            ["image": file, "width": image.width, "height": image.height,
-             "detections": detections.map { d -> [String: Any] in
-                 ["class_id": d.classId, "name": names[d.classId] ?? String(d.classId), "confidence": Double(d.confidence),
-                  "xyxy": [d.x1, d.y1, d.x2, d.y2].map(Double.init)]
-             }]
+            [
+                "image": file, "width": image.width, "height": image.height,
+                "detections": detections.map { d -> [String: Any] in
+                    [
+                        "class_id": d.classId, "name": names[d.classId] ?? String(d.classId),
+                        "confidence": Double(d.confidence),
+                        "xyxy": [d.x1, d.y1, d.x2, d.y2].map(Double.init),
+                    ]
+                },
+            ]
         }
 
         func yoloLine(_ d: Detection, _ image: Image) -> String {

@@ -10,7 +10,8 @@ enum KeyValueArguments {
             guard !argument.hasPrefix("-"), let equals = argument.firstIndex(of: "=") else { return [argument] }
             let key = argument[..<equals]
             guard let first = key.first, first.isLetter,
-                  key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else { return [argument] }
+                key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" })
+            else { return [argument] }
             let option = "--" + key.replacingOccurrences(of: "_", with: "-")
             let value = String(argument[argument.index(after: equals)...])
             // Python-style booleans for flags: agnostic=True → --agnostic, agnostic=False → nothing.

@@ -21,7 +21,9 @@ struct DetectionOptions: ParsableArguments {
     @Option(help: "Keep only these classes, by id or by name: classes=0,2 or classes=person,car.")
     var classes: String?
 
-    @Flag(name: [.customLong("agnostic"), .customLong("agnostic-nms")], help: "Class-agnostic NMS (Ultralytics' agnostic_nms).")
+    @Flag(
+        name: [.customLong("agnostic"), .customLong("agnostic-nms")],
+        help: "Class-agnostic NMS (Ultralytics' agnostic_nms).")
     var agnostic = false
 
     func validate() throws {
@@ -37,14 +39,17 @@ struct DetectionOptions: ParsableArguments {
         if let classes {
             selected = []
             let byName = Dictionary(names.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
-            for item in classes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+            for item in classes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) })
+            where !item.isEmpty {
                 if let id = Int(item), names.isEmpty || names[id] != nil {
                     selected!.insert(id)
                 } else if let id = byName[item] {
                     selected!.insert(id)
                 } else {
-                    let known = names.sorted { $0.key < $1.key }.prefix(12).map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-                    throw ValidationError("classes: '\(item)' is not a class of this model (\(known)\(names.count > 12 ? ", …" : ""))")
+                    let known = names.sorted { $0.key < $1.key }.prefix(12).map { "\($0.key)=\($0.value)" }.joined(
+                        separator: ", ")
+                    throw ValidationError(
+                        "classes: '\(item)' is not a class of this model (\(known)\(names.count > 12 ? ", …" : ""))")
                 }
             }
         }
@@ -62,7 +67,8 @@ struct ComputeOptions: ParsableArguments {
 
     func validate() throws {
         guard device.lowercased() == "cpu" else {
-            throw ValidationError("device=\(device): autoannotate runs on the CPU only; use device=cpu (or leave it out)")
+            throw ValidationError(
+                "device=\(device): autoannotate runs on the CPU only; use device=cpu (or leave it out)")
         }
         if let threads, threads < 1 { throw ValidationError("threads must be at least 1, got \(threads)") }
     }
@@ -97,9 +103,12 @@ func imageFiles(under source: String) throws -> [String] {
         throw ValidationError("source=\(source): no such file or folder")
     }
     guard isDirectory.boolValue else { return [source] }
-    guard let walker = FileManager.default.enumerator(atPath: source) else { throw ValidationError("source=\(source): cannot list the folder") }
+    guard let walker = FileManager.default.enumerator(atPath: source) else {
+        throw ValidationError("source=\(source): cannot list the folder")
+    }
     var files: [String] = []
-    for case let relative as String in walker where extensions.contains((relative as NSString).pathExtension.lowercased()) {
+    for case let relative as String in walker
+    where extensions.contains((relative as NSString).pathExtension.lowercased()) {
         files.append((source as NSString).appendingPathComponent(relative))
     }
     return files.sorted()
@@ -110,17 +119,22 @@ func imageFiles(under source: String) throws -> [String] {
 func resolveModel(_ argument: String) throws -> String {
     let terminal = isatty(2) == 1
     let start = Date()
-    var shown = -1, drew = false
+    var shown = -1
+    var drew = false
     let path = try ModelResolver().resolve(argument) { received, total in
-        let mb = Double(received) / 1e6, rate = mb / max(Date().timeIntervalSince(start), 1e-3)
+        let mb = Double(received) / 1e6
+        let rate = mb / max(Date().timeIntervalSince(start), 1e-3)
         let percent = total.map { Int(100 * received / max($0, 1)) }
         let of = total.map { String(format: "/%.1f", Double($0) / 1e6) } ?? ""
         if terminal {
             drew = true
-            FileHandle.standardError.write(Data(String(format: "\rDownloading %@  %.1f%@ MB  %.1f MB/s\u{1B}[K", argument, mb, of, rate).utf8))
+            FileHandle.standardError.write(
+                Data(String(format: "\rDownloading %@  %.1f%@ MB  %.1f MB/s\u{1B}[K", argument, mb, of, rate).utf8))
         } else if let percent, percent / 10 != shown / 10 {
             shown = percent
-            FileHandle.standardError.write(Data(String(format: "Downloading %@: %d %% of %@ MB\n", argument, percent, String(of.dropFirst())).utf8))
+            FileHandle.standardError.write(
+                Data(String(format: "Downloading %@: %d %% of %@ MB\n", argument, percent, String(of.dropFirst())).utf8)
+            )
         }
     }
     if drew { FileHandle.standardError.write(Data("\n".utf8)) }

@@ -5,8 +5,10 @@ import Yams
 /// Pipeline recipes (`pipeline=Pipelines/NAME.yaml`): a YAML mapping of the labelling job's options, expanded in
 /// front of the command line's own arguments so that the command line wins (the last value of an option counts).
 enum Recipe {
-    static let keys: Set<String> = ["det_model", "sam_model", "conf", "iou", "imgsz", "max_det", "classes", "sam_conf", "empty",
-                                    "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes"]
+    static let keys: Set<String> = [
+        "det_model", "sam_model", "conf", "iou", "imgsz", "max_det", "classes", "sam_conf", "empty",
+        "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes",
+    ]
 
     /// `arguments` (already in `--key value` form) with the recipe's options inserted first.
     static func expand(_ arguments: [String]) throws -> [String] {
@@ -21,7 +23,8 @@ enum Recipe {
         var expanded: [String] = []
         for key in mapping.keys.sorted() {
             guard keys.contains(key) else {
-                throw ValidationError("pipeline=\(path): unknown key '\(key)' (known: \(keys.sorted().joined(separator: ", ")))")
+                throw ValidationError(
+                    "pipeline=\(path): unknown key '\(key)' (known: \(keys.sorted().joined(separator: ", ")))")
             }
             let value: String
             switch mapping[key] {

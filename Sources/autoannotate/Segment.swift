@@ -49,23 +49,28 @@ extension AutoAnnotateCommand {
 
         func validate() throws {
             guard bboxes != nil || points != nil else {
-                throw ValidationError("give bboxes= and/or points=: segment-everything (no prompts) is not available yet")
+                throw ValidationError(
+                    "give bboxes= and/or points=: segment-everything (no prompts) is not available yet")
             }
             if labels != nil && points == nil { throw ValidationError("labels= needs points=") }
         }
 
         func run() throws {
             compute.apply()
-            let boxes = try parseList(bboxes, arity: 4, name: "bboxes").map { SamBox(x1: $0[0], y1: $0[1], x2: $0[2], y2: $0[3]) }
+            let boxes = try parseList(bboxes, arity: 4, name: "bboxes").map {
+                SamBox(x1: $0[0], y1: $0[1], x2: $0[2], y2: $0[3])
+            }
             let coordinates = try parseList(points, arity: 2, name: "points")
-            let pointLabels = try labels.map { text in
-                try text.split(separator: ",").map { item -> Int in
-                    guard let label = Int(item.trimmingCharacters(in: .whitespaces)), label == 0 || label == 1 else {
-                        throw ValidationError("labels: '\(item)' is neither 1 (foreground) nor 0 (background)")
+            let pointLabels =
+                try labels.map { text in
+                    try text.split(separator: ",").map { item -> Int in
+                        guard let label = Int(item.trimmingCharacters(in: .whitespaces)), label == 0 || label == 1
+                        else {
+                            throw ValidationError("labels: '\(item)' is neither 1 (foreground) nor 0 (background)")
+                        }
+                        return label
                     }
-                    return label
-                }
-            } ?? Array(repeating: 1, count: coordinates.count)
+                } ?? Array(repeating: 1, count: coordinates.count)
             guard pointLabels.count == coordinates.count else {
                 throw ValidationError("\(coordinates.count) points but \(pointLabels.count) labels")
             }
@@ -75,7 +80,8 @@ extension AutoAnnotateCommand {
             let predictor = try SamPredictor(path: try resolveModel(model), precision: precision.precision)
             let image = try ImageDecoder.decode(path: source)
             predictor.setImage(image)
-            let prediction = try predictor.predict(points: prompts, boxes: boxes, multimask: multimask, lowResLogits: false)
+            let prediction = try predictor.predict(
+                points: prompts, boxes: boxes, multimask: multimask, lowResLogits: false)
             switch format {
             case .json: try printJSON(prediction, image)
             case .png: try writeOverlay(prediction, image)
@@ -97,13 +103,23 @@ extension AutoAnnotateCommand {
             let records: [[String: Any]] = zip(prediction.masks, prediction.scores).map { mask, score in
                 let polygon = maskSegments(mask.pixels, width: mask.width, height: mask.height).first ?? []
                 let box = maskBox(mask.pixels, width: mask.width, height: mask.height)
-                return ["score": Double(score), "area": mask.area,
-                        "box": box.map { [$0.x1, $0.y1, $0.x2, $0.y2] } ?? [],
-                        "polygon": polygon.map { [Int($0.x), Int($0.y)] },
-                        "rle": ["size": [mask.height, mask.width], "counts": runLengthEncoding(mask.pixels, width: mask.width, height: mask.height)]]
+                return [
+                    "score": Double(score), "area": mask.area,
+                    "box": box.map { [$0.x1, $0.y1, $0.x2, $0.y2] } ?? [],
+                    "polygon": polygon.map { [Int($0.x), Int($0.y)] },
+                    "rle": [
+                        "size": [mask.height, mask.width],
+                        "counts": runLengthEncoding(mask.pixels, width: mask.width, height: mask.height),
+                    ],
+                ]
             }
-            let document: [String: Any] = ["image": source, "width": image.width, "height": image.height, "masks": records]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys]), as: UTF8.self))
+            let document: [String: Any] = [
+                "image": source, "width": image.width, "height": image.height, "masks": records,
+            ]
+            print(
+                String(
+                    decoding: try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys]),
+                    as: UTF8.self))
         }
 
         func writeOverlay(_ prediction: SamPrediction, _ image: Image) throws {
@@ -114,9 +130,12 @@ extension AutoAnnotateCommand {
                     canvas.strokeBox(x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, color: Image.paletteColor(i))
                 }
             }
-            let path = output ?? (((source as NSString).lastPathComponent as NSString).deletingPathExtension + "_sam.png")
+            let path =
+                output ?? (((source as NSString).lastPathComponent as NSString).deletingPathExtension + "_sam.png")
             try ImageEncoder.png(canvas).write(to: URL(fileURLWithPath: path))
-            print("wrote \(path): \(prediction.masks.count) masks, IoU scores \(prediction.scores.map { String(format: "%.3f", $0) }.joined(separator: ", "))")
+            print(
+                "wrote \(path): \(prediction.masks.count) masks, IoU scores \(prediction.scores.map { String(format: "%.3f", $0) }.joined(separator: ", "))"
+            )
         }
     }
 }

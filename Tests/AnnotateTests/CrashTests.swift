@@ -7,25 +7,32 @@ import XCTest
 /// no temporary file may remain, and no image may have been completed twice.
 final class CrashTests: XCTestCase {
     /// The CLI built beside this test bundle (`swift test` builds every product of the package).
-    static let cli = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("autoannotate").path
+    static let cli = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+        "autoannotate"
+    ).path
 
     func testKilledRunsResumeToTheSameBytes() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: Self.cli), "the autoannotate executable is not built at \(Self.cli)")
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-crash-\(UUID().uuidString)")
+        try XCTSkipUnless(
+            FileManager.default.isExecutableFile(atPath: Self.cli),
+            "the autoannotate executable is not built at \(Self.cli)")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "autoannotate-crash-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
         let data = work.appendingPathComponent("images/nested")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let sources = ["portrait.jpg", "landscape.jpg", "square.jpg", "small.png"]
         for i in 0..<24 {
             let name = sources[i % 4]
-            try FileManager.default.copyItem(at: PipelineTests.fixtures.appendingPathComponent("yolo/\(name)"),
-                                             to: data.appendingPathComponent(String(format: "%02d-", i) + name))
+            try FileManager.default.copyItem(
+                at: PipelineTests.fixtures.appendingPathComponent("yolo/\(name)"),
+                to: data.appendingPathComponent(String(format: "%02d-", i) + name))
         }
         let images = work.appendingPathComponent("images").path
         let models = ["det_model=\(PipelineTests.detector)", "sam_model=\(PipelineTests.segmenter)", "threads=1"]
 
         // The uninterrupted reference.
-        XCTAssertEqual(try run(["data=\(images)", "output_dir=\(work.appendingPathComponent("reference").path)"] + models), 0)
+        XCTAssertEqual(
+            try run(["data=\(images)", "output_dir=\(work.appendingPathComponent("reference").path)"] + models), 0)
         let reference = labels(work.appendingPathComponent("reference"))
         XCTAssertEqual(reference.count, 24)
 
@@ -34,7 +41,9 @@ final class CrashTests: XCTestCase {
         let output = work.appendingPathComponent("crashed").path
         var kills = 0
         for attempt in 0..<5 {
-            let arguments = attempt == 0 ? ["data=\(images)", "output_dir=\(output)"] + models : ["resume", "output_dir=\(output)", "threads=1"]
+            let arguments =
+                attempt == 0
+                ? ["data=\(images)", "output_dir=\(output)"] + models : ["resume", "output_dir=\(output)", "threads=1"]
             let process = try launch(arguments)
             Thread.sleep(forTimeInterval: Double(generator.next() % 1500) / 1000 + 0.3)
             if process.isRunning {
@@ -45,12 +54,18 @@ final class CrashTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(kills, 2, "the runs must actually have been killed mid-job")
         XCTAssertEqual(try run(["resume", "output_dir=\(output)"]), 0)
-        XCTAssertEqual(labels(URL(fileURLWithPath: output)), reference, "labels after kills and resumes equal an uninterrupted run's")
-        let leftovers = FileManager.default.enumerator(atPath: output)!.compactMap { $0 as? String }.filter { $0.hasSuffix(".tmp") }
+        XCTAssertEqual(
+            labels(URL(fileURLWithPath: output)), reference,
+            "labels after kills and resumes equal an uninterrupted run's")
+        let leftovers = FileManager.default.enumerator(atPath: output)!.compactMap { $0 as? String }.filter {
+            $0.hasSuffix(".tmp")
+        }
         XCTAssertEqual(leftovers, [], "no temporary files remain")
         let completions = try JobStore(output: output).completions()
         XCTAssertEqual(completions.count, 24)
-        XCTAssertTrue(completions.values.allSatisfy { $0 == 1 }, "an image was completed more than once: \(completions.filter { $0.value != 1 })")
+        XCTAssertTrue(
+            completions.values.allSatisfy { $0 == 1 },
+            "an image was completed more than once: \(completions.filter { $0.value != 1 })")
     }
 
     func launch(_ arguments: [String]) throws -> Process {
@@ -71,7 +86,8 @@ final class CrashTests: XCTestCase {
 
     func labels(_ folder: URL) -> [String: Data] {
         var out: [String: Data] = [:]
-        for case let relative as String in FileManager.default.enumerator(atPath: folder.path)! where relative.hasSuffix(".txt") {
+        for case let relative as String in FileManager.default.enumerator(atPath: folder.path)!
+        where relative.hasSuffix(".txt") {
             out[relative] = FileManager.default.contents(atPath: folder.appendingPathComponent(relative).path)
         }
         return out

@@ -7,8 +7,12 @@ import XCTest
 /// checked against the scenes' true outlines: the first two shipped demo images, and the first 10 held-out scenes
 /// (Tests/Fixtures/demo), a larger sample.
 final class DemoTests: XCTestCase {
-    static let demo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Examples/Demo").standardized
-    static let scenes = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/demo").standardized
+    static let demo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "../../Examples/Demo"
+    ).standardized
+    static let scenes = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "../Fixtures/demo"
+    ).standardized
 
     func testTwoDemoImagesMatchTheirGroundTruth() throws {
         try checkLabels(of: Self.demo, stems: ["shapes_0", "shapes_1"], minimumObjects: 8)
@@ -22,22 +26,26 @@ final class DemoTests: XCTestCase {
     /// found when a written polygon of its class overlaps it with mask IoU ≥ 0.5, matched one to one) and mean mask
     /// IoU of the found objects ≥ 0.85 against `folder`/ground_truth/STEM.txt: the bounds of the README's claim.
     func checkLabels(of folder: URL, stems: [String], minimumObjects: Int) throws {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("autoannotate-demo-\(UUID().uuidString)")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "autoannotate-demo-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
         let data = work.appendingPathComponent("images")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         for stem in stems {
-            try FileManager.default.copyItem(at: folder.appendingPathComponent("images/\(stem).jpg"), to: data.appendingPathComponent("\(stem).jpg"))
+            try FileManager.default.copyItem(
+                at: folder.appendingPathComponent("images/\(stem).jpg"), to: data.appendingPathComponent("\(stem).jpg"))
         }
-        var settings = JobSettings(data: data.path, output: work.appendingPathComponent("labels").path,
-                                   detector: try .identify(path: Self.demo.appendingPathComponent("shapes_yolov8.pt").path),
-                                   segmenter: try .identify(path: Self.demo.appendingPathComponent("shapes_sam.pt").path))
+        var settings = JobSettings(
+            data: data.path, output: work.appendingPathComponent("labels").path,
+            detector: try .identify(path: Self.demo.appendingPathComponent("shapes_yolov8.pt").path),
+            segmenter: try .identify(path: Self.demo.appendingPathComponent("shapes_sam.pt").path))
         settings.imageSize = 480
         let summary = try AutoAnnotator(settings: settings).run()
         XCTAssertEqual(summary.failed, 0)
 
         var ious: [Double] = []
-        var truths = 0, extra = 0
+        var truths = 0
+        var extra = 0
         for stem in stems {
             let image = try ImageDecoder.decode(path: data.appendingPathComponent("\(stem).jpg").path)
             let truth = try segments(folder.appendingPathComponent("ground_truth/\(stem).txt"))
@@ -48,9 +56,13 @@ final class DemoTests: XCTestCase {
             truths += truth.count
         }
         XCTAssertGreaterThanOrEqual(truths, minimumObjects)
-        let recall = Double(ious.count) / Double(truths), meanIoU = ious.reduce(0, +) / Double(max(ious.count, 1))
-        print("demo \(stems.first!)…: \(ious.count) of \(truths) true objects found (\(extra) extra), mean mask IoU \(meanIoU), min \(ious.min() ?? 0)")
-        XCTAssertGreaterThanOrEqual(recall, 0.9, "recall (\(ious.count) of \(truths) true objects found, \(extra) extra)")
+        let recall = Double(ious.count) / Double(truths)
+        let meanIoU = ious.reduce(0, +) / Double(max(ious.count, 1))
+        print(
+            "demo \(stems.first!)…: \(ious.count) of \(truths) true objects found (\(extra) extra), mean mask IoU \(meanIoU), min \(ious.min() ?? 0)"
+        )
+        XCTAssertGreaterThanOrEqual(
+            recall, 0.9, "recall (\(ious.count) of \(truths) true objects found, \(extra) extra)")
         XCTAssertGreaterThanOrEqual(meanIoU, 0.85, "mean mask IoU of the found objects: \(ious)")
     }
 
@@ -64,17 +76,24 @@ final class DemoTests: XCTestCase {
 
     /// One-to-one matches of the same class with IoU ≥ 0.5, best first (make_demo.py's `match`): the IoU of each
     /// matched true object and the number of found objects left over.
-    func match(_ truth: [(Int, [(Double, Double)])], _ found: [(Int, [(Double, Double)])], width: Int, height: Int) -> ([Double], Int) {
-        let a = truth.map { ($0.0, fill($0.1, width: width, height: height)) }, b = found.map { ($0.0, fill($0.1, width: width, height: height)) }
+    func match(_ truth: [(Int, [(Double, Double)])], _ found: [(Int, [(Double, Double)])], width: Int, height: Int) -> (
+        [Double], Int
+    ) {
+        let a = truth.map { ($0.0, fill($0.1, width: width, height: height)) }
+        let b = found.map { ($0.0, fill($0.1, width: width, height: height)) }
         var pairs: [(Double, Int, Int)] = []
         for (i, x) in a.enumerated() {
             for (j, y) in b.enumerated() where x.0 == y.0 {
-                let inter = zip(x.1, y.1).filter { $0 && $1 }.count, union = zip(x.1, y.1).filter { $0 || $1 }.count
+                let inter = zip(x.1, y.1).filter { $0 && $1 }.count
+                let union = zip(x.1, y.1).filter { $0 || $1 }.count
                 pairs.append((Double(inter) / Double(max(union, 1)), i, j))
             }
         }
-        var usedA = Set<Int>(), usedB = Set<Int>(), ious: [Double] = []
-        for (iou, i, j) in pairs.sorted(by: { $0.0 > $1.0 }) where iou >= 0.5 && !usedA.contains(i) && !usedB.contains(j) {
+        var usedA = Set<Int>()
+        var usedB = Set<Int>()
+        var ious: [Double] = []
+        for (iou, i, j) in pairs.sorted(by: { $0.0 > $1.0 })
+        where iou >= 0.5 && !usedA.contains(i) && !usedB.contains(j) {
             usedA.insert(i)
             usedB.insert(j)
             ious.append(iou)
@@ -96,7 +115,8 @@ final class DemoTests: XCTestCase {
             }
             crossings.sort()
             for pair in stride(from: 0, to: crossings.count - 1, by: 2) {
-                let from = max(0, Int(crossings[pair].rounded())), to = min(width - 1, Int(crossings[pair + 1].rounded()))
+                let from = max(0, Int(crossings[pair].rounded()))
+                let to = min(width - 1, Int(crossings[pair + 1].rounded()))
                 if from <= to { for x in from...to { mask[y * width + x] = true } }
             }
         }

@@ -7,7 +7,9 @@ import XCTest
 /// The auto-annotation job on the tiny fixture models: parity with Ultralytics' auto_annotate, bad input,
 /// resume, changed settings, locking, and crash safety under kill -9.
 final class PipelineTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures").standardized
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "../Fixtures"
+    ).standardized
     static let detector = fixtures.appendingPathComponent("yolo/tiny_yolov8_boost.pt").path
     static let segmenter = fixtures.appendingPathComponent("sam/tiny_sam_iou.pt").path
 
@@ -21,20 +23,24 @@ final class PipelineTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: work) }
 
     func settings(data: URL, output: URL? = nil) throws -> JobSettings {
-        JobSettings(data: data.path, output: (output ?? work.appendingPathComponent("labels")).path,
-                    detector: try .identify(path: Self.detector), segmenter: try .identify(path: Self.segmenter))
+        JobSettings(
+            data: data.path, output: (output ?? work.appendingPathComponent("labels")).path,
+            detector: try .identify(path: Self.detector), segmenter: try .identify(path: Self.segmenter))
     }
 
     func copy(_ names: [String], from folder: String, to data: URL) throws {
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         for name in names {
-            try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("\(folder)/\(name)"), to: data.appendingPathComponent((name as NSString).lastPathComponent))
+            try FileManager.default.copyItem(
+                at: Self.fixtures.appendingPathComponent("\(folder)/\(name)"),
+                to: data.appendingPathComponent((name as NSString).lastPathComponent))
         }
     }
 
     func files(_ folder: URL) -> [String: Data] {
         var out: [String: Data] = [:]
-        for case let relative as String in FileManager.default.enumerator(atPath: folder.path)! where relative.hasSuffix(".txt") {
+        for case let relative as String in FileManager.default.enumerator(atPath: folder.path)!
+        where relative.hasSuffix(".txt") {
             out[relative] = FileManager.default.contents(atPath: folder.appendingPathComponent(relative).path)
         }
         return out
@@ -51,7 +57,9 @@ final class PipelineTests: XCTestCase {
         s.empty = .skip
         let summary = try AutoAnnotator(settings: s).run()
         XCTAssertEqual(summary.failed, 0)
-        let objects = try assertSameLabels(work.appendingPathComponent("labels"), Self.fixtures.appendingPathComponent("annotate/ultralytics"), images: data)
+        let objects = try assertSameLabels(
+            work.appendingPathComponent("labels"), Self.fixtures.appendingPathComponent("annotate/ultralytics"),
+            images: data)
         XCTAssertEqual(objects, 15)
     }
 
@@ -59,23 +67,29 @@ final class PipelineTests: XCTestCase {
     /// polygon the same points within 1e-3 px (Ultralytics' yolo_bbox2segment prints 6 significant digits, so
     /// exact text equality is not the test; a polygon rasteriser is not either: noise masks' staircase contours
     /// put thousands of edges exactly through pixel centres, where 1e-5 px decides). Returns the lines compared.
-    func assertSameLabels(_ ours: URL, _ reference: URL, images: URL, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+    func assertSameLabels(
+        _ ours: URL, _ reference: URL, images: URL, file: StaticString = #filePath, line: UInt = #line
+    ) throws -> Int {
         let (mine, want) = (files(ours), files(reference))
         XCTAssertEqual(Set(mine.keys), Set(want.keys), file: file, line: line)
         var objects = 0
         for (name, expected) in want {
             let stem = (name as NSString).deletingPathExtension
-            let imageName = try FileManager.default.contentsOfDirectory(atPath: images.path).first { ($0 as NSString).deletingPathExtension == stem }!
+            let imageName = try FileManager.default.contentsOfDirectory(atPath: images.path).first {
+                ($0 as NSString).deletingPathExtension == stem
+            }!
             let image = try ImageDecoder.decode(path: images.appendingPathComponent(imageName).path)
-            let a = String(decoding: mine[name] ?? Data(), as: UTF8.self).split(separator: "\n"), b = String(decoding: expected, as: UTF8.self).split(separator: "\n")
+            let a = String(decoding: mine[name] ?? Data(), as: UTF8.self).split(separator: "\n")
+            let b = String(decoding: expected, as: UTF8.self).split(separator: "\n")
             XCTAssertEqual(a.count, b.count, name, file: file, line: line)
             for (lineA, lineB) in zip(a, b) {
                 let (fieldsA, fieldsB) = (lineA.split(separator: " "), lineB.split(separator: " "))
                 XCTAssertEqual(fieldsA.first, fieldsB.first, "\(name): class", file: file, line: line)
                 XCTAssertEqual(fieldsA.count, fieldsB.count, "\(name): points", file: file, line: line)
-                let worst = zip(fieldsA.dropFirst(), fieldsB.dropFirst()).enumerated().map { i, pair in
-                    abs(Double(pair.0)! - Double(pair.1)!) * Double(i % 2 == 0 ? image.width : image.height)
-                }.max() ?? 0
+                let worst =
+                    zip(fieldsA.dropFirst(), fieldsB.dropFirst()).enumerated().map { i, pair in
+                        abs(Double(pair.0)! - Double(pair.1)!) * Double(i % 2 == 0 ? image.width : image.height)
+                    }.max() ?? 0
                 XCTAssertLessThanOrEqual(worst, 1e-3, "\(name): polygon points (px)", file: file, line: line)
                 objects += 1
             }
@@ -90,9 +104,12 @@ final class PipelineTests: XCTestCase {
         let data = work.appendingPathComponent("dataset/images")
         try FileManager.default.createDirectory(at: data.deletingLastPathComponent(), withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("annotate/images"), to: data)
-        try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("annotate/boxes"), to: work.appendingPathComponent("dataset/labels"))
-        var s = JobSettings(data: data.path, output: work.appendingPathComponent("segments").path, detector: nil,
-                            segmenter: try .identify(path: Self.segmenter))
+        try FileManager.default.copyItem(
+            at: Self.fixtures.appendingPathComponent("annotate/boxes"),
+            to: work.appendingPathComponent("dataset/labels"))
+        var s = JobSettings(
+            data: data.path, output: work.appendingPathComponent("segments").path, detector: nil,
+            segmenter: try .identify(path: Self.segmenter))
         s.boxes = BoxLabels.ultralyticsLabelFolder(forData: data.path)
         XCTAssertEqual(s.boxes, work.appendingPathComponent("dataset/labels").standardizedFileURL.path)
         return (data, s)
@@ -106,7 +123,9 @@ final class PipelineTests: XCTestCase {
         let first = try AutoAnnotator(settings: s).run()
         XCTAssertEqual([first.done, first.empty, first.failed, first.outlines], [2, 2, 0, 0])
         let output = work.appendingPathComponent("segments")
-        XCTAssertEqual(try assertSameLabels(output, Self.fixtures.appendingPathComponent("annotate/bbox2segment"), images: data), 5)
+        XCTAssertEqual(
+            try assertSameLabels(output, Self.fixtures.appendingPathComponent("annotate/bbox2segment"), images: data), 5
+        )
         let yaml = try String(contentsOf: output.appendingPathComponent("data.yaml"), encoding: .utf8)
         XCTAssertTrue(yaml.hasSuffix("names:\n  0: 0\n  1: 1\n  2: 2\n  3: 3\n  4: 4\n  5: 5\n"), yaml)
 
@@ -133,18 +152,23 @@ final class PipelineTests: XCTestCase {
         s.samConfidence = 0.9999
         let summary = try AutoAnnotator(settings: s).run()
         XCTAssertEqual(summary.outlines, 5)
-        let lines = String(decoding: files(work.appendingPathComponent("segments"))["landscape.txt"]!, as: UTF8.self).split(separator: "\n")
+        let lines = String(decoding: files(work.appendingPathComponent("segments"))["landscape.txt"]!, as: UTF8.self)
+            .split(separator: "\n")
         // "5 0.4 0.55 0.5 0.6" as corners: x 0.15…0.65, y 0.25…0.85.
         let values = lines[0].split(separator: " ").map { Double($0)! }
         XCTAssertEqual(values.count, 9)
-        for (got, want) in zip(values, [5, 0.15, 0.25, 0.65, 0.25, 0.65, 0.85, 0.15, 0.85]) { XCTAssertEqual(got, want, accuracy: 1e-5) }
+        for (got, want) in zip(values, [5, 0.15, 0.25, 0.65, 0.25, 0.65, 0.85, 0.15, 0.85]) {
+            XCTAssertEqual(got, want, accuracy: 1e-5)
+        }
     }
 
     /// A malformed box label fails its image alone, naming the file and the line.
     func testMalformedBoxLabelsFailTheirImage() throws {
         let (_, s) = try boxDataset()
-        try "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 1.5 0.2\n".write(to: work.appendingPathComponent("dataset/labels/portrait.txt"), atomically: true, encoding: .utf8)
-        try "0 0.5 0.5 0.2\n".write(to: work.appendingPathComponent("dataset/labels/square.txt"), atomically: true, encoding: .utf8)
+        try "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 1.5 0.2\n".write(
+            to: work.appendingPathComponent("dataset/labels/portrait.txt"), atomically: true, encoding: .utf8)
+        try "0 0.5 0.5 0.2\n".write(
+            to: work.appendingPathComponent("dataset/labels/square.txt"), atomically: true, encoding: .utf8)
         let summary = try AutoAnnotator(settings: s).run()
         XCTAssertEqual([summary.done, summary.failed], [1, 2])
         let errors = try AutoAnnotator.status(output: s.output).lastErrors.map { $0["error"]! }.sorted()
@@ -156,18 +180,26 @@ final class PipelineTests: XCTestCase {
 
     func testBadImagesFailAloneAndGoodOnesAreLabelled() throws {
         let data = work.appendingPathComponent("images")
-        try copy(["jpeg-cmyk.jpg", "png-rgb16.png", "jpeg-gray.jpg", "png-rgba.png", "exif-6.jpg", "truncated.jpg", "empty.jpg",
-                  "text.jpg", "random-after-signature.jpg", "bad-crc.png", "bomb.png"], from: "imaging/inputs", to: data)
+        try copy(
+            [
+                "jpeg-cmyk.jpg", "png-rgb16.png", "jpeg-gray.jpg", "png-rgba.png", "exif-6.jpg", "truncated.jpg",
+                "empty.jpg",
+                "text.jpg", "random-after-signature.jpg", "bad-crc.png", "bomb.png",
+            ], from: "imaging/inputs", to: data)
         try copy(["portrait.jpg"], from: "yolo", to: data)
         try "not an image".write(to: data.appendingPathComponent("notes.md"), atomically: true, encoding: .utf8)
-        try FileManager.default.createDirectory(at: data.appendingPathComponent("folder.jpg"), withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: data.appendingPathComponent("loop").path, withDestinationPath: data.path)
-        try ImageEncoder.png(Image(width: 9, height: 40, fill: (50, 60, 70))).write(to: data.appendingPathComponent("narrow.png"))
+        try FileManager.default.createDirectory(
+            at: data.appendingPathComponent("folder.jpg"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: data.appendingPathComponent("loop").path, withDestinationPath: data.path)
+        try ImageEncoder.png(Image(width: 9, height: 40, fill: (50, 60, 70))).write(
+            to: data.appendingPathComponent("narrow.png"))
         let annotator = try AutoAnnotator(settings: try settings(data: data))
         let summary = try annotator.run()
         XCTAssertEqual(summary.ignored, 1, "notes.md")
         XCTAssertEqual(summary.failed, 7)
-        XCTAssertEqual(summary.done + summary.empty, 6, "CMYK, 16-bit, grey, RGBA, EXIF-rotated and the photo are labelled")
+        XCTAssertEqual(
+            summary.done + summary.empty, 6, "CMYK, 16-bit, grey, RGBA, EXIF-rotated and the photo are labelled")
         let status = try annotator.status()
         XCTAssertEqual(status.counts["failed"], 7)
         let reasons = Dictionary(uniqueKeysWithValues: status.lastErrors.map { ($0["image"]!, $0["error"]!) })
@@ -175,14 +207,17 @@ final class PipelineTests: XCTestCase {
         XCTAssertTrue(reasons["bomb.png"]?.contains("too large") ?? false)
         XCTAssertTrue(reasons["narrow.png"]?.contains("10 pixels") ?? false)
         XCTAssertTrue(reasons["text.jpg"]?.contains("not an image") ?? false)
-        XCTAssertEqual(Set(files(work.appendingPathComponent("labels")).keys).count, 6, "a label for every readable image, none for failed ones")
+        XCTAssertEqual(
+            Set(files(work.appendingPathComponent("labels")).keys).count, 6,
+            "a label for every readable image, none for failed ones")
         XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent("labels/data.yaml").path))
     }
 
     func testSameStemImagesAreReportedNotOverwritten() throws {
         let data = work.appendingPathComponent("images")
         try copy(["square.jpg"], from: "yolo", to: data)
-        try FileManager.default.copyItem(at: data.appendingPathComponent("square.jpg"), to: data.appendingPathComponent("square.png"))
+        try FileManager.default.copyItem(
+            at: data.appendingPathComponent("square.jpg"), to: data.appendingPathComponent("square.png"))
         let summary = try AutoAnnotator(settings: try settings(data: data)).run()
         XCTAssertEqual(summary.failed, 1)
         XCTAssertEqual(summary.done + summary.empty, 1)
@@ -214,12 +249,15 @@ final class PipelineTests: XCTestCase {
         var changed = try settings(data: data)
         changed.confidence = 0.3
         XCTAssertThrowsError(try AutoAnnotator(settings: changed)) { error in
-            XCTAssertTrue(error.localizedDescription.contains("conf: the job has 0.25, now 0.3"), error.localizedDescription)
+            XCTAssertTrue(
+                error.localizedDescription.contains("conf: the job has 0.25, now 0.3"), error.localizedDescription)
         }
         var bf16 = try settings(data: data)
         bf16.precision = .bf16
         XCTAssertThrowsError(try AutoAnnotator(settings: bf16)) { error in
-            XCTAssertTrue(error.localizedDescription.contains("precision: the job has fp32, now bf16"), error.localizedDescription)
+            XCTAssertTrue(
+                error.localizedDescription.contains("precision: the job has fp32, now bf16"), error.localizedDescription
+            )
         }
         var otherModel = try settings(data: data)
         otherModel.segmenter = try .identify(path: Self.fixtures.appendingPathComponent("checkpoints/tiny_sam.pt").path)
@@ -228,8 +266,11 @@ final class PipelineTests: XCTestCase {
         }
         let elsewhere = work.appendingPathComponent("other")
         try copy(["small.png"], from: "yolo", to: elsewhere)
-        XCTAssertThrowsError(try AutoAnnotator(settings: try settings(data: elsewhere, output: work.appendingPathComponent("labels")))) { error in
-            XCTAssertTrue(error.localizedDescription.contains("belongs to the job labelling"), error.localizedDescription)
+        XCTAssertThrowsError(
+            try AutoAnnotator(settings: try settings(data: elsewhere, output: work.appendingPathComponent("labels")))
+        ) { error in
+            XCTAssertTrue(
+                error.localizedDescription.contains("belongs to the job labelling"), error.localizedDescription)
         }
     }
 
@@ -238,7 +279,8 @@ final class PipelineTests: XCTestCase {
         try copy(["small.png"], from: "yolo", to: data)
         let first = try AutoAnnotator(settings: try settings(data: data))
         XCTAssertThrowsError(try AutoAnnotator(settings: try settings(data: data))) { error in
-            XCTAssertTrue(error.localizedDescription.contains("being run by another process"), error.localizedDescription)
+            XCTAssertTrue(
+                error.localizedDescription.contains("being run by another process"), error.localizedDescription)
         }
         withExtendedLifetime(first) {}
     }

@@ -8,15 +8,27 @@ enum Fixtures {
         .appendingPathComponent("../Fixtures/checkpoints").standardized
 
     struct Manifest: Decodable {
-        struct Tensor: Decodable { let dtype: String; let shape: [Int]; let bytes: String; let float32: String }
-        struct Layer: Decodable { let i: Int; let f: From; let type: String }
+        struct Tensor: Decodable {
+            let dtype: String
+            let shape: [Int]
+            let bytes: String
+            let float32: String
+        }
+        struct Layer: Decodable {
+            let i: Int
+            let f: From
+            let type: String
+        }
         enum From: Decodable, Equatable {
-            case one(Int), many([Int])
+            case one(Int)
+            case many([Int])
             init(from decoder: Decoder) throws {
                 let c = try decoder.singleValueContainer()
                 if let i = try? c.decode(Int.self) { self = .one(i) } else { self = .many(try c.decode([Int].self)) }
             }
         }
+        // The fields mirror the manifest's JSON keys.
+        // swift-format-ignore: AlwaysUseLowerCamelCase
         struct File: Decodable {
             let file: String
             let kind: String
@@ -33,7 +45,10 @@ enum Fixtures {
             let leaf_modules: Int?
             let parameters: Int?
         }
-        struct Refused: Decodable { let file: String; let contains: String }
+        struct Refused: Decodable {
+            let file: String
+            let contains: String
+        }
         let files: [File]
         let refused: [Refused]
         let marker: String
@@ -59,8 +74,10 @@ func fnv1a64(_ floats: [Float]) -> String {
 }
 
 /// Asserts a loaded tensor is bit for bit what torch loaded: dtype, shape, bytes, and its float32 conversion.
-func assertTensor(_ tensor: StoredTensor?, equals expected: Fixtures.Manifest.Tensor, _ what: String,
-                  file: StaticString = #filePath, line: UInt = #line) {
+func assertTensor(
+    _ tensor: StoredTensor?, equals expected: Fixtures.Manifest.Tensor, _ what: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     guard let tensor else { return XCTFail("\(what): missing", file: file, line: line) }
     XCTAssertEqual(tensor.type.rawValue, expected.dtype, "\(what): dtype", file: file, line: line)
     XCTAssertEqual(tensor.shape, expected.shape, "\(what): shape", file: file, line: line)

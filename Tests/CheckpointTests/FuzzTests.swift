@@ -1,6 +1,7 @@
-@testable import Checkpoint
 import Foundation
 import XCTest
+
+@testable import Checkpoint
 
 /// Seeded mutation fuzzing of the zip, pickle and safetensors readers over real fixtures: byte flips,
 /// overwritten integers, truncations and spliced chunks. Every case must end in a loaded model or a
@@ -9,7 +10,9 @@ final class FuzzTests: XCTestCase {
     struct Generator: RandomNumberGenerator {
         var state: UInt64
         mutating func next() -> UInt64 {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
             return state
         }
     }
@@ -24,21 +27,27 @@ final class FuzzTests: XCTestCase {
             case 1: bytes[at] = UInt8.random(in: 0...255, using: &random)
             case 2:  // an integer field set to an extreme
                 let value: UInt32 = [0, 0xFFFF_FFFF, 0x7FFF_FFFF, 0x8000_0000, 1 << 20].randomElement(using: &random)!
-                for i in 0..<4 where at + i < bytes.count { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+                for i in 0..<4 where at + i < bytes.count {
+                    bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i)))
+                }
             case 3: bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...64, using: &random)))
             default:
                 let from = Int.random(in: 0..<bytes.count, using: &random)
-                bytes.insert(contentsOf: bytes[from..<min(bytes.count, from + Int.random(in: 1...32, using: &random))], at: at)
+                bytes.insert(
+                    contentsOf: bytes[from..<min(bytes.count, from + Int.random(in: 1...32, using: &random))], at: at)
             }
         }
-        if Int.random(in: 0..<10, using: &random) == 0 { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &random))) }
+        if Int.random(in: 0..<10, using: &random) == 0 {
+            bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &random)))
+        }
         return bytes
     }
 
     func fuzz(_ name: String, cases: Int, seed: UInt64) {
         let original = [UInt8](try! Data(contentsOf: URL(fileURLWithPath: Fixtures.path(name))))
         var random = Generator(state: seed)
-        var loaded = 0, refused = 0
+        var loaded = 0
+        var refused = 0
         for _ in 0..<cases {
             let file = MappedFile(data: Data(mutate(original, &random)), path: name)
             do {

@@ -9,25 +9,38 @@ final class LoadTests: XCTestCase {
     /// safetensors: every tensor equals torch's, keys in state_dict() order.
     func testSamStateDictsEqualWhatTorchLoaded() throws {
         for name in ["tiny_sam.pt", "tiny_sam_fp16_proto4.pt", "tiny_sam.safetensors"] {
-            guard case .sam(let sam) = try ModelFile.open(path: Fixtures.path(name)) else { return XCTFail("\(name) is not SAM") }
+            guard case .sam(let sam) = try ModelFile.open(path: Fixtures.path(name)) else {
+                return XCTFail("\(name) is not SAM")
+            }
             let expected = entry(name)
             if name.hasSuffix(".safetensors") {
                 XCTAssertEqual(Set(sam.weights.keys), Set(expected.keys), name)
             } else {
                 XCTAssertEqual(sam.weights.keys, expected.keys, "\(name): keys in state_dict order")
             }
-            for (key, tensor) in expected.state_dict { assertTensor(sam.weights[key], equals: tensor, "\(name) \(key)") }
+            for (key, tensor) in expected.state_dict {
+                assertTensor(sam.weights[key], equals: tensor, "\(name) \(key)")
+            }
             XCTAssertEqual(sam.architecture.variant, .custom)
-            XCTAssertEqual([sam.architecture.encoderWidth, sam.architecture.encoderDepth, sam.architecture.encoderHeads], [16, 2, 2])
+            XCTAssertEqual(
+                [sam.architecture.encoderWidth, sam.architecture.encoderDepth, sam.architecture.encoderHeads],
+                [16, 2, 2])
             XCTAssertEqual(sam.architecture.globalAttentionBlocks, [1])
-            XCTAssertEqual([sam.architecture.windowSize, sam.architecture.gridSize, sam.architecture.patchSize], [14, 64, 16])
-            XCTAssertEqual([sam.architecture.promptWidth, sam.architecture.maskInputChannels, sam.architecture.decoderMLPWidth], [16, 16, 32])
-            XCTAssertEqual([sam.architecture.decoderDepth, sam.architecture.multimaskOutputs, sam.architecture.iouHeadDepth], [2, 3, 3])
+            XCTAssertEqual(
+                [sam.architecture.windowSize, sam.architecture.gridSize, sam.architecture.patchSize], [14, 64, 16])
+            XCTAssertEqual(
+                [sam.architecture.promptWidth, sam.architecture.maskInputChannels, sam.architecture.decoderMLPWidth],
+                [16, 16, 32])
+            XCTAssertEqual(
+                [sam.architecture.decoderDepth, sam.architecture.multimaskOutputs, sam.architecture.iouHeadDepth],
+                [2, 3, 3])
         }
-        XCTAssertEqual(entry("tiny_sam.pt").parameters, {
-            guard case .sam(let sam) = try? ModelFile.open(path: Fixtures.path("tiny_sam.pt")) else { return nil }
-            return sam.parameterCount
-        }())
+        XCTAssertEqual(
+            entry("tiny_sam.pt").parameters,
+            {
+                guard case .sam(let sam) = try? ModelFile.open(path: Fixtures.path("tiny_sam.pt")) else { return nil }
+                return sam.parameterCount
+            }())
     }
 
     /// bf16, fp16, fp64, int64 and bool storages, a 0-d scalar, transposed and offset views, strided views,
@@ -47,10 +60,14 @@ final class LoadTests: XCTestCase {
     /// the attributes a detector needs come with it. The training form (EMA) is preferred, as Ultralytics does.
     func testUltralyticsCheckpointsGiveStateDictAndAttributes() throws {
         for name in ["tiny_yolov8.pt", "tiny_yolov8_ema.pt"] {
-            guard case .yolo(let yolo) = try ModelFile.open(path: Fixtures.path(name)) else { return XCTFail("\(name) is not YOLO") }
+            guard case .yolo(let yolo) = try ModelFile.open(path: Fixtures.path(name)) else {
+                return XCTFail("\(name) is not YOLO")
+            }
             let expected = entry(name)
             XCTAssertEqual(yolo.weights.keys, expected.keys, "\(name): state_dict keys and order")
-            for (key, tensor) in expected.state_dict { assertTensor(yolo.weights[key], equals: tensor, "\(name) \(key)") }
+            for (key, tensor) in expected.state_dict {
+                assertTensor(yolo.weights[key], equals: tensor, "\(name) \(key)")
+            }
             XCTAssertEqual(yolo.names.count, expected.names?.count)
             for (id, label) in expected.names ?? [:] { XCTAssertEqual(yolo.names[Int(id)!], label) }
             XCTAssertEqual(yolo.stride, expected.stride)
@@ -80,19 +97,27 @@ final class LoadTests: XCTestCase {
             XCTAssertThrowsError(try ModelFile.open(path: Fixtures.path(refused.file)), refused.file) { error in
                 guard let error = error as? CheckpointError else { return XCTFail("\(refused.file): untyped \(error)") }
                 let message = error.localizedDescription
-                XCTAssertTrue(message.contains(refused.contains), "\(refused.file): \"\(message)\" should mention \(refused.contains)")
-                XCTAssertTrue(message.contains(refused.file), "\(refused.file): the message must name the file: \(message)")
+                XCTAssertTrue(
+                    message.contains(refused.contains),
+                    "\(refused.file): \"\(message)\" should mention \(refused.contains)")
+                XCTAssertTrue(
+                    message.contains(refused.file), "\(refused.file): the message must name the file: \(message)")
             }
         }
     }
 
     func testMissingAndMisshapedKeysNameTheKeyWithGotAndExpected() {
         XCTAssertThrowsError(try ModelFile.open(path: Fixtures.path("sam_missing_key.pt"))) { error in
-            XCTAssertEqual(error as? CheckpointError, .missingKey(path: Fixtures.path("sam_missing_key.pt"), key: "mask_decoder.iou_token.weight"))
+            XCTAssertEqual(
+                error as? CheckpointError,
+                .missingKey(path: Fixtures.path("sam_missing_key.pt"), key: "mask_decoder.iou_token.weight"))
         }
         XCTAssertThrowsError(try ModelFile.open(path: Fixtures.path("sam_misshaped_key.pt"))) { error in
-            XCTAssertEqual(error as? CheckpointError, .shapeMismatch(path: Fixtures.path("sam_misshaped_key.pt"),
-                                                                    key: "mask_decoder.iou_token.weight", got: [1, 15], expected: [1, 16]))
+            XCTAssertEqual(
+                error as? CheckpointError,
+                .shapeMismatch(
+                    path: Fixtures.path("sam_misshaped_key.pt"),
+                    key: "mask_decoder.iou_token.weight", got: [1, 15], expected: [1, 16]))
         }
     }
 

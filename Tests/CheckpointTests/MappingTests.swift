@@ -1,6 +1,7 @@
-@testable import Checkpoint
 import Foundation
 import XCTest
+
+@testable import Checkpoint
 
 /// A checkpoint's pages leave the process as its tensors are copied (so a model loads with its weights in memory
 /// once, not twice), and a tensor read again after that reads the same values, from a file or from memory.
@@ -42,12 +43,15 @@ final class MappingTests: XCTestCase {
         let tensor = try XCTUnwrap(try Safetensors.load(file)["w"])
         let expected = (0..<count).map { Float($0) / 8 }
         XCTAssertEqual(tensor.floats(), expected)
-        let resident = try XCTUnwrap(try file.data.withUnsafeBytes { try residentKilobytes(at: $0.baseAddress!) }, "no mapping holds the file")
-        XCTAssertLessThan(resident, 64, "the copied tensor's 8 MB of pages are still resident")  // the header's page may stay
+        let resident = try XCTUnwrap(
+            try file.data.withUnsafeBytes { try residentKilobytes(at: $0.baseAddress!) }, "no mapping holds the file")
+        // The header's page may stay.
+        XCTAssertLessThan(resident, 64, "the copied tensor's 8 MB of pages are still resident")
         XCTAssertEqual(tensor.floats(), expected, "read again from the file")
 
         // Bytes in memory, not mapped: nothing is handed back (that would zero them).
-        let inMemory = try XCTUnwrap(try Safetensors.load(MappedFile(data: try Data(contentsOf: URL(fileURLWithPath: path)), path: path))["w"])
+        let inMemory = try XCTUnwrap(
+            try Safetensors.load(MappedFile(data: try Data(contentsOf: URL(fileURLWithPath: path)), path: path))["w"])
         XCTAssertEqual(inMemory.floats(), expected)
         XCTAssertEqual(inMemory.floats(), expected, "read again from memory")
     }

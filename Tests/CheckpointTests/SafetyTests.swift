@@ -1,18 +1,24 @@
-@testable import Checkpoint
 import Foundation
 import XCTest
+
+@testable import Checkpoint
 
 /// A minimal zip writer for hand-made archives (stored entries, no alignment): enough to wrap a crafted
 /// data.pkl the way torch.save does.
 func storedZip(_ entries: [(String, [UInt8])]) -> Data {
-    var out = [UInt8](), directory = [UInt8]()
+    var out = [UInt8]()
+    var directory = [UInt8]()
     func le(_ v: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
     for (name, data) in entries {
-        let offset = out.count, nameBytes = Array(name.utf8)
-        out += le(0x0403_4b50, 4) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4) + le(data.count, 4) + le(data.count, 4)
+        let offset = out.count
+        let nameBytes = Array(name.utf8)
+        out +=
+            le(0x0403_4b50, 4) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4) + le(data.count, 4)
+            + le(data.count, 4)
         out += le(nameBytes.count, 2) + le(0, 2) + nameBytes + data
         directory += le(0x0201_4b50, 4) + le(20, 2) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4)
-        directory += le(data.count, 4) + le(data.count, 4) + le(nameBytes.count, 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 2)
+        directory +=
+            le(data.count, 4) + le(data.count, 4) + le(nameBytes.count, 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 2)
         directory += le(0, 4) + le(offset, 4) + nameBytes
     }
     let start = out.count
@@ -31,16 +37,21 @@ final class SafetyTests: XCTestCase {
     func testMaliciousCheckpointsAreRefusedAndRunNothing() throws {
         let marker = Fixtures.manifest.marker
         try? FileManager.default.removeItem(atPath: marker)
-        let expected = ["malicious_os_system.pt": "posix.system", "malicious_exec.pt": "builtins.exec",
-                        "malicious_eval.pt": "builtins.eval", "malicious_subprocess.pt": "commands.check_output"]  // protocol 2 spells subprocess as commands
+        let expected = [
+            "malicious_os_system.pt": "posix.system", "malicious_exec.pt": "builtins.exec",
+            "malicious_eval.pt": "builtins.eval", "malicious_subprocess.pt": "commands.check_output",
+        ]  // protocol 2 spells subprocess as commands
         for (name, global) in expected {
             XCTAssertThrowsError(try ModelFile.open(path: Fixtures.path(name))) { error in
-                guard case .refusedUnsafe(_, let named, _) = error as? CheckpointError else { return XCTFail("\(name): \(error)") }
+                guard case .refusedUnsafe(_, let named, _) = error as? CheckpointError else {
+                    return XCTFail("\(name): \(error)")
+                }
                 XCTAssertEqual(named, global, name)
             }
             XCTAssertThrowsError(try TorchArchive(path: Fixtures.path(name)))
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: marker), "a refused checkpoint must not have run its command")
+        XCTAssertFalse(
+            FileManager.default.fileExists(atPath: marker), "a refused checkpoint must not have run its command")
     }
 
     func testProtocolFourStackGlobalIsCheckedToo() {
@@ -71,9 +82,11 @@ final class SafetyTests: XCTestCase {
             XCTAssertTrue(reason.contains("65535 entries"), reason)
         }
         // BINUNICODE claiming 2 GB, BINBYTES8 claiming 2^63, LONG4 claiming 2^31 bytes.
-        for pickle: [UInt8] in [[0x80, 2, UInt8(ascii: "X"), 0xFF, 0xFF, 0xFF, 0x7F, 0x41],
-                                [0x80, 4, 0x8E, 0, 0, 0, 0, 0, 0, 0, 0x80],
-                                [0x80, 2, 0x8B, 0xFF, 0xFF, 0xFF, 0x7F]] {
+        for pickle: [UInt8] in [
+            [0x80, 2, UInt8(ascii: "X"), 0xFF, 0xFF, 0xFF, 0x7F, 0x41],
+            [0x80, 4, 0x8E, 0, 0, 0, 0, 0, 0, 0, 0x80],
+            [0x80, 2, 0x8B, 0xFF, 0xFF, 0xFF, 0x7F],
+        ] {
             XCTAssertThrowsError(try archive(pickle: pickle)) { error in
                 guard case .corrupt(_, let reason) = error as? CheckpointError else { return XCTFail("\(error)") }
                 XCTAssertTrue(reason.contains("past the end"), reason)
@@ -94,13 +107,13 @@ final class SafetyTests: XCTestCase {
 
     func testMalformedPicklesEndInTypedErrors() {
         let cases: [[UInt8]] = [
-            [0x80, 2],                                       // no STOP
-            [0x80, 2, UInt8(ascii: "h"), 9, 0x2E],           // memo entry never stored
-            [0x80, 2, UInt8(ascii: "a"), 0x2E],              // APPEND on an empty stack
+            [0x80, 2],  // no STOP
+            [0x80, 2, UInt8(ascii: "h"), 9, 0x2E],  // memo entry never stored
+            [0x80, 2, UInt8(ascii: "a"), 0x2E],  // APPEND on an empty stack
             [0x80, 2, UInt8(ascii: "("), UInt8(ascii: "N"), 0x2E],  // STOP inside a MARK
-            [0x80, 2, 0xFF],                                 // unknown opcode
+            [0x80, 2, 0xFF],  // unknown opcode
             [0x80, 2, UInt8(ascii: "N"), UInt8(ascii: "R"), 0x2E],  // REDUCE of None
-            [0x80, 2, UInt8(ascii: "c")] + Array("torch".utf8),      // unterminated GLOBAL
+            [0x80, 2, UInt8(ascii: "c")] + Array("torch".utf8),  // unterminated GLOBAL
         ]
         for pickle in cases {
             XCTAssertThrowsError(try archive(pickle: pickle), "\(pickle)") { error in

@@ -6,10 +6,21 @@ import XCTest
 /// Contours and polygons against OpenCV 4.10's findContours and Ultralytics 8.4.190's masks2segments / Masks.xyn
 /// on the masks of Tests/Fixtures/geometry (make_geometry_fixtures.py): equal point for point.
 final class ContourTests: XCTestCase {
-    struct Entry: Decodable { let mask: String; let contours: [[[Int32]]]; let merged: [[Int32]]; let largest: [[Int32]]; let xyn_line: String }
+    // The fields mirror the fixture JSON's keys.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
+    struct Entry: Decodable {
+        let mask: String
+        let contours: [[[Int32]]]
+        let merged: [[Int32]]
+        let largest: [[Int32]]
+        let xyn_line: String
+    }
 
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Fixtures/geometry").standardized
-    static let manifest = try! JSONDecoder().decode([Entry].self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "../Fixtures/geometry"
+    ).standardized
+    static let manifest = try! JSONDecoder().decode(
+        [Entry].self, from: Data(contentsOf: directory.appendingPathComponent("manifest.json")))
 
     func mask(_ name: String) throws -> (pixels: [Bool], width: Int, height: Int) {
         let image = try ImageDecoder.decode(path: Self.directory.appendingPathComponent(name).path)
@@ -31,8 +42,12 @@ final class ContourTests: XCTestCase {
     func testSegmentsEqualUltralyticsMasks2Segments() throws {
         for entry in Self.manifest {
             let (pixels, w, h) = try mask(entry.mask)
-            XCTAssertEqual(maskSegments(pixels, width: w, height: h, policy: .merge).first ?? [], points(entry.merged), "\(entry.mask): all")
-            XCTAssertEqual(maskSegments(pixels, width: w, height: h, policy: .largest).first ?? [], points(entry.largest), "\(entry.mask): largest")
+            XCTAssertEqual(
+                maskSegments(pixels, width: w, height: h, policy: .merge).first ?? [], points(entry.merged),
+                "\(entry.mask): all")
+            XCTAssertEqual(
+                maskSegments(pixels, width: w, height: h, policy: .largest).first ?? [], points(entry.largest),
+                "\(entry.mask): largest")
             XCTAssertEqual(maskSegments(pixels, width: w, height: h, policy: .separate).count, entry.contours.count)
         }
     }

@@ -21,7 +21,9 @@ final class DecodeTests: XCTestCase {
             XCTAssertThrowsError(try ImageDecoder.decode(path: path), entry.note) { error in
                 guard let error = error as? ImageError else { return XCTFail("\(entry.file): untyped error \(error)") }
                 XCTAssertEqual(error.kind, entry.error, "\(entry.file) (\(entry.note)): \(error.localizedDescription)")
-                XCTAssertTrue(error.localizedDescription.contains(entry.file), "message must name the file: \(error.localizedDescription)")
+                XCTAssertTrue(
+                    error.localizedDescription.contains(entry.file),
+                    "message must name the file: \(error.localizedDescription)")
             }
         }
     }
@@ -58,7 +60,9 @@ final class DecodeTests: XCTestCase {
 
     func testExifOrientationParsesBothByteOrdersAndRejectsJunk() {
         func parse(_ bytes: [UInt8]) -> ExifOrientation? { bytes.withUnsafeBufferPointer { ExifOrientation(exif: $0) } }
-        let little: [UInt8] = [0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]
+        let little: [UInt8] = [
+            0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
+        ]
         let big: [UInt8] = [0x4D, 0x4D, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 3, 0, 0, 0, 0, 0, 0]
         XCTAssertEqual(parse(little), .rightTop)
         XCTAssertEqual(parse(big), .bottomRight)
@@ -74,7 +78,8 @@ final class DecodeTests: XCTestCase {
             XCTAssertEqual(image.oriented(o).oriented(o), image, "\(o) is its own inverse")
         }
         XCTAssertEqual(image.oriented(.rightTop).oriented(.leftBottom), image, "6 then 8 undo each other")
-        XCTAssertEqual(image.oriented(.rightTop)[0, 0].r, image[0, 1].r, "orientation 6: top-left shows the stored bottom-left")
+        XCTAssertEqual(
+            image.oriented(.rightTop)[0, 0].r, image[0, 1].r, "orientation 6: top-left shows the stored bottom-left")
     }
 }
 

@@ -8,8 +8,9 @@ final class ResizeTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Fixtures.manifest.resize.count, 20)
         for entry in Fixtures.manifest.resize {
             let source = try Fixtures.expected(entry.source)
-            assertPixelsEqual(source.resized(width: entry.width, height: entry.height), try Fixtures.expected(entry.expected),
-                              "\(entry.source) → \(entry.width)×\(entry.height)")
+            assertPixelsEqual(
+                source.resized(width: entry.width, height: entry.height), try Fixtures.expected(entry.expected),
+                "\(entry.source) → \(entry.width)×\(entry.height)")
         }
     }
 
@@ -37,13 +38,17 @@ final class ResizeTests: XCTestCase {
         let image = try Fixtures.expected("resize-src-photo-200x150")
         assertPixelsEqual(try ImageDecoder.decode(try ImageEncoder.png(image)), image, "PNG round trip")
         // JPEG is lossy: on a smooth image (no noise for 4:2:0 chroma to lose) q95 stays within a few levels.
-        let smooth = Image(width: 64, height: 48, pixels: (0..<(64 * 48 * 3)).map { i in
-            let (x, y, c) = ((i / 3) % 64, i / 3 / 64, i % 3)
-            return UInt8(x * 2 + y + c * 30)
-        })
+        let smooth = Image(
+            width: 64, height: 48,
+            pixels: (0..<(64 * 48 * 3)).map { i in
+                let (x, y, c) = ((i / 3) % 64, i / 3 / 64, i % 3)
+                return UInt8(x * 2 + y + c * 30)
+            })
         let jpeg = try ImageDecoder.decode(try ImageEncoder.jpeg(smooth, quality: 95))
         XCTAssertEqual([jpeg.width, jpeg.height], [64, 48])
-        let meanError = Double(zip(jpeg.pixels, smooth.pixels).map { abs(Int($0) - Int($1)) }.reduce(0, +)) / Double(smooth.pixels.count)
+        let meanError =
+            Double(zip(jpeg.pixels, smooth.pixels).map { abs(Int($0) - Int($1)) }.reduce(0, +))
+            / Double(smooth.pixels.count)
         XCTAssertLessThanOrEqual(meanError, 2, "JPEG q95 mean absolute error")
         XCTAssertThrowsError(try ImageEncoder.png(Image(width: 0, height: 0, pixels: [])))
     }

@@ -3,7 +3,10 @@ import Foundation
 /// A small HTTP/1.1 server on 127.0.0.1 for download tests: each request is answered by `handler`, which can
 /// send a body slowly, cut it short, or refuse. Nothing leaves the machine.
 final class LocalHTTPServer: @unchecked Sendable {
-    struct Request { var path: String; var headers: [String: String] }
+    struct Request {
+        var path: String
+        var headers: [String: String]
+    }
     struct Response {
         var status = 200
         var headers: [String: String] = [:]
@@ -21,7 +24,11 @@ final class LocalHTTPServer: @unchecked Sendable {
     private var seen: [Request] = []
 
     /// Requests served so far.
-    var requests: [Request] { lock.lock(); defer { lock.unlock() }; return seen }
+    var requests: [Request] {
+        lock.lock()
+        defer { lock.unlock() }
+        return seen
+    }
 
     init(handler: @escaping (Request) -> Response) throws {
         self.handler = handler
@@ -34,10 +41,16 @@ final class LocalHTTPServer: @unchecked Sendable {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
         guard bound == 0, listen(listener, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
         let port = UInt16(bigEndian: address.sin_port)
         self.port = port
         let thread = Thread { [unowned self] in self.serve() }
@@ -75,10 +88,13 @@ final class LocalHTTPServer: @unchecked Sendable {
         var headers: [String: String] = [:]
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
         let request = Request(path: path, headers: headers)
-        lock.lock(); seen.append(request); lock.unlock()
+        lock.lock()
+        seen.append(request)
+        lock.unlock()
         let response = handler(request)
         var head = "HTTP/1.1 \(response.status) \(response.status == 200 ? "OK" : "Status")\r\nConnection: close\r\n"
         var allHeaders = response.headers

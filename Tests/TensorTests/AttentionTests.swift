@@ -7,26 +7,36 @@ final class AttentionTests: XCTestCase {
         let (b, nq, d, nk, dv) = (q.count / (q.dim(-2) * q.dim(-1)), q.dim(-2), q.dim(-1), k.dim(-2), v.dim(-1))
         let (qd, kd, vd) = (q.doubles, k.doubles, v.doubles)
         var out = [Double](repeating: 0, count: b * nq * dv)
-        for head in 0..<b { for i in 0..<nq {
-            var scores = (0..<nk).map { j in
-                (0..<d).reduce(0.0) { $0 + qd[(head * nq + i) * d + $1] * kd[(head * nk + j) * d + $1] } / Double(d).squareRoot()
-                    + (bias?(head, i, j) ?? 0)
+        for head in 0..<b {
+            for i in 0..<nq {
+                var scores = (0..<nk).map { j in
+                    (0..<d).reduce(0.0) { $0 + qd[(head * nq + i) * d + $1] * kd[(head * nk + j) * d + $1] }
+                        / Double(d).squareRoot()
+                        + (bias?(head, i, j) ?? 0)
+                }
+                let m = scores.max()!
+                scores = scores.map { exp($0 - m) }
+                let sum = scores.reduce(0, +)
+                for c in 0..<dv {
+                    out[(head * nq + i) * dv + c] = (0..<nk).reduce(0.0) {
+                        $0 + scores[$1] / sum * vd[(head * nk + $1) * dv + c]
+                    }
+                }
             }
-            let m = scores.max()!
-            scores = scores.map { exp($0 - m) }
-            let sum = scores.reduce(0, +)
-            for c in 0..<dv { out[(head * nq + i) * dv + c] = (0..<nk).reduce(0.0) { $0 + scores[$1] / sum * vd[(head * nk + $1) * dv + c] } }
-        } }
+        }
         return out
     }
 
     func testMatchesFloat64OnOddShapes() {
         for (batch, nq, nk, d, dv) in [(1, 1, 1, 1, 1), (2, 7, 13, 5, 3), (6, 49, 49, 16, 16), (2, 5, 300, 8, 4)] {
-            let q = randomTensor([batch, nq, d], seed: 60), k = randomTensor([batch, nk, d], seed: 61), v = randomTensor([batch, nk, dv], seed: 62)
+            let q = randomTensor([batch, nq, d], seed: 60)
+            let k = randomTensor([batch, nk, d], seed: 61)
+            let v = randomTensor([batch, nk, dv], seed: 62)
             let want = naive(q, k, v)
             forEachKernel {
-                assertClose(scaledDotProductAttention(query: q, key: k, value: v), want, shape: [batch, nq, dv],
-                            "attention \(batch)×\(nq)×\(nk) on \(GEMMKernel.current)")
+                assertClose(
+                    scaledDotProductAttention(query: q, key: k, value: v), want, shape: [batch, nq, dv],
+                    "attention \(batch)×\(nq)×\(nk) on \(GEMMKernel.current)")
             }
         }
     }
@@ -36,23 +46,28 @@ final class AttentionTests: XCTestCase {
     func testMultiHeadAttentionOnTheLinearLayoutWithSharedInputs() {
         let (heads, d, dv) = (3, 4, 2)
         for (bq, bk, tq, tk, chunk) in [(1, 1, 5, 7, 256), (4, 1, 7, 300, 256), (1, 4, 300, 7, 64), (3, 3, 9, 9, 4)] {
-            let q = randomTensor([bq, tq, heads * d], seed: 80), k = randomTensor([bk, tk, heads * d], seed: 81)
+            let q = randomTensor([bq, tq, heads * d], seed: 80)
+            let k = randomTensor([bk, tk, heads * d], seed: 81)
             let v = randomTensor([bk, tk, heads * dv], seed: 82)
             let batch = max(bq, bk)
             // [B, T, H·d] → [B·H, T, d], repeating a shared input for every entry.
             func split(_ x: Tensor, _ t: Int, _ width: Int, _ b: Int) -> Tensor {
                 let split = x.reshaped([b, t, heads, width]).permuted([0, 2, 1, 3])
-                return Tensor(shape: [batch * heads, t, width], storage: b == batch ? split.storage : Array((0..<batch).map { _ in split.storage }.joined()))
+                return Tensor(
+                    shape: [batch * heads, t, width],
+                    storage: b == batch ? split.storage : Array((0..<batch).map { _ in split.storage }.joined()))
             }
             let want = naive(split(q, tq, d, bq), split(k, tk, d, bk), split(v, tk, dv, bk))
             let expected = Tensor(shape: [batch, heads, tq, dv], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
-            assertClose(multiHeadAttention(query: q, key: k, value: v, heads: heads, chunkRows: chunk), expected.doubles,
-                        shape: [batch, tq, heads * dv], "multi-head \(bq)/\(bk) × \(tq)×\(tk)")
+            assertClose(
+                multiHeadAttention(query: q, key: k, value: v, heads: heads, chunkRows: chunk), expected.doubles,
+                shape: [batch, tq, heads * dv], "multi-head \(bq)/\(bk) × \(tq)×\(tk)")
         }
     }
 
     func testChunkedEqualsUnchunked() {
-        let q = randomTensor([3, 2, 100, 16], seed: 63, range: -3...3), k = randomTensor([3, 2, 90, 16], seed: 64, range: -3...3)
+        let q = randomTensor([3, 2, 100, 16], seed: 63, range: -3...3)
+        let k = randomTensor([3, 2, 90, 16], seed: 64, range: -3...3)
         let v = randomTensor([3, 2, 90, 8], seed: 65)
         let whole = scaledDotProductAttention(query: q, key: k, value: v, chunkRows: 100)
         for chunk in [1, 7, 64, 99] {
@@ -62,14 +77,20 @@ final class AttentionTests: XCTestCase {
     }
 
     func testBiasHookSeesTheRightRowsOfEveryChunk() {
-        let q = randomTensor([2, 11, 4], seed: 66), k = randomTensor([2, 9, 4], seed: 67), v = randomTensor([2, 9, 3], seed: 68)
+        let q = randomTensor([2, 11, 4], seed: 66)
+        let k = randomTensor([2, 9, 4], seed: 67)
+        let v = randomTensor([2, 9, 3], seed: 68)
         func bias(_ head: Int, _ row: Int, _ column: Int) -> Double {
             let code: Int = (head * 31 + row * 7 + column * 3) % 11
             return Double(code) / 5 - 1
         }
-        let got = scaledDotProductAttention(query: q, key: k, value: v, chunkRows: 4, bias: AttentionBias { head, rows, scores, ld in
-            for (r, row) in rows.enumerated() { for column in 0..<9 { scores[r * ld + column] = Float(bias(head, row, column)) } }
-        })
+        let got = scaledDotProductAttention(
+            query: q, key: k, value: v, chunkRows: 4,
+            bias: AttentionBias { head, rows, scores, ld in
+                for (r, row) in rows.enumerated() {
+                    for column in 0..<9 { scores[r * ld + column] = Float(bias(head, row, column)) }
+                }
+            })
         assertClose(got, naive(q, k, v, bias: bias), shape: [2, 11, 3], "attention with bias")
     }
 
@@ -85,15 +106,24 @@ final class AttentionTests: XCTestCase {
         // [B, T, 3, H, d] → part [B·H, T, d]
         let split = qkv.reshaped([batch, tokens, 3, heads, d]).permuted([2, 0, 3, 1, 4])
         let size = batch * heads * tokens * d
-        func part(_ index: Int) -> Tensor { Tensor(shape: [batch * heads, tokens, d], storage: Array(split.storage[(index * size)..<((index + 1) * size)])) }
+        func part(_ index: Int) -> Tensor {
+            Tensor(
+                shape: [batch * heads, tokens, d], storage: Array(split.storage[(index * size)..<((index + 1) * size)]))
+        }
         let want = naive(part(0), part(1), part(2), bias: bias)
         let expected = Tensor(shape: [batch, heads, tokens, d], storage: want.map(Float.init)).permuted([0, 2, 1, 3])
         forEachKernel {
             for chunk in [4, 256] {
-                let got = selfAttention(qkv: qkv, heads: heads, chunkRows: chunk, bias: AttentionBias { head, rows, scores, ld in
-                    for (r, row) in rows.enumerated() { for column in 0..<tokens { scores[r * ld + column] = Float(bias(head, row, column)) } }
-                })
-                assertClose(got, expected.doubles, shape: [batch, tokens, heads * d], "self-attention, chunks of \(chunk) on \(GEMMKernel.current)")
+                let got = selfAttention(
+                    qkv: qkv, heads: heads, chunkRows: chunk,
+                    bias: AttentionBias { head, rows, scores, ld in
+                        for (r, row) in rows.enumerated() {
+                            for column in 0..<tokens { scores[r * ld + column] = Float(bias(head, row, column)) }
+                        }
+                    })
+                assertClose(
+                    got, expected.doubles, shape: [batch, tokens, heads * d],
+                    "self-attention, chunks of \(chunk) on \(GEMMKernel.current)")
             }
         }
     }
@@ -107,14 +137,17 @@ final class AttentionTests: XCTestCase {
         let (row, width) = (3 * heads * d, heads * d)
         for (side, w) in [(11, 4), (8, 4)] {
             let (n, tokens) = ((side + w - 1) / w, w * w)
-            let qkv = randomTensor([side * side, row], seed: 90), padding = randomTensor([row], seed: 91).storage
+            let qkv = randomTensor([side * side, row], seed: 90)
+            let padding = randomTensor([row], seed: 91).storage
             // Window (window / n, window % n)'s token t is the image's (y, x), or padding outside it.
             func place(_ window: Int, _ t: Int) -> (y: Int, x: Int) { (window / n * w + t / w, window % n * w + t % w) }
             var windows = [Float]()
             for window in 0..<(n * n) {
                 for t in 0..<tokens {
                     let (y, x) = place(window, t)
-                    windows += y < side && x < side ? Array(qkv.storage[((y * side + x) * row)..<((y * side + x + 1) * row)]) : padding
+                    windows +=
+                        y < side && x < side
+                        ? Array(qkv.storage[((y * side + x) * row)..<((y * side + x + 1) * row)]) : padding
                 }
             }
             // The bias of each window's tokens; windowedSelfAttention's numbers its image tokens in order.
@@ -131,21 +164,35 @@ final class AttentionTests: XCTestCase {
             }
             func bias(_ h: [Float], _ w2: [Float], _ body: (AttentionBias) -> Tensor) -> Tensor {
                 h.withUnsafeBufferPointer { hp in
-                    w2.withUnsafeBufferPointer { wp in body(.decomposedRelativePositions(h: hp.baseAddress!, w: wp.baseAddress!, queries: tokens, side: w)) }
+                    w2.withUnsafeBufferPointer { wp in
+                        body(
+                            .decomposedRelativePositions(
+                                h: hp.baseAddress!, w: wp.baseAddress!, queries: tokens, side: w))
+                    }
                 }
             }
             for precision in Precision.bf16Supported ? [Precision.fp32, .bf16] : [.fp32] {
                 forEachKernel {
-                    let reference = bias(h, wParts) { selfAttention(qkv: Tensor(shape: [n * n, tokens, row], storage: windows), heads: heads, bias: $0, precision: precision) }
+                    let reference = bias(h, wParts) {
+                        selfAttention(
+                            qkv: Tensor(shape: [n * n, tokens, row], storage: windows), heads: heads, bias: $0,
+                            precision: precision)
+                    }
                     var expected = [Float](repeating: 0, count: side * side * width)
                     for window in 0..<(n * n) {
                         for t in 0..<tokens where place(window, t).y < side && place(window, t).x < side {
                             let (y, x) = place(window, t)
-                            expected.replaceSubrange(((y * side + x) * width)..<((y * side + x + 1) * width),
-                                                     with: reference.storage[((window * tokens + t) * width)..<((window * tokens + t + 1) * width)])
+                            expected.replaceSubrange(
+                                ((y * side + x) * width)..<((y * side + x + 1) * width),
+                                with: reference.storage[
+                                    ((window * tokens + t) * width)..<((window * tokens + t + 1) * width)])
                         }
                     }
-                    let got = bias(hImage, wImage) { windowedSelfAttention(qkv: qkv, side: side, window: w, heads: heads, padding: padding, bias: $0, precision: precision) }
+                    let got = bias(hImage, wImage) {
+                        windowedSelfAttention(
+                            qkv: qkv, side: side, window: w, heads: heads, padding: padding, bias: $0,
+                            precision: precision)
+                    }
                     let label = "side \(side), window \(w), \(precision) on \(GEMMKernel.current)"
                     // OpenBLAS's sums for a row depend on the rows beside it (the windows' padding queries are not
                     // computed here): held to the kernels' tolerance there, to the bit on ours.
@@ -163,14 +210,20 @@ final class AttentionTests: XCTestCase {
     /// Bit for bit: a resumed job may run with another `threads=` and must write the same labels. The GEMMs
     /// are large enough to be split into blocks, in both directions.
     func testThreadCountDoesNotChangeResults() {
-        let x = randomTensor([2, 16, 41, 37], seed: 69), w = randomTensor([40, 16, 3, 3], seed: 70)
-        let tokens = randomTensor([3, 500, 96], seed: 71), weight = randomTensor([200, 96], seed: 72)
-        let q = randomTensor([4, 300, 32], seed: 73), kv = randomTensor([1, 700, 32], seed: 74)
+        let x = randomTensor([2, 16, 41, 37], seed: 69)
+        let w = randomTensor([40, 16, 3, 3], seed: 70)
+        let tokens = randomTensor([3, 500, 96], seed: 71)
+        let weight = randomTensor([200, 96], seed: 72)
+        let q = randomTensor([4, 300, 32], seed: 73)
+        let kv = randomTensor([1, 700, 32], seed: 74)
         func compute() -> [Tensor] {
             var activated = conv2d(x, weight: w, geometry: .init(padding: 1))
             activated.gelu()
-            return [conv2d(x, weight: w, geometry: .init(padding: 1)), activated, linear(tokens, weight: weight),
-                    linear(weight, weight: tokens.reshaped([1500, 96])), multiHeadAttention(query: q, key: kv, value: kv, heads: 4)]
+            return [
+                conv2d(x, weight: w, geometry: .init(padding: 1)), activated, linear(tokens, weight: weight),
+                linear(weight, weight: tokens.reshaped([1500, 96])),
+                multiHeadAttention(query: q, key: kv, value: kv, heads: 4),
+            ]
         }
         let saved = Threading.count
         defer { Threading.count = saved }
@@ -182,7 +235,8 @@ final class AttentionTests: XCTestCase {
             }
             for (i, result) in results.enumerated().dropFirst() {
                 for (a, b) in zip(result, results[0]) {
-                    XCTAssertEqual(a.storage, b.storage, "\(i + 1) threads vs 1, shape \(a.shape), \(GEMMKernel.current)")
+                    XCTAssertEqual(
+                        a.storage, b.storage, "\(i + 1) threads vs 1, shape \(a.shape), \(GEMMKernel.current)")
                 }
             }
         }

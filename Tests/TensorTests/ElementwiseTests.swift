@@ -7,14 +7,22 @@ final class ElementwiseTests: XCTestCase {
     /// The exp and erf polynomials behind these (and their AVX2 build where the CPU has one), over their whole
     /// useful range and lengths that are not multiples of the vector width.
     func testActivationsMatchFloat64() {
-        for (shape, range): ([Int], ClosedRange<Float>) in [([3, 7, 13], -8...8), ([65_537], -20...20), ([1, 5], -90...90)] {
+        for (shape, range): ([Int], ClosedRange<Float>) in [
+            ([3, 7, 13], -8...8), ([65_537], -20...20), ([1, 5], -90...90),
+        ] {
             checkActivations(randomTensor(shape, seed: 40, range: range))
         }
     }
 
     func checkActivations(_ x: Tensor) {
-        var gelu = x, silu = x, sigmoid = x, relu = x
-        gelu.gelu(); silu.silu(); sigmoid.sigmoid(); relu.relu()
+        var gelu = x
+        var silu = x
+        var sigmoid = x
+        var relu = x
+        gelu.gelu()
+        silu.silu()
+        sigmoid.sigmoid()
+        relu.relu()
         assertClose(gelu, x.doubles.map { 0.5 * $0 * (1 + erf($0 / 2.0.squareRoot())) }, shape: x.shape, "gelu")
         assertClose(silu, x.doubles.map { $0 / (1 + exp(-$0)) }, shape: x.shape, "silu")
         assertClose(sigmoid, x.doubles.map { 1 / (1 + exp(-$0)) }, shape: x.shape, "sigmoid")
@@ -23,8 +31,12 @@ final class ElementwiseTests: XCTestCase {
 
     /// Sums where one operand repeats along the leading dimensions: short and long periods, either order.
     func testAddingRepeatsTheSmallerOperand() {
-        for (large, small) in [([5, 7], [5, 7]), ([5, 300, 256], [1, 300, 256]), ([300, 256], [256]), ([3, 70_001], [70_001]), ([2, 3], [1])] {
-            let a = randomTensor(large, seed: 45), b = randomTensor(small, seed: 46)
+        for (large, small) in [
+            ([5, 7], [5, 7]), ([5, 300, 256], [1, 300, 256]), ([300, 256], [256]), ([3, 70_001], [70_001]),
+            ([2, 3], [1]),
+        ] {
+            let a = randomTensor(large, seed: 45)
+            let b = randomTensor(small, seed: 46)
             let (x, y) = (a.doubles, b.doubles)
             let want = x.indices.map { x[$0] + y[$0 % y.count] }
             assertClose(a.adding(b), want, shape: large, "\(large) + \(small)")
@@ -36,10 +48,12 @@ final class ElementwiseTests: XCTestCase {
         for shape in [[1, 1], [7, 13], [2, 3, 4096]] {
             var x = randomTensor(shape, seed: 41, range: -50...50)
             x.storage[0] = 1000  // would overflow exp without max subtraction
-            let d = x.doubles, c = shape.last!
+            let d = x.doubles
+            let c = shape.last!
             var want = [Double](repeating: 0, count: d.count)
             for row in 0..<(d.count / c) {
-                let slice = d[(row * c)..<((row + 1) * c)], m = slice.max()!
+                let slice = d[(row * c)..<((row + 1) * c)]
+                let m = slice.max()!
                 let sum = slice.map { exp($0 - m) }.reduce(0, +)
                 for i in 0..<c { want[row * c + i] = exp(d[row * c + i] - m) / sum }
             }
@@ -57,11 +71,13 @@ final class ElementwiseTests: XCTestCase {
             let (rows, stride) = (16, n + 5)
             var x = randomTensor([rows * stride], seed: 47, range: -90...90).storage
             x[n / 2] = -1000
-            var softmax = x, inverse = [Float](repeating: 0, count: rows)
+            var softmax = x
+            var inverse = [Float](repeating: 0, count: rows)
             ck_softmax_numerators(&x, rows, n, stride, &inverse)
             ck_softmax_rows(&softmax, rows, n, stride)
             for r in 0..<rows {
-                let numerators = (0..<n).map { x[r * stride + $0] * inverse[r] }, want = Array(softmax[(r * stride)..<(r * stride + n)])
+                let numerators = (0..<n).map { x[r * stride + $0] * inverse[r] }
+                let want = Array(softmax[(r * stride)..<(r * stride + n)])
                 XCTAssertEqual(numerators, want, "row \(r) of \(n)")
             }
         }
@@ -69,15 +85,20 @@ final class ElementwiseTests: XCTestCase {
 
     func testLayerNormOverLastDimension() {
         for shape in [[1, 1], [7, 13], [2, 5, 768]] {
-            let x = randomTensor(shape, seed: 42, range: -3...5), c = shape.last!
-            let g = randomTensor([c], seed: 43), b = randomTensor([c], seed: 44)
+            let x = randomTensor(shape, seed: 42, range: -3...5)
+            let c = shape.last!
+            let g = randomTensor([c], seed: 43)
+            let b = randomTensor([c], seed: 44)
             let d = x.doubles
             var want = [Double](repeating: 0, count: d.count)
             for row in 0..<(d.count / c) {
                 let slice = Array(d[(row * c)..<((row + 1) * c)])
                 let mean = slice.reduce(0, +) / Double(c)
                 let variance = slice.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
-                for i in 0..<c { want[row * c + i] = (slice[i] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[i]) + Double(b.storage[i]) }
+                for i in 0..<c {
+                    want[row * c + i] =
+                        (slice[i] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[i]) + Double(b.storage[i])
+                }
             }
             assertClose(layerNorm(x, weight: g, bias: b, eps: 1e-6), want, shape: shape, "layerNorm \(shape)")
         }
@@ -91,9 +112,13 @@ final class ElementwiseTests: XCTestCase {
             let y = x.permuted(shape.count == 2 ? [1, 0] : [0, 2, 1])
             XCTAssertEqual(y.shape, Array(shape.dropLast(2)) + [columns, rows])
             for b in 0..<(x.count / (rows * columns)) {
-                for i in 0..<rows { for j in 0..<columns {
-                    XCTAssertEqual(y.storage[(b * columns + j) * rows + i], x.storage[(b * rows + i) * columns + j], "\(shape) at \(b), \(i), \(j)")
-                } }
+                for i in 0..<rows {
+                    for j in 0..<columns {
+                        XCTAssertEqual(
+                            y.storage[(b * columns + j) * rows + i], x.storage[(b * rows + i) * columns + j],
+                            "\(shape) at \(b), \(i), \(j)")
+                    }
+                }
             }
         }
     }
@@ -101,18 +126,25 @@ final class ElementwiseTests: XCTestCase {
     func testLayerNorm2dAcrossChannels() {
         for (n, c, h, w) in [(1, 1, 1, 1), (2, 5, 7, 13), (1, 16, 19, 23)] {
             let x = randomTensor([n, c, h, w], seed: 45, range: -2...6)
-            let g = randomTensor([c], seed: 46), b = randomTensor([c], seed: 47)
-            let d = x.doubles, plane = h * w
+            let g = randomTensor([c], seed: 46)
+            let b = randomTensor([c], seed: 47)
+            let d = x.doubles
+            let plane = h * w
             var want = [Double](repeating: 0, count: d.count)
-            for image in 0..<n { for p in 0..<plane {
-                let values = (0..<c).map { d[(image * c + $0) * plane + p] }
-                let mean = values.reduce(0, +) / Double(c)
-                let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
-                for ch in 0..<c {
-                    want[(image * c + ch) * plane + p] = (values[ch] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[ch]) + Double(b.storage[ch])
+            for image in 0..<n {
+                for p in 0..<plane {
+                    let values = (0..<c).map { d[(image * c + $0) * plane + p] }
+                    let mean = values.reduce(0, +) / Double(c)
+                    let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
+                    for ch in 0..<c {
+                        want[(image * c + ch) * plane + p] =
+                            (values[ch] - mean) / (variance + 1e-6).squareRoot() * Double(g.storage[ch])
+                            + Double(b.storage[ch])
+                    }
                 }
-            } }
-            assertClose(layerNorm2d(x, weight: g, bias: b, eps: 1e-6), want, shape: [n, c, h, w], "layerNorm2d \([n, c, h, w])")
+            }
+            assertClose(
+                layerNorm2d(x, weight: g, bias: b, eps: 1e-6), want, shape: [n, c, h, w], "layerNorm2d \([n, c, h, w])")
         }
     }
 
@@ -120,17 +152,27 @@ final class ElementwiseTests: XCTestCase {
         for (kernel, stride, padding) in [(5, 1, 2), (2, 2, 0), (3, 2, 1)] {
             let x = randomTensor([2, 3, 7, 13], seed: 48, range: -5 ... -1)  // all negative: zero padding would show
             let (h, w, xd) = (7, 13, x.doubles)
-            let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
+            let ho = (h + 2 * padding - kernel) / stride + 1
+            let wo = (w + 2 * padding - kernel) / stride + 1
             var want = [Double](repeating: 0, count: 6 * ho * wo)
-            for plane in 0..<6 { for oy in 0..<ho { for ox in 0..<wo {
-                var m = -Double.infinity
-                for ky in 0..<kernel { for kx in 0..<kernel {
-                    let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
-                    if iy >= 0, iy < h, ix >= 0, ix < w { m = max(m, xd[(plane * h + iy) * w + ix]) }
-                } }
-                want[(plane * ho + oy) * wo + ox] = m
-            } } }
-            assertClose(maxPool2d(x, kernel: kernel, stride: stride, padding: padding), want, shape: [2, 3, ho, wo], "maxPool k\(kernel) s\(stride) p\(padding)")
+            for plane in 0..<6 {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        var m = -Double.infinity
+                        for ky in 0..<kernel {
+                            for kx in 0..<kernel {
+                                let iy = oy * stride - padding + ky
+                                let ix = ox * stride - padding + kx
+                                if iy >= 0, iy < h, ix >= 0, ix < w { m = max(m, xd[(plane * h + iy) * w + ix]) }
+                            }
+                        }
+                        want[(plane * ho + oy) * wo + ox] = m
+                    }
+                }
+            }
+            assertClose(
+                maxPool2d(x, kernel: kernel, stride: stride, padding: padding), want, shape: [2, 3, ho, wo],
+                "maxPool k\(kernel) s\(stride) p\(padding)")
         }
     }
 
@@ -157,12 +199,21 @@ final class ElementwiseTests: XCTestCase {
                 return (i0, min(i0 + 1, input - 1), Double(source - Float(i0)))
             }
             var want = [Double](repeating: 0, count: 4 * oh * ow)
-            for plane in 0..<4 { for oy in 0..<oh { for ox in 0..<ow {
-                let (y0, y1, ly) = taps(h, oh, oy), (x0, x1, lx) = taps(w, ow, ox)
-                func v(_ y: Int, _ xx: Int) -> Double { xd[(plane * h + y) * w + xx] }
-                want[(plane * oh + oy) * ow + ox] = (1 - ly) * ((1 - lx) * v(y0, x0) + lx * v(y0, x1)) + ly * ((1 - lx) * v(y1, x0) + lx * v(y1, x1))
-            } } }
-            assertClose(resizeBilinear(x, height: oh, width: ow), want, shape: [2, 2, oh, ow], "bilinear \(h)×\(w) → \(oh)×\(ow)")
+            for plane in 0..<4 {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        let (y0, y1, ly) = taps(h, oh, oy)
+                        let (x0, x1, lx) = taps(w, ow, ox)
+                        func v(_ y: Int, _ xx: Int) -> Double { xd[(plane * h + y) * w + xx] }
+                        want[(plane * oh + oy) * ow + ox] =
+                            (1 - ly) * ((1 - lx) * v(y0, x0) + lx * v(y0, x1)) + ly
+                            * ((1 - lx) * v(y1, x0) + lx * v(y1, x1))
+                    }
+                }
+            }
+            assertClose(
+                resizeBilinear(x, height: oh, width: ow), want, shape: [2, 2, oh, ow],
+                "bilinear \(h)×\(w) → \(oh)×\(ow)")
         }
     }
 }
@@ -181,8 +232,12 @@ final class HalfConversionTests: XCTestCase {
             }
             for (name, got) in [("8-wide", whole), ("one by one", inRuns)] {
                 XCTAssertEqual(got.count, want.count)
-                let wrong = zip(got, want).enumerated().filter { _, pair in pair.1.isNaN ? !pair.0.isNaN : pair.0.bitPattern != pair.1.bitPattern }
-                XCTAssertTrue(wrong.isEmpty, "\(name): \(wrong.count) patterns differ, first 0x\(String(wrong.first?.offset ?? 0, radix: 16))")
+                let wrong = zip(got, want).enumerated().filter { _, pair in
+                    pair.1.isNaN ? !pair.0.isNaN : pair.0.bitPattern != pair.1.bitPattern
+                }
+                XCTAssertTrue(
+                    wrong.isEmpty,
+                    "\(name): \(wrong.count) patterns differ, first 0x\(String(wrong.first?.offset ?? 0, radix: 16))")
             }
         }
     }

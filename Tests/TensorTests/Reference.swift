@@ -17,13 +17,16 @@ struct SeededGenerator: RandomNumberGenerator {
 
 func randomTensor(_ shape: [Int], seed: UInt64, range: ClosedRange<Float> = -1...1) -> Tensor {
     var generator = SeededGenerator(seed: seed)
-    return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: range, using: &generator) })
+    return Tensor(
+        shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: range, using: &generator) })
 }
 
 /// `body` with the storage of each tensor, in order (for C kernels that take several).
 func withBuffers<R>(_ tensors: [Tensor], _ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
     guard let first = tensors.first else { return try body([]) }
-    return try first.withUnsafeBufferPointer { p in try withBuffers(Array(tensors.dropFirst())) { try body([p.baseAddress!] + $0) } }
+    return try first.withUnsafeBufferPointer { p in
+        try withBuffers(Array(tensors.dropFirst())) { try body([p.baseAddress!] + $0) }
+    }
 }
 
 /// The tolerance every kernel is held to against its float64 reference.
@@ -38,10 +41,14 @@ func assertClose(
     XCTAssertEqual(actual.count, expected.count, "\(what): count", file: file, line: line)
     guard actual.count == expected.count else { return }
     let scale = max(expected.map(abs).max() ?? 0, 1e-30)
-    var worst = 0.0, worstIndex = 0
+    var worst = 0.0
+    var worstIndex = 0
     for i in 0..<expected.count {
         let error = abs(Double(actual.storage[i]) - expected[i])
-        if error > worst { worst = error; worstIndex = i }
+        if error > worst {
+            worst = error
+            worstIndex = i
+        }
     }
     XCTAssertLessThanOrEqual(
         worst / scale, tolerance,

@@ -29,7 +29,9 @@ final class ThreadingTests: XCTestCase {
                 }
                 XCTAssertEqual((0..<n).filter { seen[$0] != 1 }, [], "\(n) items, \(threads) threads")
                 var nested = [Int]()
-                Threading.parallelFor(1) { _ in Threading.parallelItems(n) { next in while let item = next() { nested.append(item) } } }
+                Threading.parallelFor(1) { _ in
+                    Threading.parallelItems(n) { next in while let item = next() { nested.append(item) } }
+                }
                 XCTAssertEqual(nested, Array(0..<n), "nested: in order on the calling thread")
             }
         }

@@ -7,9 +7,9 @@
 /// Outcome of a codec call. Anything but AA_OK leaves a human-readable reason in `message`.
 typedef enum {
     AA_OK = 0,
-    AA_CORRUPT = 1,     ///< the codec library rejected the data
-    AA_TRUNCATED = 2,   ///< the data ends before the image does
-    AA_TOO_LARGE = 3,   ///< width × height above the caller's limit (checked before any pixel buffer exists)
+    AA_CORRUPT = 1,   ///< the codec library rejected the data
+    AA_TRUNCATED = 2, ///< the data ends before the image does
+    AA_TOO_LARGE = 3, ///< width × height above the caller's limit (checked before any pixel buffer exists)
     AA_NO_MEMORY = 4,
 } aa_status;
 

@@ -63,7 +63,8 @@ int ck_bf16_gemm(long m, long n, long k, float alpha, const float *a, long lda, 
 // A convolution's input read as the [C·kh·kw, Ho·Wo] patch matrix of im2col, without writing that matrix.
 typedef struct {
     const float *x;
-    long channels, height, width, kernel_h, kernel_w, stride_y, stride_x, pad_y, pad_x, dilation_y, dilation_x, out_h, out_w;
+    long channels, height, width, kernel_h, kernel_w, stride_y, stride_x, pad_y, pad_x, dilation_y, dilation_x, out_h,
+        out_w;
 } ck_patches;
 // An operand: element (i, j) at data[i · row + j · col]; or `packed` (the whole matrix, as ck_sgemm_pack_a or
 // ck_sgemm_pack_b wrote it); or, for B only, `patches`.
@@ -98,7 +99,8 @@ long ck_sgemm_packed_b_count(long k, long n);
 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
 // Floats that ck_sgemm_pack_a writes for an m × k A (a convolution's filters, packed once at load): for each slice
 // of CK_SGEMM_KC k in turn, panels of CK_SGEMM_MR rows, each k's rows together — a[i][k] at
-// s · round_up(m, MR) + (i / MR) · MR · kc + (k − s) · MR + i % MR for the slice from k = s, kc deep (rows past m zero).
+// s · round_up(m, MR) + (i / MR) · MR · kc + (k − s) · MR + i % MR for the slice from k = s, kc deep (rows past m
+// zero).
 long ck_sgemm_packed_a_count(long m, long k);
 void ck_sgemm_pack_a(const ck_operand *a, long m, long k, float *packed);
 // The block [m0, m1) × [n0, n1) of C = alpha · A·B + beta · C (A m × k, B k × n); n0 must be a multiple of CK_SGEMM_NR
@@ -109,28 +111,32 @@ int ck_sgemm(long m, long n, long k, float alpha, const ck_operand *a, const ck_
 // The whole of a large product (C = alpha · A·B + beta · C, as ck_sgemm over [0, m) × [0, n)) run by every thread that
 // calls ck_sgemm_shared_rows with the same `ck_shared_rows` (made for that m, n and k, used once): each thread takes
 // blocks of rows as it goes, so the threads finish together whatever their speed. The same bits as ck_sgemm. Returns
-// -1 where ck_sgemm_supported() is 0, -2 when out of memory (that thread takes no rows), -3 for a grid epilogue, else 0.
+// -1 where ck_sgemm_supported() is 0, -2 when out of memory (that thread takes no rows), -3 for a grid epilogue, else
+// 0.
 typedef struct ck_shared_rows ck_shared_rows;
 ck_shared_rows *ck_shared_rows_create(long m, long n, long k);
 void ck_shared_rows_free(ck_shared_rows *work);
-int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta, float *c, long ldc,
-                         const ck_epilogue *epilogue, ck_shared_rows *work);
+int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *a, const ck_operand *b, float beta,
+                         float *c, long ldc, const ck_epilogue *epilogue, ck_shared_rows *work);
 
 // The mask decoder's scores of a prompt's t token rows against an image's n rows read through a map's parts
 // (RowsProjection.scores), for heads h < heads and image rows j in [j0, j1) (j0 a multiple of CK_SGEMM_NR):
 //   out[h·t + i, j] = (z_h[i] · X_h[j]) · scale[j] + z_h[i] · B_h[j] + g[h·t + i] · L[:, j]
 // where z_h[i] is z[i · ldz + h · dh …] (dh floats), X_h and B_h are [n, dh] packed by ck_sgemm_pack_b as dh × n right
 // operands (pointers per head), g is [heads · t, kl] row-major and L is [kl, n] with rows ldl apart. Without `scale`
-// (NULL), `base` (NULL) or the prompt's product (kl = 0), that term is left out. The same bits as the three products on ck_sgemm and the scale between them, with out written
-// once. -1 where the CPU lacks AVX-512 or dh > CK_SGEMM_KC, else 0.
-int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x, const float *const *base,
-                   const float *scale, const float *g, long kl, const float *l, long ldl, float *out, long ldo, long j0, long j1);
+// (NULL), `base` (NULL) or the prompt's product (kl = 0), that term is left out. The same bits as the three products on
+// ck_sgemm and the scale between them, with out written once. -1 where the CPU lacks AVX-512 or dh > CK_SGEMM_KC, else
+// 0.
+int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
+                   const float *const *base, const float *scale, const float *g, long kl, const float *l, long ldl,
+                   float *out, long ldo, long j0, long j1);
 
 // The mask decoder's attention output from a map of the image's n rows (RowsProjection.weighted), heads [h0, h1):
 //   out[i, h·dh + c] += Σ_j p[h·t + i, j] · x[j, h·dh + c]   (c < dh ≤ 16; p's rows ldp apart, x's ldx, out's ldo)
 // summed in CK_SGEMM_KC-deep slices of j, each from zero and added onto out in turn: the same bits as a ck_sgemm
 // product per head with beta 1. -1 where the CPU lacks AVX-512 or dh > 16, -2 when out of memory, else 0.
-int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx, float *out, long ldo);
+int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx,
+                     float *out, long ldo);
 
 // Items 0 ..< n (n < 2³²) shared by `threads` threads (work.c): thread t owns the t-th of equal contiguous shares and
 // takes them in order; once they are gone it takes the last item left of the thread with the most. Any thread may call
@@ -153,8 +159,8 @@ int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed)
 // `epilogue` as for ck_sgemm (its residual laid out as y, `ldr` floats per output channel), or NULL. Any split of the
 // items gives the same bits. -1 where ck_winograd_supported() is 0, -2 when out of memory, else 0.
 long ck_winograd_items(long o, long c, long h, long w);
-int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y, const ck_epilogue *epilogue,
-                        ck_items *work, long thread);
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y,
+                        const ck_epilogue *epilogue, ck_items *work, long thread);
 
 // IEEE half-precision values to float, exactly (F16C where the CPU has it).
 void ck_halves_to_floats(const uint16_t *h, float *out, long n);
