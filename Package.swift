@@ -1,15 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// The numeric targets are compiled with optimisation in debug builds too: the test suite runs real (tiny)
-// models, and unoptimised Swift loops would make it minutes slower without testing anything more.
-let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
-
-// Layers (see DESIGN.md §2): C shims → Tensor → Imaging → Checkpoint → YOLO, SegmentAnything, Geometry →
-// Annotate → the thin `autoannotate` CLI (with ModelCache resolving model names to files).
+// Layers (docs/ARCHITECTURE.md): C shims → Tensor → Imaging → Checkpoint → YOLO, SegmentAnything, Geometry →
+// Annotate → the thin `autoannotate` CLI (with ModelCache resolving model names to files). No target sets unsafe
+// flags, so other packages can depend on this one by version; optimisation comes from the build configuration
+// (`-c release`, which the tests use too: they run real, if tiny, models).
 let package = Package(
     name: "autoannotate",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "autoannotate", targets: ["autoannotate"]),
         .library(name: "Tensor", targets: ["Tensor"]),
@@ -35,20 +32,19 @@ let package = Package(
         // libjpeg reports errors by longjmp, which Swift cannot host: the codecs live in a small C target.
         .target(
             name: "CImageCodecs", path: "Sources/CImageCodecs",
-            cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
 
         // exp/erf-based elementwise kernels as vectorised polynomials (AVX2+FMA chosen at run time), and the bf16
         // matrix product (AMX or AVX512-BF16, chosen at run time).
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", path: "Sources/CKernels"),
 
         // Libraries
-        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimized),
-        .target(name: "Imaging", dependencies: ["CImageCodecs"], swiftSettings: optimized),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"]),
+        .target(name: "Imaging", dependencies: ["CImageCodecs"]),
         .target(name: "Checkpoint", dependencies: ["Tensor"]),
-        .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
-        .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"], swiftSettings: optimized),
-        .target(name: "Geometry", swiftSettings: optimized),
+        .target(name: "YOLO", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
+        .target(name: "SegmentAnything", dependencies: ["Tensor", "Imaging", "Checkpoint"]),
+        .target(name: "Geometry"),
         // Official model names → files: the weights cache and verified, resumable downloads.
         .target(name: "ModelCache", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
@@ -90,5 +86,5 @@ let package = Package(
         .testTarget(name: "AnnotateTests", dependencies: ["Annotate"]),
         .testTarget(name: "ModelCacheTests", dependencies: ["ModelCache"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -276,6 +276,7 @@ public final class AutoAnnotator {
 }
 
 /// A first-in first-out queue of bounded size between one producer and one consumer.
+// Unchecked: every access to `items` and `closed` holds `condition`.
 final class BoundedQueue<Element>: @unchecked Sendable {
     private var items: [Element] = []
     private var closed = false

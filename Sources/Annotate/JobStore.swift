@@ -36,7 +36,7 @@ public struct ObjectRecord: Sendable, Equatable {
 /// the job's settings, a row per image with its state, error and timings, a row per written object. A label
 /// file is made durable before the state that describes it is committed, so a crash in between redoes that one
 /// image and writes the same bytes.
-public final class JobStore: @unchecked Sendable {
+public final class JobStore: Sendable {
     public static let fileName = "autoannotate.sqlite"
     let pool: DatabasePool
     public let path: String

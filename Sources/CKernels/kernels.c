@@ -19,8 +19,8 @@ void ck_keep_large_allocations(void) {
 
 // One softmax row's numerators e^(x − max), in place, with 64 partial maxima and sums so that the reductions
 // vectorise without reassociation flags — four 16-lane (eight 8-lane) accumulators, not one chain waiting on each
-// addition; declares `inverse_sum` = 1 / Σ. (The exp and the sum are separate loops: fused, clang left the exp
-// unvectorised in one of the two kernels that use this.)
+// addition; declares `inverse_sum` = 1 / Σ. (The exp and the sum are separate loops so that clang vectorises the
+// exp in both kernels that use this.)
 #define PARTIALS 64
 #define SOFTMAX_NUMERATORS_OF_ROW(row, n, inverse_sum)                                                                 \
     float inverse_sum;                                                                                                 \
@@ -203,8 +203,8 @@ static int has_avx2(void) {
 
 // exp_poly on 16 lanes where x ≤ 88.37 (a softmax's x − max ≤ 0, so the upper clamp is left out): the operations
 // clang makes of exp_poly in the same order, so the same bits, except that 2^n is applied by vscalefps — exact, as
-// is the multiplication by 2^n it replaces (n ≥ −126 after the clamp, a normal float) — one instruction where
-// building 2^n's bits took three and the multiplication a fourth.
+// is the multiplication by 2^n it replaces (n ≥ −126 after the clamp, a normal float) — one instruction instead of
+// three to build 2^n's bits and a fourth to multiply.
 AVX512 static inline __m512 exp_poly_nonpositive16(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365447505f));
     const __m512 fx =

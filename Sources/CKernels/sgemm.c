@@ -1,12 +1,11 @@
 // fp32 matrix products on our own AVX2+FMA kernel, in BLIS's scheme: A is packed into 6-row panels and B into
-// 16-column panels of a 256-deep slice of k, and a 6 × 16 register tile sums one panel pair. OpenBLAS's sgemm runs
-// at the same rate per core on these CPUs, but it packs both operands on every call and has no way to keep a packed
-// operand: here attention packs a head's keys and values once, a convolution's patches are gathered straight into
-// B's panels (no im2col matrix), a row-major B used by one block of rows is read in place, and a product can be cut
-// into blocks of any shape with the same bits — every element is summed over k in the same order (256-deep slices,
-// in turn; fused multiply-adds within a slice) whatever block computes it. Where the CPU has AVX-512, two A panels
-// share one pass over one or two B panels (12 × 16 and 12 × 32 tiles of 16-lane vectors): the same sums in the same
-// order, the same bits.
+// 16-column panels of a 256-deep slice of k, and a 6 × 16 register tile sums one panel pair. OpenBLAS's sgemm packs
+// both operands on every call and has no way to keep a packed operand: here attention packs a head's keys and values
+// once, a convolution's patches are gathered straight into B's panels (no im2col matrix), a row-major B used by one
+// block of rows is read in place, and a product can be cut into blocks of any shape with the same bits — every
+// element is summed over k in the same order (256-deep slices, in turn; fused multiply-adds within a slice) whatever
+// block computes it. Where the CPU has AVX-512, two A panels share one pass over one or two B panels (12 × 16 and
+// 12 × 32 tiles of 16-lane vectors): the same sums in the same order, the same bits.
 #include "kernels.h"
 #include "packing.h"
 #include "polynomials.h"
@@ -56,8 +55,8 @@ AVX2 static inline void transpose8(__m256 r[8]) {
 
 static long min_long(long a, long b) { return a < b ? a : b; }
 
-// Copies and zero fills of a few floats, as loops the compiler vectorises in place (a libc call per panel row
-// cost more than the copy: packing was a quarter of yolov8n's time).
+// Copies and zero fills of a few floats, as loops the compiler vectorises in place: a libc call per panel row would
+// cost more than the copy.
 AVX2 static inline void copy_floats(float *restrict d, const float *restrict s, long n) {
     for (long i = 0; i < n; i++) d[i] = s[i];
 }
@@ -251,8 +250,8 @@ AVX2 static void pack_patches_panel(const ck_patches *g, long p0, long kc, long 
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 // The same panel where the CPU has AVX-512: each k's 16 columns are one register, filled run by run with masked
-// loads — lanes in the padding stay zero and are never read — and stored once (the panels at an output row's ends
-// and those across two rows took a fifth of yolov8n's time in partial copies and zero fills).
+// loads — lanes in the padding stay zero and are never read — and stored once: no partial copies and zero fills for
+// the panels at an output row's ends and those across two rows.
 __attribute__((target("avx512f,avx2,fma,bmi2"))) static void
 pack_patches_panel_avx512(const ck_patches *g, long p0, long kc, long j0, long cols, float *dst) {
     patch_runs p = panel_runs(g, p0, j0, cols);
@@ -389,8 +388,8 @@ int ck_cpu_has_avx512(void) {
 // product with a bias), row r starts from bias[r] (`per_row`) or column j from bias[j] instead of beta · C.
 AVX2 static void kernel_6x16(long kc, const float *restrict a, const float *restrict b, long ldb, float *restrict c,
                              long ldc, float alpha, float beta, int first, const float *bias, int per_row) {
-    // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (+10 % on
-    // two threads, where OpenBLAS's kernel does the same).
+    // C's rows are far apart and usually out of cache: ask for them now, they are needed after the loop (as
+    // OpenBLAS's kernel does).
     for (int r = 0; r < MR; r++) {
         _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
@@ -477,8 +476,8 @@ tile_12(int panels, int rows, long kc, const float *restrict a, long lda, const 
         }
     }
     // The finish of every accumulator, one loop per case and each loop unrolled, so that the accumulators are
-    // stored from their registers: a loop with the case tested per element kept them in a stack array (zeroed by a
-    // memset, written after the k loop and read back), costly where k is short (the mask decoder's 16-deep heads).
+    // stored from their registers: testing the case per element would keep them in a stack array, costly where k is
+    // short (the mask decoder's 16-deep heads).
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #define EACH_ACCUMULATOR(store)                                                                                        \
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++)                                                  \
@@ -590,8 +589,8 @@ KERNEL_ROWS(1) KERNEL_ROWS(2) KERNEL_ROWS(3) KERNEL_ROWS(4) KERNEL_ROWS(5)
 #undef KERNEL_ROWS
 
     // A tile at C's edge: the same sums into a scratch tile, then `finish` on the part inside C (same bits). With
-    // AVX-512, up to 12 rows in 16 lanes (the 12 × 16 tile's sums: a panel of fewer than 16 columns — the windows' 14-
-    // and 196-key products, YOLO's blocks' last columns — took the 6-row AVX2 kernel in two halves per row).
+    // AVX-512, up to 12 rows in 16 lanes (the 12 × 16 tile's sums), not the 6-row AVX2 kernel in two halves per row:
+    // panels of fewer than 16 columns are common (the windows' 14- and 196-key products, YOLO's blocks' last columns).
     AVX2 static void edge_tile(long kc, const float *a, const float *b, long ldb, float *c, long ldc, long rows,
                                long cols, float alpha, float beta, int first, const float *bias, int per_row) {
     float sums[2 * MR * NR];
@@ -913,9 +912,8 @@ AVX2 static const float *a_panels(const ck_operand *a, long m, long i0, long mc,
 }
 
 // A row-major A read in place by the 12 × 32 tiles (its row stride; 0: packed) where C's columns are one or two
-// tile pairs: packing pays where many B panels reuse the panels, not where two do — attention's probabilities times
-// a head's 64 values (single-threaded, 64 × 64 × 4096: 312 → 234 µs; 2048 rows × 64 columns × 768: 1.9 → 1.5 ms;
-// at 256 columns packing was faster, 5.6 against 7.1 ms).
+// tile pairs: packing pays where many B panels reuse the panels, not where two do (attention's probabilities times
+// a head's 64 values).
 static long a_in_place(const ck_operand *a, long n0, long n1) {
     const long cols = n1 - n0;
     return ck_cpu_has_avx512() && a->data && !a->packed && a->col == 1 && cols % (2 * NR) == 0 && cols <= 4 * NR
@@ -966,7 +964,7 @@ AVX2 static void blocks(long m, long n, long k, float alpha, const ck_operand *a
                     if (cols == NR && b->data && b->col == 1) {
                         // A row-major B is read in place: its 16 columns of the slice are as good as a panel once
                         // in L1, and packing would cost more than few row tiles do (1×1 convolutions, the mask
-                        // decoder's 56 attention rows times the image keys; measured as fast or faster than packing).
+                        // decoder's 56 attention rows times the image keys).
                         const float *panel = b->data + pc * b->row + jc + jr;
                         if (pair)
                             row_of_tile_pairs(kc, panels, lda, panel, NR, b->row, tiles, ldc, m1 - m0, alpha, beta,

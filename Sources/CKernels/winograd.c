@@ -1,4 +1,4 @@
-// 3×3, stride-1, padding-1 convolutions (three quarters of YOLOv8's multiply-adds) by Winograd's minimal filtering
+// 3×3, stride-1, padding-1 convolutions (most of YOLOv8's multiply-adds) by Winograd's minimal filtering
 // F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each 2×2 block of outputs
 // (a tile) is Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A over its 4×4 input window d, 16 multiplications per tile and channel pair
 // instead of 36. Summed over the input channels, the 16 elementwise products become 16 matrix products on our

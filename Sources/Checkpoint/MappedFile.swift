@@ -4,6 +4,7 @@ import Foundation
 /// second buffer, and no offset or size read from a header is trusted before it is checked against the file.
 /// The mapping is private and read-only, so pages whose tensors have been copied can be handed back
 /// (`releasePages`): the model's weights are then in memory once while it loads, not twice.
+// Unchecked: the mapping is read-only; handing pages back only drops them, and a later read maps them again.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let data: Data

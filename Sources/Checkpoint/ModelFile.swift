@@ -14,6 +14,7 @@ public struct SamCheckpoint: Sendable {
 
 /// An Ultralytics YOLOv8 detection checkpoint: the pickled `DetectionModel` (its module tree carries every
 /// hyper-parameter: BatchNorm eps, strides, each layer's `f`/`i` routing) and its state dict.
+// Unchecked: the pickled module tree (`PickleObject`, a class) is complete and never mutated once read.
 public struct YOLOCheckpoint: @unchecked Sendable {
     public let model: PickleObject
     public let weights: StateDict

@@ -3,6 +3,7 @@ import Foundation
 /// A value built by the unpickler. Nothing in it is executable: classes and functions are names, objects are
 /// their class name plus the data the pickle gave them. Lists, dicts and objects are reference types because
 /// the pickle memo aliases them and later opcodes mutate them in place.
+// Unchecked: the reader mutates lists, dicts and objects only while it builds them; the finished value is read-only.
 public indirect enum PickleValue: @unchecked Sendable {
     case none
     case bool(Bool)

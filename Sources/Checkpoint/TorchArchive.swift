@@ -2,7 +2,7 @@ import Foundation
 
 /// A `torch.save` file (zip format, PyTorch ≥ 1.6) read without running any of its pickle: the object graph
 /// with tensors as views into the mapped file. Port of the reading side of `torch.serialization.load`
-/// (`_load`, `persistent_load`, `torch._utils._rebuild_*`); see research/formats.md §1.
+/// (`_load`, `persistent_load`, `torch._utils._rebuild_*`); see docs/ARCHITECTURE.md, "How checkpoints are read".
 public struct TorchArchive {
     public let file: MappedFile
     /// The archive's folder name (the saved file's stem, or "archive" when saved to a buffer).

@@ -191,6 +191,7 @@ public enum ModelError: Error, LocalizedError, Equatable {
 }
 
 /// One HTTP GET into a `.partial` file, resumed from its current size with a range request; runs synchronously.
+// Unchecked: its state is touched by the session's delegate callbacks, one at a time, and read once the transfer ends.
 final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     let path: String, url: URL, idleTimeout: Double
     let progress: ModelResolver.Progress

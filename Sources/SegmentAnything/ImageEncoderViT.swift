@@ -24,7 +24,7 @@ struct ImageEncoderViT {
     let positionEmbedding: Tensor  // [1, g, g, C]
     let blocks: [Block]
     let neck0: Tensor, neck1: Norm, neck2: Tensor, neck3: Norm
-    /// bf16: the blocks' linear layers and attention products (98 % of the FLOPs); patch embedding, neck and the
+    /// bf16: the blocks' linear layers and attention products (nearly all the FLOPs); patch embedding, neck and the
     /// relative-position terms stay fp32.
     let precision: Precision
 
@@ -104,9 +104,8 @@ struct ImageEncoderViT {
         // q · Rh[qy, ky] and rel_w[bh, (qy, qx), kx] = q · Rw[qx, kx] (q unscaled, (qy, qx) its place in its window):
         // each query against all 2S − 1 rows of both tables (one product per block of a head's query rows, which are
         // read once), then the rows its keys need picked out while the block is in cache — the same dot products, in
-        // one k slice, so the same bits as S products per window and head of S queries against the expanded tables,
-        // which left the kernel at a fraction of its rate. Written per window and head for its image tokens in order
-        // (windowedSelfAttention's rows).
+        // one k slice, so the same bits as against the expanded tables, without S thin products per window and head.
+        // Written per window and head for its image tokens in order (windowedSelfAttention's rows).
         let span = 2 * s - 1
         let rows = side * side
         let chunk = 128

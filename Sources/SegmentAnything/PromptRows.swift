@@ -1,6 +1,20 @@
 // Part of the port of segment_anything/modeling/transformer.py (TwoWayTransformer) and mask_decoder.py (the output
 // upscaling's first convolution) at dca509f: the linear maps that read a prompt's image rows, computed from the
 // image's rows, shared by all its prompts, and the prompt's low-rank changes to them.
+//
+// Each layer changes a prompt's image rows k by an update of rank H·T (56 for a box: 8 heads, 7 tokens), and a layer
+// norm is k ↦ diag(a)·k·P·Γ + β, where P = I − 11ᵀ/E removes each row's mean and Γ = diag(γ): only a depends on the
+// row. So, for a linear map M of the rows k_L after L layers, with k_0 = X the image's rows (embedding + dense
+// prompt), N_L = P·Γ_L·Mᵀ and N_i = P·Γ_i·N_{i+1} (S_i, W_i, b_i and a_i as in `RowUpdate`),
+//
+//     k_L·Mᵀ = A_1 ⊙ (X·N_1) + Σ_i A_i ⊙ (S_iᵀ·(W_i·N_i) + c_i) + β_L·Mᵀ,
+//     c_i = b_i·N_i + β_{i−1}·N_i (c_1 = b_1·N_1),
+//
+// with A_i = a_i ⊙ … ⊙ a_L scaling rows. X·N_1 is one product per image, shared by all its prompts; each prompt
+// adds a product of rank K = Σ H·T + L — [4096 × 57]·[57 × F] after one layer, [4096 × 114]·[114 × F] after two —
+// in place of [4096 × 256]·[256 × F]. The statistics a_i are the prompt's own (`RowStatistics`, also without
+// the rows); P keeps every term centred, as the norm's input is, and X is centred before its product, so no large
+// row means cancel.
 import CKernels
 import Tensor
 
@@ -58,18 +72,8 @@ struct PromptRows {
 }
 
 /// A linear layer y = k_L·Mᵀ + bias (+ PE·Mᵀ, for the attentions' keys and queries) on a prompt's image rows k_L
-/// after L layers, computed without those rows. Each layer changes them by an update of rank H·T (56 for a box:
-/// 8 heads, 7 tokens), and a layer norm is k ↦ diag(a)·k·P·Γ + β, where P = I − 11ᵀ/E removes each row's mean and
-/// Γ = diag(γ): only a depends on the row. So, with k_0 = X the image's rows (embedding + dense prompt),
-/// N_L = P·Γ_L·Mᵀ and N_i = P·Γ_i·N_{i+1},
-///
-///     k_L·Mᵀ = A_1 ⊙ (X·N_1) + Σ_i A_i ⊙ (S_iᵀ·(W_i·N_i) + c_i) + β_L·Mᵀ,   c_i = b_i·N_i + β_{i−1}·N_i (c_1 = b_1·N_1),
-///
-/// with A_i = a_i ⊙ … ⊙ a_L scaling rows. X·N_1 is one product per image, shared by all its prompts; each prompt
-/// adds a product of rank K = Σ H·T + L — [4096 × 57]·[57 × F] after one layer, [4096 × 114]·[114 × F] after two —
-/// in place of [4096 × 256]·[256 × F]. The statistics a_i are the prompt's own (`RowStatistics`, also without
-/// the rows); P keeps every term centred, as the norm's input is, and X is centred before its product, so no large
-/// row means cancel.
+/// after L layers, computed without those rows: k_L·Mᵀ as the file's header expands it, from X·N_1 (the image's,
+/// shared by all its prompts) and a product of rank K per prompt.
 struct RowsProjection {
     let weight: Tensor, addsPE: Bool
     /// N_1 … N_L, [E, F] each.

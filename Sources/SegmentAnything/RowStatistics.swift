@@ -1,28 +1,27 @@
 // Part of the port of segment_anything/modeling/transformer.py (TwoWayAttentionBlock: norm4 after the image-to-token
 // attention) at dca509f: the statistics those norms take of a prompt's image rows, from the image's rows and the
 // prompt's updates, without the rows.
+//
+// Row by row, with ~ removing a vector's mean (as the norm does; rows of matrices each), x̃ the image's row (centred),
+// s_i the row's H·T probabilities in layer i's image-to-token attention, W_i [H·T, E] the tokens' values through its
+// output projection (head h: V_i,h·W_out,i,hᵀ), b_i that projection's bias and γ, β the first layer's norm4:
+//
+//     layer 1's norm sees  z̃_1 = x' + s_1ᵀ·W̃_1,           x' = x̃ + b̃_1
+//     layer 2's norm sees  z̃_2 = a_1·c + s_2ᵀ·W̃_2 + m,     c = (z̃_1 ⊙ γ)~ = x'' + s_1ᵀ·C,  x'' = (x' ⊙ γ)~,
+//                                                           C = (W̃_1 ⊙ γ)~,  m = (β + b_2)~
+//     |z̃_1|² = |x'|² + 2 s_1·(W_1·x'ᵀ) + s_1ᵀ·W̃_1W̃_1ᵀ·s_1
+//     |z̃_2|² = a_1²·(|x''|² + 2 s_1·(W_1·x'''ᵀ) + s_1ᵀ·CCᵀ·s_1)                           x''' = (x'' ⊙ γ)~
+//            + 2 a_1·(x''·m + s_1·(C·m) + s_2·(W_2·x''ᵀ + W̃_2Cᵀ·s_1)) + |m|² + 2 s_2·(W̃_2·m) + s_2ᵀ·W̃_2W̃_2ᵀ·s_2
+//
+// (W_i·yᵀ = W̃_i·yᵀ for a centred y). W_i·yᵀ is, head by head, V_i,h·(y·W_out,i)_hᵀ, where y·W_out,i [rows, D] is the
+// image's, shared by all its prompts: a prompt adds T·D multiply-adds a row for each, and the quadratic forms in its
+// probabilities ([H·T × H·T]).
 import Tensor
 
 /// The inverse deviations a_1, a_2 that the two layers' `norm4` give a prompt's image rows (`RowUpdate`), computed
-/// without forming the rows: forming them cost two [4096 × 56]·[56 × 256] products a prompt, with the residuals and
-/// the norms' passes over 4 MB each, only for these 2 × 4096 numbers.
-///
-/// Row by row, with ~ removing a vector's mean (as the norm does; rows of matrices each), x̃ the image's row (centred),
-/// s_i the row's H·T probabilities in layer i's image-to-token attention, W_i [H·T, E] the tokens' values through its
-/// output projection (head h: V_i,h·W_out,i,hᵀ), b_i that projection's bias and γ, β the first layer's norm4:
-///
-///     layer 1's norm sees  z̃_1 = x' + s_1ᵀ·W̃_1,           x' = x̃ + b̃_1
-///     layer 2's norm sees  z̃_2 = a_1·c + s_2ᵀ·W̃_2 + m,     c = (z̃_1 ⊙ γ)~ = x'' + s_1ᵀ·C,  x'' = (x' ⊙ γ)~,
-///                                                           C = (W̃_1 ⊙ γ)~,  m = (β + b_2)~
-///     |z̃_1|² = |x'|² + 2 s_1·(W_1·x'ᵀ) + s_1ᵀ·W̃_1W̃_1ᵀ·s_1
-///     |z̃_2|² = a_1²·(|x''|² + 2 s_1·(W_1·x'''ᵀ) + s_1ᵀ·CCᵀ·s_1)                           x''' = (x'' ⊙ γ)~
-///            + 2 a_1·(x''·m + s_1·(C·m) + s_2·(W_2·x''ᵀ + W̃_2Cᵀ·s_1)) + |m|² + 2 s_2·(W̃_2·m) + s_2ᵀ·W̃_2W̃_2ᵀ·s_2
-///
-/// (W_i·yᵀ = W̃_i·yᵀ for a centred y). W_i·yᵀ is, head by head, V_i,h·(y·W_out,i)_hᵀ, where y·W_out,i [rows, D] is the
-/// image's, shared by all its prompts: a prompt adds T·D multiply-adds a row for each, and its [H·T × H·T] forms about
-/// 4 · 56² a row — about 60 M multiply-adds a box instead of the 118 M of its two formed updates. Every term is
-/// centred, as the norm's input is; where a prompt's terms cancel, float32 rounding grows (the parity tests, with
-/// decoder norms off γ = 1, β = 0, hold at their bounds). For the two layers of every released SAM's decoder.
+/// without forming the rows, from the expansions of |z̃_1|² and |z̃_2|² in the file's header. Every term is centred,
+/// as the norm's input is; where a prompt's terms cancel, float32 rounding grows. For the two layers of every
+/// released SAM's decoder.
 struct RowStatistics {
     /// The two image-to-token attentions' output projections [E, D].
     let firstOut: Tensor, secondOut: Tensor

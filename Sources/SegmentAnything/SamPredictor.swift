@@ -58,6 +58,8 @@ public enum SamError: Error, LocalizedError, Equatable {
 /// low-resolution logits are cropped to the image's content and resized to the original size in one bilinear
 /// step (or sampled over the exact content span when its edge falls mid-pixel), then thresholded at 0 (Meta:
 /// upsample to 1024, crop, upsample again).
+/// Not for concurrent use: one thread at a time sets an image and prompts it (it may move between threads).
+// Unchecked: `setImage` mutates the embedding; callers order their calls, as the job's pipeline does.
 public final class SamPredictor: @unchecked Sendable {
     public let architecture: SamArchitecture
     let encoder: ImageEncoderViT

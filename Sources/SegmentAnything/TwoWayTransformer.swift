@@ -189,7 +189,7 @@ struct TwoWayTransformer {
 
     /// Whether `prompts` prompts of t tokens each go through `RowsProjection`: where the image-to-token attentions'
     /// updates have rank H·T below their width (a box: 8 · 7 = 56 < 128), and the prompts are enough to repay the
-    /// image's part of the maps (for ViT-B, about what four prompts' maps cost formed; measured: 1 box 48 → 99 ms).
+    /// image's part of the maps (for ViT-B, about what four prompts' maps cost formed).
     /// The two ways differ by float rounding only; a prompt's bits can depend on how many share its call.
     func expands(tokens t: Int, prompts: Int) -> Bool {
         let attention = layers[0].imageToToken

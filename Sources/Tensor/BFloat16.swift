@@ -32,8 +32,8 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
     public static var bf16Caution: String? { bf16Caution(kernel: bf16Kernel, rates: dotRates, cpu: cpuModelName) }
 
     /// Why `bf16` will be slower than `fp32`, or nil: without AMX the products run on AVX512-BF16 dot products, which
-    /// pay only where they do more multiply-adds per second than the fp32 FMAs (AMD Zen 4 has twice as many; Intel's
-    /// cores without AMX half as many).
+    /// pay only where they do more multiply-adds per second than the fp32 FMAs (as on AMD Zen 4; not on Intel's
+    /// cores without AMX).
     public static func bf16Caution(kernel: String?, rates: (fp32: Double, bf16: Double)?, cpu: String) -> String? {
         guard kernel == "AVX512-BF16", let rates, rates.bf16 < 1.25 * rates.fp32 else { return nil }
         return String(
@@ -63,7 +63,7 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
 
 /// A matrix B (k × n) rounded to bfloat16 and packed for `gemmBF16`, in 32-column panels of k-pairs: made once per
 /// weight at load, or once per attention head.
-public struct PackedBF16: @unchecked Sendable {
+public struct PackedBF16: Sendable {
     public let k: Int, n: Int
     let storage: [UInt32]
 

@@ -2,8 +2,8 @@ import CKernels
 
 /// A convolution's filters [O, C / groups, kh, kw] for a model that runs them on every image: packed once as our
 /// kernel's left operand (one matrix [O / groups, C / groups · kh · kw] per group) where that kernel runs, instead of
-/// on every call — by every thread and for every block of columns, into a buffer of its own (a YOLOv8 forward 1.2–1.3×
-/// faster without them). The packed form replaces the plain one, so the weights take no more memory. Plain where
+/// on every call — by every thread and for every block of columns, into a buffer of its own. The packed form
+/// replaces the plain one, so the weights take no more memory. Plain where
 /// our kernel does not run (`GEMMKernel.current` when they are made) and for depthwise filters (a direct loop, no
 /// product). Packing is a copy: the same bits. A 3×3, stride-1, padding-1 layer's filters may instead be transformed
 /// for Winograd's F(2×2, 3×3) (`init(_:geometry:)`), 16/9 of the weights' memory.
@@ -49,7 +49,7 @@ public struct ConvolutionFilters: Sendable {
 
     /// A model layer's filters for `geometry`: transformed for Winograd's F(2×2, 3×3) where the layer is a 3×3,
     /// stride-1, padding-1 convolution without groups and the CPU runs it (`ck_winograd_supported`, with our kernel
-    /// chosen): 2.25× fewer multiply-adds, three quarters of YOLOv8's. Else as `init(_:groups:)`.
+    /// chosen): 2.25× fewer multiply-adds in the layers that hold most of YOLOv8's. Else as `init(_:groups:)`.
     public init(_ weight: Tensor, geometry: Conv2dGeometry) {
         guard weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3, geometry == Conv2dGeometry(padding: 1),
             GEMMKernel.current == .ours, ck_winograd_supported() != 0

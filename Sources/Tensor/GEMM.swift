@@ -58,6 +58,7 @@ public enum GEMMKernel: String, Sendable {
     case ours, openblas
 
     /// Set it only while no product runs (a test, before a benchmark); `.ours` needs `ck_sgemm_supported()`.
+    // Unchecked: a process-wide switch, set only while no product runs (documented above).
     nonisolated(unsafe) public static var current: GEMMKernel =
         ck_sgemm_supported() != 0 && ProcessInfo.processInfo.environment["AUTOANNOTATE_GEMM"] != "openblas"
         ? .ours : .openblas
@@ -66,7 +67,7 @@ public enum GEMMKernel: String, Sendable {
     public static var available: [GEMMKernel] { ck_sgemm_supported() != 0 ? [.ours, .openblas] : [.openblas] }
 
     /// The kernels OpenBLAS picked for this CPU, by its model. A model newer than its table gets its oldest x86-64
-    /// kernels: Debian's 0.3.21 on an Emerald Rapids Xeon runs "Prescott" (SSE3) kernels, a third of our speed there.
+    /// kernels: Debian's 0.3.21 on an Emerald Rapids Xeon runs "Prescott" (SSE3) kernels.
     public static let openBLASCore = String(cString: openblas_get_corename())
 }
 
@@ -103,8 +104,7 @@ func product(
                 let e = epilogue == nil ? nil : finish
                 // A large product by rows: every thread takes blocks of rows as it goes (`ck_sgemm_shared_rows`). On a
                 // machine whose cores run at uneven speeds — a VM's, a core shared with another process — a fixed
-                // share per thread left the faster one idle at the end of each product (3–5 % of SAM's encoder on a
-                // 2-core VM).
+                // share per thread would leave the faster one idle at the end of each product.
                 if parts > 1 && byRows && m >= 4 * Int(CK_SGEMM_MC) * parts && epilogue?.grid_h == nil {
                     guard let work = ck_shared_rows_create(m, n, k) else {
                         preconditionFailure("GEMM failed: out of memory")
@@ -150,7 +150,7 @@ func product(
 /// How `blocks` blocks tile C: strips of the larger side while they stay ≥ 256 wide (OpenBLAS runs such strips at
 /// full speed: the SAM encoder's linear layers); else the rows × columns grid that packs least (columns · m +
 /// rows · n, in units of k), with at least one row and one column of C in each block — for YOLO's late layers,
-/// 16 strips of 40–100 would each re-pack the whole other operand (measured: yolov8x 480×640 2.1 → 1.9 s).
+/// 16 strips of 40–100 would each re-pack the whole other operand.
 func blockGrid(_ blocks: Int, m: Int, n: Int) -> (rows: Int, columns: Int) {
     var best = (rows: m >= n ? blocks : 1, columns: m >= n ? 1 : blocks)
     if max(m, n) / blocks >= 256 { return best }

@@ -5,7 +5,7 @@ import CKernels
 /// Deliberately plain: a shape and a buffer, no strides, no autograd, no device. Views that PyTorch gets
 /// for free (permute, chunk) are explicit copies here; the kernels take raw pointers and shape letters, so the
 /// models choose their layouts once instead of paying for generality on every call.
-public struct Tensor: Equatable, @unchecked Sendable {
+public struct Tensor: Equatable, Sendable {
     public private(set) var shape: [Int]
     public var storage: [Float]
 

@@ -6,16 +6,16 @@ import Foundation
 /// The one thread-count setting of the process, for BLAS and our own loops together.
 ///
 /// OpenBLAS is kept single-threaded and every parallel loop — GEMM included, split by `gemm` into
-/// per-thread blocks — runs on our threads. Letting OpenBLAS own threads too made its idle workers spin
-/// (sched_yield) through our elementwise loops and small attention GEMMs, costing more system time than
-/// compute; one pool means `threads=N` is N busy cores, never N × BLAS threads.
+/// per-thread blocks — runs on our threads: OpenBLAS's own idle workers would spin (sched_yield) through our
+/// elementwise loops and small attention GEMMs. One pool means `threads=N` is N busy cores, never N × BLAS threads.
 public enum Threading {
     private static let lock = NSLock()
+    // Unchecked: read and written only under `lock`.
     nonisolated(unsafe) private static var current: Int = {
         openblas_set_num_threads(1)
         // Activations of tens of megabytes are allocated and freed for every layer. glibc serves blocks above
-        // its mmap threshold with fresh mappings, so each one page-faults and zero-fills anew (a quarter of
-        // SAM's decoder time); keeping them in the heap lets freed blocks be reused. Peak RSS is unchanged:
+        // its mmap threshold with fresh mappings, so each one page-faults and zero-fills anew; keeping them in
+        // the heap lets freed blocks be reused. Peak RSS is unchanged:
         // it is set by the largest working set, which is held either way.
         ck_keep_large_allocations()
         return ProcessInfo.processInfo.activeProcessorCount
@@ -64,7 +64,7 @@ public enum Threading {
         let parts = isInsideParallelRegion ? 1 : min(count, n, threads)
         guard parts > 1, let work = ck_items_create(n, parts) else { return parallelFor(1) { _ in body(nil, 0) } }
         defer { ck_items_free(work) }
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        concurrentPerform(parts) { part in
             pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
             defer { pthread_setspecific(insideKey, nil) }
             body(work, part)
@@ -88,12 +88,22 @@ public enum Threading {
             body(0..<n)
             return
         }
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        concurrentPerform(parts) { part in
             let start = n * part / parts
             let end = n * (part + 1) / parts
             pthread_setspecific(insideKey, UnsafeRawPointer(bitPattern: 1))
             defer { pthread_setspecific(insideKey, nil) }
             if start < end { body(start..<end) }
+        }
+    }
+
+    /// `DispatchQueue.concurrentPerform` for a body that is not `Sendable`: every parallel loop here gives each
+    /// iteration its own part of the work, and the call returns only once all iterations have run.
+    private static func concurrentPerform(_ iterations: Int, _ body: (Int) -> Void) {
+        withoutActuallyEscaping(body) { body in
+            // Unchecked: the iterations share only what the caller made safe to share (disjoint outputs).
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: iterations) { body($0) }
         }
     }
 }

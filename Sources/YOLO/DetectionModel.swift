@@ -6,6 +6,7 @@ import Tensor
 /// A YOLOv8 detection network built from the module tree pickled in the checkpoint: its layers, their
 /// routing (`f`: where each layer's input comes from) and every hyper-parameter are read from the file, so
 /// every scale (n…x) and class count loads without a configuration of our own.
+// Unchecked: its layers' weights (packed filters among them) are written at load and only read after.
 public final class DetectionModel: @unchecked Sendable {
     enum Layer {
         case conv(Conv)

@@ -7,7 +7,7 @@ import Tensor
 /// Ultralytics' `YOLO(model).predict(image, conf, iou, imgsz, max_det, classes, agnostic_nms)` for a PyTorch
 /// model: minimal-rectangle letterbox to a multiple of the stride (pad 114, OpenCV-exact resize), RGB / 255,
 /// NMS, boxes scaled back to the image and clipped.
-public final class Detector: @unchecked Sendable {
+public final class Detector: Sendable {
     public let model: DetectionModel
     public let names: [Int: String]
 

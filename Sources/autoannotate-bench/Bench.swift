@@ -26,6 +26,7 @@ let fixtureScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
 /// Runs a reference script with the given Python, its output interleaved after ours.
 func runReference(python: String, script: String, arguments: [String]) throws {
+    fflush(nil)  // our lines so far go out before the reference process's
     let process = Process()
     process.executableURL = URL(fileURLWithPath: python)
     process.arguments = [fixtureScripts.appendingPathComponent(script).path] + arguments
@@ -60,7 +61,6 @@ struct Kernels: ParsableCommand {
     var referencePython: String?
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)  // keep our lines ahead of the reference process's output
         Threading.count = threads
         print(
             "threads: \(threads), cores: \(ProcessInfo.processInfo.activeProcessorCount), repeats: \(repeats) (min reported)"
@@ -237,7 +237,6 @@ struct YOLOForward: ParsableCommand {
     var json = false
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
         for path in model {
             let detector = try Detector(path: path)
@@ -308,7 +307,6 @@ struct SAMBench: ParsableCommand {
     }
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
         let predictor = try SamPredictor(path: model, precision: precision)
         if let count = decoderOnly {
@@ -335,11 +333,10 @@ struct SAMBench: ParsableCommand {
         let architecture = predictor.architecture
         // The floor: the encoder's dominant product (tokens × width × 4·width) at the better of OpenBLAS's sgemm and
         // our kernel alone (OpenBLAS may run old kernels on a CPU newer than itself: see `GEMMKernel.openBLASCore`).
-        // This VM's speed drifts between minutes, so the rate is measured before each encoder run and after the last,
-        // and the best rate is set against the best encoder run: both at the machine's fastest, as far as we saw it.
-        // A product alone lasts a tenth of a second, the encoder seconds: the product is also run back to back for as
-        // long as an encoder run (its rate sustained; the best of as many such runs as the encoder's), the floor of
-        // a computation that long on this machine.
+        // A VM's speed can drift between minutes, so the rate is measured before each encoder run and after the last,
+        // and the best rate is set against the best encoder run. A product alone is far shorter than the encoder: it
+        // is also run back to back for as long as an encoder run (the best of as many such runs as the encoder's), the
+        // floor of a computation that long on this machine.
         let (m, k, n) = (4096, architecture.encoderWidth, architecture.mlpWidth)
         let image = Image.gradientTexture(width: 1024, height: 768)
         let gflops = architecture.encoderGFLOPs
@@ -431,7 +428,6 @@ struct BF16Bench: ParsableCommand {
     var boxes: Int = 20
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         Threading.count = threads
         if let refusal = Precision.bf16Refusal { throw ValidationError(refusal) }
         let path = try model ?? Self.randomModel(random)

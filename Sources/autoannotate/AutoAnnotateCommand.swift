@@ -16,7 +16,7 @@ struct AutoAnnotateCommand: ParsableCommand {
         defaultSubcommand: Run.self
     )
 
-    /// Exit codes (DESIGN.md §7): 0 all done, 1 usage or fatal error, 2 finished with failed images.
+    /// Exit codes (docs/ARCHITECTURE.md): 0 all done, 1 usage or fatal error, 2 finished with failed images.
     /// ArgumentParser's own code for a usage error (64) is mapped to 1.
     static func main() {
         do {

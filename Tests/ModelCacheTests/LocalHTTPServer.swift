@@ -2,6 +2,7 @@ import Foundation
 
 /// A small HTTP/1.1 server on 127.0.0.1 for download tests: each request is answered by `handler`, which can
 /// send a body slowly, cut it short, or refuse. Nothing leaves the machine.
+// Unchecked: `seen` is guarded by `lock`; the rest is set in `init` and only read after.
 final class LocalHTTPServer: @unchecked Sendable {
     struct Request {
         var path: String

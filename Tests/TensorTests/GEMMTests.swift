@@ -170,15 +170,18 @@ final class GEMMTests: XCTestCase {
                         f.deallocate()
                     }
                     c.withUnsafeMutableBufferPointer { c in
-                        let e = epilogue ? UnsafePointer(f) : nil
+                        // Unchecked: the epilogue is only read by the threads below.
+                        nonisolated(unsafe) let e = epilogue ? UnsafePointer(f) : nil
                         if threads == 0 {
                             XCTAssertEqual(ck_sgemm(m, n, k, 0.75, l, r, 1.5, c.baseAddress, n, 0, m, 0, n, e), 0)
                             return
                         }
-                        let work = ck_shared_rows_create(m, n, k)
+                        // Unchecked: the threads take disjoint row blocks of C from `work`.
+                        nonisolated(unsafe) let work = ck_shared_rows_create(m, n, k)
                         defer { ck_shared_rows_free(work) }
+                        nonisolated(unsafe) let (l, r, output) = (l, r, c.baseAddress)
                         DispatchQueue.concurrentPerform(iterations: threads) { _ in
-                            XCTAssertEqual(ck_sgemm_shared_rows(m, n, k, 0.75, l, r, 1.5, c.baseAddress, n, e, work), 0)
+                            XCTAssertEqual(ck_sgemm_shared_rows(m, n, k, 0.75, l, r, 1.5, output, n, e, work), 0)
                         }
                     }
                 }
