@@ -29,8 +29,7 @@ final class CommandLineTests: XCTestCase {
     }
 
     func testRecipeOverridesExitCodesAndStatus() throws {
-        try XCTSkipUnless(
-            FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        try CrashTests.requireCLI()
         let work = FileManager.default.temporaryDirectory.appendingPathComponent(
             "autoannotate-cli-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -66,8 +65,7 @@ final class CommandLineTests: XCTestCase {
     /// The box-dataset recipe through the command: boxes=auto from the recipe, data.yaml naming classes by id, and
     /// a detector alongside boxes refused as a usage error.
     func testBoxDatasetRecipe() throws {
-        try XCTSkipUnless(
-            FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        try CrashTests.requireCLI()
         let work = FileManager.default.temporaryDirectory.appendingPathComponent(
             "autoannotate-cli-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -97,8 +95,7 @@ final class CommandLineTests: XCTestCase {
     /// An official name that is neither a path nor in the cache, offline: exit 1 with what to download and where
     /// to put it (the mirror variable points the download at a port nobody listens on; nothing leaves the machine).
     func testAMissingOfficialModelOfflineSaysWhatToDo() throws {
-        try XCTSkipUnless(
-            FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        try CrashTests.requireCLI()
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent(
             "autoannotate-weights-\(UUID().uuidString)"
         ).path
@@ -116,8 +113,7 @@ final class CommandLineTests: XCTestCase {
     }
 
     func testBF16WithoutAVX512BF16IsRefusedBeforeAnythingRuns() throws {
-        try XCTSkipUnless(
-            FileManager.default.isExecutableFile(atPath: CrashTests.cli), "the autoannotate executable is not built")
+        try CrashTests.requireCLI()
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         try XCTSkipIf(cpuinfo.contains("avx512_bf16"), "this CPU has AVX512-BF16")
         let image = PipelineTests.fixtures.appendingPathComponent("sam/wide.jpg").path

@@ -11,10 +11,16 @@ final class CrashTests: XCTestCase {
         "autoannotate"
     ).path
 
+    /// Fails, never skips, where the CLI is missing: `swift test` builds every product, so its absence is a broken
+    /// build, not a reason to pass without checking.
+    static func requireCLI(file: StaticString = #filePath, line: UInt = #line) throws {
+        let built = FileManager.default.isExecutableFile(atPath: cli)
+        _ = try XCTUnwrap(
+            built ? cli : nil, "the autoannotate executable is not built at \(cli)", file: file, line: line)
+    }
+
     func testKilledRunsResumeToTheSameBytes() throws {
-        try XCTSkipUnless(
-            FileManager.default.isExecutableFile(atPath: Self.cli),
-            "the autoannotate executable is not built at \(Self.cli)")
+        try Self.requireCLI()
         let work = FileManager.default.temporaryDirectory.appendingPathComponent(
             "autoannotate-crash-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }

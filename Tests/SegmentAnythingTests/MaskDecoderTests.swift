@@ -77,6 +77,8 @@ final class MaskDecoderTests: XCTestCase {
             }
         }
 
+        let saved = Threading.count
+        defer { Threading.count = saved }
         for threads in [1, 2] {
             Threading.count = threads
             var got = [Float](repeating: .nan, count: masks * side * side)
@@ -97,6 +99,5 @@ final class MaskDecoderTests: XCTestCase {
             }
             XCTAssertLessThanOrEqual((difference / norm).squareRoot(), 1e-5, "\(threads) threads")
         }
-        Threading.count = ProcessInfo.processInfo.activeProcessorCount
     }
 }
