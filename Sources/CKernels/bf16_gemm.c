@@ -79,17 +79,20 @@ static int detect_amx(void) {
 }
 
 // cpuid and arch_prctl trap to the hypervisor in a VM: asked once (a benign race: every thread gets the same answer).
-static int avx512_bf16_supported(void) {
-    static int supported = -1;
-    if (supported < 0) supported = detect_avx512_bf16();
-    return supported;
+static int avx512_bf16_detected(void) {
+    static int detected = -1;
+    if (detected < 0) detected = detect_avx512_bf16();
+    return detected;
 }
+
+// AVX512-BF16 and AMX are AVX-512 paths: forbidding AVX-512 (ck_allow_avx512) forbids them too.
+static int avx512_bf16_supported(void) { return avx512_bf16_detected() && ck_cpu_has_avx512(); }
 
 // AUTOANNOTATE_NO_AMX=1 keeps the AVX512-BF16 kernel on an AMX CPU (to compare or test the two).
 static int amx_supported(void) {
-    static int supported = -1;
-    if (supported < 0) supported = avx512_bf16_supported() && !getenv("AUTOANNOTATE_NO_AMX") && detect_amx();
-    return supported;
+    static int detected = -1;
+    if (detected < 0) detected = avx512_bf16_detected() && !getenv("AUTOANNOTATE_NO_AMX") && detect_amx();
+    return detected && ck_cpu_has_avx512();
 }
 
 int ck_bf16_supported(void) { return avx512_bf16_supported(); }

@@ -12,6 +12,7 @@
 #include "polynomials.h"
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NR           CK_SGEMM_NR
 #define KC           CK_SGEMM_KC
@@ -51,9 +52,10 @@ int ck_winograd_pack_filters(const float *weight, long o, long c, float *packed)
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
-#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define AVX512   __attribute__((target("avx512f,avx2,fma")))
+#define PORTABLE __attribute__((target("avx2,fma")))
 
-int ck_winograd_supported(void) { return ck_sgemm_supported() && ck_cpu_has_avx512(); }
+int ck_winograd_supported(void) { return ck_sgemm_supported(); }
 
 // Where a panel of 16 tiles lies in the output: runs of tiles along one tile row — lanes [from, to), whose first
 // tile's top-left output is at `offset` in a plane, `cols` output columns (the last tile of an odd width has one),
@@ -80,28 +82,10 @@ static tile_runs runs_of_panel(long t0, long lanes, long h, long w) {
     return r;
 }
 
-// Bᵀ d B for 16 tiles: d[r · 4 + j] is the window's row r, column j, one tile per lane; v[i · 4 + j] the result.
-AVX512 static inline void transform_window(const __m512 d[16], __m512 v[16]) {
-    __m512 t[16];
-    for (int j = 0; j < 4; j++) {
-        t[j] = _mm512_sub_ps(d[j], d[8 + j]);
-        t[4 + j] = _mm512_add_ps(d[4 + j], d[8 + j]);
-        t[8 + j] = _mm512_sub_ps(d[8 + j], d[4 + j]);
-        t[12 + j] = _mm512_sub_ps(d[4 + j], d[12 + j]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        v[i] = _mm512_sub_ps(t[i], t[i + 2]);
-        v[i + 1] = _mm512_add_ps(t[i + 1], t[i + 2]);
-        v[i + 2] = _mm512_sub_ps(t[i + 2], t[i + 1]);
-        v[i + 3] = _mm512_sub_ps(t[i + 1], t[i + 3]);
-    }
-}
-
-// The block's transformed windows, each of the 16 as the kernel's packed right operand [C × tiles]: point x's
-// (channel, tile) at x · c · n16 + s · n16 + (tile / 16) · 16 · kc + (channel − s) · 16 + tile % 16, where s is the
-// channel's 256-deep slice and kc that slice's depth.
-AVX512 static void transform_input(const float *x, long c, long h, long w, long t0, long n, float *gathered, float *v) {
-    const long th = (h + 1) / 2, tw = (w + 1) / 2, n16 = round_up(n, NR);
+// Channels [c0, c0 + cc) of the block's 4 × 4 input windows, gathered by the kernel's patch packer: window (channel,
+// tile) at (tile / 16) · 16 · cc · 16 + (channel − c0) · 16 · 16 + tap · 16 + tile % 16.
+static void gather_windows(const float *x, long c, long h, long w, long t0, long n, long c0, long cc, float *gathered) {
+    const long th = (h + 1) / 2, tw = (w + 1) / 2;
     const ck_patches windows = {.x = x,
                                 .channels = c,
                                 .height = h,
@@ -117,22 +101,55 @@ AVX512 static void transform_input(const float *x, long c, long h, long w, long 
                                 .out_h = th,
                                 .out_w = tw};
     const ck_operand b = {.patches = &windows};
-    for (long c0 = 0; c0 < c; c0 += CHANNELS) {
-        const long cc = min_long(CHANNELS, c - c0);
-        ck_sgemm_pack_b_block(&b, c0 * POINTS, cc * POINTS, t0, n, gathered);
-        for (long q = 0; q < n16 / NR; q++) {
-            for (long ch = c0; ch < c0 + cc; ch++) {
-                const float *window = gathered + q * NR * cc * POINTS + (ch - c0) * POINTS * NR;
-                __m512 d[16], t[16];
-                for (int i = 0; i < 16; i++) d[i] = _mm512_loadu_ps(window + i * NR);
-                transform_window(d, t);
-                const long s = ch / KC * KC, kc = min_long(KC, c - s);
-                float *dst = v + s * n16 + q * NR * kc + (ch - s) * NR;
-                for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * c * n16, t[i]);
-            }
-        }
+    ck_sgemm_pack_b_block(&b, c0 * POINTS, cc * POINTS, t0, n, gathered);
+}
+
+// The transforms in the compiler's 16-lane vectors: one register each with AVX-512, two with AVX2.
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+#define LOAD16(p) (*(const v16 *)(p))
+
+// Bᵀ d B for 16 tiles: d[r · 4 + j] is the window's row r, column j, one tile per lane; v[i · 4 + j] the result.
+static inline __attribute__((always_inline)) void transform_window(const v16 d[16], v16 v[16]) {
+    v16 t[16];
+    for (int j = 0; j < 4; j++) {
+        t[j] = d[j] - d[8 + j];
+        t[4 + j] = d[4 + j] + d[8 + j];
+        t[8 + j] = d[8 + j] - d[4 + j];
+        t[12 + j] = d[4 + j] - d[12 + j];
+    }
+    for (int i = 0; i < 16; i += 4) {
+        v[i] = t[i] - t[i + 2];
+        v[i + 1] = t[i + 1] + t[i + 2];
+        v[i + 2] = t[i + 2] - t[i + 1];
+        v[i + 3] = t[i + 1] - t[i + 3];
     }
 }
+
+// The block's transformed windows, each of the 16 as the kernel's packed right operand [C × tiles]: point x's
+// (channel, tile) at x · c · n16 + s · n16 + (tile / 16) · 16 · kc + (channel − s) · 16 + tile % 16, where s is the
+// channel's 256-deep slice and kc that slice's depth. Built for AVX-512 and for AVX2 (the same bits).
+#define TRANSFORM_INPUT(name, target)                                                                                  \
+    target static void name(const float *x, long c, long h, long w, long t0, long n, float *gathered, float *v) {      \
+        const long n16 = round_up(n, NR);                                                                              \
+        for (long c0 = 0; c0 < c; c0 += CHANNELS) {                                                                    \
+            const long cc = min_long(CHANNELS, c - c0);                                                                \
+            gather_windows(x, c, h, w, t0, n, c0, cc, gathered);                                                       \
+            for (long q = 0; q < n16 / NR; q++)                                                                        \
+                for (long ch = c0; ch < c0 + cc; ch++) {                                                               \
+                    const float *window = gathered + q * NR * cc * POINTS + (ch - c0) * POINTS * NR;                   \
+                    v16 d[16], t[16];                                                                                  \
+                    for (int i = 0; i < 16; i++) d[i] = LOAD16(window + i * NR);                                       \
+                    transform_window(d, t);                                                                            \
+                    const long s = ch / KC * KC, kc = min_long(KC, c - s);                                             \
+                    float *dst = v + s * n16 + q * NR * kc + (ch - s) * NR;                                            \
+                    for (int i = 0; i < 16; i++) memcpy(dst + i * c * n16, &t[i], sizeof t[i]);                        \
+                }                                                                                                      \
+        }                                                                                                              \
+    }
+TRANSFORM_INPUT(transform_input, AVX512)
+TRANSFORM_INPUT(transform_input_portable, PORTABLE)
+#undef TRANSFORM_INPUT
 
 // Aᵀ m A for 16 tiles of filter `f`, then bias, SiLU and residual, into the output planes (`w` wide, `plane`
 // apart). m holds the block's products: point x's row for this filter at m + x · mstride.
@@ -178,6 +195,36 @@ AVX512 static void transform_output(const float *m, long mstride, const tile_run
     }
 }
 
+// transform_output's portable build, its outputs stored element by element (the same bits).
+PORTABLE static void transform_output_portable(const float *m, long mstride, const tile_runs *runs, long f, long w,
+                                               long plane, float *y, const ck_epilogue *e) {
+    v16 p[16], s[8], out[4]; // out[i · 2 + j]: output row i, column j of each lane's tile
+    for (int i = 0; i < 16; i++) p[i] = LOAD16(m + i * mstride);
+    for (int j = 0; j < 4; j++) {
+        s[j] = (p[j] + p[4 + j]) + p[8 + j];
+        s[4 + j] = (p[4 + j] - p[8 + j]) - p[12 + j];
+    }
+    const float bias = e && e->row_bias ? e->row_bias[f] : 0;
+    for (int i = 0; i < 2; i++) {
+        const v16 *r = s + 4 * i;
+        out[2 * i] = ((r[0] + r[1]) + r[2]) + bias;
+        out[2 * i + 1] = ((r[1] - r[2]) - r[3]) + bias;
+    }
+    if (e && e->silu)
+        for (int i = 0; i < 4; i++)
+            for (int l = 0; l < NR; l++) out[i][l] = silu_poly(out[i][l]);
+    for (int k = 0; k < runs->count; k++)
+        for (int i = 0; i < 2; i++) {
+            if (i == 1 && !runs->runs[k].two_rows) continue;
+            const long at = runs->runs[k].offset + i * w;
+            const float *residual = e && e->residual ? e->residual + f * e->ldr + at : NULL;
+            for (int col = 0; col < runs->runs[k].cols; col++) {
+                const float value = out[2 * i + col % 2][runs->runs[k].from + col / 2];
+                y[f * plane + at + col] = residual ? value + residual[col] : value;
+            }
+        }
+}
+
 // Tiles per block: their transformed windows and one filter block's products (16 · (C + 48) · tiles floats) in
 // about 1.5 MB of L2, in pairs of panels (the 12 × 32 tile), 32 to MAX_BLOCK.
 static long block_tiles(long c) {
@@ -194,9 +241,10 @@ static long filter_blocks(long o) { return (o + FILTER_BLOCK - 1) / FILTER_BLOCK
 
 long ck_winograd_items(long o, long c, long h, long w) { return tile_blocks(c, h, w) * filter_blocks(o); }
 
-AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y,
-                               const ck_epilogue *e, ck_items *work, long thread) {
+int ck_winograd_conv3x3(const float *filters, long o, long c, long h, long w, const float *x, float *y,
+                        const ck_epilogue *e, ck_items *work, long thread) {
     if (!ck_winograd_supported()) return -1;
+    const int wide = ck_cpu_has_avx512();
     const long tiles = (h + 1) / 2 * ((w + 1) / 2), plane = h * w, bt = block_tiles(c),
                acount = ck_sgemm_packed_a_count(o, c);
     const long fb = min_long(FILTER_BLOCK, o), items = ck_winograd_items(o, c, h, w);
@@ -212,7 +260,10 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
         const long tb = next / filter_blocks(o) * bt, n = min_long(bt, tiles - tb), n16 = round_up(n, NR);
         const long f0 = next % filter_blocks(o) * FILTER_BLOCK, f1 = min_long(o, f0 + FILTER_BLOCK);
         if (transformed != tb) {
-            transform_input(x, c, h, w, tb, n, gathered, v);
+            if (wide)
+                transform_input(x, c, h, w, tb, n, gathered, v);
+            else
+                transform_input_portable(x, c, h, w, tb, n, gathered, v);
             for (long q = 0; q < n16 / NR; q++) runs[q] = runs_of_panel(tb + q * NR, min_long(NR, n - q * NR), h, w);
             transformed = tb;
         }
@@ -224,7 +275,10 @@ AVX512 int ck_winograd_conv3x3(const float *filters, long o, long c, long h, lon
         }
         for (long f = f0; status == 0 && f < f1; f++)
             for (long q = 0; q < n16 / NR; q++)
-                transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
+                if (wide)
+                    transform_output(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
+                else
+                    transform_output_portable(m + (f - f0) * bt + q * NR, fb * bt, &runs[q], f, w, plane, y, e);
     }
     free(gathered);
     free(v);

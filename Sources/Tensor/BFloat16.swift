@@ -15,10 +15,12 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
 
     /// Why `bf16` cannot run here, or nil where it can.
     public static var bf16Refusal: String? {
-        bf16Supported
-            ? nil
-            : "precision=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, "
-                + "AMD Zen 4 and later); this one (\(cpuModelName)) has none. Use precision=fp32."
+        guard !bf16Supported else { return nil }
+        let here =
+            ck_cpu_detects_avx512() != 0 && VectorInstructions.current == .avx2
+            ? "AVX-512 is turned off here (AUTOANNOTATE_NO_AVX512)" : "this one (\(cpuModelName)) has none"
+        return "precision=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, "
+            + "AMD Zen 4 and later); \(here). Use precision=fp32."
     }
 
     /// One core's multiply-adds per second with fp32 FMAs and with AVX512-BF16 dot products (measured once, in a few

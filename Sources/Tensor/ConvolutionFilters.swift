@@ -49,10 +49,12 @@ public struct ConvolutionFilters: Sendable {
 
     /// A model layer's filters for `geometry`: transformed for Winograd's F(2×2, 3×3) where the layer is a 3×3,
     /// stride-1, padding-1 convolution without groups and the CPU runs it (`ck_winograd_supported`, with our kernel
-    /// chosen): 2.25× fewer multiply-adds in the layers that hold most of YOLOv8's. Else as `init(_:groups:)`.
-    public init(_ weight: Tensor, geometry: Conv2dGeometry) {
+    /// chosen): 2.25× fewer multiply-adds in the layers that hold most of YOLOv8's. With `onlyWhereFaster`, only
+    /// where that pays (`VectorInstructions.fusedKernelsPay`). Else as `init(_:groups:)`.
+    public init(_ weight: Tensor, geometry: Conv2dGeometry, onlyWhereFaster: Bool = true) {
         guard weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3, geometry == Conv2dGeometry(padding: 1),
-            GEMMKernel.current == .ours, ck_winograd_supported() != 0
+            GEMMKernel.current == .ours, ck_winograd_supported() != 0,
+            !onlyWhereFaster || VectorInstructions.fusedKernelsPay
         else {
             self.init(weight, groups: geometry.groups)
             return

@@ -110,15 +110,17 @@ public func attentionToFewKeys(
 /// where z_h[i] is z[i · ldz + h · dh …], X_h and B_h the image's [n, dh] head slices packed (`PackedLinearWeight`),
 /// g [H·T, rank] row-major and L [rank, n] with rows `ldl` apart; without `scale`, `base` or `g` and `left`, that term
 /// is left out. The same bits as the products on our kernel and the scale between them, with out written once. False,
-/// with nothing written, where our kernel cannot run it (OpenBLAS chosen, no AVX-512, weights not packed): the caller
-/// runs the products.
+/// with nothing written, where our kernel cannot run it (OpenBLAS chosen, weights not packed) or, with
+/// `onlyWhereFaster`, where it does not pay (`VectorInstructions.fusedKernelsPay`): the caller runs the products.
 public func headScores(
     _ z: UnsafePointer<Float>, tokens t: Int, ldz: Int, heads: Int, headWidth dh: Int, image: [PackedLinearWeight],
     base: [PackedLinearWeight]? = nil, scale: UnsafePointer<Float>? = nil, g: UnsafePointer<Float>? = nil,
     rank: Int = 0,
-    left: UnsafePointer<Float>? = nil, ldl: Int = 0, columns n: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
+    left: UnsafePointer<Float>? = nil, ldl: Int = 0, columns n: Int, into out: UnsafeMutablePointer<Float>, ldo: Int,
+    onlyWhereFaster: Bool = true
 ) -> Bool {
-    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_KC), image.count == heads,
+    guard !onlyWhereFaster || VectorInstructions.fusedKernelsPay, GEMMKernel.current == .ours, dh <= Int(CK_SGEMM_KC),
+        image.count == heads,
         (base?.count ?? heads) == heads,
         !(image + (base ?? [])).contains(where: \.values.isEmpty), rank == 0 || (g != nil && left != nil)
     else { return false }
@@ -140,12 +142,13 @@ public func headScores(
 /// out[i, h·dh + c] += Σ_j p[h·T + i, j] · x[j, h·dh + c] for every head h (`ck_head_weighted`): few token rows'
 /// attention output from an image's map [n, H·dh] read in place, one pass over the map for all heads, the same bits
 /// as a product per head on our kernel. False, with nothing written, where our kernel cannot run it (OpenBLAS chosen,
-/// no AVX-512, heads wider than 16): the caller runs the products.
+/// heads wider than 16) or, with `onlyWhereFaster`, where it does not pay: the caller runs the products.
 public func headWeighted(
     _ p: UnsafePointer<Float>, tokens t: Int, ldp: Int, heads: Int, headWidth dh: Int, rows n: Int,
-    _ x: UnsafePointer<Float>, ldx: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
+    _ x: UnsafePointer<Float>, ldx: Int, into out: UnsafeMutablePointer<Float>, ldo: Int, onlyWhereFaster: Bool = true
 ) -> Bool {
-    guard GEMMKernel.current == .ours, ck_cpu_has_avx512() != 0, dh <= Int(CK_SGEMM_NR) else { return false }
+    guard !onlyWhereFaster || VectorInstructions.fusedKernelsPay, GEMMKernel.current == .ours, dh <= Int(CK_SGEMM_NR)
+    else { return false }
     Threading.parallelFor(heads) { range in
         let status = ck_head_weighted(t, range.lowerBound, range.upperBound, dh, n, p, ldp, x, ldx, out, ldo)
         precondition(status == 0, "ck_head_weighted: out of memory")

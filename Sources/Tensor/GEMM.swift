@@ -74,6 +74,32 @@ public enum GEMMKernel: String, Sendable {
 /// Whether our kernel runs an unpacked product with `columns` columns of C (see `gemm` for the 12).
 func oursRunsProduct(columns: Int) -> Bool { GEMMKernel.current == .ours && columns >= 12 }
 
+/// The widest vector instructions our kernels use: AVX-512 where the CPU has it, else AVX2 (our kernel needs AVX2 and
+/// FMA; without them OpenBLAS runs every product). Each AVX-512 kernel has an AVX2 or portable twin; setting `current`
+/// to `.avx2` (or `AUTOANNOTATE_NO_AVX512=1` in the environment) runs those on an AVX-512 CPU, so that tests run both
+/// and benchmarks compare them. Set it only while no product runs.
+public enum VectorInstructions: String, Sendable {
+    case avx512 = "AVX-512"
+    case avx2 = "AVX2"
+
+    public static var current: VectorInstructions {
+        get { ck_cpu_has_avx512() != 0 ? .avx512 : .avx2 }
+        set { ck_allow_avx512(newValue == .avx512 ? 1 : 0) }
+    }
+
+    /// Whether the kernels that beat the plain path only in their AVX-512 build — Winograd's convolution, the mask
+    /// decoder's heads in one pass — run by default: with AVX-512. Their portable builds give the same results but
+    /// are not tuned for AVX2 (Winograd's is slower there than the direct convolution), so they run there only where
+    /// asked for (`onlyWhereFaster: false`, in tests).
+    public static var fusedKernelsPay: Bool { current == .avx512 }
+
+    /// The instruction sets this CPU runs our kernels with (none without AVX2 and FMA).
+    public static var available: [VectorInstructions] {
+        guard ck_sgemm_supported() != 0 else { return [] }
+        return ck_cpu_detects_avx512() != 0 ? [.avx512, .avx2] : [.avx2]
+    }
+}
+
 /// B (k × n) packed for our kernel once, to serve several products.
 func packedB(_ b: ck_operand, k: Int, n: Int) -> [Float] {
     [Float](unsafeUninitializedCapacity: ck_sgemm_packed_b_count(k, n)) { buffer, count in

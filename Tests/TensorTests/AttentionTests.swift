@@ -173,6 +173,8 @@ final class AttentionTests: XCTestCase {
             }
             for precision in Precision.bf16Supported ? [Precision.fp32, .bf16] : [.fp32] {
                 forEachKernel {
+                    // bf16 is an AVX-512 path: not run while the kernels are kept to AVX2.
+                    guard precision == .fp32 || Precision.bf16Supported else { return }
                     let reference = bias(h, wParts) {
                         selfAttention(
                             qkv: Tensor(shape: [n * n, tokens, row], storage: windows), heads: heads, bias: $0,

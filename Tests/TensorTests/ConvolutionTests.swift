@@ -208,24 +208,34 @@ final class ConvolutionTests: XCTestCase {
     /// rows that end inside a panel of 16 tiles; more tiles than a block; filters past one block of 48 and not a
     /// multiple of 6; channels over two 256-deep slices, not a multiple of 8 — with the epilogue's SiLU and residual
     /// the bits of the passes after it (on a batch of two and in a `ChannelStack`), and the same bits for any split
-    /// of the tiles.
+    /// of the tiles; the AVX-512 and portable builds of its transforms the same bits where both run.
     func testWinogradEqualsTheDefinition() throws {
-        try XCTSkipIf(ck_winograd_supported() == 0, "Winograd's convolution runs where the CPU has AVX-512")
-        try onOurKernel(winogradEqualsTheDefinition)
+        try XCTSkipIf(
+            ck_winograd_supported() == 0, "Winograd's convolution runs on our kernel, which needs AVX2 and FMA")
+        var outputs: [VectorInstructions: [[Float]]] = [:]
+        let ran = try onOurKernelWithEachInstructionSet {
+            outputs[VectorInstructions.current] = try winogradEqualsTheDefinition()
+        }
+        if let wide = outputs[.avx512], let portable = outputs[.avx2] {
+            XCTAssertEqual(wide, portable, "the AVX-512 and portable builds give different bits")
+        }
+        print("Winograd's convolution: " + ran.joined(separator: ", "))
     }
 
-    func winogradEqualsTheDefinition() throws {
+    /// Each case's output with SiLU and a residual.
+    func winogradEqualsTheDefinition() throws -> [[Float]] {
         let cases: [(x: [Int], o: Int)] = [
             ([1, 3, 1, 1], 2), ([2, 5, 7, 13], 7), ([1, 300, 5, 9], 13), ([1, 16, 40, 70], 50), ([1, 8, 2, 34], 4),
         ]
         let same = Conv2dGeometry(padding: 1)
+        var outputs: [[Float]] = []
         for (index, test) in cases.enumerated() {
             let seed = UInt64(120 + 4 * index)
             let (n, c, h, w) = (test.x[0], test.x[1], test.x[2], test.x[3])
             let x = randomTensor(test.x, seed: seed)
             let wt = randomTensor([test.o, c, 3, 3], seed: seed + 1)
             let b = randomTensor([test.o], seed: seed + 2)
-            let filters = ConvolutionFilters(wt, geometry: same)
+            let filters = ConvolutionFilters(wt, geometry: same, onlyWhereFaster: false)
             XCTAssertNil(filters.weight, "transformed filters keep no plain form")
             let label = "\(test.x) * \(test.o) filters"
             let want = naiveConv(x, wt, b, stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 1)
@@ -238,9 +248,9 @@ final class ConvolutionTests: XCTestCase {
             for i in plain.storage.indices { plain.storage[i] += residual.storage[i] }
             XCTAssertEqual(
                 conv2d(x, filters: filters, bias: b, geometry: same, silu: true).storage, activated.storage, label)
-            XCTAssertEqual(
-                conv2d(x, filters: filters, bias: b, geometry: same, silu: true, adding: residual).storage,
-                plain.storage, label)
+            let fused = conv2d(x, filters: filters, bias: b, geometry: same, silu: true, adding: residual).storage
+            XCTAssertEqual(fused, plain.storage, label)
+            outputs.append(fused)
 
             // In a stack: the input in channels [o, o + c), read in place; the residual's [0, o), the output into
             // [o + c, 2o + c). (1×1 identity filters put them there exactly.)
@@ -285,6 +295,7 @@ final class ConvolutionTests: XCTestCase {
             XCTAssertEqual(
                 whole, Array(conv2d(x, filters: filters, geometry: same).storage.prefix(test.o * h * w)), label)
         }
+        return outputs
     }
 
     /// Channels `range` of [N, C, H, W], and [N, C, H, W] tensors side by side along C: the test's reference copies.

@@ -118,8 +118,12 @@ final class FewTokenAttentionTests: XCTestCase {
     /// rows (35 chunks of 32, the last 12 wide: a masked panel) and a prompt's rank past one 256-deep slice, with the
     /// columns cut across threads or not; SAM's heads (16 wide) and the wide tiny SAM's (8).
     func testHeadScoresGiveTheProductsBits() throws {
-        try XCTSkipUnless(
-            GEMMKernel.current == .ours && ck_cpu_has_avx512() != 0, "the fused scores run on our AVX-512 kernel only")
+        try XCTSkipIf(ck_sgemm_supported() == 0, "the fused scores run on our kernel, which needs AVX2 and FMA")
+        let ran = try onOurKernelWithEachInstructionSet(headScoresGiveTheProductsBits)
+        print("the fused scores: " + ran.joined(separator: ", "))
+    }
+
+    func headScoresGiveTheProductsBits() throws {
         let saved = Threading.count
         defer { Threading.count = saved }
         let (t, heads, n) = (7, 8, 1100)
@@ -190,7 +194,7 @@ final class FewTokenAttentionTests: XCTestCase {
                                             base: withBase ? packedBase : nil, scale: withScale ? s.baseAddress! : nil,
                                             g: rank > 0 ? g.baseAddress! : nil, rank: rank,
                                             left: rank > 0 ? l.baseAddress! : nil, ldl: ldl,
-                                            columns: n, into: o.baseAddress!, ldo: ldl)
+                                            columns: n, into: o.baseAddress!, ldo: ldl, onlyWhereFaster: false)
                                     }
                                 }
                             }
@@ -216,8 +220,12 @@ final class FewTokenAttentionTests: XCTestCase {
     /// sums within 1e-5 for 8-wide (where `gemm` takes OpenBLAS); 1100 image rows are five 256-deep slices, the last
     /// short, in 64-row chunks; heads cut across threads or not.
     func testHeadWeightedGivesTheProductsBits() throws {
-        try XCTSkipUnless(
-            GEMMKernel.current == .ours && ck_cpu_has_avx512() != 0, "the fused output runs on our AVX-512 kernel only")
+        try XCTSkipIf(ck_sgemm_supported() == 0, "the fused output runs on our kernel, which needs AVX2 and FMA")
+        let ran = try onOurKernelWithEachInstructionSet(headWeightedGivesTheProductsBits)
+        print("the fused output: " + ran.joined(separator: ", "))
+    }
+
+    func headWeightedGivesTheProductsBits() throws {
         let saved = Threading.count
         defer { Threading.count = saved }
         let (t, heads, n) = (7, 8, 1100)
@@ -264,7 +272,7 @@ final class FewTokenAttentionTests: XCTestCase {
                             headWeighted(
                                 p.baseAddress!, tokens: t, ldp: ldp, heads: heads, headWidth: dh, rows: n,
                                 x.baseAddress!, ldx: f,
-                                into: o.baseAddress!, ldo: f)
+                                into: o.baseAddress!, ldo: f, onlyWhereFaster: false)
                         }
                     }
                 }

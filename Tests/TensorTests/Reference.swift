@@ -62,19 +62,45 @@ extension Tensor {
 
 /// Runs `body` on our kernel (a test of its own properties), whatever `AUTOANNOTATE_GEMM` chose; the caller skips
 /// where the CPU cannot run it.
-func onOurKernel(_ body: () throws -> Void) rethrows {
+func onOurKernel<R>(_ body: () throws -> R) rethrows -> R {
     let saved = GEMMKernel.current
     defer { GEMMKernel.current = saved }
     GEMMKernel.current = .ours
-    try body()
+    return try body()
 }
 
-/// Runs `body` on each matrix-product kernel this CPU runs: ours (AVX2+FMA, no AVX-512) and OpenBLAS.
+/// Runs `body` on our kernel with each instruction set this CPU runs it with: AVX-512 where the CPU has it, and the
+/// AVX2 and portable paths on every CPU with AVX2 and FMA. Returns their names, for the test's output.
+@discardableResult
+func onOurKernelWithEachInstructionSet(_ body: () throws -> Void) rethrows -> [String] {
+    let saved = VectorInstructions.current
+    defer { VectorInstructions.current = saved }
+    return try onOurKernel {
+        try VectorInstructions.available.map { instructions in
+            VectorInstructions.current = instructions
+            try body()
+            return "ours (\(instructions.rawValue))"
+        }
+    }
+}
+
+/// The matrix-product kernels this CPU runs — ours with each of its instruction sets, and OpenBLAS —, said once in
+/// the test output.
+let kernelsThisCPURuns: [(kernel: GEMMKernel, instructions: VectorInstructions?, name: String)] = {
+    let ours = GEMMKernel.available.contains(.ours) ? VectorInstructions.available : []
+    let kernels: [(kernel: GEMMKernel, instructions: VectorInstructions?, name: String)] =
+        ours.map { (.ours, $0, "ours (\($0.rawValue))") } + [(.openblas, nil, "OpenBLAS (\(GEMMKernel.openBLASCore))")]
+    print("matrix-product kernels exercised: " + kernels.map(\.name).joined(separator: ", "))
+    return kernels
+}()
+
+/// Runs `body` on each matrix-product kernel this CPU runs (`kernelsThisCPURuns`).
 func forEachKernel(_ body: () -> Void) {
-    let saved = GEMMKernel.current
-    defer { GEMMKernel.current = saved }
-    for kernel in GEMMKernel.available {
+    let saved = (GEMMKernel.current, VectorInstructions.current)
+    defer { (GEMMKernel.current, VectorInstructions.current) = saved }
+    for (kernel, instructions, _) in kernelsThisCPURuns {
         GEMMKernel.current = kernel
+        if let instructions { VectorInstructions.current = instructions }
         body()
     }
 }

@@ -92,8 +92,14 @@ typedef struct {
 // 1 where the CPU has AVX2 and FMA, else 0 (and ck_sgemm returns -1).
 int ck_sgemm_supported(void);
 // 1 where the CPU has AVX-512 (F, DQ, BW, VL: every AVX-512 server CPU), whose 12-row tiles our kernel and whose
-// 16-lane builds the elementwise kernels then use, else 0.
+// 16-lane builds the elementwise kernels then use, else 0. 0 also while AVX-512 is not allowed (below).
 int ck_cpu_has_avx512(void);
+// 1 where the CPU has AVX-512, allowed or not.
+int ck_cpu_detects_avx512(void);
+// Allows (1, the default) or forbids (0) the AVX-512 paths, so that every kernel takes its AVX2 path on an AVX-512
+// CPU: tests run both, benchmarks compare them. AUTOANNOTATE_NO_AVX512=1 forbids them from the start. Set it only
+// while no kernel runs.
+void ck_allow_avx512(int allowed);
 // Floats that ck_sgemm_pack_b writes for a k × n B (packed once to serve several products).
 long ck_sgemm_packed_b_count(long k, long n);
 void ck_sgemm_pack_b(const ck_operand *b, long k, long n, float *packed);
@@ -125,8 +131,8 @@ int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *
 // where z_h[i] is z[i · ldz + h · dh …] (dh floats), X_h and B_h are [n, dh] packed by ck_sgemm_pack_b as dh × n right
 // operands (pointers per head), g is [heads · t, kl] row-major and L is [kl, n] with rows ldl apart. Without `scale`
 // (NULL), `base` (NULL) or the prompt's product (kl = 0), that term is left out. The same bits as the three products on
-// ck_sgemm and the scale between them, with out written once. -1 where the CPU lacks AVX-512 or dh > CK_SGEMM_KC, else
-// 0.
+// ck_sgemm and the scale between them, with out written once (few_token_attention.c: an AVX-512 build, else a
+// portable one). -1 where ck_sgemm_supported() is 0 or dh > CK_SGEMM_KC, else 0.
 int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
                    const float *const *base, const float *scale, const float *g, long kl, const float *l, long ldl,
                    float *out, long ldo, long j0, long j1);
@@ -134,7 +140,7 @@ int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const 
 // The mask decoder's attention output from a map of the image's n rows (RowsProjection.weighted), heads [h0, h1):
 //   out[i, h·dh + c] += Σ_j p[h·t + i, j] · x[j, h·dh + c]   (c < dh ≤ 16; p's rows ldp apart, x's ldx, out's ldo)
 // summed in CK_SGEMM_KC-deep slices of j, each from zero and added onto out in turn: the same bits as a ck_sgemm
-// product per head with beta 1. -1 where the CPU lacks AVX-512 or dh > 16, -2 when out of memory, else 0.
+// product per head with beta 1. -1 where ck_sgemm_supported() is 0 or dh > 16, -2 when out of memory, else 0.
 int ck_head_weighted(long t, long h0, long h1, long dh, long n, const float *p, long ldp, const float *x, long ldx,
                      float *out, long ldo);
 
@@ -146,8 +152,9 @@ ck_items *ck_items_create(long n, long threads);
 void ck_items_free(ck_items *work);
 long ck_items_next(ck_items *work, long thread);
 
-// 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c), where the CPU has
-// AVX-512: 1 there, else 0 (and ck_winograd_conv3x3 returns -1).
+// 3×3, stride-1, padding-1 convolutions by Winograd's F(2×2, 3×3) on our kernel (winograd.c: its transforms in an
+// AVX-512 build and a portable one, the same bits): 1 where our kernel runs, else 0 (and ck_winograd_conv3x3 returns
+// -1).
 int ck_winograd_supported(void);
 // Floats that ck_winograd_pack_filters writes for o filters [c, 3, 3].
 long ck_winograd_filters_count(long o, long c);
