@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "Annotate",
             dependencies: [
-                "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "ModelCache",
+                "Imaging", "Checkpoint", "YOLO", "SegmentAnything", "Geometry", "ModelCache", "Yams",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 

@@ -29,41 +29,130 @@ public final class AutoAnnotator {
         public var added = 0, removed = 0, ignored = 0
         /// Box-dataset objects written as their box's outline because SAM's mask was rejected (`sam_conf`) or empty.
         public var outlines = 0
+        /// Finished images whose label file was missing on disk, written again by this run.
+        public var rewritten = 0
+        /// Files and folders the scan could not take (`status` lists them).
+        public var skippedFiles = 0
         public var seconds = 0.0
     }
 
     public let settings: JobSettings
     let store: JobStore
     let lock: JobLock
+    /// The job's token: its temporary files are `.aa-TOKEN-RANDOM.tmp`.
+    let token: String
     /// nil in a box-dataset job.
     let detector: Detector?
     let sam: SamPredictor
     let policy: MultiPartPolicy
 
     /// Opens (or creates) the job in `settings.output` and loads its models. An existing job must have been
-    /// started with the same settings and model files; only one process may run a job at a time.
+    /// started with the same settings and model files; only one process may run a job at a time. A job that
+    /// cannot start (no such data folder, no images in it, a model that does not load) leaves nothing behind.
+    /// An existing job found in `settings.output` goes on there, wherever it was started (a moved job folder).
     public init(settings: JobSettings) throws {
         guard (settings.detector == nil) != (settings.boxes == nil) else {
             throw AnnotateError.boxesOrDetector
         }
-        try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
+        try Self.checkFolders(settings)
+        let storePath = (settings.output as NSString).appendingPathComponent(JobStore.fileName)
+        var info = stat()
+        let existing = lstat(storePath, &info) == 0
+        var models: (Detector?, SamPredictor)? = nil
+        if !existing {
+            // A new job: everything that can fail is checked before the job folder is made.
+            if try ImageScanner.scan(
+                settings.data, excluding: settings.output, boxes: settings.boxes, firstImageOnly: true
+            ).images.isEmpty {
+                throw AnnotateError.noImages(data: settings.data)
+            }
+            models = try Self.loadModels(settings)
+        }
+        let createdFolder = lstat(settings.output, &info) != 0
+        do {
+            try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
+        } catch {
+            throw AnnotateError.unreadable(
+                path: settings.output, reason: "the output folder cannot be made: \(AnnotateError.sentence(for: error))"
+            )
+        }
         lock = try JobLock(output: settings.output)
-        store = try JobStore(output: settings.output)
-        if let stored = try store.settings() {
-            if stored.data != settings.data {
-                throw AnnotateError.ownedByAnotherJob(output: settings.output, data: stored.data)
+        let isNew = lstat(storePath, &info) != 0
+        do {
+            store = try JobStore(output: settings.output)
+            if let stored = try store.settings() {
+                if stored.data != settings.data {
+                    throw AnnotateError.ownedByAnotherJob(output: settings.output, data: stored.data)
+                }
+                let differences = settings.differences(from: stored)
+                if !differences.isEmpty {
+                    throw AnnotateError.settingsChanged(output: settings.output, differences: differences)
+                }
+                // A job folder moved elsewhere goes on where it is now.
+                if stored.output != settings.output { try store.saveSettings(settings) }
+            } else {
+                try store.saveSettings(settings)
             }
-            let differences = settings.differences(from: stored)
-            if !differences.isEmpty {
-                throw AnnotateError.settingsChanged(output: settings.output, differences: differences)
-            }
-        } else {
-            try store.saveSettings(settings)
+            token = try store.token()
+            let (detector, sam) = try models ?? Self.loadModels(settings)
+            (self.detector, self.sam) = (detector, sam)
+        } catch {
+            if isNew { Self.discard(output: settings.output, folder: createdFolder) }
+            throw error
         }
         self.settings = settings
-        detector = try settings.detector.map { try Detector(path: $0.path) }
-        sam = try SamPredictor(path: settings.segmenter.path, precision: settings.precision ?? .fp32)
         policy = MultiPartPolicy(rawValue: settings.polygon) ?? .merge
+    }
+
+    static func loadModels(_ settings: JobSettings) throws -> (Detector?, SamPredictor) {
+        (
+            try settings.detector.map { try Detector(path: $0.path) },
+            try SamPredictor(path: settings.segmenter.path, precision: settings.precision ?? .fp32)
+        )
+    }
+
+    /// Removes what a job that could not start made: its store, its lock, and its folder when it made it.
+    static func discard(output: String, folder: Bool) {
+        for name in [JobStore.fileName, JobStore.fileName + "-wal", JobStore.fileName + "-shm", JobLock.fileName] {
+            unlink((output as NSString).appendingPathComponent(name))
+        }
+        if folder { rmdir(output) }
+    }
+
+    /// The data folder must exist, and the output folder may neither be it, nor hold it, nor lie inside it (nor
+    /// the box label folder): the job writes and replaces files in its output folder, and must never touch the
+    /// user's images or labels.
+    static func checkFolders(_ settings: JobSettings) throws {
+        var info = stat()
+        guard stat(settings.data, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw AnnotateError.notAFolder(path: settings.data)
+        }
+        let output = resolved(settings.output)
+        for (name, folder) in [("data", settings.data), ("boxes", settings.boxes)] {
+            guard let folder else { continue }
+            let other = resolved(folder)
+            let relation =
+                output == other
+                ? "is the \(name) folder"
+                : output.hasPrefix(other + "/")
+                    ? "lies inside the \(name) folder \(folder)"
+                    : other.hasPrefix(output + "/") ? "holds the \(name) folder \(folder)" : nil
+            if let relation {
+                throw AnnotateError.outputOverlaps(output: settings.output, relation: relation)
+            }
+        }
+    }
+
+    /// `path` with symbolic links resolved, as far as it exists (the rest appended as given).
+    static func resolved(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        if let real = realpath(url.path, nil) {
+            defer { free(real) }
+            return String(cString: real)
+        }
+        let parent = url.deletingLastPathComponent().path
+        guard parent != url.path else { return url.path }
+        return (resolved(parent) as NSString).appendingPathComponent(url.lastPathComponent)
     }
 
     /// The detector's class names, by id (empty in a box-dataset job).
@@ -71,32 +160,40 @@ public final class AutoAnnotator {
 
     public func status() throws -> JobStore.Summary { try store.summary() }
 
-    public static func status(output: String) throws -> JobStore.Summary { try JobStore(output: output).summary() }
+    public static func status(output: String) throws -> JobStore.Summary {
+        guard FileManager.default.fileExists(atPath: (output as NSString).appendingPathComponent(JobStore.fileName))
+        else { throw AnnotateError.notAJob(output: output) }
+        return try JobStore(output: output).summary()
+    }
 
-    /// The settings of the job stored in `output`, for `resume`.
+    /// The settings of the job stored in `output`, for `resume`; `output` is where the job is now (a job folder
+    /// may have been moved since it was started).
     public static func storedSettings(output: String) throws -> JobSettings {
         guard FileManager.default.fileExists(atPath: (output as NSString).appendingPathComponent(JobStore.fileName)),
-            let settings = try JobStore(output: output).settings()
+            var settings = try JobStore(output: output).settings()
         else { throw AnnotateError.notAJob(output: output) }
+        settings.output = URL(fileURLWithPath: output).standardizedFileURL.path
         return settings
     }
 
     public func run(retryFailed: Bool = false, progress: (Event) -> Void = { _ in }) throws -> Summary {
         let start = Date()
         var summary = Summary()
-        LabelWriter.removeTemporaries(under: settings.output)
+        LabelWriter.removeTemporaries(under: settings.output, token: token)
         let scan = try ImageScanner.scan(settings.data, excluding: settings.output, boxes: settings.boxes)
         (summary.added, summary.removed) = try store.synchronize(with: scan.images)
+        try store.recordSkipped(scan.skipped)
         summary.ignored = scan.ignored
-        let dataYAML = (settings.output as NSString).appendingPathComponent("data.yaml")
+        summary.skippedFiles = scan.skipped.count
+        summary.rewritten = try store.requeueMissingLabels(
+            output: settings.output, emptyFiles: settings.empty == .write)
         if let detector {
-            try LabelWriter.writeAtomically(
-                LabelWriter.dataYAML(names: detector.names, data: settings.data), to: dataYAML)
+            try write(try LabelWriter.dataYAML(names: detector.names, data: settings.data), to: "data.yaml")
         }
 
         let work = try store.remaining(retryFailed: retryFailed)
         summary.skipped = scan.images.count - work.count
-        let decoded = BoundedQueue<(Int64, String, String, Result<(Image, BoxLabels?), Error>)>(capacity: 2)
+        let decoded = BoundedQueue<(Int64, String, String, Bool, Result<(Image, BoxLabels?), Error>)>(capacity: 2)
         let (data, boxes) = (settings.data, settings.boxes)
         let collisions = scan.collisions
         let producer = Thread {
@@ -116,7 +213,7 @@ public final class AutoAnnotator {
                         return (image, prompts)
                     }
                 }
-                decoded.put((item.id, item.path, item.label, result))
+                decoded.put((item.id, item.path, item.label, item.completions > 0, result))
             }
             decoded.close()
         }
@@ -124,14 +221,13 @@ public final class AutoAnnotator {
         producer.start()
 
         var completed = 0
-        while let (id, path, label, input) = decoded.take() {
+        while let (id, path, label, written, input) = decoded.take() {
             let began = Date()
             var event = Event(
                 path: path, state: .failed, objects: 0, error: nil, completed: 0, total: work.count, seconds: 0)
             do {
                 let (image, prompts) = try input.get()
-                let (state, objects) = try annotate(
-                    image, boxes: prompts, labelPath: (settings.output as NSString).appendingPathComponent(label))
+                let (state, objects) = try annotate(image, boxes: prompts, label: label, written: written)
                 let seconds = Date().timeIntervalSince(began)
                 try store.finish(imageId: id, state: state, objects: objects, seconds: seconds)
                 (event.state, event.objects, event.seconds) = (state, objects.count, seconds)
@@ -139,7 +235,7 @@ public final class AutoAnnotator {
                 summary.objects += objects.count
                 summary.outlines += objects.filter { $0.source == .boxOutline }.count
             } catch {
-                let reason = error.localizedDescription
+                let reason = AnnotateError.sentence(for: error)
                 let seconds = Date().timeIntervalSince(began)
                 try store.fail(imageId: id, reason: reason, seconds: seconds)
                 (event.error, event.seconds) = (reason, seconds)
@@ -150,11 +246,11 @@ public final class AutoAnnotator {
             progress(event)
         }
         if detector == nil, let highest = try store.highestClass() {
-            // A box dataset's class names are not in its label files: name the classes by id.
-            try LabelWriter.writeAtomically(
-                LabelWriter.dataYAML(
-                    names: Dictionary(uniqueKeysWithValues: (0...highest).map { ($0, "\($0)") }),
-                    data: settings.data), to: dataYAML)
+            // A box dataset's class names are not in its label files: name the classes by id (ids are bounded by
+            // BoxLabels.maximumClasses; a job stored before that bound is held to it here).
+            try write(
+                try LabelWriter.dataYAML(classIds: 0...min(highest, BoxLabels.maximumClasses - 1), data: settings.data),
+                to: "data.yaml")
         }
         summary.seconds = Date().timeIntervalSince(start)
         return summary
@@ -167,23 +263,32 @@ public final class AutoAnnotator {
 
     /// One image: boxes (the detector's, or the box dataset's), their masks, the label file. Returns the state and
     /// the objects written.
-    func annotate(_ image: Image, boxes: BoxLabels?, labelPath: String) throws -> (ImageState, [ObjectRecord]) {
+    /// `label`: the label file's path relative to the output folder; `written`: whether the job has written it
+    /// before (so that empty=skip removes a label file only where the job wrote one).
+    func annotate(_ image: Image, boxes: BoxLabels?, label: String, written: Bool = false) throws -> (
+        ImageState, [ObjectRecord]
+    ) {
         guard image.width >= 10, image.height >= 10 else {
             throw ImageTooSmall(width: image.width, height: image.height)
         }
         let (lines, objects) = if let boxes { try segment(boxes, in: image) } else { try segmentDetections(in: image) }
         if objects.isEmpty {
             if settings.empty == .write {
-                try LabelWriter.writeAtomically("", to: labelPath)
-            } else {
-                try? FileManager.default.removeItem(atPath: labelPath)
+                try write("", to: label)
+            } else if written {
+                unlink((settings.output as NSString).appendingPathComponent(label))
             }
             return (.empty, [])
         }
         // A box dataset's class ids are its own: any id is valid there.
         let classCount = detector.map { max($0.model.classCount, ($0.names.keys.max() ?? -1) + 1) } ?? Int.max
-        try LabelWriter.writeAtomically(LabelWriter.contents(lines, classCount: classCount), to: labelPath)
+        try write(LabelWriter.contents(lines, classCount: classCount), to: label)
         return (.done, objects)
+    }
+
+    /// Writes a file of the job (`relative` to the output folder) atomically, never through a symbolic link.
+    func write(_ text: String, to relative: String) throws {
+        try LabelWriter.writeAtomically(text, to: relative, in: settings.output, token: token)
     }
 
     /// SAM's masks for `boxes` (all in one call, the image encoded once) as polygons by the job's policy.
@@ -191,14 +296,22 @@ public final class AutoAnnotator {
         guard !boxes.isEmpty else { return [] }
         sam.setImage(image)
         defer { sam.resetImage() }
-        let prediction = try sam.predict(boxes: boxes, lowResLogits: false)
-        return zip(prediction.masks, prediction.scores).map { mask, score in
-            let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy).filter {
-                $0.count >= 3
+        // At most `promptsPerCall` masks at the image's size exist at once, however many boxes an image has.
+        var results: [(polygons: [[(x: Float, y: Float)]], score: Float)] = []
+        for start in stride(from: 0, to: boxes.count, by: Self.promptsPerCall) {
+            let chunk = Array(boxes[start..<min(start + Self.promptsPerCall, boxes.count)])
+            let prediction = try sam.predict(boxes: chunk, lowResLogits: false)
+            results += zip(prediction.masks, prediction.scores).map { mask, score in
+                let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy)
+                    .filter { $0.count >= 3 }
+                return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)
             }
-            return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)
         }
+        return results
     }
+
+    /// Boxes SAM decodes in one call: an image's masks are held at the image's size until they become polygons.
+    static let promptsPerCall = 64
 
     /// The auto-annotation job: detections → SAM; an object whose SAM score is not above `sam_conf` is dropped.
     func segmentDetections(in image: Image) throws -> ([LabelLine], [ObjectRecord]) {

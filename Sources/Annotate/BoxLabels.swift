@@ -23,6 +23,14 @@ public struct BoxLabels: Sendable, Equatable {
 
     public var rows: [Row]
 
+    /// Class ids a box label may carry: `0..<maximumClasses` (a box dataset's `data.yaml` names every id up to the
+    /// highest, so an id of 999999999 would ask for a billion names).
+    public static let maximumClasses = 10_000
+    /// Rows a label file may hold; every box row prompts SAM.
+    public static let maximumRows = 10_000
+    /// Bytes a label file may hold (10,000 rows of long polygons fit comfortably).
+    public static let maximumBytes = 16 << 20
+
     public struct Problem: Error, LocalizedError {
         public let path: String, line: Int, reason: String
         public var errorDescription: String? { "\(path) line \(line): \(reason)" }
@@ -46,9 +54,27 @@ public struct BoxLabels: Sendable, Equatable {
     /// without objects (a background image, as Ultralytics treats it). Duplicate rows are dropped, keeping the
     /// first (Ultralytics drops them too).
     public static func read(path: String, width: Int, height: Int) throws -> BoxLabels {
-        guard FileManager.default.fileExists(atPath: path) else { return BoxLabels(rows: []) }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            if errno == ENOENT { return BoxLabels(rows: []) }
+            throw Problem(path: path, line: 0, reason: "cannot be read (\(String(cString: strerror(errno))))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw Problem(path: path, line: 0, reason: "not a regular file (a folder, pipe or device)")
+        }
+        guard info.st_size <= maximumBytes else {
+            throw Problem(
+                path: path, line: 0,
+                reason: "\(info.st_size) bytes; a label file is at most \(maximumBytes >> 20) MiB")
+        }
+        guard let handle = FileHandle(forReadingAtPath: path),
+            let data = try? handle.read(upToCount: maximumBytes + 1) ?? Data()
+        else {
             throw Problem(path: path, line: 0, reason: "cannot be read")
+        }
+        try? handle.close()
+        guard data.count <= maximumBytes else {
+            throw Problem(path: path, line: 0, reason: "larger than \(maximumBytes >> 20) MiB")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw Problem(path: path, line: 0, reason: "not UTF-8 text")
@@ -59,10 +85,16 @@ public struct BoxLabels: Sendable, Equatable {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard !fields.isEmpty, seen.insert(fields).inserted else { continue }
             func problem(_ reason: String) -> Problem { Problem(path: path, line: index + 1, reason: reason) }
-            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded(),
-                classValue < 1e9
-            else {
+            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded() else {
                 throw problem("class '\(fields[0])' is not a non-negative whole number")
+            }
+            guard classValue < Double(maximumClasses) else {
+                throw problem(
+                    "class \(fields[0]) is above the highest class id autoannotate takes, \(maximumClasses - 1)")
+            }
+            guard rows.count < maximumRows else {
+                throw problem(
+                    "more than \(maximumRows) rows; autoannotate takes at most \(maximumRows) objects an image")
             }
             let values = try fields.dropFirst().map { field -> Float in
                 guard let v = Float(field), v.isFinite else { throw problem("'\(field)' is not a number") }

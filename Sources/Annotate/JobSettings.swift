@@ -102,6 +102,8 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     case notAJob(output: String)
     case ownedByAnotherJob(output: String, data: String)
     case boxesOrDetector
+    case noImages(data: String)
+    case outputOverlaps(output: String, relation: String)
 
     public var errorDescription: String? {
         switch self {
@@ -118,6 +120,43 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
             "output_dir=\(output) belongs to the job labelling \(data); choose another output_dir, or resume that job"
         case .boxesOrDetector:
             "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
+        case .noImages(let data):
+            "data=\(data) holds no images (JPEG, PNG, … by extension, searched recursively); nothing to label"
+        case .outputOverlaps(let output, let relation):
+            "output_dir=\(output) \(relation); the job writes and replaces files in its output folder, so it must be a folder of its own beside the images: choose another output_dir"
         }
+    }
+
+    /// `error` as a sentence naming the file and the cause. Foundation's file errors otherwise read as
+    /// "The operation could not be completed (NSCocoaErrorDomain error 4)".
+    public static func sentence(for error: Error) -> String {
+        if let error = error as? AnnotateError { return error.errorDescription ?? "\(error)" }
+        if let cocoa = error as? CocoaError {
+            let path = cocoa.filePath ?? cocoa.url?.path
+            var reason: String
+            if let underlying = cocoa.underlying as NSError?, underlying.domain == NSPOSIXErrorDomain {
+                reason = String(cString: strerror(Int32(underlying.code)))
+            } else {
+                switch cocoa.code {
+                case .fileNoSuchFile, .fileReadNoSuchFile: reason = "no such file or folder"
+                case .fileReadNoPermission, .fileWriteNoPermission: reason = "permission denied"
+                case .fileWriteOutOfSpace: reason = "no space left on the device"
+                case .fileWriteVolumeReadOnly: reason = "the file system is read-only"
+                case .fileWriteFileExists: reason = "a file is in the way"
+                case .fileReadCorruptFile, .fileReadUnknownStringEncoding, .fileReadInapplicableStringEncoding:
+                    reason = "cannot be read as text"
+                case .fileReadTooLarge: reason = "too large to read"
+                default: reason = "cannot be read or written (file error \(cocoa.code.rawValue))"
+                }
+            }
+            return path.map { "\($0): \(reason)" } ?? reason.prefix(1).uppercased() + reason.dropFirst()
+        }
+        let ns = error as NSError
+        if ns.domain == NSPOSIXErrorDomain {
+            let reason = String(cString: strerror(Int32(ns.code)))
+            if let path = ns.userInfo[NSFilePathErrorKey] as? String { return "\(path): \(reason)" }
+            return reason
+        }
+        return error.localizedDescription
     }
 }

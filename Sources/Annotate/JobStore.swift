@@ -43,6 +43,15 @@ public final class JobStore: Sendable {
 
     public init(output: String) throws {
         path = (output as NSString).appendingPathComponent(Self.fileName)
+        // SQLite follows symbolic links: a link planted in the job folder would have it write elsewhere.
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            if lstat(file, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+                throw AnnotateError.unreadable(
+                    path: file,
+                    reason: "not a regular file (a symbolic link?); autoannotate does not follow links in a job folder")
+            }
+        }
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: configuration)
@@ -97,7 +106,66 @@ public final class JobStore: Sendable {
                     "ALTER TABLE object ADD COLUMN source TEXT NOT NULL DEFAULT 'sam' CHECK (source IN ('sam', 'box', 'label'))"
             )
         }
+        migrator.registerMigration("v3: job token, files the scan could not take") { db in
+            // A random token per job: the job's temporary files carry it, so that it removes its own alone.
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN token TEXT")
+            try db.execute(sql: "CREATE TABLE skipped (path TEXT NOT NULL, reason TEXT NOT NULL)")
+        }
         return migrator
+    }
+
+    /// The job's token (made on first use): the prefix of its temporary files.
+    public func token() throws -> String {
+        try pool.write { db in
+            if let token = try String.fetchOne(db, sql: "SELECT token FROM job WHERE id = 1") { return token }
+            let token = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+            let padded = String(repeating: "0", count: 8 - token.count) + token
+            try db.execute(sql: "UPDATE job SET token = ? WHERE id = 1", arguments: [padded])
+            return padded
+        }
+    }
+
+    /// Records what the last scan could not take (replacing the previous scan's list).
+    public func recordSkipped(_ skipped: [(path: String, reason: String)]) throws {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM skipped")
+            for item in skipped {
+                try db.execute(
+                    sql: "INSERT INTO skipped (path, reason) VALUES (?, ?)", arguments: [item.path, item.reason])
+            }
+        }
+    }
+
+    /// Finished images whose label file is gone from the output folder (deleted by hand) go back to pending, so
+    /// that the run writes them again. `emptyFiles`: whether images without objects have a file (empty=write).
+    /// Returns how many.
+    public func requeueMissingLabels(output: String, emptyFiles: Bool) throws -> Int {
+        let missing = try missingLabels(output: output, emptyFiles: emptyFiles)
+        guard !missing.isEmpty else { return 0 }
+        let now = Date().timeIntervalSince1970
+        try pool.write { db in
+            for path in missing {
+                try db.execute(
+                    sql: "UPDATE image SET state = 'pending', updatedAt = ? WHERE path = ? AND removed = 0",
+                    arguments: [now, path])
+            }
+        }
+        return missing.count
+    }
+
+    /// Images (relative paths) that are finished but whose label file is not in `output`.
+    public func missingLabels(output: String, emptyFiles: Bool) throws -> [String] {
+        let states = emptyFiles ? "'done', 'empty'" : "'done'"
+        let rows = try pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT path, label FROM image WHERE removed = 0 AND state IN (\(states)) ORDER BY path"
+            )
+            .map { ($0["path"] as String, $0["label"] as String) }
+        }
+        return rows.filter { _, label in
+            var info = stat()
+            return lstat((output as NSString).appendingPathComponent(label), &info) != 0
+        }.map(\.0)
     }
 
     public func settings() throws -> JobSettings? {
@@ -163,13 +231,16 @@ public final class JobStore: Sendable {
     }
 
     /// Images still to do, in path order (failed ones too when `retryFailed`).
-    public func remaining(retryFailed: Bool) throws -> [(id: Int64, path: String, label: String)] {
+    /// `completions`: how many times the image was finished before (its label file was written by the job).
+    public func remaining(retryFailed: Bool) throws -> [(id: Int64, path: String, label: String, completions: Int)] {
         try pool.read { db in
             let states = retryFailed ? "'pending', 'detected', 'failed'" : "'pending', 'detected'"
             return try Row.fetchAll(
-                db, sql: "SELECT id, path, label FROM image WHERE removed = 0 AND state IN (\(states)) ORDER BY path"
+                db,
+                sql:
+                    "SELECT id, path, label, completions FROM image WHERE removed = 0 AND state IN (\(states)) ORDER BY path"
             )
-            .map { ($0["id"], $0["path"], $0["label"]) }
+            .map { ($0["id"], $0["path"], $0["label"], $0["completions"]) }
         }
     }
 
@@ -235,9 +306,23 @@ public final class JobStore: Sendable {
         public var imagesPerSecond: Double?
         public var secondsLeft: Double?
         public var lastErrors: [[String: String]]
+        /// Finished images whose label file is missing on disk (the next run writes them again).
+        public var missingLabels: Int = 0
+        /// Files and folders the last scan could not take (symbolic links, unreadable folders, names that are not
+        /// UTF-8): how many, and the first of them with the reason.
+        public var skipped: Int = 0
+        public var skippedExamples: [[String: String]] = []
     }
 
     public func summary() throws -> Summary {
+        var summary = try counts()
+        let output = (path as NSString).deletingLastPathComponent
+        summary.missingLabels =
+            try missingLabels(output: output, emptyFiles: (try settings()?.empty ?? .write) == .write).count
+        return summary
+    }
+
+    func counts() throws -> Summary {
         try pool.read { db in
             var counts = Dictionary(uniqueKeysWithValues: ImageState.allCases.map { ($0.rawValue, 0) })
             for row in try Row.fetchAll(
@@ -266,9 +351,13 @@ public final class JobStore: Sendable {
                     "SELECT path, error FROM image WHERE state = 'failed' AND removed = 0 ORDER BY updatedAt DESC LIMIT 10"
             )
             .map { ["image": $0["path"] as String, "error": ($0["error"] as String?) ?? ""] }
+            let skipped = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM skipped") ?? 0
+            let skippedExamples = try Row.fetchAll(db, sql: "SELECT path, reason FROM skipped ORDER BY path LIMIT 10")
+                .map { ["path": $0["path"] as String, "reason": $0["reason"] as String] }
             return Summary(
                 counts: counts, removed: removed, objects: objects, imagesPerSecond: rate,
-                secondsLeft: rate.map { Double(left) / $0 }, lastErrors: errors)
+                secondsLeft: rate.map { Double(left) / $0 }, lastErrors: errors, skipped: skipped,
+                skippedExamples: skippedExamples)
         }
     }
 }

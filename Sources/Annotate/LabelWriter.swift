@@ -1,4 +1,5 @@
 import Foundation
+import Yams
 
 /// One polygon line of a YOLO segmentation label.
 public struct LabelLine: Sendable, Equatable {
@@ -46,49 +47,108 @@ public enum LabelWriter {
     /// Writes `text` to `path` so that the file is either absent, the old one, or complete: a temporary file in
     /// the same folder, flushed to disk, then renamed over the target.
     public static func writeAtomically(_ text: String, to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try writeAtomically(
+            text, to: (path as NSString).lastPathComponent, in: (path as NSString).deletingLastPathComponent)
+    }
+
+    /// Writes `text` to `relative` inside the folder `root` atomically, never through a symbolic link: each folder
+    /// on the way is made or must be a real folder, the temporary file (`.aa-TOKEN-RANDOM.tmp`, short whatever the
+    /// target's name, so that any name the file system allows can be written) is created exclusively and without
+    /// following links, and the rename replaces a link at the target rather than writing through it.
+    public static func writeAtomically(_ text: String, to relative: String, in root: String, token: String = "")
+        throws
+    {
+        var directory = root
+        for component in (relative as NSString).deletingLastPathComponent.split(separator: "/") where component != "." {
+            directory = (directory as NSString).appendingPathComponent(String(component))
+            var info = stat()
+            if lstat(directory, &info) == 0 {
+                guard info.st_mode & S_IFMT == S_IFDIR else {
+                    throw AnnotateError.unreadable(
+                        path: directory,
+                        reason: "not a folder (a symbolic link or a file); autoannotate does not write through links")
+                }
+            } else if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+                throw AnnotateError.unreadable(
+                    path: directory, reason: "the folder cannot be made: \(String(cString: strerror(errno)))")
+            }
+        }
+        let path = (root as NSString).appendingPathComponent(relative)
+        let random = String(UInt64.random(in: 0...UInt64.max) >> 32, radix: 16)
         let temporary = (directory as NSString).appendingPathComponent(
-            ".\((path as NSString).lastPathComponent).\(getpid()).tmp")
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            temporaryPrefix(token: token) + String(repeating: "0", count: 8 - random.count) + random + ".tmp")
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno)))
+            throw AnnotateError.unreadable(
+                path: temporary, reason: "cannot be created: \(String(cString: strerror(errno)))")
         }
         let bytes = Array(text.utf8)
         var written = 0
         while written < bytes.count {
             let n = bytes[written...].withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count) }
-            if n < 0 {
+            if n <= 0 {
+                let reason = n < 0 ? String(cString: strerror(errno)) : "nothing written"
                 close(descriptor)
                 unlink(temporary)
-                throw AnnotateError.unreadable(path: temporary, reason: String(cString: strerror(errno)))
+                throw AnnotateError.unreadable(path: path, reason: "cannot be written: \(reason)")
             }
             written += n
         }
         fsync(descriptor)
         close(descriptor)
         guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
             unlink(temporary)
-            throw AnnotateError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            throw AnnotateError.unreadable(path: path, reason: "cannot be written: \(reason)")
         }
     }
 
-    /// Removes temporary files a killed run left behind.
-    public static func removeTemporaries(under output: String) {
-        guard let walker = FileManager.default.enumerator(atPath: output) else { return }
-        for case let relative as String in walker
-        where (relative as NSString).lastPathComponent.hasPrefix(".") && relative.hasSuffix(".tmp") {
-            try? FileManager.default.removeItem(atPath: (output as NSString).appendingPathComponent(relative))
+    /// The name every temporary file of the job with `token` starts with.
+    static func temporaryPrefix(token: String) -> String { token.isEmpty ? ".aa-" : ".aa-\(token)-" }
+
+    /// Removes the temporary files a killed run of the job with `token` left behind under `output`, and nothing
+    /// else: no other file, not through a symbolic link.
+    public static func removeTemporaries(under output: String, token: String) {
+        let prefix = temporaryPrefix(token: token)
+        var folders = [output]
+        while let folder = folders.popLast() {
+            guard let directory = opendir(folder) else { continue }
+            defer { closedir(directory) }
+            while let entry = readdir(directory) {
+                let bytes = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+                guard let name = String(validating: bytes, as: UTF8.self), name != ".", name != ".." else { continue }
+                let path = (folder as NSString).appendingPathComponent(name)
+                var info = stat()
+                guard lstat(path, &info) == 0 else { continue }
+                if info.st_mode & S_IFMT == S_IFDIR {
+                    folders.append(path)
+                } else if info.st_mode & S_IFMT == S_IFREG, name.hasPrefix(prefix), name.hasSuffix(".tmp") {
+                    unlink(path)
+                }
+            }
         }
     }
 
-    /// `data.yaml` for training on the output as is: the class names of the detector (by id).
-    public static func dataYAML(names: [Int: String], data: String) -> String {
-        var out = "# Written by autoannotate: YOLO segmentation labels for the images in \(data)\n"
-        out += "path: \(data)\ntrain: .\nval: .\n"
-        out += "names:\n"
-        for id in names.keys.sorted() { out += "  \(id): \(names[id]!)\n" }
-        return out
+    /// `data.yaml` for training on the output as is: the class names of the detector (by id). Written by Yams'
+    /// emitter, so any name or folder (a newline, `:`, `#`, quotes, `true`, `1.5`) reads back as the same string.
+    public static func dataYAML(names: [Int: String], data: String) throws -> String {
+        try dataYAML(
+            data: data, names: names.keys.sorted().map { (try $0.represented(), try names[$0]!.represented()) })
+    }
+
+    /// `data.yaml` for a box dataset, whose label files carry no names: each class is named by its id.
+    public static func dataYAML(classIds: ClosedRange<Int>, data: String) throws -> String {
+        try dataYAML(data: data, names: classIds.map { (try $0.represented(), try $0.represented()) })
+    }
+
+    static func dataYAML(data: String, names: [(Node, Node)]) throws -> String {
+        let document = Node.mapping(
+            Node.Mapping([
+                ("path", try data.represented()), ("train", "."), ("val", "."),
+                ("names", Node.mapping(Node.Mapping(names))),
+            ]))
+        return "# Written by autoannotate: YOLO segmentation labels for the images in path\n"
+            + (try Yams.serialize(node: document, width: -1, allowUnicode: true))
     }
 }
 
@@ -97,11 +157,23 @@ public enum LabelWriter {
 final class JobLock {
     let descriptor: Int32
 
+    static let fileName = "autoannotate.lock"
+
     init(output: String) throws {
-        let path = (output as NSString).appendingPathComponent("autoannotate.lock")
-        descriptor = open(path, O_RDWR | O_CREAT, 0o644)
+        let path = (output as NSString).appendingPathComponent(Self.fileName)
+        // Never through a link: a planted `autoannotate.lock` → somewhere would have the lock truncate its target.
+        descriptor = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            throw AnnotateError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            throw AnnotateError.unreadable(
+                path: path,
+                reason: errno == ELOOP
+                    ? "a symbolic link; autoannotate does not follow links in a job folder (remove it)"
+                    : "the job's lock file cannot be opened: \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            close(descriptor)
+            throw AnnotateError.unreadable(path: path, reason: "not a regular file; remove it")
         }
         if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             var buffer = [UInt8](repeating: 0, count: 64)

@@ -44,7 +44,7 @@ extension AutoAnnotateCommand {
 
         @Option(
             name: .customLong("sam-conf"),
-            help: "Drop an object (mask and class) whose SAM predicted IoU is not above this.")
+            help: "Drop an object (mask and class) whose SAM predicted IoU is not above this, from 0 to 1.")
         var samConf: Float = 0.25
 
         @Option(help: "write: an empty .txt for images without objects; skip: no file (as Ultralytics).")
@@ -63,6 +63,8 @@ extension AutoAnnotateCommand {
 
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
+
+        func validate() throws { try OptionRange.check("sam_conf", samConf, 0...1) }
 
         func run() throws {
             compute.apply()
@@ -149,6 +151,14 @@ extension AutoAnnotateCommand {
                 )
             }
             if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
+            if summary.skippedFiles > 0 {
+                lines.append(
+                    "  \(summary.skippedFiles) files or folders could not be scanned (symbolic links, unreadable folders, names that are not UTF-8): 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
+                )
+            }
+            if summary.rewritten > 0 {
+                lines.append("  \(summary.rewritten) label files missing on disk were written again")
+            }
             if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
             if failed > 0 {
                 lines.append(
@@ -265,6 +275,16 @@ extension AutoAnnotateCommand {
                 "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
             out +=
                 "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), precision \((s.precision ?? .fp32).rawValue)\n"
+            if j.missingLabels > 0 {
+                out +=
+                    "  labels missing on disk: \(j.missingLabels) finished images have no label file ('autoannotate resume' writes them again)\n"
+            }
+            if j.skipped > 0 {
+                out +=
+                    "  not scanned: \(j.skipped) files or folders\n"
+                    + j.skippedExamples.map { "    \($0["path"] ?? ""): \($0["reason"] ?? "")" }.joined(separator: "\n")
+                    + (j.skipped > j.skippedExamples.count ? "\n    …" : "") + "\n"
+            }
             if !j.lastErrors.isEmpty {
                 out +=
                     "  last errors:\n"

@@ -1,3 +1,4 @@
+import Annotate
 import ArgumentParser
 import Foundation
 
@@ -16,7 +17,8 @@ struct AutoAnnotateCommand: ParsableCommand {
         defaultSubcommand: Run.self
     )
 
-    /// Exit codes (docs/ARCHITECTURE.md): 0 all done, 1 usage or fatal error, 2 finished with failed images.
+    /// Exit codes (docs/ARCHITECTURE.md): 0 all done, 1 usage or fatal error, 2 finished with failed images (or a
+    /// data folder without images).
     /// ArgumentParser's own code for a usage error (64) is mapped to 1.
     static func main() {
         do {
@@ -24,11 +26,20 @@ struct AutoAnnotateCommand: ParsableCommand {
             var command = try parseAsRoot(arguments)
             try command.run()
         } catch {
-            if exitCode(for: error) == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(
+                    Data((KeyValueArguments.userSpelling(fullMessage(for: error)) + "\n").utf8))
                 Self.exit(withError: ExitCode.failure)
             }
-            exit(withError: error)
+            if error is ExitCode || error is CleanExit || code == .success { exit(withError: error) }
+            // Every other failure: a sentence naming the file and the cause, exit code 1 (2 for no images).
+            if case AnnotateError.noImages = error {
+                FileHandle.standardError.write(Data("Error: \(AnnotateError.sentence(for: error))\n".utf8))
+                Self.exit(withError: ExitCode(2))
+            }
+            FileHandle.standardError.write(Data("Error: \(AnnotateError.sentence(for: error))\n".utf8))
+            Self.exit(withError: ExitCode.failure)
         }
     }
 }

@@ -15,8 +15,13 @@ extension AutoAnnotateCommand {
                 "A checkpoint: sam_b.pt, sam_vit_h_4b8939.pth, mobile_sam.pt, yolov8x.pt, a .safetensors state dict, …")
         var model: String
 
-        @Option(help: "Input size for the GFLOPs count (default: 640 for YOLO, the image encoder's own 1024 for SAM).")
+        @Option(
+            help:
+                "Input size for the GFLOPs count, from 32 to 8192 (default: 640 for YOLO, the image encoder's own 1024 for SAM)."
+        )
         var imgsz: Int?
+
+        func validate() throws { if let imgsz { try OptionRange.check("imgsz", imgsz, OptionRange.imageSize) } }
 
         func run() throws {
             print(try Self.describe(path: try resolveModel(model), imageSize: imgsz))

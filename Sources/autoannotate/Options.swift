@@ -6,16 +6,16 @@ import YOLO
 
 /// Detector settings shared by `detect` and the pipeline, with Ultralytics' names and `auto_annotate`'s defaults.
 struct DetectionOptions: ParsableArguments {
-    @Option(help: "Minimum class score for a detection.")
+    @Option(help: "Minimum class score for a detection, from 0 to 1.")
     var conf: Float = 0.25
 
-    @Option(help: "IoU above which NMS drops a box of the same class.")
+    @Option(help: "IoU above which NMS drops a box of the same class, from 0 to 1.")
     var iou: Float = 0.45
 
-    @Option(help: "Inference size (rounded up to a multiple of 32, as Ultralytics does).")
+    @Option(help: "Inference size, from 32 to 8192 (rounded up to a multiple of 32, as Ultralytics does).")
     var imgsz: Int = 640
 
-    @Option(name: .customLong("max-det"), help: "Maximum detections per image.")
+    @Option(name: .customLong("max-det"), help: "Maximum detections per image, from 1 to 10000.")
     var maxDet: Int = 300
 
     @Option(help: "Keep only these classes, by id or by name: classes=0,2 or classes=person,car.")
@@ -27,10 +27,10 @@ struct DetectionOptions: ParsableArguments {
     var agnostic = false
 
     func validate() throws {
-        guard (0...1).contains(conf) else { throw ValidationError("conf must be between 0 and 1, got \(conf)") }
-        guard (0...1).contains(iou) else { throw ValidationError("iou must be between 0 and 1, got \(iou)") }
-        guard imgsz > 0 else { throw ValidationError("imgsz must be positive, got \(imgsz)") }
-        guard maxDet > 0 else { throw ValidationError("max_det must be positive, got \(maxDet)") }
+        try OptionRange.check("conf", conf, 0...1)
+        try OptionRange.check("iou", iou, 0...1)
+        try OptionRange.check("imgsz", imgsz, OptionRange.imageSize)
+        try OptionRange.check("max_det", maxDet, OptionRange.detections)
     }
 
     /// NMS settings, with class names resolved against the model's.
@@ -57,9 +57,36 @@ struct DetectionOptions: ParsableArguments {
     }
 }
 
+/// The valid range of every numeric option, checked before any work starts (a value outside it would make the
+/// job allocate without bound, trap on overflow, or silently do nothing), with messages that name the option as
+/// users type it.
+enum OptionRange {
+    static let imageSize = 32...8192
+    static let detections = 1...10_000
+    static let threads = 1...1024
+
+    static func check(_ name: String, _ value: Float, _ range: ClosedRange<Float>) throws {
+        guard range.contains(value) else {
+            throw ValidationError(
+                "\(name)=\(value) is out of range: \(name) must be a number from \(format(range.lowerBound)) to \(format(range.upperBound))"
+            )
+        }
+    }
+
+    static func check(_ name: String, _ value: Int, _ range: ClosedRange<Int>) throws {
+        guard range.contains(value) else {
+            throw ValidationError(
+                "\(name)=\(value) is out of range: \(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)"
+            )
+        }
+    }
+
+    static func format(_ value: Float) -> String { value == value.rounded() ? String(Int(value)) : "\(value)" }
+}
+
 /// Compute settings shared by every subcommand that runs a model.
 struct ComputeOptions: ParsableArguments {
-    @Option(help: "Threads for BLAS and our own loops (default: all cores).")
+    @Option(help: "Threads for BLAS and our own loops, from 1 to 1024 (default: all cores).")
     var threads: Int?
 
     @Option(help: "Only cpu: autoannotate runs on the CPU.")
@@ -70,7 +97,7 @@ struct ComputeOptions: ParsableArguments {
             throw ValidationError(
                 "device=\(device): autoannotate runs on the CPU only; use device=cpu (or leave it out)")
         }
-        if let threads, threads < 1 { throw ValidationError("threads must be at least 1, got \(threads)") }
+        if let threads { try OptionRange.check("threads", threads, OptionRange.threads) }
     }
 
     func apply() { if let threads { Threading.count = threads } }
