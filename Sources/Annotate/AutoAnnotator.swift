@@ -123,12 +123,17 @@ public final class AutoAnnotator {
     /// the box label folder): the job writes and replaces files in its output folder, and must never touch the
     /// user's images or labels.
     static func checkFolders(_ settings: JobSettings) throws {
+        try checkFolders(data: settings.data, output: settings.output, boxes: settings.boxes)
+    }
+
+    /// `checkFolders` before the settings are complete (the CLI checks the folders before it resolves models).
+    public static func checkFolders(data: String, output outputFolder: String, boxes: String?) throws {
         var info = stat()
-        guard stat(settings.data, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw AnnotateError.notAFolder(path: settings.data)
+        guard stat(data, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw AnnotateError.notAFolder(path: data)
         }
-        let output = resolved(settings.output)
-        for (name, folder) in [("data", settings.data), ("boxes", settings.boxes)] {
+        let output = resolved(outputFolder)
+        for (name, folder) in [("data", data), ("boxes", boxes)] {
             guard let folder else { continue }
             let other = resolved(folder)
             let relation =
@@ -138,7 +143,7 @@ public final class AutoAnnotator {
                     ? "lies inside the \(name) folder \(folder)"
                     : other.hasPrefix(output + "/") ? "holds the \(name) folder \(folder)" : nil
             if let relation {
-                throw AnnotateError.outputOverlaps(output: settings.output, relation: relation)
+                throw AnnotateError.outputOverlaps(output: outputFolder, relation: relation)
             }
         }
     }

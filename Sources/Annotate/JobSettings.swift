@@ -131,7 +131,8 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     /// "The operation could not be completed (NSCocoaErrorDomain error 4)".
     public static func sentence(for error: Error) -> String {
         if let error = error as? AnnotateError { return error.errorDescription ?? "\(error)" }
-        if let cocoa = error as? CocoaError {
+        // Foundation's file errors are codes below 1024; others (property lists, JSON, …) describe themselves.
+        if let cocoa = error as? CocoaError, cocoa.code.rawValue < 1024 {
             let path = cocoa.filePath ?? cocoa.url?.path
             var reason: String
             if let underlying = cocoa.underlying as NSError?, underlying.domain == NSPOSIXErrorDomain {

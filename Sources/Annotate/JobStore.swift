@@ -54,8 +54,14 @@ public final class JobStore: Sendable {
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        pool = try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(pool)
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch let error as DatabaseError {
+            throw AnnotateError.unreadable(
+                path: path,
+                reason: "the job store cannot be opened (\(error.message ?? "SQLite error \(error.resultCode)"))")
+        }
     }
 
     /// Migrations are named, never edited once shipped, and written in SQL rather than app types.
@@ -171,7 +177,11 @@ public final class JobStore: Sendable {
     public func settings() throws -> JobSettings? {
         try pool.read { db in
             guard let text = try String.fetchOne(db, sql: "SELECT settings FROM job WHERE id = 1") else { return nil }
-            return try JSONDecoder().decode(JobSettings.self, from: Data(text.utf8))
+            do {
+                return try JSONDecoder().decode(JobSettings.self, from: Data(text.utf8))
+            } catch {
+                throw AnnotateError.unreadable(path: path, reason: "the job's settings in it cannot be read (\(error))")
+            }
         }
     }
 

@@ -82,11 +82,14 @@ extension AutoAnnotateCommand {
                     throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects")
                 }
             }
+            let output = URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL
+                .path
+            // The folders first: a typo in data= or an output_dir over the images is refused before any download.
+            try AutoAnnotator.checkFolders(data: dataPath, output: output, boxes: boxFolder)
             let detectorPath = boxFolder == nil ? try resolveModel(detModel ?? "yolov8x.pt") : nil
             var settings = JobSettings(
                 data: dataPath,
-                output: URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL
-                    .path,
+                output: output,
                 detector: try detectorPath.map { try .identify(path: $0) },
                 segmenter: try .identify(path: try resolveModel(samModel)))
             settings.boxes = boxFolder
@@ -226,7 +229,7 @@ extension AutoAnnotateCommand {
                     let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
                     documents.append(["output_dir": path, "status": encoded, "settings": config])
                 } else {
-                    print(Self.text(path, settings, summary))
+                    print(ProgressReporter.printable(Self.text(path, settings, summary)))
                 }
             }
             if format == .json {
@@ -310,7 +313,8 @@ final class ProgressReporter {
         let rate = Double(e.completed) / max(elapsed, 1e-9)
         let eta = rate > 0 ? Double(e.total - e.completed) / rate : 0
         if let error = e.error {
-            FileHandle.standardError.write(Data("\(terminal ? "\r\u{1B}[K" : "")failed: \(error)\n".utf8))
+            FileHandle.standardError.write(
+                Data("\(terminal ? "\r\u{1B}[K" : "")failed: \(Self.printable(error))\n".utf8))
         }
         if terminal {
             let width = 30
@@ -318,7 +322,7 @@ final class ProgressReporter {
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
             let text = String(
                 format: "\r%@ %d/%d  %.2f img/s  ETA %@  %@", bar, e.completed, e.total, rate, Self.duration(eta),
-                e.path)
+                Self.printable(e.path))
             FileHandle.standardError.write(Data((text.prefix(160) + "\u{1B}[K").utf8))
         } else if Date().timeIntervalSince(lastLine) >= 10 || e.completed == e.total {
             lastLine = Date()
@@ -331,6 +335,13 @@ final class ProgressReporter {
     }
 
     func finish() { if terminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+
+    /// `text` with control characters shown as '?': a file name cannot move the cursor or retitle the terminal.
+    static func printable(_ text: String) -> String {
+        String(
+            String.UnicodeScalarView(
+                text.unicodeScalars.map { $0.properties.generalCategory == .control && $0 != "\n" ? "?" : $0 }))
+    }
 
     static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())

@@ -1,3 +1,4 @@
+import Annotate
 import ArgumentParser
 import Foundation
 import Imaging
@@ -47,7 +48,7 @@ extension AutoAnnotateCommand {
                     }
                 } catch {
                     failed += 1
-                    FileHandle.standardError.write(Data("error: \(error.localizedDescription)\n".utf8))
+                    FileHandle.standardError.write(Data("error: \(AnnotateError.sentence(for: error))\n".utf8))
                 }
             }
             if format == .json {

@@ -23,10 +23,10 @@ extension AutoAnnotateCommand {
         @Option(help: "The image.")
         var source: String
 
-        @Option(help: "Boxes in pixels: x1,y1,x2,y2[;x1,y1,x2,y2 …].")
+        @Option(help: "Boxes in pixels: x1,y1,x2,y2[;x1,y1,x2,y2 …], at most 256.")
         var bboxes: String?
 
-        @Option(help: "Points in pixels: x,y[;x,y …].")
+        @Option(help: "Points in pixels: x,y[;x,y …], at most 256.")
         var points: String?
 
         @Option(help: "Point labels: 1 foreground, 0 background, one per point (default: all 1).")
@@ -53,6 +53,8 @@ extension AutoAnnotateCommand {
                     "give bboxes= and/or points=: segment-everything (no prompts) is not available yet")
             }
             if labels != nil && points == nil { throw ValidationError("labels= needs points=") }
+            _ = try parseList(bboxes, arity: 4, name: "bboxes")
+            _ = try parseList(points, arity: 2, name: "points")
         }
 
         func run() throws {
@@ -88,12 +90,27 @@ extension AutoAnnotateCommand {
             }
         }
 
+        /// Prompts `segment` takes at once: each box's mask is held at the image's size until printed.
+        static let maximumPrompts = 256
+        /// Coordinates are pixels; a prompt may reach outside the image, but not to float32's overflow.
+        static let coordinateRange: ClosedRange<Float> = -1_000_000...1_000_000
+
         func parseList(_ text: String?, arity: Int, name: String) throws -> [[Float]] {
             guard let text else { return [] }
-            return try text.split(separator: ";").map { group in
+            let groups = text.split(separator: ";")
+            guard groups.count <= Self.maximumPrompts else {
+                throw ValidationError(
+                    "\(name): \(groups.count) prompts; segment takes at most \(Self.maximumPrompts) at once (the job, with boxes=, takes any number)"
+                )
+            }
+            return try groups.map { group in
                 let values = group.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) }
                 guard values.count == arity, group.split(separator: ",").count == arity else {
                     throw ValidationError("\(name): '\(group)' should be \(arity) numbers separated by commas")
+                }
+                guard values.allSatisfy({ Self.coordinateRange.contains($0) }) else {
+                    throw ValidationError(
+                        "\(name): '\(group)' holds a coordinate that is not a number from -1000000 to 1000000 pixels")
                 }
                 return values
             }

@@ -124,6 +124,17 @@ final class HardeningTests: XCTestCase {
             XCTAssertEqual(result.status, 1, "\(arguments)")
             XCTAssertTrue(result.errors.contains("is out of range"), "\(arguments): \(result.errors)")
         }
+        let sam = PipelineTests.segmenter
+        for (arguments, message) in [
+            (["bboxes=nan,nan,nan,nan"], "bboxes: 'nan,nan,nan,nan' holds a coordinate that is not a number"),
+            (["bboxes=-1e30,0,1e30,5"], "holds a coordinate that is not a number from -1000000 to 1000000"),
+            (["points=1e38,1e38"], "points: '1e38,1e38' holds a coordinate"),
+            (["bboxes=" + Array(repeating: "1,1,5,5", count: 257).joined(separator: ";")], "segment takes at most 256"),
+        ] {
+            let result = try cli.run(["segment", "model=\(sam)", "source=\(image)"] + arguments)
+            XCTAssertEqual(result.status, 1, "\(arguments)")
+            XCTAssertTrue(result.errors.contains(message), "\(arguments): \(result.errors)")
+        }
         // In range, the same spellings work (a value may itself hold '=').
         XCTAssertEqual(try cli.run(["info", "model=\(PipelineTests.detector)", "imgsz=8192"]).status, 0)
         let help = try cli.run(["annotate", "--help"]).output
@@ -397,6 +408,10 @@ extension HardeningTests {
         let before = try Data(contentsOf: label)
         try FileManager.default.removeItem(at: label)
         XCTAssertEqual(try AutoAnnotator.status(output: output.path).missingLabels, 1)
+        try CrashTests.requireCLI()
+        let status = try cli.run(["status", "output_dir=\(output.path)"])
+        XCTAssertTrue(
+            status.output.contains("labels missing on disk: 1 finished images have no label file"), status.output)
         let again = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         XCTAssertEqual(again.rewritten, 1)
         XCTAssertEqual(again.done + again.empty, 1)
@@ -522,5 +537,25 @@ extension HardeningTests {
         let status = try cli.run(["status", "output_dir=\(work.path)/nothing"])
         XCTAssertEqual(status.status, 1)
         XCTAssertTrue(status.errors.contains("holds no autoannotate job"), status.errors)
+        // A store that is not SQLite, or whose settings are not a job's: named, with the cause.
+        let broken = work.appendingPathComponent("broken")
+        try FileManager.default.createDirectory(at: broken, withIntermediateDirectories: true)
+        try "not a database".write(
+            to: broken.appendingPathComponent("autoannotate.sqlite"), atomically: true, encoding: .utf8)
+        for arguments in [["status", "output_dir=\(broken.path)"], ["resume", "output_dir=\(broken.path)"]] {
+            let result = try cli.run(arguments)
+            XCTAssertEqual(result.status, 1, "\(arguments)")
+            XCTAssertTrue(
+                result.errors.contains("\(broken.path)/autoannotate.sqlite: the job store cannot be opened"),
+                result.errors)
+        }
+        // A segment whose image cannot be written: a sentence, not a Foundation code.
+        let overlay = try cli.run([
+            "segment", "model=\(PipelineTests.segmenter)", "source=\(data.path)/small.png", "bboxes=1,1,20,20",
+            "format=png", "output=\(blocker.path)/x.png",
+        ])
+        XCTAssertEqual(overlay.status, 1)
+        XCTAssertTrue(overlay.errors.contains("\(blocker.path)/x.png"), overlay.errors)
+        XCTAssertFalse(overlay.errors.contains("NSCocoaErrorDomain"), overlay.errors)
     }
 }
