@@ -73,7 +73,8 @@ public final class AutoAnnotator {
             try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
         } catch {
             throw AnnotateError.unreadable(
-                path: settings.output, reason: "the output folder cannot be made: \(AnnotateError.sentence(for: error))"
+                path: settings.output,
+                reason: "the output folder cannot be made (\(AnnotateError.cause(of: error).reason))"
             )
         }
         lock = try JobLock(output: settings.output)
@@ -120,8 +121,8 @@ public final class AutoAnnotator {
     }
 
     /// The data folder must exist, and the output folder may neither be it, nor hold it, nor lie inside it (nor
-    /// the box label folder): the job writes and replaces files in its output folder, and must never touch the
-    /// user's images or labels.
+    /// the box label folder), nor, for a new job, hold files already: the job writes and replaces files in its
+    /// output folder, and must never touch the user's images, labels or other files.
     static func checkFolders(_ settings: JobSettings) throws {
         try checkFolders(data: settings.data, output: settings.output, boxes: settings.boxes)
     }
@@ -145,6 +146,17 @@ public final class AutoAnnotator {
             if let relation {
                 throw AnnotateError.outputOverlaps(output: outputFolder, relation: relation)
             }
+        }
+        // A new job in a folder of the user's would overwrite whatever has a label's name there.
+        let jobFiles: Set<String> = [
+            JobLock.fileName, JobStore.fileName, JobStore.fileName + "-wal", JobStore.fileName + "-shm",
+        ]
+        if lstat((outputFolder as NSString).appendingPathComponent(JobStore.fileName), &info) != 0,
+            let other = try? FileManager.default.contentsOfDirectory(atPath: outputFolder).sorted().first(where: {
+                !jobFiles.contains($0)
+            })
+        {
+            throw AnnotateError.outputNotEmpty(output: outputFolder, example: other)
         }
     }
 

@@ -104,6 +104,7 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     case boxesOrDetector
     case noImages(data: String)
     case outputOverlaps(output: String, relation: String)
+    case outputNotEmpty(output: String, example: String)
 
     public var errorDescription: String? {
         switch self {
@@ -122,6 +123,8 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
             "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
         case .noImages(let data):
             "data=\(data) holds no images (JPEG, PNG, … by extension, searched recursively); nothing to label"
+        case .outputNotEmpty(let output, let example):
+            "output_dir=\(output) already holds files (\(example), …) but no autoannotate job; the job would overwrite files of the same names, so give it a new or empty folder"
         case .outputOverlaps(let output, let relation):
             "output_dir=\(output) \(relation); the job writes and replaces files in its output folder, so it must be a folder of its own beside the images: choose another output_dir"
         }
@@ -131,6 +134,12 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     /// "The operation could not be completed (NSCocoaErrorDomain error 4)".
     public static func sentence(for error: Error) -> String {
         if let error = error as? AnnotateError { return error.errorDescription ?? "\(error)" }
+        let (path, reason) = cause(of: error)
+        return path.map { "\($0): \(reason)" } ?? reason
+    }
+
+    /// The file an error names (if it names one) and its cause, in words.
+    public static func cause(of error: Error) -> (path: String?, reason: String) {
         // Foundation's file errors are codes below 1024; others (property lists, JSON, …) describe themselves.
         if let cocoa = error as? CocoaError, cocoa.code.rawValue < 1024 {
             let path = cocoa.filePath ?? cocoa.url?.path
@@ -150,14 +159,12 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
                 default: reason = "cannot be read or written (file error \(cocoa.code.rawValue))"
                 }
             }
-            return path.map { "\($0): \(reason)" } ?? reason.prefix(1).uppercased() + reason.dropFirst()
+            return (path, reason)
         }
         let ns = error as NSError
         if ns.domain == NSPOSIXErrorDomain {
-            let reason = String(cString: strerror(Int32(ns.code)))
-            if let path = ns.userInfo[NSFilePathErrorKey] as? String { return "\(path): \(reason)" }
-            return reason
+            return (ns.userInfo[NSFilePathErrorKey] as? String, String(cString: strerror(Int32(ns.code))))
         }
-        return error.localizedDescription
+        return (nil, error.localizedDescription)
     }
 }

@@ -307,20 +307,24 @@ extension HardeningTests {
         }
         XCTAssertEqual(try String(contentsOf: victim, encoding: .utf8), "precious\n")
 
-        // A label's folder replaced by a link: that image fails, nothing is written through the link.
+        // In a job's folder, a label's folder replaced by a link: that image fails, nothing is written through
+        // the link; a label file replaced by a link is replaced, not written through.
         try FileManager.default.removeItem(at: output)
+        _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         let nested = data.appendingPathComponent("sub")
         try FileManager.default.createDirectory(at: nested, withIntermediateDirectories: true)
         try FileManager.default.copyItem(
             at: data.appendingPathComponent("small.png"), to: nested.appendingPathComponent("inner.png"))
         let outside = work.appendingPathComponent("outside")
         try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(
             atPath: output.appendingPathComponent("sub").path, withDestinationPath: outside.path)
-        // A label file planted as a link is replaced, not written through.
+        try FileManager.default.removeItem(at: output.appendingPathComponent("small.txt"))
         try FileManager.default.createSymbolicLink(
             atPath: output.appendingPathComponent("small.txt").path, withDestinationPath: victim.path)
+        try FileManager.default.setAttributes(
+            [.modificationDate: Date(timeIntervalSinceNow: -60)],
+            ofItemAtPath: data.appendingPathComponent("small.png").path)
         let summary = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         XCTAssertEqual(summary.failed, 1)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outside.path), [])
@@ -352,12 +356,27 @@ extension HardeningTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: data.appendingPathComponent("labels").path))
         XCTAssertEqual(try String(contentsOf: mine, encoding: .utf8), "user's own label\n")
 
-        // A job beside the images: a temporary-looking file of the user's in the output folder survives runs.
+        // A new job in a folder that holds the user's files: refused, the files untouched.
         let output = work.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        let users = output.appendingPathComponent("small.txt")
+        try "user's file\n".write(to: users, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try AutoAnnotator(settings: try settings(data: data, output: output))) { error in
+            XCTAssertTrue(
+                error.localizedDescription.contains("already holds files (small.txt, …) but no autoannotate job"),
+                error.localizedDescription)
+        }
+        XCTAssertEqual(try String(contentsOf: users, encoding: .utf8), "user's file\n")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: output.path), ["small.txt"])
+
+        // A job beside the images: a temporary-looking file of the user's in the output folder survives runs.
+        try FileManager.default.removeItem(at: users)
+        _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         let theirs = [output.appendingPathComponent(".notes.tmp"), output.appendingPathComponent(".aa-0.tmp")]
         for file in theirs { try "keep\n".write(to: file, atomically: true, encoding: .utf8) }
-        _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
+        try FileManager.default.setAttributes(
+            [.modificationDate: Date(timeIntervalSinceNow: -60)],
+            ofItemAtPath: data.appendingPathComponent("small.png").path)
         _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         for file in theirs + [hidden] { XCTAssertTrue(FileManager.default.fileExists(atPath: file.path), file.path) }
     }
