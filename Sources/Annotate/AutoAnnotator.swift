@@ -68,7 +68,13 @@ public final class AutoAnnotator {
             }
             models = try Self.loadModels(settings)
         }
-        let createdFolder = lstat(settings.output, &info) != 0
+        // The folders this init makes (the output folder and any missing parents), removed again on a failed start.
+        var created: [String] = []
+        var folder = URL(fileURLWithPath: settings.output).standardizedFileURL
+        while folder.path != "/", lstat(folder.path, &info) != 0 {
+            created.append(folder.path)
+            folder.deleteLastPathComponent()
+        }
         do {
             try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
         } catch {
@@ -98,7 +104,7 @@ public final class AutoAnnotator {
             let (detector, sam) = try models ?? Self.loadModels(settings)
             (self.detector, self.sam) = (detector, sam)
         } catch {
-            if isNew { Self.discard(output: settings.output, folder: createdFolder) }
+            if isNew { Self.discard(output: settings.output, folders: created) }
             throw error
         }
         self.settings = settings
@@ -112,12 +118,13 @@ public final class AutoAnnotator {
         )
     }
 
-    /// Removes what a job that could not start made: its store, its lock, and its folder when it made it.
-    static func discard(output: String, folder: Bool) {
+    /// Removes what a job that could not start made: its store, its lock, and the folders it made (deepest first;
+    /// a folder that holds anything else stays).
+    static func discard(output: String, folders: [String]) {
         for name in [JobStore.fileName, JobStore.fileName + "-wal", JobStore.fileName + "-shm", JobLock.fileName] {
             unlink((output as NSString).appendingPathComponent(name))
         }
-        if folder { rmdir(output) }
+        for folder in folders { rmdir(folder) }
     }
 
     /// The data folder must exist, and the output folder may neither be it, nor hold it, nor lie inside it (nor
@@ -137,12 +144,13 @@ public final class AutoAnnotator {
         for (name, folder) in [("data", data), ("boxes", boxes)] {
             guard let folder else { continue }
             let other = resolved(folder)
+            func inside(_ a: String, _ b: String) -> Bool { a.hasPrefix(b.hasSuffix("/") ? b : b + "/") }
             let relation =
                 output == other
                 ? "is the \(name) folder"
-                : output.hasPrefix(other + "/")
+                : inside(output, other)
                     ? "lies inside the \(name) folder \(folder)"
-                    : other.hasPrefix(output + "/") ? "holds the \(name) folder \(folder)" : nil
+                    : inside(other, output) ? "holds the \(name) folder \(folder)" : nil
             if let relation {
                 throw AnnotateError.outputOverlaps(output: outputFolder, relation: relation)
             }

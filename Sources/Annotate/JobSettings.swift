@@ -86,7 +86,14 @@ public struct JobSettings: Codable, Equatable, Sendable {
 extension JobSettings.Model {
     /// Identifies a model file by content: SHA-256 of its bytes (streamed, never held in memory at once).
     public static func identify(path: String) throws -> JobSettings.Model {
-        guard let (digest, size) = try fileSHA256(path: path) else {
+        try AnnotateError.requireRegularFile(path, what: "a model is a checkpoint file")
+        let identified: (sha256: String, size: Int)?
+        do {
+            identified = try fileSHA256(path: path)
+        } catch {
+            throw AnnotateError.unreadable(path: path, reason: AnnotateError.cause(of: error).reason)
+        }
+        guard let (digest, size) = identified else {
             throw AnnotateError.unreadable(path: path, reason: "no such file, or not readable")
         }
         return .init(path: URL(fileURLWithPath: path).standardizedFileURL.path, sha256: digest, size: size)
@@ -127,6 +134,25 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
             "output_dir=\(output) already holds files (\(example), …) but no autoannotate job; the job would overwrite files of the same names, so give it a new or empty folder"
         case .outputOverlaps(let output, let relation):
             "output_dir=\(output) \(relation); the job writes and replaces files in its output folder, so it must be a folder of its own beside the images: choose another output_dir"
+        }
+    }
+
+    /// Refuses anything but a regular file (symbolic links followed): reading a folder fails obscurely, and a
+    /// device (/dev/zero) or a pipe never ends. `what`: what the file should be, for the message.
+    public static func requireRegularFile(_ path: String, what: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw AnnotateError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            let kind =
+                switch info.st_mode & S_IFMT {
+                case S_IFDIR: "a folder"
+                case S_IFIFO: "a pipe"
+                case S_IFCHR, S_IFBLK: "a device"
+                default: "not a regular file"
+                }
+            throw AnnotateError.unreadable(path: path, reason: "\(kind); \(what)")
         }
     }
 

@@ -1,3 +1,4 @@
+import Annotate
 import ArgumentParser
 import Foundation
 import ModelCache
@@ -165,5 +166,6 @@ func resolveModel(_ argument: String) throws -> String {
         }
     }
     if drew { FileHandle.standardError.write(Data("\n".utf8)) }
+    try AnnotateError.requireRegularFile(path, what: "a model is a checkpoint file")
     return path
 }

@@ -394,7 +394,7 @@ extension HardeningTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
         let wrongModel = try cli.run(
             [
-                "data=\(data.path)", "output_dir=\(output.path)", "det_model=\(PipelineTests.segmenter)",
+                "data=\(data.path)", "output_dir=\(output.path)/a/b", "det_model=\(PipelineTests.segmenter)",
                 "sam_model=\(PipelineTests.segmenter)",
             ])
         XCTAssertEqual(wrongModel.status, 1)
@@ -568,6 +568,25 @@ extension HardeningTests {
                 result.errors.contains("\(broken.path)/autoannotate.sqlite: the job store cannot be opened"),
                 result.errors)
         }
+        // A model that is a device or a folder: refused at once (reading /dev/zero to its SHA-256 never ended).
+        for (arguments, message) in [
+            (
+                [
+                    "data=\(data.path)", "output_dir=\(work.path)/zero", "det_model=/dev/zero",
+                    "sam_model=\(PipelineTests.segmenter)",
+                ],
+                "/dev/zero: a device; a model is a checkpoint file"
+            ),
+            (["info", "model=/dev/zero"], "/dev/zero: a device; a model is a checkpoint file"),
+            (["info", "model=\(work.path)"], "\(work.path): a folder; a model is a checkpoint file"),
+        ] {
+            let began = Date()
+            let result = try cli.run(arguments)
+            XCTAssertEqual(result.status, 1, "\(arguments)")
+            XCTAssertTrue(result.errors.contains(message), "\(arguments): \(result.errors)")
+            XCTAssertLessThan(Date().timeIntervalSince(began), 10)
+        }
+        XCTAssertThrowsError(try JobSettings.Model.identify(path: "/dev/zero"))
         // A segment whose image cannot be written: a sentence, not a Foundation code.
         let overlay = try cli.run([
             "segment", "model=\(PipelineTests.segmenter)", "source=\(data.path)/small.png", "bboxes=1,1,20,20",
