@@ -321,10 +321,11 @@ public final class AutoAnnotator {
         guard !boxes.isEmpty else { return [] }
         sam.setImage(image)
         defer { sam.resetImage() }
-        // At most `promptsPerCall` masks at the image's size exist at once, however many boxes an image has.
+        // Masks at the image's size exist for one call's boxes at a time, however many boxes an image has.
+        let perCall = Self.promptsPerCall(width: image.width, height: image.height)
         var results: [(polygons: [[(x: Float, y: Float)]], score: Float)] = []
-        for start in stride(from: 0, to: boxes.count, by: Self.promptsPerCall) {
-            let chunk = Array(boxes[start..<min(start + Self.promptsPerCall, boxes.count)])
+        for start in stride(from: 0, to: boxes.count, by: perCall) {
+            let chunk = Array(boxes[start..<min(start + perCall, boxes.count)])
             let prediction = try sam.predict(boxes: chunk, lowResLogits: false)
             results += zip(prediction.masks, prediction.scores).map { mask, score in
                 let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy)
@@ -335,8 +336,12 @@ public final class AutoAnnotator {
         return results
     }
 
-    /// Boxes SAM decodes in one call: an image's masks are held at the image's size until they become polygons.
-    static let promptsPerCall = 64
+    /// Boxes SAM decodes in one call: each box's mask is held at the image's size until it becomes polygons, so a
+    /// call holds at most 64 masks and about 256 MB of them (4 for a 64-megapixel image, 1 above), whatever the
+    /// number of boxes. It depends on the image's size alone, so a resumed job writes the same bytes.
+    static func promptsPerCall(width: Int, height: Int) -> Int {
+        max(1, min(64, (256 << 20) / max(width * height, 1)))
+    }
 
     /// The auto-annotation job: detections → SAM; an object whose SAM score is not above `sam_conf` is dropped.
     func segmentDetections(in image: Image) throws -> ([LabelLine], [ObjectRecord]) {

@@ -154,9 +154,13 @@ final class HardeningTests: XCTestCase {
             to: labels.appendingPathComponent("portrait.txt"), atomically: true, encoding: .utf8)
         let rows = (0...BoxLabels.maximumRows).map { "1 \(Double($0) / 20_000 + 0.1) 0.5 0.01 0.01\n" }.joined()
         try rows.write(to: labels.appendingPathComponent("square.txt"), atomically: true, encoding: .utf8)
+        // More boxes than SAM decodes in one call: every one becomes an object.
+        let many = (0..<150).map { "\($0 % 7) \(0.2 + Double($0) / 500) 0.5 0.2 0.3\n" }.joined()
+        try many.write(to: labels.appendingPathComponent("landscape.txt"), atomically: true, encoding: .utf8)
         let summary = try AutoAnnotator(settings: s).run()
         XCTAssertEqual(summary.failed, 2)
         XCTAssertEqual(summary.done + summary.empty, 2, "the other images are labelled")
+        XCTAssertEqual(summary.objects, 150)
         let errors = try AutoAnnotator.status(output: s.output).lastErrors.map { $0["error"]! }.sorted()
         guard errors.count == 2 else { return XCTFail("\(errors)") }
         XCTAssertTrue(
