@@ -34,8 +34,8 @@ let package = Package(
             name: "CImageCodecs", path: "Sources/CImageCodecs",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
 
-        // exp/erf-based elementwise kernels as vectorised polynomials (AVX2+FMA chosen at run time), and the bf16
-        // matrix product (AMX or AVX512-BF16, chosen at run time).
+        // Our fp32 matrix product, Winograd's convolution, the mask decoder's fused heads, the elementwise kernels and
+        // the bf16 product, each built for the instruction sets it runs on and chosen at run time.
         .target(name: "CKernels", path: "Sources/CKernels"),
 
         // Libraries

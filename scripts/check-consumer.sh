@@ -7,8 +7,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git clone -q --bare "$root" "$work/autoannotate.git"
 git -C "$work/autoannotate.git" tag 0.1.0 HEAD
-cp -r "$root/Examples/Consumer" "$work/consumer"
-rm -rf "$work/consumer/.build"
+git -C "$work/autoannotate.git" archive 0.1.0 Examples/Consumer | tar -x -C "$work"
+mv "$work/Examples/Consumer" "$work/consumer"
 mkdir "$work/images"
 cp "$root"/Examples/Demo/images/shapes_{0,1}.jpg "$work/images/"
 export AUTOANNOTATE_PACKAGE_URL="file://$work/autoannotate.git" AUTOANNOTATE_PACKAGE_VERSION=0.1.0

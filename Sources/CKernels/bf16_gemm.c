@@ -96,6 +96,7 @@ static int amx_supported(void) {
 }
 
 int ck_bf16_supported(void) { return avx512_bf16_supported(); }
+int ck_bf16_detected(void) { return avx512_bf16_detected(); }
 int ck_bf16_uses_amx(void) { return amx_supported(); }
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
@@ -142,7 +143,7 @@ BF16_TARGET static double dot_seconds(long iterations, int bf16) {
 }
 
 int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second) {
-    if (!avx512_bf16_supported()) return -1;
+    if (!avx512_bf16_detected()) return -1;
     enum { ITERATIONS = 100000 }; // 1.2 M instructions a try: far above the clock's resolution, yet cheap to run
     double fma = 1e30, bf16 = 1e30;
     for (int attempt = 0; attempt < 5; attempt++) { // alternating, so both see the same moments of a noisy machine
@@ -357,6 +358,7 @@ void ck_bf16_pack_b(const float *b, long ldb, int transposed, long k, long n, ui
 
 #else
 int ck_bf16_supported(void) { return 0; }
+int ck_bf16_detected(void) { return 0; }
 int ck_bf16_uses_amx(void) { return 0; }
 int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second) {
     (void)fp32_macs_per_second, (void)bf16_macs_per_second;

@@ -5,6 +5,7 @@
 // vectors (two AVX2 registers each), one token row at a time: every element is summed in the same order in both, so
 // the two give the same bits, and tests run both where the CPU has AVX-512 (ck_allow_avx512).
 #include "kernels.h"
+#include "vectors.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,29 +74,16 @@ AVX512 static inline __attribute__((always_inline)) void head_scores_tile(int ro
 #undef ADD_PART
 }
 
+// The row count as a constant, so that each tile's loops unroll fully.
+// clang-format off
+#define SCORES_CASE(R, panels)                                                                                         \
+    case R: head_scores_tile(R, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo); break;
 #define HEAD_SCORES_ROWS(panels)                                                                                       \
     switch (rows) {                                                                                                    \
-    case 7:                                                                                                            \
-        head_scores_tile(7, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    case 6:                                                                                                            \
-        head_scores_tile(6, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    case 5:                                                                                                            \
-        head_scores_tile(5, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    case 4:                                                                                                            \
-        head_scores_tile(4, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    case 3:                                                                                                            \
-        head_scores_tile(3, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    case 2:                                                                                                            \
-        head_scores_tile(2, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
-        break;                                                                                                         \
-    default:                                                                                                           \
-        head_scores_tile(1, panels, tail, dh, z, ldz, x, base, kl, g, l, ldl, scale, out, ldo);                        \
+        SCORES_CASE(7, panels) SCORES_CASE(6, panels) SCORES_CASE(5, panels) SCORES_CASE(4, panels)                    \
+        SCORES_CASE(3, panels) SCORES_CASE(2, panels) default: SCORES_CASE(1, panels)                                  \
     }
+// clang-format on
 AVX512 static void head_scores_pair(int rows, long dh, const float *z, long ldz, const float *x, const float *base,
                                     long kl, const float *g, const float *l, long ldl, const float *scale, float *out,
                                     long ldo) {
@@ -108,6 +96,7 @@ AVX512 static void head_scores_panel(int rows, __mmask16 tail, long dh, const fl
     HEAD_SCORES_ROWS(1)
 }
 #undef HEAD_SCORES_ROWS
+#undef SCORES_CASE
 
 static void head_scores_avx512(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
                                const float *const *base, const float *scale, const float *g, long kl, const float *l,
@@ -163,21 +152,17 @@ AVX512 static inline __attribute__((always_inline)) void head_weighted_rows(int 
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) _mm512_storeu_ps(sums + r * NR, acc[r]);
 }
-#define WEIGHTED_CASE(R)                                                                                               \
-    case R:                                                                                                            \
-        head_weighted_rows(R, mask, count, p, ldp, x, ldx, sums);                                                      \
-        break;
+// clang-format off
+#define WEIGHTED_CASE(R) case R: head_weighted_rows(R, mask, count, p, ldp, x, ldx, sums); break;
 AVX512 static void head_weighted_block(int rows, __mmask16 mask, long count, const float *p, long ldp, const float *x,
                                        long ldx, float *sums) {
     switch (rows) {
-        // clang-format off
         WEIGHTED_CASE(15) WEIGHTED_CASE(14) WEIGHTED_CASE(13) WEIGHTED_CASE(12) WEIGHTED_CASE(11) WEIGHTED_CASE(10)
         WEIGHTED_CASE(9) WEIGHTED_CASE(8) WEIGHTED_CASE(7) WEIGHTED_CASE(6) WEIGHTED_CASE(5) WEIGHTED_CASE(4)
-        WEIGHTED_CASE(3) WEIGHTED_CASE(2)
-            // clang-format on
-            default : head_weighted_rows(1, mask, count, p, ldp, x, ldx, sums);
+        WEIGHTED_CASE(3) WEIGHTED_CASE(2) default: WEIGHTED_CASE(1)
     }
 }
+// clang-format on
 #undef WEIGHTED_CASE
 
 AVX512 static int head_weighted_avx512(long t, long h0, long h1, long dh, long n, const float *p, long ldp,
@@ -213,44 +198,55 @@ AVX512 static int head_weighted_avx512(long t, long h0, long h1, long dh, long n
     return 0;
 }
 
-// The portable build: 16 lanes of the compiler's vectors, loads and stores of fewer lanes element by element.
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
+// The portable build: 16 lanes of the compiler's vectors (vectors.h), loads and stores of fewer lanes element by
+// element.
 #define SPLAT(s)     ((v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s})
 #define FMA(a, b, c) __builtin_elementwise_fma(a, b, c)
 
-static inline __attribute__((always_inline)) v16 load_lanes(const float *p, long lanes) {
-    v16 v = {0};
-    if (lanes >= NR)
-        memcpy(&v, p, sizeof v);
-    else
-        for (long i = 0; i < lanes; i++) v[i] = p[i];
-    return v;
-}
-
-static inline __attribute__((always_inline)) void store_lanes(float *p, v16 v, long lanes) {
-    if (lanes >= NR)
-        memcpy(p, &v, sizeof v);
-    else
-        for (long i = 0; i < lanes; i++) p[i] = v[i];
-}
+// LOAD_LANES: the first `lanes` floats at p, the rest zero; STORE_LANES: the first `lanes` of v.
+#define LOAD_LANES(v, p, lanes)                                                                                        \
+    do {                                                                                                               \
+        const float *from_ = (p);                                                                                      \
+        const long count_ = (lanes);                                                                                   \
+        if (count_ >= NR) {                                                                                            \
+            (v) = LOAD16(from_);                                                                                       \
+        } else {                                                                                                       \
+            (v) = (v16){0};                                                                                            \
+            for (long i_ = 0; i_ < count_; i_++) (v)[i_] = from_[i_];                                                  \
+        }                                                                                                              \
+    } while (0)
+#define STORE_LANES(p, v, lanes)                                                                                       \
+    do {                                                                                                               \
+        float *to_ = (p);                                                                                              \
+        const long count_ = (lanes);                                                                                   \
+        for (long i_ = 0; i_ < count_; i_++) to_[i_] = (v)[i_];                                                        \
+    } while (0)
 
 // One token row's scores against one panel of `lanes` image rows: head_scores_tile's sums for one row and panel.
 PORTABLE static void head_scores_row(long lanes, long dh, const float *z, const float *x, const float *base, long kl,
                                      const float *g, const float *l, long ldl, const float *scale, float *out) {
     v16 acc = {0};
-    for (long k = 0; k < dh; k++) acc = FMA(SPLAT(z[k]), load_lanes(x + k * NR, NR), acc);
-    if (scale) acc = acc * load_lanes(scale, lanes);
+    for (long k = 0; k < dh; k++) acc = FMA(SPLAT(z[k]), LOAD16(x + k * NR), acc);
+    if (scale) {
+        v16 s;
+        LOAD_LANES(s, scale, lanes);
+        acc = acc * s;
+    }
     if (base) {
         v16 part = {0};
-        for (long k = 0; k < dh; k++) part = FMA(SPLAT(z[k]), load_lanes(base + k * NR, NR), part);
+        for (long k = 0; k < dh; k++) part = FMA(SPLAT(z[k]), LOAD16(base + k * NR), part);
         acc = acc + part;
     }
     for (long p0 = 0; p0 < kl; p0 += KC) {
         v16 part = {0};
-        for (long k = p0; k < min_long(kl, p0 + KC); k++) part = FMA(SPLAT(g[k]), load_lanes(l + k * ldl, lanes), part);
+        for (long k = p0; k < min_long(kl, p0 + KC); k++) {
+            v16 y;
+            LOAD_LANES(y, l + k * ldl, lanes);
+            part = FMA(SPLAT(g[k]), y, part);
+        }
         acc = acc + part;
     }
-    store_lanes(out, acc, lanes);
+    STORE_LANES(out, acc, lanes);
 }
 
 PORTABLE static void head_scores_portable(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
@@ -273,10 +269,15 @@ PORTABLE static void head_weighted_portable(long t, long h0, long h1, long dh, l
             for (long i = 0; i < t; i++) {
                 const float *pi = p + (h * t + i) * ldp;
                 v16 acc = {0};
-                for (long k = s0; k < min_long(n, s0 + KC); k++)
-                    acc = FMA(SPLAT(pi[k]), load_lanes(x + k * ldx + h * dh, dh), acc);
+                for (long k = s0; k < min_long(n, s0 + KC); k++) {
+                    v16 y;
+                    LOAD_LANES(y, x + k * ldx + h * dh, dh);
+                    acc = FMA(SPLAT(pi[k]), y, acc);
+                }
                 float *o = out + i * ldo + h * dh;
-                store_lanes(o, acc + load_lanes(o, dh), dh);
+                v16 old;
+                LOAD_LANES(old, o, dh);
+                STORE_LANES(o, acc + old, dh);
             }
 }
 

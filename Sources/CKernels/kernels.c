@@ -1,4 +1,5 @@
 #include "kernels.h"
+#include "vectors.h"
 #include "polynomials.h"
 #include <math.h>
 #include <stdint.h>
@@ -132,10 +133,6 @@ void ck_keep_large_allocations(void) {
         for (long i = 0; i < period; i++) y[start + i] = a[start + i] + b[i];
 #define GELU_BODY                                                                                                      \
     for (long i = 0; i < n; i++) p[i] = gelu_poly(p[i]);
-// 16 floats as one value (two 8-lane registers with AVX2, scalars in the generic build), for loops whose partial sums
-// must stay in registers; read from any float's address.
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-#define LOAD16(p) (*(const v16 *)(p))
 
 // out[m · ldo + j] = Σ_i GELU(x[i · ldx + j]) · h[m · n + i] for `cols` columns j of an n-row block of x and `count`
 // vectors h: SAM's masks, each a hypernetwork vector times the last upscaled map's GELU, read with the map's channels

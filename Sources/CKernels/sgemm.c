@@ -375,10 +375,10 @@ int ck_sgemm_supported(void) {
     return known;
 }
 
-// -1 until AUTOANNOTATE_NO_AVX512 is read (a benign race: every thread reads the same answer).
-static int avx512_allowed = -1;
+// -1 until AUTOANNOTATE_NO_AVX512 is read (every thread that reads it first reads the same answer).
+static _Atomic int avx512_allowed = -1;
 
-void ck_allow_avx512(int allowed) { avx512_allowed = allowed != 0; }
+void ck_allow_avx512(int allowed) { atomic_store_explicit(&avx512_allowed, allowed != 0, memory_order_relaxed); }
 
 int ck_cpu_detects_avx512(void) {
     static int known = -1;
@@ -389,11 +389,16 @@ int ck_cpu_detects_avx512(void) {
 }
 
 int ck_cpu_has_avx512(void) {
-    if (avx512_allowed < 0) {
+    int allowed = atomic_load_explicit(&avx512_allowed, memory_order_relaxed);
+    if (allowed < 0) {
         const char *forbid = getenv("AUTOANNOTATE_NO_AVX512");
-        avx512_allowed = !(forbid && *forbid && strcmp(forbid, "0") != 0);
+        allowed = !(forbid && *forbid && strcmp(forbid, "0") != 0);
+        int unread = -1; // a ck_allow_avx512 call since the load above wins
+        if (!atomic_compare_exchange_strong_explicit(&avx512_allowed, &unread, allowed, memory_order_relaxed,
+                                                     memory_order_relaxed))
+            allowed = unread;
     }
-    return avx512_allowed && ck_cpu_detects_avx512();
+    return allowed && ck_cpu_detects_avx512();
 }
 
 // C[6 × 16] ← finish(Σ_k a[k][r] · b[k][c]): twelve accumulators, two B vectors and a broadcast of A per row. B's

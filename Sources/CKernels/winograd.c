@@ -8,6 +8,7 @@
 // only on that tile, and the products give the same bits however they are cut, so any split among threads gives
 // the same bits. The transforms' additions round differently from the direct sums (fp32 error of the same order).
 #include "kernels.h"
+#include "vectors.h"
 #include "packing.h"
 #include "polynomials.h"
 #include <stdint.h>
@@ -104,11 +105,6 @@ static void gather_windows(const float *x, long c, long h, long w, long t0, long
     ck_sgemm_pack_b_block(&b, c0 * POINTS, cc * POINTS, t0, n, gathered);
 }
 
-// The transforms in the compiler's 16-lane vectors: one register each with AVX-512, two with AVX2.
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-
-#define LOAD16(p) (*(const v16 *)(p))
-
 // Bᵀ d B for 16 tiles: d[r · 4 + j] is the window's row r, column j, one tile per lane; v[i · 4 + j] the result.
 static inline __attribute__((always_inline)) void transform_window(const v16 d[16], v16 v[16]) {
     v16 t[16];
@@ -169,7 +165,8 @@ AVX512 static void transform_output(const float *m, long mstride, const tile_run
         _mm512_storeu_ps(out[2 * i + 1], _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]), bias));
     }
     if (e && e->silu)
-        for (int i = 0; i < 4 * NR; i++) out[0][i] = silu_poly(out[0][i]);
+        for (int i = 0; i < 4; i++)
+            for (int l = 0; l < NR; l++) out[i][l] = silu_poly(out[i][l]);
     // Each lane's two columns side by side: the panel's output columns 0–15 and 16–31.
     const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);

@@ -17,8 +17,8 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
     public static var bf16Refusal: String? {
         guard !bf16Supported else { return nil }
         let here =
-            ck_cpu_detects_avx512() != 0 && VectorInstructions.current == .avx2
-            ? "AVX-512 is turned off here (AUTOANNOTATE_NO_AVX512)" : "this one (\(cpuModelName)) has none"
+            ck_bf16_detected() != 0
+            ? "it is turned off here with AVX-512 (AUTOANNOTATE_NO_AVX512)" : "this one (\(cpuModelName)) has none"
         return "precision=bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake or Sapphire Rapids and later, "
             + "AMD Zen 4 and later); \(here). Use precision=fp32."
     }

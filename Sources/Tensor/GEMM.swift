@@ -91,7 +91,10 @@ public enum VectorInstructions: String, Sendable {
     /// decoder's heads in one pass — run by default: with AVX-512. Their portable builds give the same results but
     /// are not tuned for AVX2 (Winograd's is slower there than the direct convolution), so they run there only where
     /// asked for (`onlyWhereFaster: false`, in tests).
-    public static var fusedKernelsPay: Bool { current == .avx512 }
+    /// `AUTOANNOTATE_FUSED_KERNELS=always` runs them on AVX2 too, to measure them there.
+    public static var fusedKernelsPay: Bool { current == .avx512 || fusedKernelsForced }
+    private static let fusedKernelsForced =
+        ProcessInfo.processInfo.environment["AUTOANNOTATE_FUSED_KERNELS"] == "always"
 
     /// The instruction sets this CPU runs our kernels with (none without AVX2 and FMA).
     public static var available: [VectorInstructions] {

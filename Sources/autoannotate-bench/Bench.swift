@@ -34,6 +34,17 @@ func runReference(python: String, script: String, arguments: [String]) throws {
     process.waitUntilExit()
 }
 
+/// Which kernels the run uses, printed first so that runs on one machine (`AUTOANNOTATE_NO_AVX512`,
+/// `AUTOANNOTATE_FUSED_KERNELS`, `AUTOANNOTATE_GEMM`) can be told apart.
+func printKernels() {
+    let products =
+        GEMMKernel.current == .ours
+        ? "ours (\(VectorInstructions.current.rawValue))" : "OpenBLAS (\(GEMMKernel.openBLASCore))"
+    print(
+        "products: \(products); Winograd and the decoder's fused heads: \(VectorInstructions.fusedKernelsPay ? "on" : "off")"
+    )
+}
+
 /// Minimum wall time of `repeats` runs of `body` after one warm-up run.
 func minimumTime(repeats: Int, _ body: () -> Void) -> Double {
     body()  // warm-up: first-touch page faults and thread start-up are not the kernel's cost
@@ -62,6 +73,7 @@ struct Kernels: ParsableCommand {
 
     func run() throws {
         Threading.count = threads
+        printKernels()
         print(
             "threads: \(threads), cores: \(ProcessInfo.processInfo.activeProcessorCount), repeats: \(repeats) (min reported)"
         )
@@ -238,6 +250,7 @@ struct YOLOForward: ParsableCommand {
 
     func run() throws {
         Threading.count = threads
+        if !json { printKernels() }
         for path in model {
             let detector = try Detector(path: path)
             for (h, w) in [(640, 640), (480, 640)] {
@@ -308,6 +321,7 @@ struct SAMBench: ParsableCommand {
 
     func run() throws {
         Threading.count = threads
+        if !json { printKernels() }
         let predictor = try SamPredictor(path: model, precision: precision)
         if let count = decoderOnly {
             predictor.setImage(Image.gradientTexture(width: 1024, height: 768))

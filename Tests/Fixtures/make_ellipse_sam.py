@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Makes a full-size SAM whose masks look like real ones, for end-to-end checks and pipeline timing
-(DESIGN.md §5): the random-init DIR/sam_b.pt keeps its (random, frozen) image encoder, and its prompt encoder and
+(docs/PARITY.md, "The whole job"): the random-init DIR/sam_b.pt keeps its (random, frozen) image encoder, and its prompt encoder and
 mask decoder are trained for a few minutes to answer a box with the ellipse inscribed in it. Random SAM masks are
 noise with thousands of contours; these are smooth, with polygons of realistic size.
 

@@ -8,8 +8,8 @@ them: the raw network output on a letterboxed input, and `predict()`'s boxes und
                                                                 # make_checkpoint_fixtures.py --full) and their
                                                                 # predictions on bus.jpg and zidane.jpg, in DIR
 
-Why boosting: a random-init YOLOv8's activations shrink layer by layer until the head outputs only its biases
-(research/reference.md, "Problems met"), so no class scores pass conf 0.25. Re-estimating every BatchNorm's
+Why boosting: a random-init YOLOv8's activations shrink layer by layer until the head outputs only its biases,
+so no class scores pass conf 0.25. Re-estimating every BatchNorm's
 running statistics on real inputs (train-mode forward passes with cumulative averaging) keeps activations at unit
 scale; the last box convolutions are scaled to give centred DFL logits of trained magnitude (std 1), and the last class
 convolution's biases are raised until a few tens of boxes pass.

@@ -179,6 +179,7 @@ final class GEMMTests: XCTestCase {
                         // Unchecked: the threads take disjoint row blocks of C from `work`.
                         nonisolated(unsafe) let work = ck_shared_rows_create(m, n, k)
                         defer { ck_shared_rows_free(work) }
+                        // Unchecked: the operands are only read; each thread writes the row blocks it takes.
                         nonisolated(unsafe) let (l, r, output) = (l, r, c.baseAddress)
                         DispatchQueue.concurrentPerform(iterations: threads) { _ in
                             XCTAssertEqual(ck_sgemm_shared_rows(m, n, k, 0.75, l, r, 1.5, output, n, e, work), 0)

@@ -100,7 +100,7 @@ func forEachKernel(_ body: () -> Void) {
     defer { (GEMMKernel.current, VectorInstructions.current) = saved }
     for (kernel, instructions, _) in kernelsThisCPURuns {
         GEMMKernel.current = kernel
-        if let instructions { VectorInstructions.current = instructions }
+        VectorInstructions.current = instructions ?? saved.1
         body()
     }
 }

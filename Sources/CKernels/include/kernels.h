@@ -37,13 +37,16 @@ void ck_scale_add_rows(const float *x, const float *s, const float *b, long b_st
 // y = a + b elementwise for n values, b repeating every `period` values (period divides n).
 void ck_add_repeating(const float *a, const float *b, float *y, long n, long period);
 
-// bfloat16 products (bf16_gemm.c). 1 where the CPU has AVX512-BF16 (and the OS saves AVX-512 state), else 0.
+// bfloat16 products (bf16_gemm.c). 1 where the CPU has AVX512-BF16 (and the OS saves AVX-512 state) and AVX-512
+// is allowed (ck_allow_avx512), else 0.
 int ck_bf16_supported(void);
+// 1 where the CPU has AVX512-BF16, allowed or not.
+int ck_bf16_detected(void);
 // 1 where the products run on AMX tiles (AMX-BF16, and Linux granted the tile state), else 0.
 int ck_bf16_uses_amx(void);
 // One core's multiply-adds per second with 512-bit fp32 FMAs and with AVX512-BF16 dot products (VDPBF16PS), each
 // from milliseconds of independent chains, the best of a few alternating tries: whether bf16 can pay without AMX.
-// 0 with both rates set; -1 where the CPU has no AVX512-BF16.
+// 0 with both rates set; -1 where the CPU has no AVX512-BF16 (allowed or not: it measures the hardware).
 int ck_bf16_dot_rates(double *fp32_macs_per_second, double *bf16_macs_per_second);
 // Number of uint32 (bf16 pairs) that `ck_bf16_pack_b` writes for a k × n matrix.
 long ck_bf16_packed_count(long k, long n);
@@ -132,7 +135,7 @@ int ck_sgemm_shared_rows(long m, long n, long k, float alpha, const ck_operand *
 // operands (pointers per head), g is [heads · t, kl] row-major and L is [kl, n] with rows ldl apart. Without `scale`
 // (NULL), `base` (NULL) or the prompt's product (kl = 0), that term is left out. The same bits as the three products on
 // ck_sgemm and the scale between them, with out written once (few_token_attention.c: an AVX-512 build, else a
-// portable one). -1 where ck_sgemm_supported() is 0 or dh > CK_SGEMM_KC, else 0.
+// portable one). -1 where ck_sgemm_supported() is 0, dh > CK_SGEMM_KC or j0 is not a multiple of CK_SGEMM_NR, else 0.
 int ck_head_scores(long t, long heads, long dh, const float *z, long ldz, const float *const *x,
                    const float *const *base, const float *scale, const float *g, long kl, const float *l, long ldl,
                    float *out, long ldo, long j0, long j1);

@@ -48,10 +48,11 @@ do {
     print("Geometry: \(polygons.map(\.count).reduce(0, +)) polygons")
 
     let output = NSTemporaryDirectory() + "consumer-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: output) }
-    let settings = JobSettings(
+    var settings = JobSettings(
         data: images, output: output, detector: try .identify(path: resolved), segmenter: try .identify(path: samPath))
+    settings.imageSize = 480  // the demo detector's training size
     let summary = try AutoAnnotator(settings: settings).run()
+    try FileManager.default.removeItem(atPath: output)
     print("Annotate: \(summary.done) images labelled, \(summary.failed) failed")
     exit(boxes.isEmpty || summary.done == 0 || summary.failed > 0 ? 1 : 0)
 } catch {
