@@ -93,6 +93,9 @@ public enum ModelFile {
             throw CheckpointError.unrecognized(
                 path: weights.path, guess: "image_encoder tensors of a layout that is not SAM's")
         }
+        if let problem = architecture.outOfRange {
+            throw CheckpointError.unsupported(path: weights.path, reason: "not a SAM this tool can run: \(problem)")
+        }
         var expected = architecture.expectedTensors
         var actual = weights
         if architecture.variant == .mobileSAM {
@@ -134,11 +137,12 @@ public enum ModelFile {
         let checkpoint = YOLOCheckpoint(
             model: model, weights: try StateDict.from(module: model, path: file.path, file: file),
             names: Dictionary(
+                // Class ids a head can have (Detect checks nc against its weights); other entries are not classes.
                 (model["names"]?.dict?.entries ?? []).compactMap { k, v in
-                    k.int.flatMap { id in v.string.map { (id, $0) } }
+                    k.int.flatMap { id in (0..<100_000).contains(id) ? v.string.map { (id, $0) } : nil }
                 },
                 uniquingKeysWith: { a, _ in a }),
-            stride: model["stride"]?.tensor?.floats().map(Double.init) ?? [],
+            stride: model["stride"]?.tensor.flatMap { $0.count <= 8 ? $0.floats().map(Double.init) : nil } ?? [],
             yamlFile: yamlFile, scale: yaml?["scale"]?.string, version: top["version"]?.string)
         let types = Set(checkpoint.layers.map(\.name))
         let foreign = types.subtracting(yolov8Layers)

@@ -54,6 +54,9 @@ public indirect enum PickleValue: @unchecked Sendable {
 
 public final class PickleList {
     public var items: [PickleValue]
+    /// Levels of containers in it, itself included, and whether it lies in another (see `Unpickler`).
+    var depth = 1
+    var isNested = false
     init(_ items: [PickleValue] = []) { self.items = items }
 }
 
@@ -62,6 +65,9 @@ public final class PickleDict {
     public private(set) var keys: [PickleValue] = []
     public private(set) var values: [PickleValue] = []
     private var index: [String: Int] = [:]
+    /// Levels of containers in it, itself included, and whether it lies in another (see `Unpickler`).
+    var depth = 1
+    var isNested = false
 
     func set(_ key: PickleValue, _ value: PickleValue) {
         let name = Self.name(key)
@@ -99,6 +105,9 @@ public final class PickleObject {
     public let attributes = PickleDict()
     /// Items appended or set on the object itself (list or dict subclasses).
     public var items: [PickleValue] = []
+    /// Levels of containers in it, itself included, and whether it lies in another (see `Unpickler`).
+    var depth = 1
+    var isNested = false
 
     init(module: String, name: String, arguments: [PickleValue]) {
         self.module = module
@@ -117,8 +126,14 @@ public final class PickleObject {
 /// `reduce` interprets the few calls a checkpoint needs (tensor rebuilds, OrderedDict, set, bytes) and turns
 /// every other construction into a `PickleObject`. Lengths are checked against the bytes left before any
 /// allocation, and every opcode consumes input, so no file can make the reader allocate beyond its own size
-/// or loop forever.
+/// or loop forever. Values nest at most `maximumDepth` levels, so that nothing built (or freed) recurses deeper:
+/// each container records its depth as it is filled, and is refused further items once it lies inside another
+/// (Python's pickler fills every container before nesting it), so a recorded depth never falls behind.
 struct Unpickler {
+    /// Levels of nested containers a value may have: far above any checkpoint's, far below what recursing through
+    /// them (freeing them included) would need of a thread's stack.
+    static let maximumDepth = 200
+
     let data: Data
     let file: MappedFile
     /// `BINPERSID`: turns a persistent id into a value (torch storages).
@@ -128,8 +143,10 @@ struct Unpickler {
 
     private var position = 0
     private var stack: [PickleValue] = []
+    /// The nesting depth of each stack entry (a container's own `depth` is read from it: it grows as it is filled).
+    private var depths: [Int] = []
     private var marks: [Int] = []
-    private var memo: [UInt32: PickleValue] = [:]
+    private var memo: [UInt32: (value: PickleValue, depth: Int)] = [:]
 
     init(
         data: Data, file: MappedFile, persistentLoad: @escaping (PickleValue) throws -> PickleValue,
@@ -176,21 +193,74 @@ struct Unpickler {
         return text
     }
 
-    private mutating func pop() throws -> PickleValue {
-        guard let value = stack.popLast(), stack.count >= (marks.last ?? 0) else { throw fail("stack underflow") }
-        return value
+    /// The depth of a value whose recorded depth is `recorded`: containers carry their own, which grows.
+    private static func depth(_ value: PickleValue, _ recorded: Int) -> Int {
+        switch value {
+        case .list(let list): list.depth
+        case .dict(let dict): dict.depth
+        case .object(let object): object.depth
+        default: recorded
+        }
     }
 
-    private mutating func popMark() throws -> [PickleValue] {
+    /// One level above the deepest of `depths`, refused past `maximumDepth`.
+    private func above(_ depths: [Int]) throws -> Int {
+        let depth = 1 + (depths.max() ?? 0)
+        guard depth <= Self.maximumDepth else { throw fail("values nested more than \(Self.maximumDepth) levels deep") }
+        return depth
+    }
+
+    /// Marks the containers among `values` as lying inside another: they take no more items.
+    private static func nest(_ values: [PickleValue]) {
+        for value in values {
+            switch value {
+            case .list(let list): list.isNested = true
+            case .dict(let dict): dict.isNested = true
+            case .object(let object): object.isNested = true
+            default: break
+            }
+        }
+    }
+
+    /// A container made by `reduce` from arguments nested `depth` levels holds them: at least that deep.
+    private static func deepen(_ value: PickleValue, to depth: Int) {
+        switch value {
+        case .list(let list): list.depth = max(list.depth, depth)
+        case .dict(let dict): dict.depth = max(dict.depth, depth)
+        case .object(let object): object.depth = max(object.depth, depth)
+        default: break
+        }
+    }
+
+    private mutating func push(_ value: PickleValue, depth: Int = 0) {
+        stack.append(value)
+        depths.append(depth)
+    }
+
+    private mutating func popEntry() throws -> (value: PickleValue, depth: Int) {
+        guard stack.count > (marks.last ?? 0), let value = stack.popLast(), let depth = depths.popLast() else {
+            throw fail("stack underflow")
+        }
+        return (value, Self.depth(value, depth))
+    }
+
+    private mutating func pop() throws -> PickleValue { try popEntry().value }
+
+    private mutating func popMark() throws -> (values: [PickleValue], depths: [Int]) {
         guard let mark = marks.popLast(), mark <= stack.count else { throw fail("no MARK to pop to") }
-        defer { stack.removeSubrange(mark...) }
-        return Array(stack[mark...])
+        defer {
+            stack.removeSubrange(mark...)
+            depths.removeSubrange(mark...)
+        }
+        return (Array(stack[mark...]), zip(stack[mark...], depths[mark...]).map { Self.depth($0, $1) })
     }
 
     private func top() throws -> PickleValue {
         guard let value = stack.last, stack.count > (marks.last ?? 0) else { throw fail("stack underflow") }
         return value
     }
+
+    private func topDepth() -> Int { Self.depth(stack.last ?? .none, depths.last ?? 0) }
 
     /// Integers of LONG1/LONG4: little-endian two's complement of any length.
     private func long(_ bytes: Data) -> PickleValue {
@@ -234,105 +304,133 @@ struct Unpickler {
             case UInt8(ascii: "("): marks.append(stack.count)
             case UInt8(ascii: "0"): _ = try pop()
             case UInt8(ascii: "1"): _ = try popMark()
-            case UInt8(ascii: "2"): stack.append(try top())
-            case UInt8(ascii: ")"): stack.append(.tuple([]))
-            case UInt8(ascii: "]"): stack.append(.list(PickleList()))
-            case UInt8(ascii: "}"): stack.append(.dict(PickleDict()))
-            case 0x8F: stack.append(.set([]))
-            case UInt8(ascii: "t"): stack.append(.tuple(try popMark()))
-            case 0x85: stack.append(.tuple([try pop()]))
+            case UInt8(ascii: "2"): push(try top(), depth: topDepth())
+            case UInt8(ascii: ")"): push(.tuple([]), depth: 1)
+            case UInt8(ascii: "]"): push(.list(PickleList()))
+            case UInt8(ascii: "}"): push(.dict(PickleDict()))
+            case 0x8F: push(.set([]), depth: 1)
+            case UInt8(ascii: "t"):
+                let items = try popMark()
+                try pushTuple(items.values, items.depths)
+            case 0x85:
+                let a = try popEntry()
+                try pushTuple([a.value], [a.depth])
             case 0x86:
-                let b = try pop()
-                let a = try pop()
-                stack.append(.tuple([a, b]))
+                let b = try popEntry()
+                let a = try popEntry()
+                try pushTuple([a.value, b.value], [a.depth, b.depth])
             case 0x87:
-                let c = try pop()
-                let b = try pop()
-                let a = try pop()
-                stack.append(.tuple([a, b, c]))
-            case UInt8(ascii: "l"): stack.append(.list(PickleList(try popMark())))
+                let c = try popEntry()
+                let b = try popEntry()
+                let a = try popEntry()
+                try pushTuple([a.value, b.value, c.value], [a.depth, b.depth, c.depth])
+            case UInt8(ascii: "l"):
+                let items = try popMark()
+                Self.nest(items.values)
+                let list = PickleList(items.values)
+                list.depth = try above(items.depths)
+                push(.list(list))
             case UInt8(ascii: "d"):
                 let items = try popMark()
-                guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items", at: offset) }
+                guard items.values.count % 2 == 0 else {
+                    throw fail("DICT with an odd number of items", at: offset)
+                }
+                Self.nest(items.values)
                 let dict = PickleDict()
-                for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
-                stack.append(.dict(dict))
+                for i in stride(from: 0, to: items.values.count, by: 2) {
+                    dict.set(items.values[i], items.values[i + 1])
+                }
+                dict.depth = try above(items.depths)
+                push(.dict(dict))
             case UInt8(ascii: "a"):
-                let item = try pop()
-                try append([item], to: try top(), at: offset)
+                let item = try popEntry()
+                try append([item.value], depth: item.depth, to: try top(), at: offset)
             case UInt8(ascii: "e"):
                 let items = try popMark()
-                try append(items, to: try top(), at: offset)
+                try append(items.values, depth: items.depths.max() ?? 0, to: try top(), at: offset)
             case UInt8(ascii: "s"):
-                let value = try pop()
-                let key = try pop()
-                try setItems([key, value], on: try top(), at: offset)
+                let value = try popEntry()
+                let key = try popEntry()
+                try setItems([key.value, value.value], depth: max(key.depth, value.depth), on: try top(), at: offset)
             case UInt8(ascii: "u"):
                 let items = try popMark()
-                guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of items", at: offset) }
-                try setItems(items, on: try top(), at: offset)
+                guard items.values.count % 2 == 0 else {
+                    throw fail("SETITEMS with an odd number of items", at: offset)
+                }
+                try setItems(items.values, depth: items.depths.max() ?? 0, on: try top(), at: offset)
             case 0x90:  // ADDITEMS
                 let items = try popMark()
-                guard case .set(let existing) = try pop() else { throw fail("ADDITEMS on a non-set", at: offset) }
-                stack.append(.set(existing + items))
-            case 0x91: stack.append(.set(try popMark()))  // FROZENSET
-            case UInt8(ascii: "N"): stack.append(.none)
-            case 0x88: stack.append(.bool(true))
-            case 0x89: stack.append(.bool(false))
-            case UInt8(ascii: "K"): stack.append(.int(Int(try byte())))
-            case UInt8(ascii: "M"): stack.append(.int(Int(try uint(2))))
-            case UInt8(ascii: "J"): stack.append(.int(Int(Int32(bitPattern: UInt32(try uint(4))))))
+                let target = try popEntry()
+                guard case .set(let existing) = target.value else { throw fail("ADDITEMS on a non-set", at: offset) }
+                Self.nest(items.values)
+                push(.set(existing + items.values), depth: try above(items.depths + [target.depth - 1]))
+            case 0x91:  // FROZENSET
+                let items = try popMark()
+                Self.nest(items.values)
+                push(.set(items.values), depth: try above(items.depths))
+            case UInt8(ascii: "N"): push(.none)
+            case 0x88: push(.bool(true))
+            case 0x89: push(.bool(false))
+            case UInt8(ascii: "K"): push(.int(Int(try byte())))
+            case UInt8(ascii: "M"): push(.int(Int(try uint(2))))
+            case UInt8(ascii: "J"): push(.int(Int(Int32(bitPattern: UInt32(try uint(4))))))
             case 0x8A:
                 let n = Int(try byte())
-                stack.append(long(try take(n)))
+                push(long(try take(n)))
             case 0x8B:
                 let n = Int(Int32(bitPattern: UInt32(try uint(4))))
-                stack.append(long(try take(n)))
-            case UInt8(ascii: "G"): stack.append(.float(Double(bitPattern: UInt64(bigEndian: try uint(8)))))
-            case UInt8(ascii: "X"): stack.append(.string(String(decoding: try take(Int(try uint(4))), as: UTF8.self)))
-            case 0x8C: stack.append(.string(String(decoding: try take(Int(try byte())), as: UTF8.self)))
-            case 0x8D: stack.append(.string(String(decoding: try take(try length8()), as: UTF8.self)))
-            case UInt8(ascii: "T"): stack.append(.string(latin1(try take(Int(Int32(bitPattern: UInt32(try uint(4))))))))
-            case UInt8(ascii: "U"): stack.append(.string(latin1(try take(Int(try byte())))))
-            case UInt8(ascii: "B"): stack.append(.bytes(Data(try take(Int(try uint(4))))))
-            case UInt8(ascii: "C"): stack.append(.bytes(Data(try take(Int(try byte())))))
-            case 0x8E, 0x96: stack.append(.bytes(Data(try take(try length8()))))
+                push(long(try take(n)))
+            case UInt8(ascii: "G"): push(.float(Double(bitPattern: UInt64(bigEndian: try uint(8)))))
+            case UInt8(ascii: "X"): push(.string(String(decoding: try take(Int(try uint(4))), as: UTF8.self)))
+            case 0x8C: push(.string(String(decoding: try take(Int(try byte())), as: UTF8.self)))
+            case 0x8D: push(.string(String(decoding: try take(try length8()), as: UTF8.self)))
+            case UInt8(ascii: "T"): push(.string(latin1(try take(Int(Int32(bitPattern: UInt32(try uint(4))))))))
+            case UInt8(ascii: "U"): push(.string(latin1(try take(Int(try byte())))))
+            case UInt8(ascii: "B"): push(.bytes(Data(try take(Int(try uint(4))))))
+            case UInt8(ascii: "C"): push(.bytes(Data(try take(Int(try byte())))))
+            case 0x8E, 0x96: push(.bytes(Data(try take(try length8()))))
             case UInt8(ascii: "c"):
                 let module = try line()
                 let name = try line()
-                stack.append(try global(module, name, at: offset))
+                push(try global(module, name, at: offset))
             case 0x93:  // STACK_GLOBAL
                 guard let name = try pop().string, let module = try pop().string else {
                     throw fail("STACK_GLOBAL of non-strings", at: offset)
                 }
-                stack.append(try global(module, name, at: offset))
+                push(try global(module, name, at: offset))
             case UInt8(ascii: "R"):
-                guard let arguments = try pop().items else {
+                let arguments = try popEntry()
+                guard let items = arguments.value.items else {
                     throw fail("REDUCE arguments are not a tuple", at: offset)
                 }
-                stack.append(try call(try pop(), arguments, at: offset))
+                let value = try call(try pop(), items, at: offset)
+                let depth = try above([arguments.depth])
+                Self.deepen(value, to: depth)
+                push(value, depth: depth)
             case 0x81:  // NEWOBJ: cls.__new__(cls, *args) — an inert instance
-                guard let arguments = try pop().items, case .global(let module, let name) = try pop() else {
+                let arguments = try popEntry()
+                guard let items = arguments.value.items, case .global(let module, let name) = try pop() else {
                     throw fail("NEWOBJ of a non-class", at: offset)
                 }
-                stack.append(.object(PickleObject(module: module, name: name, arguments: arguments)))
+                try pushObject(module, name, items, argumentsDepth: arguments.depth)
             case 0x92:  // NEWOBJ_EX
                 _ = try pop()
-                guard let arguments = try pop().items, case .global(let module, let name) = try pop() else {
+                let arguments = try popEntry()
+                guard let items = arguments.value.items, case .global(let module, let name) = try pop() else {
                     throw fail("NEWOBJ_EX of a non-class", at: offset)
                 }
-                stack.append(.object(PickleObject(module: module, name: name, arguments: arguments)))
+                try pushObject(module, name, items, argumentsDepth: arguments.depth)
             case UInt8(ascii: "b"):
-                let state = try pop()
-                build(try top(), state)
-            case UInt8(ascii: "Q"): stack.append(try persistentLoad(try pop()))
-            case UInt8(ascii: "q"): memo[UInt32(try byte())] = try top()
-            case UInt8(ascii: "r"): memo[UInt32(try uint(4))] = try top()
-            case 0x94: memo[UInt32(truncatingIfNeeded: memo.count)] = try top()
+                let state = try popEntry()
+                try build(try top(), state.value, depth: state.depth)
+            case UInt8(ascii: "Q"): push(try persistentLoad(try pop()), depth: 1)
+            case UInt8(ascii: "q"): memo[UInt32(try byte())] = (try top(), topDepth())
+            case UInt8(ascii: "r"): memo[UInt32(try uint(4))] = (try top(), topDepth())
+            case 0x94: memo[UInt32(truncatingIfNeeded: memo.count)] = (try top(), topDepth())
             case UInt8(ascii: "h"), UInt8(ascii: "j"):
                 let key = opcode == UInt8(ascii: "h") ? UInt32(try byte()) : UInt32(try uint(4))
-                guard let value = memo[key] else { throw fail("memo entry \(key) was never stored", at: offset) }
-                stack.append(value)
+                guard let entry = memo[key] else { throw fail("memo entry \(key) was never stored", at: offset) }
+                push(entry.value, depth: entry.depth)
             default:
                 throw fail(String(format: "unsupported opcode 0x%02x", opcode), at: offset)
             }
@@ -347,33 +445,74 @@ struct Unpickler {
 
     private func latin1(_ bytes: Data) -> String { String(bytes.map { Character(Unicode.Scalar($0)) }) }
 
-    private func append(_ items: [PickleValue], to target: PickleValue, at offset: Int) throws {
+    private mutating func pushTuple(_ values: [PickleValue], _ depths: [Int]) throws {
+        Self.nest(values)
+        push(.tuple(values), depth: try above(depths))
+    }
+
+    private mutating func pushObject(
+        _ module: String, _ name: String, _ arguments: [PickleValue], argumentsDepth: Int
+    ) throws {
+        let object = PickleObject(module: module, name: name, arguments: arguments)
+        object.depth = try above([argumentsDepth])
+        push(.object(object))
+    }
+
+    private func refuseIfNested(_ target: PickleValue, at offset: Int) throws {
+        let nested =
+            switch target {
+            case .list(let list): list.isNested
+            case .dict(let dict): dict.isNested
+            case .object(let object): object.isNested
+            default: false
+            }
+        if nested { throw fail("items added to a container that already lies inside another", at: offset) }
+    }
+
+    /// `items` (nested at most `depth` levels) appended to a list, or to a list subclass's object.
+    private func append(_ items: [PickleValue], depth: Int, to target: PickleValue, at offset: Int) throws {
+        try refuseIfNested(target, at: offset)
+        Self.nest(items)
         switch target {
-        case .list(let list): list.items += items
-        case .object(let object): object.items += items
+        case .list(let list):
+            list.items += items
+            list.depth = max(list.depth, try above([depth]))
+        case .object(let object):
+            object.items += items
+            object.depth = max(object.depth, try above([depth]))
         default: throw fail("APPEND to a non-list", at: offset)
         }
     }
 
-    private func setItems(_ items: [PickleValue], on target: PickleValue, at offset: Int) throws {
+    /// Key-value pairs (nested at most `depth` levels) set on a dict, or on a dict subclass's object.
+    private func setItems(_ items: [PickleValue], depth: Int, on target: PickleValue, at offset: Int) throws {
+        try refuseIfNested(target, at: offset)
+        Self.nest(items)
         let dict: PickleDict
         switch target {
         case .dict(let d): dict = d
-        case .object(let object): dict = object.attributes  // dict subclasses keep their items with the attributes
+        case .object(let object):
+            dict = object.attributes  // dict subclasses keep their items with the attributes
+            object.depth = max(object.depth, try above([depth + 1]))
         default: throw fail("SETITEM on a non-dict", at: offset)
         }
         for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
+        dict.depth = max(dict.depth, try above([depth]))
     }
 
     /// BUILD: an object's state dict (or `(state, slots)` pair) becomes its attributes; state given to
     /// anything else (OrderedDict `_metadata`, tensors) carries nothing a model needs and is dropped.
-    private func build(_ target: PickleValue, _ state: PickleValue) {
+    private func build(_ target: PickleValue, _ state: PickleValue, depth: Int) throws {
         guard case .object(let object) = target else { return }
+        try refuseIfNested(target, at: position - 1)
+        Self.nest([state])
         var states = [state]
         if case .tuple(let pair) = state, pair.count == 2 { states = pair }
         for case .dict(let dict) in states {
             for (key, value) in dict.entries { object.attributes.set(key, value) }
         }
+        object.attributes.depth = max(object.attributes.depth, depth)
+        object.depth = max(object.depth, try above([depth]))
     }
 }
 

@@ -44,15 +44,16 @@ enum Safetensors {
                 }
                 count = product
             }
-            guard count * type.byteSize == end - begin else {
+            guard count.multipliedReportingOverflow(by: type.byteSize) == (end - begin, false) else {
                 throw file.corrupt("safetensors entry \(name): \(end - begin) bytes for \(count) \(dtype) elements")
             }
             let start = buffer.startIndex + begin
             let storage = StoredStorage(
                 type: type, count: count, bytes: buffer[start..<(buffer.startIndex + end)], bigEndian: false, file: file
             )
-            var strides = [Int](repeating: 1, count: shape.count)
-            for axis in stride(from: shape.count - 2, through: 0, by: -1) {
+            // Row-major strides; a tensor with no elements has no element to reach, and zero strides.
+            var strides = [Int](repeating: count == 0 ? 0 : 1, count: shape.count)
+            for axis in stride(from: shape.count - 2, through: 0, by: -1) where count > 0 {
                 strides[axis] = strides[axis + 1] * shape[axis + 1]
             }
             tensors.append(
@@ -63,7 +64,7 @@ enum Safetensors {
             $0.1.storage.bytes.startIndex < $1.1.storage.bytes.startIndex
                 || ($0.1.storage.bytes.startIndex == $1.1.storage.bytes.startIndex && $0.0 < $1.0)
         }
-        return StateDict(path: file.path, tensors)
+        return try StateDict.checked(path: file.path, tensors, file: file)
     }
 
     static func storageType(_ dtype: String) -> StorageType? {

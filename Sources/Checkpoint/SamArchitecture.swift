@@ -87,6 +87,43 @@ public struct SamArchitecture: Equatable, Sendable {
         }
     }
 
+    /// The first size that lies outside what the models are built for, as a sentence, or nil: widths that divide
+    /// into the decoder's 8 heads and the upscaling's eighths, an encoder whose heads divide its width, windows no
+    /// larger than the grid, and an input of at most 4,096 pixels a side — so that no file, however its tensors are
+    /// shaped, can size the activations beyond what such a model needs.
+    public var outOfRange: String? {
+        func check(_ name: String, _ value: Int, _ range: ClosedRange<Int>, multipleOf unit: Int = 1) -> String? {
+            range.contains(value) && value % unit == 0
+                ? nil
+                : "\(name) is \(value); it must lie in \(range.lowerBound)…\(range.upperBound)"
+                    + (unit > 1 ? " and be a multiple of \(unit)" : "")
+        }
+        var problems = [
+            check("the prompt width", promptWidth, 16...4096, multipleOf: 16),
+            check("the mask input's channels", maskInputChannels, 4...1024, multipleOf: 4),
+            check("the decoder's MLP width", decoderMLPWidth, 1...16384),
+            check("the decoder's depth", decoderDepth, 1...8),
+            check("the extra mask outputs", multimaskOutputs, 0...8),
+            check("the IoU head's depth", iouHeadDepth, 1...8),
+            check("the IoU head's width", iouHeadWidth, 1...4096),
+        ]
+        if variant != .mobileSAM {
+            let windowed = encoderDepth > globalAttentionBlocks.count
+            problems += [
+                check("the image encoder's width", encoderWidth, 1...4096),
+                check("the image encoder's heads", encoderHeads, 1...encoderWidth),
+                encoderWidth % max(encoderHeads, 1) == 0 ? nil : "the image encoder's heads do not divide its width",
+                check("the image encoder's depth", encoderDepth, 1...64),
+                check("the patch size", patchSize, 1...64),
+                check("the image grid's side", gridSize, 1...256),
+                check("the input's side", gridSize * patchSize, 1...4096),
+                check("the image encoder's MLP width", mlpWidth, 1...16384),
+                windowed ? check("the attention window", windowSize, 1...gridSize) : nil,
+            ]
+        }
+        return problems.compactMap { $0 }.first
+    }
+
     /// Every tensor of the architecture with its shape, as `Sam.state_dict()` lists them (segment_anything's
     /// modeling/*.py). The MobileSAM encoder is not listed: its tensors are checked by the TinyViT port.
     public var expectedTensors: [(key: String, shape: [Int])] {

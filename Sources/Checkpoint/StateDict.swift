@@ -10,6 +10,22 @@ public struct StateDict: Sendable {
         tensors = Dictionary(items, uniquingKeysWith: { first, _ in first })
     }
 
+    /// A file's state dict, refused where its tensors hold more elements than the file could store (views that
+    /// share or repeat storage): a model copies every element as a float, so this bounds what loading it costs by
+    /// the file's own size.
+    static func checked(path: String, _ items: [(String, StoredTensor)], file: MappedFile) throws -> StateDict {
+        let budget = file.count + StoredTensor.maximumRepeatedElements
+        var total = 0
+        for (_, tensor) in items {
+            total += tensor.count
+            guard total <= budget else {
+                throw file.corrupt(
+                    "its tensors hold more than \(budget) elements, more than a \(file.count)-byte file stores")
+            }
+        }
+        return StateDict(path: path, items)
+    }
+
     public var count: Int { keys.count }
     public subscript(_ key: String) -> StoredTensor? { tensors[key] }
     public func contains(_ key: String) -> Bool { tensors[key] != nil }
@@ -45,17 +61,23 @@ public struct StateDict: Sendable {
             }
             items.append((name, tensor))
         }
-        return StateDict(path: path, items)
+        return try checked(path: path, items, file: file)
     }
+
+    /// Modules a state dict's walk may visit, counting a module shared by several parents once per parent (as
+    /// `state_dict()` does): a file whose modules share children level after level cannot make it walk forever.
+    static let maximumModuleVisits = 1_000_000
 
     /// The state dict of a pickled `nn.Module` tree, walked as `Module.state_dict()` does: each module's
     /// `_parameters`, then its persistent `_buffers`, then its `_modules` recursively, keys joined by dots.
     static func from(module: PickleObject, path: String, file: MappedFile) throws -> StateDict {
         var items: [(String, StoredTensor)] = []
         var visiting = Set<ObjectIdentifier>()
+        var visits = 0
         func walk(_ module: PickleObject, _ prefix: String, depth: Int) throws {
-            guard depth < 64, visiting.insert(ObjectIdentifier(module)).inserted else {
-                throw file.corrupt("module tree is cyclic or too deep at \(prefix)")
+            visits += 1
+            guard depth < 64, visits <= maximumModuleVisits, visiting.insert(ObjectIdentifier(module)).inserted else {
+                throw file.corrupt("module tree is cyclic, too deep or too large at \(prefix)")
             }
             defer { visiting.remove(ObjectIdentifier(module)) }
             var nonPersistent = Set<String>()
@@ -75,7 +97,7 @@ public struct StateDict: Sendable {
             }
         }
         try walk(module, "", depth: 0)
-        return StateDict(path: path, items)
+        return try checked(path: path, items, file: file)
     }
 }
 

@@ -72,9 +72,17 @@ public struct StoredTensor: Sendable {
     public var type: StorageType { storage.type }
     public var count: Int { shape.reduce(1, *) }
 
-    /// Checks the view against its storage before anything reads through it.
+    /// Elements a view may have beyond its storage's own (an expanded or overlapping view repeats stored
+    /// elements): a few stored bytes cannot make the model copy gigabytes.
+    static let maximumRepeatedElements = 1 << 24
+    /// Dimensions a tensor may have (PyTorch allows 64).
+    static let maximumRank = 64
+
+    /// Checks the view against its storage before anything reads through it: every size, stride and sum in range,
+    /// the last element inside the storage, and no more elements than it stores unless the excess is small.
     init(storage: StoredStorage, offset: Int, shape: [Int], strides: [Int], file: MappedFile) throws {
-        guard shape.count == strides.count, offset >= 0, shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 })
+        guard shape.count == strides.count, shape.count <= Self.maximumRank, offset >= 0,
+            shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 })
         else {
             throw file.corrupt("tensor view with shape \(shape), strides \(strides), offset \(offset) is malformed")
         }
@@ -83,14 +91,20 @@ public struct StoredTensor: Sendable {
         for (size, stride) in zip(shape, strides) {
             let (product, overflow) = elements.multipliedReportingOverflow(by: size)
             let (reach, overflow2) = (size > 0 ? size - 1 : 0).multipliedReportingOverflow(by: stride)
-            guard !overflow, !overflow2 else { throw file.corrupt("tensor shape \(shape) overflows") }
+            let (sum, overflow3) = last.addingReportingOverflow(reach)
+            guard !overflow, !overflow2, !overflow3 else { throw file.corrupt("tensor shape \(shape) overflows") }
             elements = product
-            last += reach
+            last = sum
         }
         guard elements == 0 || last < storage.count else {
             throw file.corrupt(
                 "tensor view \(shape) at offset \(offset) reaches element \(last) of a \(storage.count)-element storage"
             )
+        }
+        guard elements <= storage.count || elements <= Self.maximumRepeatedElements else {
+            throw file.corrupt(
+                "tensor view \(shape) with strides \(strides) repeats a \(storage.count)-element storage as "
+                    + "\(elements) elements")
         }
         self.storage = storage
         self.offset = offset

@@ -20,6 +20,17 @@ struct Bottleneck {
 
     var outputChannels: Int { cv2.outputChannels }
 
+    /// The output's shape for `input`; the shortcut needs the same shape out as in.
+    func output(_ input: FeatureShape) throws -> FeatureShape {
+        let result = try cv2.output(try cv1.output(input))
+        guard !add || result == input else {
+            throw CheckpointError.corrupt(
+                path: cv2.conv.file,
+                reason: "\(cv2.conv.path) gives \(result), which its shortcut cannot add to \(input)")
+        }
+        return result
+    }
+
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let a = cv1.operations(input)
         let b = cv2.operations(a.output)
@@ -37,6 +48,28 @@ struct C2f {
         cv1 = try Conv(try node.child("cv1"))
         cv2 = try Conv(try node.child("cv2"))
         m = try (try node.child("m")).children.map(Bottleneck.init)
+    }
+
+    /// The output's shape for `input`: cv1's channels split in halves, each bottleneck on the last piece at the
+    /// same size, every piece into cv2.
+    func output(_ input: FeatureShape) throws -> FeatureShape {
+        let first = try cv1.output(input)
+        guard first.channels % 2 == 0 else {
+            throw CheckpointError.corrupt(
+                path: cv1.conv.file, reason: "\(cv1.conv.path) gives \(first.channels) channels, which C2f cannot halve"
+            )
+        }
+        var last = FeatureShape(channels: first.channels / 2, halvings: first.halvings)
+        var total = first.channels
+        for bottleneck in m {
+            last = try bottleneck.output(last)
+            guard last.halvings == first.halvings else {
+                throw CheckpointError.corrupt(
+                    path: cv1.conv.file, reason: "a bottleneck after \(cv1.conv.path) changes the feature map's size")
+            }
+            total += last.channels
+        }
+        return try cv2.output(FeatureShape(channels: total, halvings: first.halvings))
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
@@ -79,7 +112,18 @@ struct SPPF {
     init(_ node: ModuleNode) throws {
         cv1 = try Conv(try node.child("cv1"))
         cv2 = try Conv(try node.child("cv2"))
-        kernel = try (try node.child("m")).int("kernel_size")
+        let pool = try node.child("m")
+        kernel = try pool.int("kernel_size", in: 1...31)
+        guard kernel % 2 == 1, (try? pool.int("stride")) ?? 1 == 1,
+            (try? pool.int("padding")) ?? kernel / 2 == kernel / 2
+        else { throw pool.invalid("kernel_size", "\(kernel) with its stride and padding does not keep the size") }
+    }
+
+    /// The output's shape for `input`: cv1, its three poolings beside it, into cv2.
+    func output(_ input: FeatureShape) throws -> FeatureShape {
+        var pooled = try cv1.output(input)
+        pooled.channels *= 4
+        return try cv2.output(pooled)
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {

@@ -2,29 +2,77 @@
 import Checkpoint
 import Tensor
 
+/// The shape of a feature map as the network sees it: its channels, and how many times the input's sides have been
+/// halved to reach its sides (inputs are multiples of the largest stride, so every size is exact).
+struct FeatureShape: Equatable {
+    var channels: Int
+    var halvings: Int
+}
+
 /// A `torch.nn.Conv2d` as stored (weight, optional bias, geometry), with a BatchNorm that follows it folded in
 /// where given; its filters packed once for the product (`ConvolutionFilters`).
 struct Conv2d {
     let filters: ConvolutionFilters
     let bias: Tensor?
     let geometry: Conv2dGeometry
+    /// Channels the input must have (the weight's input channels × groups).
+    let inputChannels: Int
+    /// Where it lies: its state-dict path and the file, for errors.
+    let path: String, file: String
 
     /// The BatchNorm is folded with the checkpoint's own eps (Ultralytics sets 1e-3), as `fuse_conv_and_bn` does
-    /// before inference.
+    /// before inference. Every attribute and shape is checked first: the layers YOLO builds (odd kernels up to 15
+    /// with "same" padding, stride 1 or 2, groups dividing the channels), and BatchNorm's tensors one per filter.
     init(_ node: ModuleNode, batchNorm bn: ModuleNode? = nil) throws {
-        var (weight, bias) = (try node.parameter("weight").tensor(), node.optionalParameter("bias")?.tensor())
-        let (stride, padding, dilation) = (try node.pair("stride"), try node.pair("padding"), try node.pair("dilation"))
-        geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: try node.int("groups"))
+        let stored = try node.parameter("weight")
+        guard stored.shape.count == 4, stored.shape.allSatisfy({ $0 > 0 }), stored.shape[2] == stored.shape[3],
+            stored.shape[2] % 2 == 1, stored.shape[2] <= 15
+        else {
+            throw node.invalid("weight", "has shape \(stored.shape); a YOLO convolution's is [out, in, k, k], k odd")
+        }
+        let (out, kernel) = (stored.shape[0], stored.shape[2])
+        let groups = try node.int("groups", in: 1...out)
+        let stride = try node.pair("stride", in: 1...2)
+        let dilation = try node.pair("dilation", in: 1...8)
+        let padding = try node.pair("padding", in: 0...64)
+        guard out % groups == 0, stride.0 == stride.1,
+            padding == (dilation.0 * (kernel - 1) / 2, dilation.1 * (kernel - 1) / 2)
+        else {
+            throw node.invalid(
+                "padding",
+                "\(padding) with stride \(stride), dilation \(dilation) and \(groups) groups does not keep "
+                    + "the feature map's size, as YOLO's convolutions do")
+        }
+        inputChannels = stored.shape[1] * groups
+        (path, file) = (String(node.path.dropLast()), node.file)
+        geometry = Conv2dGeometry(stride: stride, padding: padding, dilation: dilation, groups: groups)
+        var (weight, bias) = (
+            stored.tensor(),
+            try node.optionalParameter("bias").map { _ in
+                try node.parameter("bias", shape: [out]).tensor()
+            }
+        )
         if let bn {
+            let eps = try bn.double("eps")
+            guard eps.isFinite, eps >= 0 else { throw bn.invalid("eps", "is \(eps)") }
             (weight, bias) = foldBatchNorm(
-                weight: weight, bias: bias, gamma: try bn.parameter("weight").tensor(),
-                beta: try bn.parameter("bias").tensor(),
-                runningMean: try bn.parameter("running_mean").tensor(),
-                runningVar: try bn.parameter("running_var").tensor(),
-                eps: try bn.double("eps"))
+                weight: weight, bias: bias, gamma: try bn.parameter("weight", shape: [out]).tensor(),
+                beta: try bn.parameter("bias", shape: [out]).tensor(),
+                runningMean: try bn.parameter("running_mean", shape: [out]).tensor(),
+                runningVar: try bn.parameter("running_var", shape: [out]).tensor(),
+                eps: eps)
         }
         filters = ConvolutionFilters(weight, geometry: geometry)
         self.bias = bias
+    }
+
+    /// The output's shape for `input`, or why the layer cannot take it.
+    func output(_ input: FeatureShape) throws -> FeatureShape {
+        guard input.channels == inputChannels else {
+            throw CheckpointError.corrupt(
+                path: file, reason: "\(path) takes \(inputChannels) channels but is given \(input.channels)")
+        }
+        return FeatureShape(channels: filters.shape[0], halvings: input.halvings + (geometry.stride.y == 2 ? 1 : 0))
     }
 
     /// The convolution, then SiLU and `residual` where given (fused into the product on our kernel).
@@ -84,6 +132,8 @@ struct Conv {
     }
 
     var outputChannels: Int { conv.filters.shape[0] }
+
+    func output(_ input: FeatureShape) throws -> FeatureShape { try conv.output(input) }
 
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         let (output, count) = conv.operations(input)

@@ -15,6 +15,14 @@ public final class DetectionModel: @unchecked Sendable {
         case upsample(Int)
         case concat
         case detect(Detect)
+
+        /// Whether the layer reads several maps (the others read one).
+        var readsSeveral: Bool {
+            switch self {
+            case .concat, .detect: true
+            default: false
+            }
+        }
     }
 
     struct Step {
@@ -31,10 +39,18 @@ public final class DetectionModel: @unchecked Sendable {
     /// Largest stride (32): input sides are multiples of it.
     public let maxStride: Int
 
+    /// Layers a network may have (YOLOv8x has 23).
+    static let maximumLayers = 1000
+    /// Stride-2 layers a path through the network may pass (a stride of 64).
+    static let maximumHalvings = 6
+
     public init(_ checkpoint: YOLOCheckpoint) throws {
         let file = checkpoint.weights.path
         let root = ModuleNode(object: checkpoint.model, path: "", file: file)
         let sequential = try root.child("model")
+        guard sequential.children.count <= Self.maximumLayers else {
+            throw CheckpointError.corrupt(path: file, reason: "model has more than \(Self.maximumLayers) layers")
+        }
         var steps: [Step] = []
         for (index, node) in sequential.children.enumerated() {
             let from: [Int]
@@ -56,10 +72,10 @@ public final class DetectionModel: @unchecked Sendable {
             case "SPPF": layer = .sppf(try SPPF(node))
             case "Upsample":
                 guard node.object["mode"]?.string == "nearest", let factor = node.object["scale_factor"]?.double,
-                    factor == factor.rounded(), factor >= 1
+                    [2.0, 4, 8].contains(factor)
                 else {
                     throw CheckpointError.unsupported(
-                        path: file, reason: "\(node.path)Upsample must be nearest with an integer factor")
+                        path: file, reason: "\(node.path)Upsample must be nearest with a factor of 2, 4 or 8")
                 }
                 layer = .upsample(Int(factor))
             case "Concat":
@@ -82,6 +98,46 @@ public final class DetectionModel: @unchecked Sendable {
         names = checkpoint.names
         classCount = head.classes
         maxStride = Int(head.strides.max() ?? 32)
+        try checkShapes(file: file)
+    }
+
+    /// Follows the feature maps' shapes through the network, as an input of any size that is a multiple of the
+    /// largest stride would take them, and refuses a layer that cannot take its input — before anything runs: every
+    /// convolution's channels, C2f's halves, the shortcuts, concatenations of maps of one size, upsampling back to
+    /// no more than the input's size, the head's levels at their strides, and every map a later layer reads kept.
+    private func checkShapes(file: String) throws {
+        var shapes: [FeatureShape] = []
+        var shape = FeatureShape(channels: 3, halvings: 0)
+        for (index, step) in steps.enumerated() {
+            guard step.from.allSatisfy({ $0 == -1 || saved.contains($0) }) else {
+                throw CheckpointError.corrupt(
+                    path: file, reason: "layer \(index) reads from \(step.from), which the model does not keep (save)")
+            }
+            let inputs = step.from.map { $0 == -1 ? shape : shapes[$0] }
+            guard step.from.count == 1 || step.layer.readsSeveral, !step.from.isEmpty else {
+                throw CheckpointError.corrupt(path: file, reason: "layer \(index) reads \(step.from.count) maps")
+            }
+            switch step.layer {
+            case .conv(let conv): shape = try conv.output(inputs[0])
+            case .c2f(let block): shape = try block.output(inputs[0])
+            case .sppf(let block): shape = try block.output(inputs[0])
+            case .upsample(let factor):
+                shape = inputs[0]
+                shape.halvings -= factor.trailingZeroBitCount
+            case .concat:
+                guard inputs.allSatisfy({ $0.halvings == inputs[0].halvings }) else {
+                    throw CheckpointError.corrupt(
+                        path: file, reason: "layer \(index) joins maps of different sizes (\(inputs))")
+                }
+                shape = FeatureShape(channels: inputs.reduce(0) { $0 + $1.channels }, halvings: inputs[0].halvings)
+            case .detect(let head): try head.check(inputs)
+            }
+            guard (0...Self.maximumHalvings).contains(shape.halvings) else {
+                throw CheckpointError.corrupt(
+                    path: file, reason: "layer \(index)'s map would be 1/2^\(shape.halvings) of the input's size")
+            }
+            shapes.append(shape)
+        }
     }
 
     /// Raw predictions for a batch [N, 3, H, W] of RGB in 0…1: [N, 4 + nc, anchors] (centre x, centre y, width,

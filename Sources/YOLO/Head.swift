@@ -30,6 +30,13 @@ enum HeadStep {
         }
     }
 
+    func output(_ input: FeatureShape) throws -> FeatureShape {
+        switch self {
+        case .conv(let conv): try conv.output(input)
+        case .conv2d(let conv): try conv.output(input)
+        }
+    }
+
     func operations(_ input: [Int]) -> (output: [Int], count: Double) {
         switch self {
         case .conv(let conv): conv.operations(input)
@@ -50,24 +57,60 @@ struct Detect {
     let binValues: [Float]
     let strides: [Float]
 
+    /// Where it lies, for errors.
+    let path: String, file: String
+
+    /// Every attribute checked against the weights before anything runs: as many levels of box and class branches
+    /// as strides, each stride a power of two up to 64, `reg_max` 1…64 bins with the DFL's weight one per bin; the
+    /// branches' channels are checked against `nc` and `reg_max` by `check`.
     init(_ node: ModuleNode) throws {
-        classes = try node.int("nc")
-        regMax = try node.int("reg_max")
+        (path, file) = (String(node.path.dropLast()), node.file)
+        classes = try node.int("nc", in: 1...100_000)
+        regMax = try node.int("reg_max", in: 1...64)
         box = try (try node.child("cv2")).children.map(HeadStep.sequence)
         cls = try (try node.child("cv3")).children.map(HeadStep.sequence)
+        guard (1...8).contains(box.count), box.count == cls.count, !box.contains(where: \.isEmpty),
+            !cls.contains(where: \.isEmpty)
+        else { throw node.invalid("cv2", "has \(box.count) levels and cv3 \(cls.count); a head has 1 to 8 of each") }
         if regMax > 1 {
-            binValues = try (try node.child("dfl")).child("conv").parameter("weight").floats()
+            binValues = try (try node.child("dfl")).child("conv").parameter("weight", shape: [1, regMax, 1, 1]).floats()
         } else {
             binValues = []
         }
-        guard let stride = node.object["stride"]?.tensor?.floats(), stride.count == box.count, box.count == cls.count
-        else {
+        guard let stride = node.object["stride"]?.tensor, stride.count == box.count else {
             throw CheckpointError.missingKey(path: node.file, key: node.path + "stride")
         }
-        strides = stride
-        guard binValues.count == regMax || regMax <= 1 else {
-            throw CheckpointError.shapeMismatch(
-                path: node.file, key: node.path + "dfl.conv.weight", got: [binValues.count], expected: [regMax])
+        strides = stride.floats()
+        guard strides.allSatisfy({ [1, 2, 4, 8, 16, 32, 64].contains($0) }) else {
+            throw node.invalid("stride", "is \(strides); each level's must be a power of two up to 64")
+        }
+    }
+
+    /// Whether `inputs` are the maps this head reads: one per level, each at its stride, its branches ending in
+    /// 4 × reg_max box bins and `nc` class scores.
+    func check(_ inputs: [FeatureShape]) throws {
+        guard inputs.count == box.count else {
+            throw CheckpointError.corrupt(
+                path: file, reason: "\(path) has \(box.count) levels but reads \(inputs.count) maps")
+        }
+        for (level, input) in inputs.enumerated() {
+            guard Float(1 << input.halvings) == strides[level] else {
+                throw CheckpointError.corrupt(
+                    path: file,
+                    reason:
+                        "\(path) level \(level) has stride \(strides[level]), but its map is 1/\(1 << input.halvings) "
+                        + "of the input")
+            }
+            let boxes = try box[level].reduce(input) { try $1.output($0) }
+            let scores = try cls[level].reduce(input) { try $1.output($0) }
+            guard boxes == FeatureShape(channels: 4 * regMax, halvings: input.halvings),
+                scores == FeatureShape(channels: classes, halvings: input.halvings)
+            else {
+                throw CheckpointError.corrupt(
+                    path: file,
+                    reason: "\(path) level \(level) gives \(boxes.channels) box and \(scores.channels) class channels; "
+                        + "reg_max \(regMax) and nc \(classes) need \(4 * regMax) and \(classes) at the map's size")
+            }
         }
     }
 

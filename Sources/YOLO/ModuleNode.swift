@@ -30,6 +30,38 @@ struct ModuleNode {
 
     func optionalParameter(_ name: String) -> StoredTensor? { try? parameter(name) }
 
+    /// An attribute that does not fit the network, named as the reference names it.
+    func invalid(_ name: String, _ reason: String) -> CheckpointError {
+        .corrupt(path: file, reason: "\(path)\(name) \(reason)")
+    }
+
+    /// An integer attribute within `range`, or the first element of a tuple attribute (`stride=(2, 2)`).
+    func int(_ name: String, in range: ClosedRange<Int>) throws -> Int {
+        let value = try int(name)
+        guard range.contains(value) else {
+            throw invalid(name, "is \(value), outside \(range.lowerBound)…\(range.upperBound)")
+        }
+        return value
+    }
+
+    /// A pair attribute whose two values lie in `range`.
+    func pair(_ name: String, in range: ClosedRange<Int>) throws -> (Int, Int) {
+        let value = try pair(name)
+        guard range.contains(value.0), range.contains(value.1) else {
+            throw invalid(name, "is \(value), outside \(range.lowerBound)…\(range.upperBound)")
+        }
+        return value
+    }
+
+    /// A parameter whose shape is `shape` (checked before any of its elements is read).
+    func parameter(_ name: String, shape: [Int]) throws -> StoredTensor {
+        let tensor = try parameter(name)
+        guard tensor.shape == shape else {
+            throw CheckpointError.shapeMismatch(path: file, key: path + name, got: tensor.shape, expected: shape)
+        }
+        return tensor
+    }
+
     /// An integer attribute, or the first element of a tuple attribute (`stride=(2, 2)`).
     func int(_ name: String) throws -> Int {
         if let value = object[name]?.int { return value }
