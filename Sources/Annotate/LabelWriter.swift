@@ -109,6 +109,7 @@ public enum LabelWriter {
     /// Removes the temporary files a killed run of the job with `token` left behind under `output`, and nothing
     /// else: no other file, not through a symbolic link.
     public static func removeTemporaries(under output: String, token: String) {
+        guard !token.isEmpty else { return }
         let prefix = temporaryPrefix(token: token)
         var folders = [output]
         while let folder = folders.popLast() {

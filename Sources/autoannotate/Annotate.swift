@@ -16,8 +16,9 @@ extension AutoAnnotateCommand {
                 Labels mirror the input tree under output_dir (default: <data>_auto_annotate_labels beside data), one
                 .txt per image ('class x1 y1 … xn yn', normalised), with data.yaml naming the classes. Progress is kept
                 in output_dir/autoannotate.sqlite: run the same command again, or 'autoannotate resume', to go on
-                after an interruption. Exit code 0: every image labelled; 2: some images failed (see 'autoannotate
-                status'); 1: the job could not run.
+                after an interruption. output_dir must be a folder of its own: not data, not inside it, not holding it,
+                and new or empty for a new job. Exit code 0: every image labelled; 2: some images failed (see
+                'autoannotate status'), or data holds no images; 1: the job could not run.
                 """)
 
         @Option(help: "The folder of images (searched recursively).")
