@@ -15,6 +15,10 @@ public struct ModelResolver: Sendable {
     public var catalog: [KnownModel]
     /// Seconds without a byte before a download is abandoned (its partial file is kept for the next try).
     public var idleTimeout: Double = 60
+    /// The most a download of a model whose size is not recorded may write (the largest official file, Meta's
+    /// sam_vit_h, is 2.56 GB): a server that sends more, or announces more, is cut off and its bytes removed, so
+    /// a wrong mirror cannot fill the disk. A model of recorded size may not exceed that size.
+    public var maximumDownloadBytes: Int64 = 4 << 30
 
     public init(cache: String = ModelResolver.defaultCache, catalog: [KnownModel] = KnownModels.catalog()) {
         (self.cache, self.catalog) = (cache, catalog)
@@ -100,8 +104,14 @@ public struct ModelResolver: Sendable {
         guard let url = URL(string: model.url) else {
             throw ModelError.download(model: model, cache: cache, reason: "bad URL")
         }
-        let transfer = try Transfer(path: partial, url: url, idleTimeout: idleTimeout, progress: progress)
+        let limit = model.size.map(Int64.init) ?? maximumDownloadBytes
+        let transfer = try Transfer(
+            path: partial, url: url, idleTimeout: idleTimeout, limit: limit, progress: progress)
         let outcome = Result { try transfer.run() }
+        if case .failure(let error as Transfer.TooLarge) = outcome {
+            try? FileManager.default.removeItem(atPath: partial)
+            throw ModelError.download(model: model, cache: cache, reason: error.localizedDescription)
+        }
         let size = stamp(partial).size
         func failed(_ reason: String) -> ModelError {
             if size <= 0 { try? FileManager.default.removeItem(atPath: partial) }
@@ -194,6 +204,8 @@ public enum ModelError: Error, LocalizedError, Equatable {
 // Unchecked: its state is touched by the session's delegate callbacks, one at a time, and read once the transfer ends.
 final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     let path: String, url: URL, idleTimeout: Double
+    /// The most bytes the file may reach.
+    let limit: Int64
     let progress: ModelResolver.Progress
     let file: FileHandle
     var offset: Int64
@@ -204,7 +216,17 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     var failure: Error?
     let finished = DispatchSemaphore(value: 0)
 
-    init(path: String, url: URL, idleTimeout: Double, progress: @escaping ModelResolver.Progress) throws {
+    struct TooLarge: Error, LocalizedError {
+        let limit: Int64
+        var errorDescription: String? {
+            "the server sent or announced more than \(limit) bytes, more than the model has; the download was removed"
+        }
+    }
+
+    init(path: String, url: URL, idleTimeout: Double, limit: Int64, progress: @escaping ModelResolver.Progress)
+        throws
+    {
+        self.limit = limit
         if !FileManager.default.fileExists(atPath: path) {
             _ = FileManager.default.createFile(atPath: path, contents: nil)
         }
@@ -248,12 +270,22 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
             completionHandler(.cancel)
             return
         }
+        if let total, total > limit {
+            failure = TooLarge(limit: limit)
+            completionHandler(.cancel)
+            return
+        }
         accepted = true
         completionHandler(.allow)
     }
 
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        guard accepted else { return }
+        guard accepted, failure == nil else { return }
+        guard offset + Int64(data.count) <= limit else {
+            failure = TooLarge(limit: limit)
+            dataTask.cancel()
+            return
+        }
         do {
             try file.write(contentsOf: data)
             offset += Int64(data.count)

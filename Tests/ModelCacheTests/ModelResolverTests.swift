@@ -60,6 +60,37 @@ final class ModelResolverTests: XCTestCase {
         }
     }
 
+    /// A server that sends (or announces) more than the model can be is cut off, and nothing it sent is kept:
+    /// a wrong mirror cannot fill the disk.
+    func testAServerSendingMoreThanTheModelIsCutOff() throws {
+        let server = try LocalHTTPServer(handler: serve)
+        for var resolver in [
+            resolver(server.url("/sam_b.pt"), size: 1000), resolver(server.url("/sam_b.pt")),
+        ] {
+            if resolver.catalog[0].size == nil { resolver.maximumDownloadBytes = 5000 }
+            XCTAssertThrowsError(try resolver.resolve("sam_b.pt")) {
+                XCTAssertTrue(
+                    $0.localizedDescription.contains("the server sent or announced more than"), $0.localizedDescription)
+            }
+            XCTAssertEqual(files(), ["sam_b.pt.lock"], "no partial download is kept")
+        }
+        // A resumed download whose total the server does not say: the bytes themselves are counted.
+        let unsized = try LocalHTTPServer { [self] _ in
+            .init(
+                status: 206, headers: ["Content-Range": "bytes 100-\(payload.count - 1)/*"],
+                body: payload.subdata(in: 100..<payload.count))
+        }
+        var resumed = resolver(unsized.url("/sam_b.pt"))
+        resumed.maximumDownloadBytes = 5000
+        try payload.prefix(100).write(to: URL(fileURLWithPath: cache + "/sam_b.pt.partial"))
+        XCTAssertThrowsError(try resumed.resolve("sam_b.pt")) {
+            XCTAssertTrue(
+                $0.localizedDescription.contains("the server sent or announced more than 5000 bytes"),
+                $0.localizedDescription)
+        }
+        XCTAssertEqual(files(), ["sam_b.pt.lock"])
+    }
+
     func testADownloadIsVerifiedRenamedIntoPlaceAndNotRepeated() throws {
         let server = try LocalHTTPServer(handler: serve)
         let resolver = resolver(server.url("/v8.4.0/sam_b.pt"), sha256: digest, size: payload.count)
