@@ -299,7 +299,7 @@ public final class AutoAnnotator {
         let (lines, objects) = if let boxes { try segment(boxes, in: image) } else { try segmentDetections(in: image) }
         if objects.isEmpty {
             if settings.empty == .write {
-                try write("", to: label)
+                try writeLabel("", to: label, written: written)
             } else if written {
                 unlink((settings.output as NSString).appendingPathComponent(label))
             }
@@ -307,8 +307,30 @@ public final class AutoAnnotator {
         }
         // A box dataset's class ids are its own: any id is valid there.
         let classCount = detector.map { max($0.model.classCount, ($0.names.keys.max() ?? -1) + 1) } ?? Int.max
-        try write(LabelWriter.contents(lines, classCount: classCount), to: label)
+        try writeLabel(LabelWriter.contents(lines, classCount: classCount), to: label, written: written)
         return (.done, objects)
+    }
+
+    /// Writes an image's label file. Where the job has not written it before (`written` false) but a file is
+    /// there, it must hold these very bytes (a run killed between writing the file and recording it writes the
+    /// same bytes again); any other file is the user's, and the image fails rather than replace it.
+    func writeLabel(_ text: String, to relative: String, written: Bool) throws {
+        let path = (settings.output as NSString).appendingPathComponent(relative)
+        var info = stat()
+        if !written, lstat(path, &info) == 0 {
+            let bytes = Data(text.utf8)
+            let same =
+                info.st_mode & S_IFMT == S_IFREG && Int(info.st_size) == bytes.count
+                && FileManager.default.contents(atPath: path) == bytes
+            guard same else {
+                throw AnnotateError.unreadable(
+                    path: path,
+                    reason:
+                        "already exists and was not written by this job; move it away (the job never replaces a file it did not write)"
+                )
+            }
+        }
+        try write(text, to: relative)
     }
 
     /// Writes a file of the job (`relative` to the output folder) atomically, never through a symbolic link.

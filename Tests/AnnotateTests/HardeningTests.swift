@@ -373,8 +373,26 @@ extension HardeningTests {
         XCTAssertEqual(try String(contentsOf: users, encoding: .utf8), "user's file\n")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: output.path), ["small.txt"])
 
-        // A job beside the images: a temporary-looking file of the user's in the output folder survives runs.
+        // A file of the user's put in a job's folder later, with the name of a label to come: that image fails,
+        // the file stays.
         try FileManager.default.removeItem(at: users)
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
+        try "user's file\n".write(to: output.appendingPathComponent("square.txt"), atomically: true, encoding: .utf8)
+        try copyImage("square.jpg", to: data)
+        let later = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
+        XCTAssertEqual(later.failed, 1)
+        XCTAssertEqual(
+            try String(contentsOf: output.appendingPathComponent("square.txt"), encoding: .utf8), "user's file\n")
+        let reason = try AutoAnnotator.status(output: output.path).lastErrors.first?["error"] ?? ""
+        XCTAssertTrue(
+            reason.hasSuffix(
+                "square.txt: already exists and was not written by this job; move it away (the job never replaces a file it did not write)"
+            ), reason)
+        try FileManager.default.removeItem(at: data.appendingPathComponent("square.jpg"))
+        try FileManager.default.removeItem(at: output)
+
+        // A job beside the images: a temporary-looking file of the user's in the output folder survives runs.
         _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
         let theirs = [output.appendingPathComponent(".notes.tmp"), output.appendingPathComponent(".aa-0.tmp")]
         for file in theirs { try "keep\n".write(to: file, atomically: true, encoding: .utf8) }
