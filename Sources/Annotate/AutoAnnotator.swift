@@ -54,6 +54,7 @@ public final class AutoAnnotator {
         guard (settings.detector == nil) != (settings.boxes == nil) else {
             throw AnnotateError.boxesOrDetector
         }
+        try settings.validate()
         try Self.checkFolders(settings)
         let storePath = (settings.output as NSString).appendingPathComponent(JobStore.fileName)
         var info = stat()

@@ -45,6 +45,34 @@ public struct JobSettings: Codable, Equatable, Sendable {
         (self.data, self.output, self.detector, self.segmenter) = (data, output, detector, segmenter)
     }
 
+    /// Valid values of the numeric settings (the command line states and checks the same ranges).
+    public static let imageSizes = 32...8192
+    public static let detectionCounts = 1...10_000
+    public static let scores: ClosedRange<Float> = 0...1
+
+    /// Refuses a setting outside its range, naming it as the command line does: a size of 100000 would allocate
+    /// without bound, a NaN threshold would compare false everywhere (and never equal itself on resume).
+    public func validate() throws {
+        for (name, value) in [("conf", confidence), ("iou", iou), ("sam_conf", samConfidence)]
+        where !Self.scores.contains(value) {
+            throw AnnotateError.outOfRange(name: name, value: "\(value)", range: "a number from 0 to 1")
+        }
+        if !Self.imageSizes.contains(imageSize) {
+            throw AnnotateError.outOfRange(
+                name: "imgsz", value: "\(imageSize)", range: "a whole number from 32 to 8192")
+        }
+        if !Self.detectionCounts.contains(maxDetections) {
+            throw AnnotateError.outOfRange(
+                name: "max_det", value: "\(maxDetections)", range: "a whole number from 1 to 10000")
+        }
+        if let bad = classes?.first(where: { !(0..<BoxLabels.maximumClasses).contains($0) }) {
+            throw AnnotateError.outOfRange(name: "classes", value: "\(bad)", range: "a class id from 0 to 9999")
+        }
+        if MultiPartPolicy(rawValue: polygon) == nil {
+            throw AnnotateError.outOfRange(name: "polygon", value: polygon, range: "merge, largest or separate")
+        }
+    }
+
     /// Ultralytics' default output folder: `<data parent>/<data name>_auto_annotate_labels`.
     public static func defaultOutput(for data: String) -> String {
         let url = URL(fileURLWithPath: data).standardizedFileURL
@@ -112,6 +140,7 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
     case noImages(data: String)
     case outputOverlaps(output: String, relation: String)
     case outputNotEmpty(output: String, example: String)
+    case outOfRange(name: String, value: String, range: String)
 
     public var errorDescription: String? {
         switch self {
@@ -130,6 +159,8 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
             "a job takes its boxes either from a detector (det_model=) or from box labels (boxes=), one of the two"
         case .noImages(let data):
             "data=\(data) holds no images (JPEG, PNG, … by extension, searched recursively); nothing to label"
+        case .outOfRange(let name, let value, let range):
+            "\(name)=\(value) is out of range: \(name) must be \(range)"
         case .outputNotEmpty(let output, let example):
             "output_dir=\(output) already holds files (\(example), …) but no autoannotate job; the job would overwrite files of the same names, so give it a new or empty folder"
         case .outputOverlaps(let output, let relation):

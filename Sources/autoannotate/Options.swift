@@ -62,8 +62,8 @@ struct DetectionOptions: ParsableArguments {
 /// job allocate without bound, trap on overflow, or silently do nothing), with messages that name the option as
 /// users type it.
 enum OptionRange {
-    static let imageSize = 32...8192
-    static let detections = 1...10_000
+    static let imageSize = JobSettings.imageSizes
+    static let detections = JobSettings.detectionCounts
     static let threads = 1...1024
 
     static func check(_ name: String, _ value: Float, _ range: ClosedRange<Float>) throws {

@@ -143,6 +143,32 @@ final class HardeningTests: XCTestCase {
         }
     }
 
+    /// The library checks the same ranges as the command line, before anything is made.
+    func testTheLibraryRefusesSettingsOutOfRange() throws {
+        let data = try images()
+        let output = work.appendingPathComponent("labels")
+        var cases: [(JobSettings, String)] = []
+        for (change, message) in [
+            ({ (s: inout JobSettings) in s.imageSize = 100_000 }, "imgsz=100000 is out of range"),
+            ({ (s: inout JobSettings) in s.imageSize = Int.max }, "imgsz=9223372036854775807 is out of range"),
+            ({ (s: inout JobSettings) in s.samConfidence = .nan }, "sam_conf=nan is out of range"),
+            ({ (s: inout JobSettings) in s.confidence = -0.1 }, "conf=-0.1 is out of range"),
+            ({ (s: inout JobSettings) in s.maxDetections = 0 }, "max_det=0 is out of range"),
+            ({ (s: inout JobSettings) in s.classes = [999_999_999] }, "classes=999999999 is out of range"),
+            ({ (s: inout JobSettings) in s.polygon = "spline" }, "polygon=spline is out of range"),
+        ] as [((inout JobSettings) -> Void, String)] {
+            var s = try settings(data: data, output: output)
+            change(&s)
+            cases.append((s, message))
+        }
+        for (s, message) in cases {
+            XCTAssertThrowsError(try AutoAnnotator(settings: s)) {
+                XCTAssertTrue($0.localizedDescription.contains(message), $0.localizedDescription)
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        }
+    }
+
     // MARK: - Box labels
 
     /// A class id or a row count beyond the bounds fails that image alone, naming the file and the line; the job
