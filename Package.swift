@@ -62,6 +62,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
+        // libFuzzer targets for the readers of untrusted files (scripts/fuzz.sh); built plainly, a corpus replayer.
+        .executableTarget(name: "autoannotate-fuzz", dependencies: ["Checkpoint", "Imaging", "YOLO"]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: [

@@ -47,8 +47,11 @@ public enum ModelCheckpoint: Sendable {
 /// Ultralytics' state dicts in torch.save or safetensors form, or an Ultralytics YOLOv8 detection checkpoint.
 /// Everything else is refused with a message that names what the file is.
 public enum ModelFile {
-    public static func open(path: String) throws -> ModelCheckpoint {
-        let file = try MappedFile(path: path)
+    public static func open(path: String) throws -> ModelCheckpoint { try open(MappedFile(path: path)) }
+
+    /// The same for a file already mapped, or bytes in memory.
+    public static func open(_ file: MappedFile) throws -> ModelCheckpoint {
+        let path = file.path
         let name = (path as NSString).lastPathComponent
         try refuseOtherFormats(file)
         if Safetensors.looksLikeSafetensors(file) { return try sam(Safetensors.load(file), name: name) }
