@@ -63,7 +63,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]),
         // libFuzzer targets for the readers of untrusted files (scripts/fuzz.sh); built plainly, a corpus replayer.
-        .executableTarget(name: "autoannotate-fuzz", dependencies: ["Checkpoint", "Imaging", "YOLO"]),
+        .executableTarget(name: "autoannotate-fuzz", dependencies: ["Annotate", "Checkpoint", "Imaging", "YOLO"]),
         .executableTarget(
             name: "autoannotate-bench",
             dependencies: [

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Examples/Consumer as a user's package would depend on this one: by URL and version, from a tagged clone of
-# the committed HEAD, then runs it on two demo images. A product with unsafe build flags fails the build here.
+# the committed HEAD (a debug build, the quicker to compile), then runs it on two demo images. A product with unsafe
+# build flags fails the build here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -13,5 +14,5 @@ mkdir "$work/images"
 cp "$root"/Examples/Demo/images/shapes_{0,1}.jpg "$work/images/"
 export AUTOANNOTATE_PACKAGE_URL="file://$work/autoannotate.git" AUTOANNOTATE_PACKAGE_VERSION=0.1.0
 cd "$work/consumer"
-swift build -c release
-.build/release/consumer "$root/Examples/Demo/shapes_yolov8.pt" "$root/Examples/Demo/shapes_sam.pt" "$work/images"
+swift build
+.build/debug/consumer "$root/Examples/Demo/shapes_yolov8.pt" "$root/Examples/Demo/shapes_sam.pt" "$work/images"

@@ -55,12 +55,16 @@ public struct BoxLabels: Sendable, Equatable {
     /// first (Ultralytics drops them too).
     public static func read(path: String, width: Int, height: Int) throws -> BoxLabels {
         var info = stat()
-        guard stat(path, &info) == 0 else {
+        // lstat: a label file that is a symbolic link is not followed (it could name any file the user can read).
+        guard lstat(path, &info) == 0 else {
             if errno == ENOENT { return BoxLabels(rows: []) }
             throw Problem(path: path, line: 0, reason: "cannot be read (\(String(cString: strerror(errno))))")
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
-            throw Problem(path: path, line: 0, reason: "not a regular file (a folder, pipe or device)")
+            throw Problem(
+                path: path, line: 0,
+                reason: info.st_mode & S_IFMT == S_IFLNK
+                    ? "a symbolic link, not followed" : "not a regular file (a folder, pipe or device)")
         }
         guard info.st_size <= maximumBytes else {
             throw Problem(
@@ -73,6 +77,11 @@ public struct BoxLabels: Sendable, Equatable {
             throw Problem(path: path, line: 0, reason: "cannot be read")
         }
         try? handle.close()
+        return try parse(data, path: path, width: width, height: height)
+    }
+
+    /// A label file's bytes (read from `path`) for an image of `width`×`height` pixels, checked row by row.
+    public static func parse(_ data: Data, path: String, width: Int, height: Int) throws -> BoxLabels {
         guard data.count <= maximumBytes else {
             throw Problem(path: path, line: 0, reason: "larger than \(maximumBytes >> 20) MiB")
         }

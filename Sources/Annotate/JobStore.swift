@@ -243,7 +243,7 @@ public final class JobStore: Sendable {
     /// Images still to do, in path order (failed ones too when `retryFailed`).
     /// `completions`: how many times the image was finished before (its label file was written by the job).
     public func remaining(retryFailed: Bool) throws -> [(id: Int64, path: String, label: String, completions: Int)] {
-        try pool.read { db in
+        let rows: [(id: Int64, path: String, label: String, completions: Int)] = try pool.read { db in
             let states = retryFailed ? "'pending', 'detected', 'failed'" : "'pending', 'detected'"
             return try Row.fetchAll(
                 db,
@@ -252,6 +252,24 @@ public final class JobStore: Sendable {
             )
             .map { ($0["id"], $0["path"], $0["label"], $0["completions"]) }
         }
+        // The store is a file anyone may hand over with a job folder: its paths are read, written and joined to the
+        // folders only as the scan makes them — relative, inside, and the label the image's own.
+        for row in rows where !Self.isScannedPair(image: row.path, label: row.label) {
+            throw AnnotateError.unreadable(
+                path: path,
+                reason:
+                    "the job store holds an image '\(row.path)' with label '\(row.label)', which no scan makes (a path "
+                    + "that leaves its folder, or not the image's own label): it was changed outside autoannotate")
+        }
+        return rows
+    }
+
+    /// Whether `image` is a path the scan makes (relative, no `..`, `.` or empty part, no NUL) and `label` its label.
+    static func isScannedPair(image: String, label: String) -> Bool {
+        let parts = image.split(separator: "/", omittingEmptySubsequences: false)
+        return !image.hasPrefix("/") && !image.contains("\0")
+            && parts.allSatisfy { !$0.isEmpty && $0 != ".." && $0 != "." }
+            && label == (image as NSString).deletingPathExtension + ".txt"
     }
 
     /// Records a finished image and its objects in one transaction.

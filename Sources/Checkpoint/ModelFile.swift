@@ -142,7 +142,7 @@ public enum ModelFile {
             names: Dictionary(
                 // Class ids a head can have (Detect checks nc against its weights); other entries are not classes.
                 (model["names"]?.dict?.entries ?? []).compactMap { k, v in
-                    k.int.flatMap { id in (0..<100_000).contains(id) ? v.string.map { (id, $0) } : nil }
+                    k.int.flatMap { id in (0..<10_000).contains(id) ? v.string.map { (id, $0) } : nil }
                 },
                 uniquingKeysWith: { a, _ in a }),
             stride: model["stride"]?.tensor.flatMap { $0.count <= 8 ? $0.floats().map(Double.init) : nil } ?? [],

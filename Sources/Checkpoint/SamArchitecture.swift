@@ -89,8 +89,9 @@ public struct SamArchitecture: Equatable, Sendable {
 
     /// The first size that lies outside what the models are built for, as a sentence, or nil: widths that divide
     /// into the decoder's 8 heads and the upscaling's eighths, an encoder whose heads divide its width, windows no
-    /// larger than the grid, and an input of at most 4,096 pixels a side — so that no file, however its tensors are
-    /// shaped, can size the activations beyond what such a model needs.
+    /// larger than the grid, and an encoder no larger than ViT-H's (width 1,280, 32 blocks, a 64 × 64 grid of
+    /// patches up to 16 pixels) — so that no file, however its tensors are shaped, can size the activations or the
+    /// work beyond a released SAM's.
     public var outOfRange: String? {
         func check(_ name: String, _ value: Int, _ range: ClosedRange<Int>, multipleOf unit: Int = 1) -> String? {
             range.contains(value) && value % unit == 0
@@ -110,14 +111,13 @@ public struct SamArchitecture: Equatable, Sendable {
         if variant != .mobileSAM {
             let windowed = encoderDepth > globalAttentionBlocks.count
             problems += [
-                check("the image encoder's width", encoderWidth, 1...4096),
+                check("the image encoder's width", encoderWidth, 1...1280),
                 check("the image encoder's heads", encoderHeads, 1...encoderWidth),
                 encoderWidth % max(encoderHeads, 1) == 0 ? nil : "the image encoder's heads do not divide its width",
-                check("the image encoder's depth", encoderDepth, 1...64),
-                check("the patch size", patchSize, 1...64),
-                check("the image grid's side", gridSize, 1...256),
-                check("the input's side", gridSize * patchSize, 1...4096),
-                check("the image encoder's MLP width", mlpWidth, 1...16384),
+                check("the image encoder's depth", encoderDepth, 1...32),
+                check("the patch size", patchSize, 1...16),
+                check("the image grid's side", gridSize, 1...64),
+                check("the image encoder's MLP width", mlpWidth, 1...5120),
                 windowed ? check("the attention window", windowSize, 1...gridSize) : nil,
             ]
         }

@@ -69,6 +69,11 @@ struct C2f {
             }
             total += last.channels
         }
+        guard first.holds(channels: total) else {
+            throw CheckpointError.corrupt(
+                path: cv1.conv.file,
+                reason: "the C2f of \(cv1.conv.path) stacks \(total) channels, more than a detector's")
+        }
         return try cv2.output(FeatureShape(channels: total, halvings: first.halvings))
     }
 
@@ -122,6 +127,10 @@ struct SPPF {
     /// The output's shape for `input`: cv1, its three poolings beside it, into cv2.
     func output(_ input: FeatureShape) throws -> FeatureShape {
         var pooled = try cv1.output(input)
+        guard pooled.holds(channels: 4 * pooled.channels) else {
+            throw CheckpointError.corrupt(
+                path: cv1.conv.file, reason: "SPPF after \(cv1.conv.path) stacks too many channels")
+        }
         pooled.channels *= 4
         return try cv2.output(pooled)
     }

@@ -7,6 +7,16 @@ import Tensor
 struct FeatureShape: Equatable {
     var channels: Int
     var halvings: Int
+
+    /// Elements a map may have for a 640 × 640 input: 64 M, 256 MB (YOLOv8x's largest, a C2f's stack, has 10 M),
+    /// so that a few cheap weights cannot size gigabytes of activations.
+    static let maximumElements = 1 << 26
+
+    /// Whether a map of `channels` at this size stays within `maximumElements`.
+    func holds(channels: Int) -> Bool {
+        let side = 640 >> min(max(halvings, 0), 6)
+        return channels <= Self.maximumElements / (side * side)
+    }
 }
 
 /// A `torch.nn.Conv2d` as stored (weight, optional bias, geometry), with a BatchNorm that follows it folded in
@@ -72,7 +82,16 @@ struct Conv2d {
             throw CheckpointError.corrupt(
                 path: file, reason: "\(path) takes \(inputChannels) channels but is given \(input.channels)")
         }
-        return FeatureShape(channels: filters.shape[0], halvings: input.halvings + (geometry.stride.y == 2 ? 1 : 0))
+        let output = FeatureShape(
+            channels: filters.shape[0], halvings: input.halvings + (geometry.stride.y == 2 ? 1 : 0))
+        guard output.halvings <= 6, output.holds(channels: output.channels) else {
+            throw CheckpointError.corrupt(
+                path: file,
+                reason:
+                    "\(path) makes a map of \(output.channels) channels at 1/2^\(output.halvings) of the input's side, more than a detector's"
+            )
+        }
+        return output
     }
 
     /// The convolution, then SiLU and `residual` where given (fused into the product on our kernel).

@@ -130,6 +130,9 @@ public final class DetectionModel: @unchecked Sendable {
                         path: file, reason: "layer \(index) joins maps of different sizes (\(inputs))")
                 }
                 shape = FeatureShape(channels: inputs.reduce(0) { $0 + $1.channels }, halvings: inputs[0].halvings)
+                guard shape.holds(channels: shape.channels) else {
+                    throw CheckpointError.corrupt(path: file, reason: "layer \(index) joins \(shape.channels) channels")
+                }
             case .detect(let head): try head.check(inputs)
             }
             guard (0...Self.maximumHalvings).contains(shape.halvings) else {

@@ -65,7 +65,7 @@ struct Detect {
     /// branches' channels are checked against `nc` and `reg_max` by `check`.
     init(_ node: ModuleNode) throws {
         (path, file) = (String(node.path.dropLast()), node.file)
-        classes = try node.int("nc", in: 1...100_000)
+        classes = try node.int("nc", in: 1...10_000)
         regMax = try node.int("reg_max", in: 1...64)
         box = try (try node.child("cv2")).children.map(HeadStep.sequence)
         cls = try (try node.child("cv3")).children.map(HeadStep.sequence)

@@ -1,6 +1,7 @@
 // Coverage-guided fuzz targets (libFuzzer) for the readers of untrusted files: one input through the reader that
 // AUTOANNOTATE_FUZZ_TARGET names. Built for libFuzzer by scripts/fuzz.sh (`-sanitize=fuzzer,address`, FUZZING);
 // built plainly, it replays the files it is given, so that a corpus or a crash reproducer runs anywhere.
+import Annotate
 import Checkpoint
 import Foundation
 import Imaging
@@ -13,6 +14,8 @@ enum FuzzTarget: String, CaseIterable {
     case checkpoint
     /// An image file decoded as the job decodes it (JPEG, PNG; every other format refused).
     case image
+    /// A YOLO box label file, as a box-dataset job reads it for a 640 × 480 image.
+    case boxes
 
     func run(_ data: Data) {
         switch self {
@@ -23,6 +26,8 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? DetectionModel(checkpoint)
         case .image:
             _ = try? ImageDecoder.decode(data, path: "fuzz", pixelLimit: 1 << 22)
+        case .boxes:
+            _ = try? BoxLabels.parse(data, path: "fuzz.txt", width: 640, height: 480)
         }
     }
 }

@@ -81,6 +81,14 @@ extension AutoAnnotateCommand {
             if precision.precision == .bf16 { cautionAboutBF16() }
             let predictor = try SamPredictor(path: try resolveModel(model), precision: precision.precision)
             let image = try ImageDecoder.decode(path: source)
+            // Every mask lives at the image's size until it is written: a bounded number, and pixels in all.
+            let masks = max(boxes.count, prompts.isEmpty ? 0 : 1) * (multimask ? 3 : 1)
+            guard masks <= Self.maximumMasks, masks * image.width * image.height <= Self.maximumMaskPixels else {
+                throw ValidationError(
+                    "\(masks) masks of \(image.width) × \(image.height) pixels are more than segment makes at once "
+                        + "(at most \(Self.maximumMasks), and \(Self.maximumMaskPixels >> 20) M pixels in all): "
+                        + "give fewer prompts")
+            }
             predictor.setImage(image)
             let prediction = try predictor.predict(
                 points: prompts, boxes: boxes, multimask: multimask, lowResLogits: false)
@@ -92,6 +100,8 @@ extension AutoAnnotateCommand {
 
         /// Prompts `segment` takes at once: each box's mask is held at the image's size until printed.
         static let maximumPrompts = 256
+        static let maximumMasks = 64
+        static let maximumMaskPixels = 1 << 30
         /// Coordinates are pixels; a prompt may reach outside the image, but not to float32's overflow.
         static let coordinateRange: ClosedRange<Float> = -1_000_000...1_000_000
 

@@ -198,7 +198,7 @@ final class HostileCheckpointTests: XCTestCase {
     }
 
     /// The sizes a SAM's tensors imply are bounded before any is used: widths that do not divide into the
-    /// decoder's heads, encoder heads that do not divide the width, inputs past 4,096 pixels a side.
+    /// decoder's heads, encoder heads that do not divide the width, an encoder larger than ViT-H's.
     func testSamSizesOutOfRangeAreNamed() throws {
         let base = try XCTUnwrap(SamArchitecture.published(.vitB))
         XCTAssertNil(base.outOfRange)
@@ -209,8 +209,8 @@ final class HostileCheckpointTests: XCTestCase {
         heads.encoderHeads = 7
         XCTAssertEqual(heads.outOfRange, "the image encoder's heads do not divide its width")
         var huge = base
-        huge.gridSize = 256
-        huge.patchSize = 64
-        XCTAssertEqual(huge.outOfRange, "the input's side is 16384; it must lie in 1…4096")
+        huge.gridSize = 128
+        XCTAssertEqual(huge.outOfRange, "the image grid's side is 128; it must lie in 1…64")
+        XCTAssertNil(SamArchitecture.published(.vitH)?.outOfRange, "ViT-H is the largest SAM there is")
     }
 }

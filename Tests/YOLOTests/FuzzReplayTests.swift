@@ -19,7 +19,8 @@ final class FuzzReplayTests: XCTestCase {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.replayer)
         process.arguments = existing
-        process.environment = ["AUTOANNOTATE_FUZZ_TARGET": target]
+        // The test's environment passed on: under AddressSanitizer, its options (CI turns leak checks off).
+        process.environment = ProcessInfo.processInfo.environment.merging(["AUTOANNOTATE_FUZZ_TARGET": target]) { $1 }
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -37,5 +38,9 @@ final class FuzzReplayTests: XCTestCase {
 
     func testImageInputsReplay() throws {
         try replay("image", ["Tests/Fixtures/imaging/inputs", "Tests/Fuzz/image"])
+    }
+
+    func testBoxLabelInputsReplay() throws {
+        try replay("boxes", ["Tests/Fixtures/annotate/boxes", "Tests/Fuzz/boxes"])
     }
 }

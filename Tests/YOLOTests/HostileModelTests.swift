@@ -1,8 +1,8 @@
 import Foundation
 import XCTest
-import YOLO
 
 @testable import Checkpoint
+@testable import YOLO
 
 /// A real detector's module tree with one attribute changed, as a crafted file would change it: every attribute the
 /// network uses is checked against the weights' shapes before anything runs, so each is refused with a sentence that
@@ -86,5 +86,30 @@ final class HostileModelTests: XCTestCase {
                 let kept = (checkpoint.model["save"]?.items ?? []).dropFirst()
                 checkpoint.model.attributes.set(.string("save"), .list(PickleList(Array(kept))))
             }, saying: ["does not keep"])
+    }
+
+    /// A few cheap weights cannot size gigabytes of activations: a map may hold 64 M elements for a 640 × 640 input
+    /// (YOLOv8x's largest, a C2f's stack of 400 channels at a quarter of the side, holds 10 M).
+    func testFeatureMapsAreBounded() {
+        XCTAssertTrue(FeatureShape(channels: 400, halvings: 2).holds(channels: 400))
+        XCTAssertFalse(FeatureShape(channels: 3, halvings: 1).holds(channels: 4096))
+        XCTAssertTrue(FeatureShape(channels: 3, halvings: 3).holds(channels: 10_000))
+        XCTAssertFalse(FeatureShape(channels: 3, halvings: -5).holds(channels: 1 << 20))
+    }
+
+    /// A network with NaN or infinite weights gives boxes that are not numbers: they are no detections, whatever their
+    /// scores (Ultralytics would pass them on).
+    func testBoxesThatAreNotNumbersAreDropped() {
+        // Two anchors, one class: [x, y, w, h, score] by rows of `anchors`.
+        let prediction: [Float] = [.nan, 10, 5, 10, 4, 4, 4, .infinity, 0.9, 0.8]
+        let detections = prediction.withUnsafeBufferPointer {
+            nonMaxSuppression($0.baseAddress!, classes: 1, anchors: 2, options: NMSOptions())
+        }
+        XCTAssertEqual(detections.count, 0, "\(detections)")
+        let finite: [Float] = [20, 10, 5, 10, 4, 4, 4, 4, 0.9, 0.8]
+        let kept = finite.withUnsafeBufferPointer {
+            nonMaxSuppression($0.baseAddress!, classes: 1, anchors: 2, options: NMSOptions())
+        }
+        XCTAssertEqual(kept.count, 2)
     }
 }
