@@ -110,3 +110,29 @@ final class CrashTests: XCTestCase {
         }
     }
 }
+
+/// The CLI with `arguments` and `environment` added to this process's: exit status, stdout and stderr.
+func runCLI(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+    status: Int32, output: String, errors: String
+) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CrashTests.cli)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    // stderr to a file, so that it cannot fill a pipe and stall the child while stdout is read.
+    let errorsPath = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "autoannotate-stderr-\(UUID().uuidString)"
+    ).path
+    _ = FileManager.default.createFile(atPath: errorsPath, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: errorsPath) }
+    process.standardError = FileHandle(forWritingAtPath: errorsPath)
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let errors = FileManager.default.contents(atPath: errorsPath) ?? Data()
+    return (
+        process.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errors, as: UTF8.self)
+    )
+}

@@ -9,24 +9,8 @@ final class HardeningTests: XCTestCase {
     var work: URL!
     var cli: HardeningTests { self }
 
-    /// The CLI with `arguments`: exit status, stdout, stderr (as CommandLineTests runs it).
     func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CrashTests.cli)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        let errorsPath = work.appendingPathComponent("stderr-\(UUID().uuidString)").path
-        _ = FileManager.default.createFile(atPath: errorsPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: errorsPath) }
-        process.standardError = FileHandle(forWritingAtPath: errorsPath)
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let errors = FileManager.default.contents(atPath: errorsPath) ?? Data()
-        return (
-            process.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errors, as: UTF8.self)
-        )
+        try runCLI(arguments)
     }
 
     override func setUpWithError() throws {
