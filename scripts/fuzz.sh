@@ -10,8 +10,8 @@ swift build -c release --scratch-path .build-fuzz --product autoannotate-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 fuzzer=.build-fuzz/release/autoannotate-fuzz
 declare -A seeds=([checkpoint]=Tests/Fixtures/checkpoints [image]=Tests/Fixtures/imaging/inputs
-    [boxes]=Tests/Fixtures/annotate/boxes)
-for target in checkpoint image boxes; do
+    [boxes]=Tests/Fixtures/annotate/boxes [recipe]=Pipelines)
+for target in checkpoint image boxes recipe; do
     work=$(mktemp -d)
     mkdir -p "Tests/Fuzz/$target"
     echo "fuzzing $target for $seconds s"

@@ -33,6 +33,8 @@ public final class AutoAnnotator {
         public var rewritten = 0
         /// Files and folders the scan could not take (`status` lists them).
         public var skippedFiles = 0
+        /// The run stopped early because `shouldStop` said so; the images left are still pending.
+        public var interrupted = false
         public var seconds = 0.0
     }
 
@@ -202,7 +204,11 @@ public final class AutoAnnotator {
         return settings
     }
 
-    public func run(retryFailed: Bool = false, progress: (Event) -> Void = { _ in }) throws -> Summary {
+    /// Labels every image not finished yet. `shouldStop` is asked after each image: a run that stops leaves the
+    /// job as a kill would, minus the image in hand (finished first), and `resume` continues it.
+    public func run(
+        retryFailed: Bool = false, progress: (Event) -> Void = { _ in }, shouldStop: () -> Bool = { false }
+    ) throws -> Summary {
         let start = Date()
         var summary = Summary()
         LabelWriter.removeTemporaries(under: settings.output, token: token)
@@ -223,7 +229,7 @@ public final class AutoAnnotator {
         let (data, boxes) = (settings.data, settings.boxes)
         let collisions = scan.collisions
         let producer = Thread {
-            for item in work {
+            for item in work where !decoded.isClosed {
                 let full = (data as NSString).appendingPathComponent(item.path)
                 let result: Result<(Image, BoxLabels?), Error>
                 if let other = collisions[item.path] {
@@ -270,6 +276,11 @@ public final class AutoAnnotator {
             completed += 1
             event.completed = completed
             progress(event)
+            if completed < work.count && shouldStop() {
+                summary.interrupted = true
+                decoded.close()
+                break
+            }
         }
         if detector == nil, let highest = try store.highestClass() {
             // A box dataset's class names are not in its label files: name the classes by id (ids are bounded by
@@ -451,10 +462,11 @@ final class BoundedQueue<Element>: @unchecked Sendable {
 
     init(capacity: Int) { self.capacity = capacity }
 
+    /// Adds an item, waiting while the queue is full; an item put after `close` is dropped.
     func put(_ item: Element) {
         condition.lock()
-        while items.count >= capacity { condition.wait() }
-        items.append(item)
+        while items.count >= capacity && !closed { condition.wait() }
+        if !closed { items.append(item) }
         condition.broadcast()
         condition.unlock()
     }
@@ -464,6 +476,12 @@ final class BoundedQueue<Element>: @unchecked Sendable {
         closed = true
         condition.broadcast()
         condition.unlock()
+    }
+
+    var isClosed: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return closed
     }
 
     /// The next item, or nil once the producer has closed the queue and it is empty.

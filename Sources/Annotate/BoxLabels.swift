@@ -94,7 +94,9 @@ public struct BoxLabels: Sendable, Equatable {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard !fields.isEmpty, seen.insert(fields).inserted else { continue }
             func problem(_ reason: String) -> Problem { Problem(path: path, line: index + 1, reason: reason) }
-            guard let classValue = Double(fields[0]), classValue >= 0, classValue == classValue.rounded() else {
+            guard isDecimal(fields[0]), let classValue = Double(fields[0]), classValue >= 0,
+                classValue == classValue.rounded()
+            else {
                 throw problem("class '\(fields[0])' is not a non-negative whole number")
             }
             guard classValue < Double(maximumClasses) else {
@@ -106,7 +108,9 @@ public struct BoxLabels: Sendable, Equatable {
                     "more than \(maximumRows) rows; autoannotate takes at most \(maximumRows) objects an image")
             }
             let values = try fields.dropFirst().map { field -> Float in
-                guard let v = Float(field), v.isFinite else { throw problem("'\(field)' is not a number") }
+                guard isDecimal(field), let v = Float(field), v.isFinite else {
+                    throw problem("'\(field)' is not a decimal number")
+                }
                 return v
             }
             // Ultralytics' checker: normalised, non-negative coordinates.
@@ -118,9 +122,13 @@ public struct BoxLabels: Sendable, Equatable {
                 // As yolo_bbox2segment: scale to pixels in float32, then xywh → xyxy.
                 let (cx, cy) = (values[0] * Float(width), values[1] * Float(height))
                 let (w, h) = (values[2] * Float(width), values[3] * Float(height))
+                guard w > 0, h > 0 else { throw problem("the box has no width or no height") }
                 rows.append(.box(classId: classId, x1: cx - w / 2, y1: cy - h / 2, x2: cx + w / 2, y2: cy + h / 2))
             } else if values.count >= 6, values.count % 2 == 0 {
                 let points = stride(from: 0, to: values.count, by: 2).map { (x: values[$0], y: values[$0 + 1]) }
+                guard shoelaceArea(points) > 0 else {
+                    throw problem("the polygon has no area (its points lie on one line)")
+                }
                 rows.append(.polygon(classId: classId, points: points, text: fields.joined(separator: " ")))
             } else {
                 throw problem(
@@ -128,6 +136,23 @@ public struct BoxLabels: Sendable, Equatable {
             }
         }
         return BoxLabels(rows: rows)
+    }
+
+    /// Decimal notation as Python's `float` reads a label file (Swift would also take `0x1p3` or `nan`).
+    static func isDecimal(_ field: Substring) -> Bool {
+        field.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E || $0 == 0x2B || $0 == 0x2D || $0 | 0x20 == 0x65
+        }
+    }
+
+    /// A polygon's area by the shoelace formula, in normalised units (in double: tiny polygons stay non-zero).
+    static func shoelaceArea(_ points: [(x: Float, y: Float)]) -> Double {
+        var twice = 0.0
+        for (i, p) in points.enumerated() {
+            let q = points[(i + 1) % points.count]
+            twice += Double(p.x) * Double(q.y) - Double(q.x) * Double(p.y)
+        }
+        return abs(twice) / 2
     }
 
     /// Size and modification time of the label file ("" when there is none): a job redoes an image when this

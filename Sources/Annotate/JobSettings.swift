@@ -218,10 +218,27 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
             }
             return (path, reason)
         }
+        if let decoding = error as? DecodingError { return (nil, decodingSentence(decoding)) }
         let ns = error as NSError
         if ns.domain == NSPOSIXErrorDomain {
             return (ns.userInfo[NSFilePathErrorKey] as? String, String(cString: strerror(Int32(ns.code))))
         }
         return (nil, error.localizedDescription)
+    }
+
+    /// A stored document that does not decode, said by the field at fault (never Swift's `DecodingError` dump).
+    static func decodingSentence(_ error: DecodingError) -> String {
+        func field(_ path: [CodingKey]) -> String {
+            let name = path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return name.isEmpty ? "the document" : "'\(name.dropFirst(name.hasPrefix(".") ? 1 : 0))'"
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "\(field(context.codingPath + [key])) is missing"
+        case .valueNotFound(_, let context): return "\(field(context.codingPath)) is missing (null)"
+        case .typeMismatch(let type, let context): return "\(field(context.codingPath)) is not a \(type) value"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "it is not JSON" : "\(field(context.codingPath)) holds an invalid value"
+        @unknown default: return "it cannot be decoded"
+        }
     }
 }

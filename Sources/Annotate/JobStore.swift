@@ -180,7 +180,8 @@ public final class JobStore: Sendable {
             do {
                 return try JSONDecoder().decode(JobSettings.self, from: Data(text.utf8))
             } catch {
-                throw AnnotateError.unreadable(path: path, reason: "the job's settings in it cannot be read (\(error))")
+                let reason = (error as? DecodingError).map { AnnotateError.decodingSentence($0) } ?? "\(error)"
+                throw AnnotateError.unreadable(path: path, reason: "the job's settings in it cannot be read: \(reason)")
             }
         }
     }

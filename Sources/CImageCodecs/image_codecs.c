@@ -13,9 +13,7 @@
 #include "image_codecs.h"
 
 void aa_image_free(aa_image *image) {
-    free(image->pixels);
     free(image->exif);
-    image->pixels = NULL;
     image->exif = NULL;
 }
 
@@ -58,11 +56,11 @@ static void jpeg_message(j_common_ptr cinfo, int level) {
     }
 }
 
-aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, aa_image *out) {
+aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, uint8_t *pixels, size_t capacity,
+                         aa_image *out) {
     memset(out, 0, sizeof(*out));
     struct jpeg_decompress_struct cinfo;
     jpeg_failure failure;
-    uint8_t *volatile pixels = NULL;
     uint8_t *volatile cmyk_row = NULL;
 
     cinfo.err = jpeg_std_error(&failure.pub);
@@ -72,7 +70,6 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
     failure.message = out->message;
     if (setjmp(failure.jump)) {
         jpeg_destroy_decompress(&cinfo);
-        free(pixels);
         free(cmyk_row);
         free(out->exif);
         out->exif = NULL;
@@ -105,18 +102,27 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
     // anything else is converted to RGB by libjpeg itself.
     int is_cmyk = cinfo.num_components == 4;
     cinfo.out_color_space = is_cmyk ? JCS_CMYK : JCS_RGB;
-    jpeg_start_decompress(&cinfo);
-
+    jpeg_calc_output_dimensions(&cinfo);
+    out->width = (int)cinfo.output_width;
+    out->height = (int)cinfo.output_height;
     size_t stride = (size_t)cinfo.output_width * 3;
-    pixels = malloc(stride * cinfo.output_height);
-    if (is_cmyk) cmyk_row = malloc((size_t)cinfo.output_width * 4);
-    if (pixels == NULL || (is_cmyk && cmyk_row == NULL)) {
-        snprintf(out->message, sizeof(out->message), "out of memory");
+    if (pixels == NULL || capacity < stride * cinfo.output_height) {
         jpeg_destroy_decompress(&cinfo);
-        free(pixels);
-        free(cmyk_row);
+        if (pixels == NULL) return AA_OK; // the header was asked for
+        snprintf(out->message, sizeof(out->message), "the pixel buffer is smaller than the image");
         free(out->exif);
         out->exif = NULL;
+        out->exif_size = 0;
+        return AA_CORRUPT;
+    }
+    jpeg_start_decompress(&cinfo);
+    if (is_cmyk) cmyk_row = malloc((size_t)cinfo.output_width * 4);
+    if (is_cmyk && cmyk_row == NULL) {
+        snprintf(out->message, sizeof(out->message), "out of memory");
+        jpeg_destroy_decompress(&cinfo);
+        free(out->exif);
+        out->exif = NULL;
+        out->exif_size = 0;
         return AA_NO_MEMORY;
     }
     while (cinfo.output_scanline < cinfo.output_height) {
@@ -139,9 +145,6 @@ aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, 
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(cmyk_row);
-    out->width = (int)cinfo.output_width;
-    out->height = (int)cinfo.output_height;
-    out->pixels = pixels;
     return AA_OK;
 }
 
@@ -210,10 +213,10 @@ static void png_warn(png_structp png, png_const_charp text) {
     (void)text; // libpng recovers from what it warns about (e.g. a bad CRC in an ancillary chunk), as OpenCV
 }
 
-aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, aa_image *out) {
+aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, uint8_t *pixels, size_t capacity,
+                        aa_image *out) {
     memset(out, 0, sizeof(*out));
     png_source source = {data, size, 0};
-    uint8_t *volatile pixels = NULL;
     png_bytep *volatile rows = NULL;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, out->message, png_fail, png_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -225,8 +228,10 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, &info, &end_info);
-        free(pixels);
         free(rows);
+        free(out->exif);
+        out->exif = NULL;
+        out->exif_size = 0;
         return strncmp(out->message, "truncated", 9) == 0 ? AA_TRUNCATED : AA_CORRUPT;
     }
     png_set_read_fn(png, &source, png_read_memory);
@@ -253,9 +258,15 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
 
     size_t stride = (size_t)width * 3;
     if (png_get_rowbytes(png, info) != stride) png_error(png, "unexpected row layout after transforms");
-    pixels = malloc(stride * height);
+    out->width = (int)width;
+    out->height = (int)height;
+    if (pixels == NULL) { // the header was asked for
+        png_destroy_read_struct(&png, &info, &end_info);
+        return AA_OK;
+    }
+    if (capacity < stride * height) png_error(png, "the pixel buffer is smaller than the image");
     rows = malloc(sizeof(png_bytep) * height);
-    if (pixels == NULL || rows == NULL) png_error(png, "out of memory");
+    if (rows == NULL) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < height; y++) rows[y] = pixels + stride * y;
     png_read_image(png, rows);
     png_read_end(png, end_info);
@@ -265,9 +276,6 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, a
         copy_exif(out, exif, exif_size);
     png_destroy_read_struct(&png, &info, &end_info);
     free(rows);
-    out->width = (int)width;
-    out->height = (int)height;
-    out->pixels = pixels;
     return AA_OK;
 }
 

@@ -5,6 +5,10 @@ import Foundation
 /// checks (header size, offsets inside the buffer, sizes matching shapes).
 enum Safetensors {
     static let maximumHeader = 100_000_000
+    /// JSON values and nesting a header may hold: the parser keeps each value as an object (hundreds of bytes), so
+    /// a header is bounded by its values, not only its bytes. A tensor takes about 8 values; ViT-H has 600 tensors.
+    static let maximumHeaderValues = 200_000
+    static let maximumHeaderDepth = 16
 
     static func looksLikeSafetensors(_ file: MappedFile) -> Bool {
         guard file.count >= 10, let length = try? file.uint(at: 0, size: 8, "header length"),
@@ -13,10 +17,46 @@ enum Safetensors {
         return file.data[file.data.startIndex + 8] == UInt8(ascii: "{")
     }
 
+    /// Counts a JSON text's values (an upper bound: separators and openings outside strings) and its deepest
+    /// nesting, in one pass and without building anything.
+    static func headerValuesAndDepth(_ json: Data) -> (values: Int, depth: Int) {
+        var (values, depth, deepest) = (1, 0, 0)
+        var (inString, escaped) = (false, false)
+        for byte in json {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                deepest = max(deepest, depth)
+                values += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ","), UInt8(ascii: ":"): values += 1
+            default: break
+            }
+        }
+        return (values, deepest)
+    }
+
     static func load(_ file: MappedFile) throws -> StateDict {
         let length = Int(try file.uint(at: 0, size: 8, "safetensors header length"))
         guard length <= maximumHeader else { throw file.corrupt("safetensors header of \(length) bytes is too large") }
         let header = try file.bytes(at: 8, count: length, "safetensors header")
+        let (values, depth) = headerValuesAndDepth(header)
+        guard values <= maximumHeaderValues, depth <= maximumHeaderDepth else {
+            throw file.corrupt(
+                "safetensors header holds \(values) JSON values nested \(depth) deep; autoannotate reads at most "
+                    + "\(maximumHeaderValues) values nested \(maximumHeaderDepth) deep")
+        }
         guard let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
             throw file.corrupt("safetensors header is not a JSON object")
         }

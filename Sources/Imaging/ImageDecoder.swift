@@ -52,6 +52,11 @@ public enum ImageDecoder {
             throw ImageError.notFound(path: path)
         }
         if isDirectory.boolValue { throw ImageError.unreadable(path: path, reason: "it is a directory") }
+        // A pipe, device or socket may never end (or block forever): only regular files are read.
+        var status = stat()
+        if stat(path, &status) == 0 && status.st_mode & S_IFMT != S_IFREG {
+            throw ImageError.unreadable(path: path, reason: "it is not a regular file but a pipe, device or socket")
+        }
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
@@ -70,27 +75,40 @@ public enum ImageDecoder {
         guard format == .jpeg || format == .png else {
             throw ImageError.unsupportedFormat(path: path, format: format.rawValue)
         }
+        // The header first, then the pixels straight into the image's own storage: the image exists once in memory.
+        func decode(into pixels: UnsafeMutablePointer<UInt8>?, capacity: Int, _ decoded: inout aa_image) -> aa_status {
+            data.withUnsafeBytes { raw in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                let limit = UInt64(max(0, pixelLimit))
+                return format == .jpeg
+                    ? aa_decode_jpeg(bytes.baseAddress, bytes.count, limit, pixels, capacity, &decoded)
+                    : aa_decode_png(bytes.baseAddress, bytes.count, limit, pixels, capacity, &decoded)
+            }
+        }
+        func check(_ status: aa_status, _ decoded: aa_image) throws {
+            let reason = withUnsafeBytes(of: decoded.message) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            switch status {
+            case AA_OK: break
+            case AA_TRUNCATED: throw ImageError.truncated(path: path, format: format.rawValue, reason: reason)
+            case AA_TOO_LARGE: throw ImageError.tooLarge(path: path, reason: reason)
+            default: throw ImageError.corrupt(path: path, format: format.rawValue, reason: reason)
+            }
+        }
+        var header = aa_image()
+        defer { aa_image_free(&header) }
+        try check(decode(into: nil, capacity: 0, &header), header)
+        let count = Int(header.width) * Int(header.height) * 3
+        guard count > 0 else { throw ImageError.corrupt(path: path, format: format.rawValue, reason: "no pixels") }
         var decoded = aa_image()
-        let status = data.withUnsafeBytes { raw in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            return format == .jpeg
-                ? aa_decode_jpeg(bytes.baseAddress, bytes.count, UInt64(max(0, pixelLimit)), &decoded)
-                : aa_decode_png(bytes.baseAddress, bytes.count, UInt64(max(0, pixelLimit)), &decoded)
-        }
         defer { aa_image_free(&decoded) }
-        let reason = withUnsafeBytes(of: decoded.message) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        let pixels = try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let status = decode(into: buffer.baseAddress, capacity: count, &decoded)
+            try check(status, decoded)
+            initialized = count
         }
-        switch status {
-        case AA_OK: break
-        case AA_TRUNCATED: throw ImageError.truncated(path: path, format: format.rawValue, reason: reason)
-        case AA_TOO_LARGE: throw ImageError.tooLarge(path: path, reason: reason)
-        default: throw ImageError.corrupt(path: path, format: format.rawValue, reason: reason)
-        }
-        let count = Int(decoded.width) * Int(decoded.height) * 3
-        let image = Image(
-            width: Int(decoded.width), height: Int(decoded.height),
-            pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
+        let image = Image(width: Int(decoded.width), height: Int(decoded.height), pixels: pixels)
         guard let exif = decoded.exif else { return image }
         let orientation = ExifOrientation(exif: UnsafeBufferPointer(start: exif, count: decoded.exif_size))
         return orientation.map { image.oriented($0) } ?? image

@@ -58,8 +58,8 @@ public func nonMaxSuppression(_ prediction: UnsafePointer<Float>, classes nc: In
         guard best > options.confidence, options.classes?.contains(bestClass) ?? true else { continue }
         let (x, y) = (prediction[a], prediction[anchors + a])
         let (halfW, halfH) = (prediction[2 * anchors + a] / 2, prediction[3 * anchors + a] / 2)
-        // A box that is not a number (a network with NaN or infinite weights) is no detection.
-        guard x.isFinite, y.isFinite, halfW.isFinite, halfH.isFinite else { continue }
+        // A box or score that is not a number (a network with NaN or infinite weights) is no detection.
+        guard best.isFinite, x.isFinite, y.isFinite, halfW.isFinite, halfH.isFinite else { continue }
         candidates.append(
             Detection(x1: x - halfW, y1: y - halfH, x2: x + halfW, y2: y + halfH, confidence: best, classId: bestClass))
     }

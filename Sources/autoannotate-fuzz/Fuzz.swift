@@ -16,6 +16,8 @@ enum FuzzTarget: String, CaseIterable {
     case image
     /// A YOLO box label file, as a box-dataset job reads it for a 640 × 480 image.
     case boxes
+    /// A pipeline recipe (YAML), as `pipeline=` reads it.
+    case recipe
 
     func run(_ data: Data) {
         switch self {
@@ -28,6 +30,8 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? ImageDecoder.decode(data, path: "fuzz", pixelLimit: 1 << 22)
         case .boxes:
             _ = try? BoxLabels.parse(data, path: "fuzz.txt", width: 640, height: 480)
+        case .recipe:
+            _ = try? Recipe.options(yaml: String(decoding: data, as: UTF8.self), path: "fuzz.yaml")
         }
     }
 }

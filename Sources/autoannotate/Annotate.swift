@@ -137,7 +137,12 @@ extension AutoAnnotateCommand {
         static func execute(_ annotator: AutoAnnotator, retryFailed: Bool) throws {
             if annotator.settings.precision == .bf16 { cautionAboutBF16() }
             let reporter = ProgressReporter()
-            let summary = try annotator.run(retryFailed: retryFailed) { reporter.report($0) }
+            let output = annotator.settings.output
+            Interruption.stopGracefully(
+                "finishing the image in hand, then stopping (again to stop at once); "
+                    + "'autoannotate resume output_dir=\(output)' continues the job")
+            let summary = try annotator.run(
+                retryFailed: retryFailed, progress: { reporter.report($0) }, shouldStop: { Interruption.requested })
             reporter.finish()
             let job = try annotator.status()
             let failed = job.counts["failed"] ?? 0
@@ -169,7 +174,11 @@ extension AutoAnnotateCommand {
                     "  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
                 )
             }
+            if summary.interrupted {
+                lines.append("  stopped before the end: 'autoannotate resume output_dir=\(output)' continues the job")
+            }
             FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            if summary.interrupted { throw ExitCode.failure }
             if failed > 0 { throw ExitCode(2) }
         }
     }
@@ -221,10 +230,20 @@ extension AutoAnnotateCommand {
                 throw ValidationError("no autoannotate job under the current folder; give output_dir=")
             }
             var documents: [[String: Any]] = []
+            var unreadable = 0
             for folder in folders {
                 let path = URL(fileURLWithPath: folder).standardizedFileURL.path
-                let settings = try AutoAnnotator.storedSettings(output: path)
-                let summary = try AutoAnnotator.status(output: path)
+                let settings: JobSettings
+                let summary: JobStore.Summary
+                do {
+                    settings = try AutoAnnotator.storedSettings(output: path)
+                    summary = try AutoAnnotator.status(output: path)
+                } catch  where outputDir == nil {
+                    // One damaged job among several is said, and the others are still shown.
+                    unreadable += 1
+                    FileHandle.standardError.write(Data("error: \(AnnotateError.sentence(for: error))\n".utf8))
+                    continue
+                }
                 if format == .json {
                     let encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(summary))
                     let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
@@ -240,6 +259,7 @@ extension AutoAnnotateCommand {
                         decoding: try JSONSerialization.data(
                             withJSONObject: value, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             }
+            if unreadable > 0 { throw ExitCode.failure }
         }
 
         static func jobsUnderCurrentFolder() throws -> [String] {

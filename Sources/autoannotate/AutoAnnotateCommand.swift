@@ -21,8 +21,10 @@ struct AutoAnnotateCommand: ParsableCommand {
     /// data folder without images).
     /// ArgumentParser's own code for a usage error (64) is mapped to 1.
     static func main() {
+        Interruption.install()
         do {
-            let arguments = try Recipe.expand(KeyValueArguments.rewrite(Array(CommandLine.arguments.dropFirst())))
+            let arguments = try RecipeArguments.expand(
+                KeyValueArguments.rewrite(Array(CommandLine.arguments.dropFirst())))
             var command = try parseAsRoot(arguments)
             try command.run()
         } catch {

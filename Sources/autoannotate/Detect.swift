@@ -34,14 +34,20 @@ extension AutoAnnotateCommand {
             let detector = try Detector(path: try resolveModel(model))
             let options = try detection.nms(names: detector.names)
             let files = try imageFiles(under: source)
-            var records: [[String: Any]] = []
             var failed = 0
+            var printed = 0
+            // A folder's results are printed as they come, one element of a JSON array each: nothing accumulates.
+            func printRecord(_ record: [String: Any]) throws {
+                let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+                print(printed == 0 ? "[" : ",", String(decoding: data, as: UTF8.self), separator: "\n", terminator: "")
+                printed += 1
+            }
             for file in files {
                 do {
                     let image = try ImageDecoder.decode(path: file)
                     let detections = detector.detect(image, imgsz: detection.imgsz, options: options)
                     switch format {
-                    case .json: records.append(json(file, image, detections, names: detector.names))
+                    case .json: try printRecord(json(file, image, detections, names: detector.names))
                     case .txt:
                         if files.count > 1 { print("# \(file)") }
                         for d in detections { print(yoloLine(d, image)) }
@@ -51,10 +57,7 @@ extension AutoAnnotateCommand {
                     FileHandle.standardError.write(Data("error: \(AnnotateError.sentence(for: error))\n".utf8))
                 }
             }
-            if format == .json {
-                let data = try JSONSerialization.data(withJSONObject: records, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            }
+            if format == .json { print(printed == 0 ? "[]" : "\n]") }
             if failed > 0 { throw ExitCode(2) }
         }
 

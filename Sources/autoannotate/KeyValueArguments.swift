@@ -1,3 +1,5 @@
+import Annotate
+import ArgumentParser
 import Foundation
 
 /// Ultralytics' `key=value` convention on the command line, rewritten to `--key=value` before
@@ -44,5 +46,28 @@ enum KeyValueArguments {
             text = result + text[last...]
         }
         return text
+    }
+}
+
+/// `pipeline=RECIPE` on the command line: the recipe's options (Annotate's `Recipe`) inserted in front of the
+/// command line's own arguments, so that the command line wins (the last value of an option counts).
+enum RecipeArguments {
+    /// `arguments` (already in `--key=value` form) with the recipe's options inserted first.
+    static func expand(_ arguments: [String]) throws -> [String] {
+        var path: String?
+        for (index, argument) in arguments.enumerated() {
+            if argument.hasPrefix("--pipeline=") {
+                path = String(argument.dropFirst("--pipeline=".count))
+            } else if argument == "--pipeline", index + 1 < arguments.count {
+                path = arguments[index + 1]
+            }
+        }
+        guard let path else { return arguments }
+        do {
+            let options = try Recipe.options(path: path)
+            return options.flatMap { KeyValueArguments.rewrite(["\($0.key)=\($0.value)"]) } + arguments
+        } catch let problem as Recipe.Problem {
+            throw ValidationError(problem.errorDescription ?? problem.reason)
+        }
     }
 }

@@ -131,7 +131,8 @@ extension AutoAnnotateCommand {
                 let polygon = maskSegments(mask.pixels, width: mask.width, height: mask.height).first ?? []
                 let box = maskBox(mask.pixels, width: mask.width, height: mask.height)
                 return [
-                    "score": Double(score), "area": mask.area,
+                    // A network with NaN or infinite weights predicts scores JSON cannot hold: null says so.
+                    "score": score.isFinite ? Double(score) : NSNull(), "area": mask.area,
                     "box": box.map { [$0.x1, $0.y1, $0.x2, $0.y2] } ?? [],
                     "polygon": polygon.map { [Int($0.x), Int($0.y)] },
                     "rle": [

@@ -47,19 +47,7 @@ final class HardeningTests: XCTestCase {
     }
 
     /// A box dataset (`dataset/images`, `dataset/labels`) and the job that segments it into `segments`.
-    func boxDataset() throws -> JobSettings {
-        let data = work.appendingPathComponent("dataset/images")
-        try FileManager.default.createDirectory(at: data.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(at: PipelineTests.fixtures.appendingPathComponent("annotate/images"), to: data)
-        try FileManager.default.copyItem(
-            at: PipelineTests.fixtures.appendingPathComponent("annotate/boxes"),
-            to: work.appendingPathComponent("dataset/labels"))
-        var s = JobSettings(
-            data: data.path, output: work.appendingPathComponent("segments").path, detector: nil,
-            segmenter: try .identify(path: PipelineTests.segmenter))
-        s.boxes = BoxLabels.ultralyticsLabelFolder(forData: data.path)
-        return s
-    }
+    func boxDataset() throws -> JobSettings { try PipelineTests.boxDataset(in: work).settings }
 
     // MARK: - Numbers on the command line
 
@@ -197,6 +185,28 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(mkfifo(fifo, 0o644), 0)
         XCTAssertThrowsError(try BoxLabels.read(path: fifo, width: 100, height: 100)) {
             XCTAssertTrue($0.localizedDescription.contains("not a regular file"), $0.localizedDescription)
+        }
+    }
+
+    /// Numbers in a label file are decimal, as Python's float reads them (Swift alone would take `0x1` or `0x1p-1`),
+    /// and a box or polygon without area is refused by line rather than prompted.
+    func testBoxLabelNumbersAreDecimalAndShapesHaveArea() throws {
+        func parse(_ text: String) -> String? {
+            do {
+                _ = try BoxLabels.parse(Data(text.utf8), path: "l.txt", width: 100, height: 100)
+                return nil
+            } catch { return error.localizedDescription }
+        }
+        XCTAssertNil(parse("0 0.5 0.5 0.2 0.2\n1 5e-1 +0.5 2E-1 .2\n2 0.1 0.1 0.3 0.1 0.2 0.4\n"))
+        for (text, reason) in [
+            ("0x1 0.5 0.5 0.2 0.2", "class '0x1' is not a non-negative whole number"),
+            ("0 0x0.8p0 0.5 0.2 0.2", "'0x0.8p0' is not a decimal number"),
+            ("0 0.5 0.5 0.2 nan", "'nan' is not a decimal number"),
+            ("0 0.5 0.5 0 0.2", "the box has no width or no height"),
+            ("0 0.1 0.1 0.2 0.2 0.3 0.3", "the polygon has no area (its points lie on one line)"),
+            ("0 0.1 0.1 0.1 0.1 0.1 0.1 0.1 0.1", "the polygon has no area (its points lie on one line)"),
+        ] {
+            XCTAssertEqual(parse(text), "l.txt line 1: \(reason)", text)
         }
     }
 
@@ -627,5 +637,107 @@ extension HardeningTests {
         XCTAssertEqual(overlay.status, 1)
         XCTAssertTrue(overlay.errors.contains("\(blocker.path)/x.png"), overlay.errors)
         XCTAssertFalse(overlay.errors.contains("NSCocoaErrorDomain"), overlay.errors)
+        // Settings in a store that a hand changed: the field at fault, not Swift's DecodingError dump.
+        let stored = String(
+            decoding: try JSONEncoder().encode(try settings(data: data, output: blocker)), as: UTF8.self)
+        for (edit, sentence) in [
+            (
+                stored.replacingOccurrences(of: "\"imageSize\":640", with: "\"imageSize\":\"big\""),
+                "'imageSize' is not a Int value"
+            ),
+            (stored.replacingOccurrences(of: "\"data\":", with: "\"dat\":"), "'data' is missing"),
+            ("[1,", "it is not JSON"),
+        ] {
+            XCTAssertThrowsError(try JSONDecoder().decode(JobSettings.self, from: Data(edit.utf8))) {
+                XCTAssertEqual(AnnotateError.sentence(for: $0), sentence, edit)
+            }
+        }
+    }
+
+    /// Ctrl-C and SIGTERM end every command with exit code 1 and a sentence, never by the signal: a job finishes the
+    /// image in hand and says how to resume (and resumes to the end), other commands stop at once.
+    func testSignalsEndWithASentenceAndTheJobResumes() throws {
+        try CrashTests.requireCLI()
+        let data = try images(Array(repeating: "portrait.jpg", count: 1), in: "one")
+        for i in 0..<30 {
+            try FileManager.default.createDirectory(
+                at: work.appendingPathComponent("many"), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                at: data.appendingPathComponent("portrait.jpg"), to: work.appendingPathComponent("many/\(i).jpg"))
+        }
+        let output = work.appendingPathComponent("labels")
+        let job = [
+            "data=\(work.path)/many", "output_dir=\(output.path)", "det_model=\(PipelineTests.detector)",
+            "sam_model=\(PipelineTests.segmenter)", "threads=1",
+        ]
+        for (arguments, signal, said) in [
+            (job, SIGINT, "interrupted (Ctrl-C): finishing the image in hand"),
+            (
+                ["detect", "model=\(PipelineTests.detector)", "source=\(work.path)/many", "threads=1"], SIGTERM,
+                "terminated (SIGTERM): stopped"
+            ),
+        ] {
+            let errors = work.appendingPathComponent("stderr-\(signal)")
+            _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CrashTests.cli)
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle(forWritingAtPath: errors.path)
+            try process.run()
+            // Once the work has begun (the job's progress, detect's model read), the signal.
+            let began = Date()
+            func started() -> Bool {
+                signal == SIGTERM || (try? String(contentsOf: errors, encoding: .utf8))?.contains(" images") == true
+            }
+            while process.isRunning && Date().timeIntervalSince(began) < 60 && !started() { usleep(20_000) }
+            if signal == SIGTERM { usleep(300_000) }
+            kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+            let text = try String(contentsOf: errors, encoding: .utf8)
+            XCTAssertEqual(process.terminationReason, .exit, text)
+            XCTAssertEqual(process.terminationStatus, 1, text)
+            XCTAssertTrue(text.contains(said), text)
+        }
+        let stopped = try AutoAnnotator.status(output: output.path).counts
+        XCTAssertGreaterThan(stopped["pending"] ?? 0, 0, "the job stopped before its end: \(stopped)")
+        let resumed = try cli.run(["resume", "output_dir=\(output.path)"])
+        XCTAssertEqual(resumed.status, 0, resumed.errors)
+        XCTAssertEqual(try AutoAnnotator.status(output: output.path).counts["done"], 30)
+    }
+
+    /// `status` over every job under the current folder shows the readable ones when one is damaged (a pipe as its
+    /// store), and exits 1 naming it. `detect` never opens a pipe as an image, and prints a folder's results as a
+    /// JSON array it writes as it goes.
+    func testOneDamagedJobOrPipeStopsNothingElse() throws {
+        try CrashTests.requireCLI()
+        let data = try images(["small.png", "square.jpg"])
+        let good = work.appendingPathComponent("good")
+        XCTAssertEqual(try AutoAnnotator(settings: try settings(data: data, output: good)).run().failed, 0)
+        let damaged = work.appendingPathComponent("damaged")
+        try FileManager.default.createDirectory(at: damaged, withIntermediateDirectories: true)
+        XCTAssertEqual(mkfifo(damaged.appendingPathComponent("autoannotate.sqlite").path, 0o644), 0)
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(work.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let status = try cli.run(["status"])
+        XCTAssertEqual(status.status, 1, status.errors)
+        XCTAssertTrue(status.output.contains("\(good.path)\n  images: 2 — done"), status.output)
+        XCTAssertTrue(status.errors.contains("\(damaged.path)/autoannotate.sqlite: not a regular file"), status.errors)
+
+        let pipe = data.appendingPathComponent("pipe.jpg").path
+        XCTAssertEqual(mkfifo(pipe, 0o644), 0)
+        let detect = try cli.run(["detect", "model=\(PipelineTests.detector)", "source=\(pipe)"])
+        XCTAssertEqual(detect.status, 2, detect.errors)
+        XCTAssertTrue(detect.errors.contains("\(pipe): cannot be read (it is not a regular file"), detect.errors)
+        try FileManager.default.removeItem(atPath: pipe)
+        let folder = try cli.run(["detect", "model=\(PipelineTests.detector)", "source=\(data.path)"])
+        XCTAssertEqual(folder.status, 0, folder.errors)
+        let array = try JSONSerialization.jsonObject(with: Data(folder.output.utf8)) as? [[String: Any]]
+        XCTAssertEqual(
+            array?.compactMap { $0["image"] as? String }.map { ($0 as NSString).lastPathComponent },
+            ["small.png", "square.jpg"])
+        let none = try cli.run(["detect", "model=\(PipelineTests.detector)", "source=\(work.path)/damaged"])
+        XCTAssertEqual(none.output.trimmingCharacters(in: .whitespacesAndNewlines), "[]", none.errors)
     }
 }

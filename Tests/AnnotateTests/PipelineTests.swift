@@ -99,18 +99,23 @@ final class PipelineTests: XCTestCase {
 
     // MARK: - Box datasets
 
-    /// A box dataset laid out as Ultralytics expects (…/images, …/labels) and the job that segments it.
-    func boxDataset() throws -> (data: URL, settings: JobSettings) {
+    /// A box dataset laid out as Ultralytics expects (`work/dataset/images`, `…/labels`) and the job that segments
+    /// it into `work/segments`.
+    static func boxDataset(in work: URL) throws -> (data: URL, settings: JobSettings) {
         let data = work.appendingPathComponent("dataset/images")
         try FileManager.default.createDirectory(at: data.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("annotate/images"), to: data)
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("annotate/images"), to: data)
         try FileManager.default.copyItem(
-            at: Self.fixtures.appendingPathComponent("annotate/boxes"),
-            to: work.appendingPathComponent("dataset/labels"))
+            at: fixtures.appendingPathComponent("annotate/boxes"), to: work.appendingPathComponent("dataset/labels"))
         var s = JobSettings(
             data: data.path, output: work.appendingPathComponent("segments").path, detector: nil,
-            segmenter: try .identify(path: Self.segmenter))
+            segmenter: try .identify(path: segmenter))
         s.boxes = BoxLabels.ultralyticsLabelFolder(forData: data.path)
+        return (data, s)
+    }
+
+    func boxDataset() throws -> (data: URL, settings: JobSettings) {
+        let (data, s) = try Self.boxDataset(in: work)
         XCTAssertEqual(s.boxes, work.appendingPathComponent("dataset/labels").standardizedFileURL.path)
         return (data, s)
     }

@@ -43,4 +43,8 @@ final class FuzzReplayTests: XCTestCase {
     func testBoxLabelInputsReplay() throws {
         try replay("boxes", ["Tests/Fixtures/annotate/boxes", "Tests/Fuzz/boxes"])
     }
+
+    func testRecipeInputsReplay() throws {
+        try replay("recipe", ["Pipelines", "Tests/Fuzz/recipe"])
+    }
 }

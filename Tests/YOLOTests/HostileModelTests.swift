@@ -106,6 +106,12 @@ final class HostileModelTests: XCTestCase {
             nonMaxSuppression($0.baseAddress!, classes: 1, anchors: 2, options: NMSOptions())
         }
         XCTAssertEqual(detections.count, 0, "\(detections)")
+        // An infinite score is no confidence either: JSON could not even hold it.
+        let infiniteScore: [Float] = [20, 10, 5, 10, 4, 4, 4, 4, .infinity, 0.8]
+        let scored = infiniteScore.withUnsafeBufferPointer {
+            nonMaxSuppression($0.baseAddress!, classes: 1, anchors: 2, options: NMSOptions())
+        }
+        XCTAssertEqual(scored.map(\.confidence), [0.8])
         let finite: [Float] = [20, 10, 5, 10, 4, 4, 4, 4, 0.9, 0.8]
         let kept = finite.withUnsafeBufferPointer {
             nonMaxSuppression($0.baseAddress!, classes: 1, anchors: 2, options: NMSOptions())

@@ -13,11 +13,11 @@ typedef enum {
     AA_NO_MEMORY = 4,
 } aa_status;
 
-/// A decoded image: packed RGB8 rows, `width * 3` bytes each, owned by the struct (free with aa_image_free).
+/// A decoded image's size and EXIF data (owned by the struct: free with aa_image_free); its packed RGB8 rows,
+/// `width * 3` bytes each, go to the caller's buffer.
 typedef struct {
     int width;
     int height;
-    uint8_t *pixels;
     /// EXIF data in its TIFF layout, or NULL: for a JPEG the first APP1 marker after its "Exif\0\0" header
     /// (OpenCV reads the first APP1 only), for a PNG the eXIf chunk, before or after the image data.
     uint8_t *exif;
@@ -28,11 +28,16 @@ typedef struct {
 /// Decodes a JPEG the way OpenCV's `imread(IMREAD_COLOR)` does: libjpeg defaults (islow IDCT, fancy
 /// upsampling), gray and YCbCr converted to RGB by libjpeg, CMYK/YCCK read as CMYK and converted with
 /// OpenCV's integer formula.
-aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, aa_image *out);
+/// With `pixels` NULL only the header is read (width and height set); otherwise `pixels` must hold
+/// `width * height * 3` bytes (`capacity`), so that the image exists once, in the caller's memory.
+aa_status aa_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, uint8_t *pixels, size_t capacity,
+                         aa_image *out);
 
 /// Decodes a PNG with the libpng transforms OpenCV's PNG decoder applies for IMREAD_COLOR: 16-bit stripped
 /// to the high byte, alpha stripped (not composited), palette and low-bit gray expanded, gray replicated.
-aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, aa_image *out);
+/// `pixels` and `capacity` as for aa_decode_jpeg.
+aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, uint8_t *pixels, size_t capacity,
+                        aa_image *out);
 
 void aa_image_free(aa_image *image);
 

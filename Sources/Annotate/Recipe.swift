@@ -1,4 +1,3 @@
-import ArgumentParser
 import Foundation
 import Yams
 
@@ -9,44 +8,44 @@ import Yams
 /// composed into nodes (never constructed into Swift values) whose values must be scalars or lists of scalars.
 /// So a YAML alias bomb — a few hundred bytes whose aliases expand to billions of nodes — is refused at its first
 /// nested list, in time and memory proportional to the file.
-enum Recipe {
-    static let keys: Set<String> = [
+public enum Recipe {
+    /// Why a recipe was refused; the description names the file as the user gave it (`pipeline=PATH: …`).
+    public struct Problem: Error, LocalizedError, Equatable {
+        public let path: String
+        public let reason: String
+        public var errorDescription: String? { "pipeline=\(path): \(reason)" }
+    }
+
+    /// The labelling job's options a recipe may set, as Ultralytics-style keys.
+    public static let keys: Set<String> = [
         "det_model", "sam_model", "conf", "iou", "imgsz", "max_det", "classes", "sam_conf", "empty",
         "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes",
     ]
-    static let maximumBytes = 64 * 1024
+    public static let maximumBytes = 64 * 1024
 
-    /// `arguments` (already in `--key=value` form) with the recipe's options inserted first.
-    static func expand(_ arguments: [String]) throws -> [String] {
-        var path: String?
-        for (index, argument) in arguments.enumerated() {
-            if argument.hasPrefix("--pipeline=") {
-                path = String(argument.dropFirst("--pipeline=".count))
-            } else if argument == "--pipeline", index + 1 < arguments.count {
-                path = arguments[index + 1]
-            }
-        }
-        guard let path else { return arguments }
-        return try options(path: path) + arguments
+    /// The options of the recipe file at `path`, sorted by key; a list's items joined by commas.
+    public static func options(path: String) throws -> [(key: String, value: String)] {
+        try options(yaml: try read(path), path: path)
     }
 
-    /// The recipe's options, as `--key=value` arguments.
-    static func options(path: String) throws -> [String] {
-        let text = try read(path)
+    /// The options of a recipe's text (`path` names it in errors).
+    public static func options(yaml text: String, path: String) throws -> [(key: String, value: String)] {
+        func problem(_ reason: String) -> Problem { Problem(path: path, reason: reason) }
+        guard text.utf8.count <= maximumBytes else {
+            throw problem("larger than \(maximumBytes / 1024) KiB; a recipe is a small YAML file")
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
         } catch {
-            throw ValidationError("pipeline=\(path): not valid YAML (\(error))")
+            throw problem("not valid YAML (\(error))")
         }
-        guard let mapping = root?.mapping else {
-            throw ValidationError("pipeline=\(path): a recipe is a YAML mapping of option: value")
-        }
+        guard let mapping = root?.mapping else { throw problem("a recipe is a YAML mapping of option: value") }
         var values: [String: String] = [:]
         for (keyNode, valueNode) in mapping {
             guard let key = keyNode.scalar?.string, keys.contains(key) else {
-                throw ValidationError(
-                    "pipeline=\(path): unknown key '\(keyNode.scalar?.string ?? "(not a name)")' (known: \(keys.sorted().joined(separator: ", ")))"
+                throw problem(
+                    "unknown key '\(keyNode.scalar?.string ?? "(not a name)")' (known: \(keys.sorted().joined(separator: ", ")))"
                 )
             }
             switch valueNode {
@@ -60,44 +59,41 @@ enum Recipe {
                 var items: [String] = []
                 for item in list {
                     guard let scalar = item.scalar else {
-                        throw ValidationError(
-                            "pipeline=\(path): \(key) is a list of lists or maps; a recipe's values are plain values or lists of them"
-                        )
+                        throw problem(
+                            "\(key) is a list of lists or maps; a recipe's values are plain values or lists of them")
                     }
                     items.append(scalar.string)
                 }
                 values[key] = items.joined(separator: ",")
             case .mapping, .alias:
-                throw ValidationError(
-                    "pipeline=\(path): \(key) is a map; a recipe's values are plain values or lists of them")
+                throw problem("\(key) is a map; a recipe's values are plain values or lists of them")
             }
         }
-        return values.keys.sorted().flatMap { KeyValueArguments.rewrite(["\($0)=\(values[$0]!)"]) }
+        return values.keys.sorted().map { (key: $0, value: values[$0]!) }
     }
 
     /// The recipe's text: a regular file of at most `maximumBytes`, read without ever holding more.
-    static func read(_ path: String) throws -> String {
+    public static func read(_ path: String) throws -> String {
+        func problem(_ reason: String) -> Problem { Problem(path: path, reason: reason) }
         var info = stat()
         guard stat(path, &info) == 0 else {
-            throw ValidationError("pipeline=\(path): no such recipe file (\(String(cString: strerror(errno))))")
+            throw problem("no such recipe file (\(String(cString: strerror(errno))))")
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
-            throw ValidationError("pipeline=\(path): not a regular file; a recipe is a small YAML file")
+            throw problem("not a regular file; a recipe is a small YAML file")
         }
         guard info.st_size <= maximumBytes, let handle = FileHandle(forReadingAtPath: path) else {
-            throw ValidationError(
+            throw problem(
                 info.st_size > maximumBytes
-                    ? "pipeline=\(path): \(info.st_size) bytes; a recipe is at most \(maximumBytes / 1024) KiB"
-                    : "pipeline=\(path): cannot be read")
+                    ? "\(info.st_size) bytes; a recipe is at most \(maximumBytes / 1024) KiB" : "cannot be read")
         }
         defer { try? handle.close() }
         let data = (try? handle.read(upToCount: maximumBytes + 1)) ?? Data()
         guard data.count <= maximumBytes else {
-            throw ValidationError(
-                "pipeline=\(path): larger than \(maximumBytes / 1024) KiB; a recipe is a small YAML file")
+            throw problem("larger than \(maximumBytes / 1024) KiB; a recipe is a small YAML file")
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw ValidationError("pipeline=\(path): not UTF-8 text")
+            throw problem("not UTF-8 text")
         }
         return text
     }
