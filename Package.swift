@@ -85,7 +85,8 @@ let package = Package(
         .testTarget(name: "YOLOTests", dependencies: ["YOLO"]),
         .testTarget(name: "SegmentAnythingTests", dependencies: ["SegmentAnything"]),
         .testTarget(name: "GeometryTests", dependencies: ["Geometry", "Imaging"]),
-        .testTarget(name: "AnnotateTests", dependencies: ["Annotate"]),
+        .testTarget(
+            name: "AnnotateTests", dependencies: ["Annotate", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "ModelCacheTests", dependencies: ["ModelCache"]),
     ],
     swiftLanguageModes: [.v6]

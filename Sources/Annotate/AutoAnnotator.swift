@@ -31,6 +31,9 @@ public final class AutoAnnotator {
         public var outlines = 0
         /// Finished images whose label file was missing on disk, written again by this run.
         public var rewritten = 0
+        /// Masks of fewer pixels than `min_area` (dropped, or a box dataset's box kept as its outline), and parts
+        /// of masks below it (left out of their polygon).
+        public var small = 0, smallParts = 0
         /// Files and folders the scan could not take (`status` lists them).
         public var skippedFiles = 0
         /// The run stopped early because `shouldStop` said so; the images left are still pending.
@@ -58,6 +61,7 @@ public final class AutoAnnotator {
         }
         try settings.validate()
         try Self.checkFolders(settings)
+        if let names = settings.names { _ = try DatasetNames.read(path: names) }
         let storePath = (settings.output as NSString).appendingPathComponent(JobStore.fileName)
         var info = stat()
         let existing = lstat(storePath, &info) == 0
@@ -143,18 +147,9 @@ public final class AutoAnnotator {
         guard stat(data, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
             throw AnnotateError.notAFolder(path: data)
         }
-        let output = resolved(outputFolder)
         for (name, folder) in [("data", data), ("boxes", boxes)] {
             guard let folder else { continue }
-            let other = resolved(folder)
-            func inside(_ a: String, _ b: String) -> Bool { a.hasPrefix(b.hasSuffix("/") ? b : b + "/") }
-            let relation =
-                output == other
-                ? "is the \(name) folder"
-                : inside(output, other)
-                    ? "lies inside the \(name) folder \(folder)"
-                    : inside(other, output) ? "holds the \(name) folder \(folder)" : nil
-            if let relation {
+            if let relation = overlap(of: outputFolder, with: folder, named: name) {
                 throw AnnotateError.outputOverlaps(output: outputFolder, relation: relation)
             }
         }
@@ -169,6 +164,16 @@ public final class AutoAnnotator {
         {
             throw AnnotateError.outputNotEmpty(output: outputFolder, example: other)
         }
+    }
+
+    /// How `folder` overlaps `other` (the `name` folder), symbolic links resolved: "is the data folder", "lies
+    /// inside …", "holds …"; nil when neither holds the other.
+    static func overlap(of folder: String, with other: String, named name: String) -> String? {
+        let (a, b) = (resolved(folder), resolved(other))
+        func inside(_ a: String, _ b: String) -> Bool { a.hasPrefix(b.hasSuffix("/") ? b : b + "/") }
+        if a == b { return "is the \(name) folder" }
+        if inside(a, b) { return "lies inside the \(name) folder \(other)" }
+        return inside(b, a) ? "holds the \(name) folder \(other)" : nil
     }
 
     /// `path` with symbolic links resolved, as far as it exists (the rest appended as given).
@@ -213,15 +218,16 @@ public final class AutoAnnotator {
         var summary = Summary()
         LabelWriter.removeTemporaries(under: settings.output, token: token)
         let scan = try ImageScanner.scan(settings.data, excluding: settings.output, boxes: settings.boxes)
-        (summary.added, summary.removed) = try store.synchronize(with: scan.images)
+        let removedLabels: [String]
+        (summary.added, summary.removed, removedLabels) = try store.synchronize(with: scan.images)
+        // The labels of images gone from data go too (the job wrote them; a link there is removed, not followed).
+        for label in removedLabels { unlink((settings.output as NSString).appendingPathComponent(label)) }
         try store.recordSkipped(scan.skipped)
         summary.ignored = scan.ignored
         summary.skippedFiles = scan.skipped.count
         summary.rewritten = try store.requeueMissingLabels(
             output: settings.output, emptyFiles: settings.empty == .write)
-        if let detector {
-            try write(try LabelWriter.dataYAML(names: detector.names, data: settings.data), to: "data.yaml")
-        }
+        try store.saveNames(try classNames())
 
         let work = try store.remaining(retryFailed: retryFailed)
         summary.skipped = scan.images.count - work.count
@@ -259,9 +265,12 @@ public final class AutoAnnotator {
                 path: path, state: .failed, objects: 0, error: nil, completed: 0, total: work.count, seconds: 0)
             do {
                 let (image, prompts) = try input.get()
-                let (state, objects) = try annotate(image, boxes: prompts, label: label, written: written)
+                let (state, objects, small) = try annotate(image, boxes: prompts, label: label, written: written)
+                (summary.small, summary.smallParts) = (summary.small + small.masks, summary.smallParts + small.parts)
                 let seconds = Date().timeIntervalSince(began)
-                try store.finish(imageId: id, state: state, objects: objects, seconds: seconds)
+                try store.finish(
+                    imageId: id, state: state, objects: objects, width: image.width, height: image.height,
+                    seconds: seconds)
                 (event.state, event.objects, event.seconds) = (state, objects.count, seconds)
                 if state == .done { summary.done += 1 } else { summary.empty += 1 }
                 summary.objects += objects.count
@@ -282,15 +291,35 @@ public final class AutoAnnotator {
                 break
             }
         }
-        if detector == nil, let highest = try store.highestClass() {
-            // A box dataset's class names are not in its label files: name the classes by id (ids are bounded by
-            // BoxLabels.maximumClasses; a job stored before that bound is held to it here).
-            try write(
-                try LabelWriter.dataYAML(classIds: 0...min(highest, BoxLabels.maximumClasses - 1), data: settings.data),
-                to: "data.yaml")
-        }
+        if detector == nil { try store.saveNames(try classNames()) }
         summary.seconds = Date().timeIntervalSince(start)
         return summary
+    }
+
+    /// The names of the classes the labels use: the detector's; for a box dataset, those of its names file
+    /// (`names=`, or the dataset's own data.yaml) with any id it does not name named by its number.
+    func classNames() throws -> [Int: String] {
+        if let detector { return detector.names }
+        var names = try settings.names.map { try DatasetNames.read(path: $0) } ?? [:]
+        if let highest = try store.highestClass() {
+            for id in 0...min(highest, BoxLabels.maximumClasses - 1) where names[id] == nil { names[id] = String(id) }
+        }
+        return names
+    }
+
+    /// Polygon points an image's label may hold: ragged masks (noise, a model that is not trained) give contours of
+    /// millions of points, whose text would take gigabytes.
+    public static let maximumPointsPerImage = 2_000_000
+
+    struct TooManyPoints: Error, LocalizedError {
+        var errorDescription: String? {
+            "the masks' polygons hold more than \(maximumPointsPerImage) points: SAM's masks are ragged (epsilon=, min_area= or polygon=largest make fewer)"
+        }
+    }
+
+    /// Masks and parts of masks that `min_area` dropped in one image.
+    struct SmallCounts {
+        var masks = 0, parts = 0
     }
 
     struct CollisionError: Error, LocalizedError {
@@ -303,24 +332,34 @@ public final class AutoAnnotator {
     /// `label`: the label file's path relative to the output folder; `written`: whether the job has written it
     /// before (so that empty=skip removes a label file only where the job wrote one).
     func annotate(_ image: Image, boxes: BoxLabels?, label: String, written: Bool = false) throws -> (
-        ImageState, [ObjectRecord]
+        ImageState, [ObjectRecord], SmallCounts
     ) {
         guard image.width >= 10, image.height >= 10 else {
             throw ImageTooSmall(width: image.width, height: image.height)
         }
-        let (lines, objects) = if let boxes { try segment(boxes, in: image) } else { try segmentDetections(in: image) }
+        // A box dataset's class ids are its own: any id is valid there.
+        let classCount = detector.map { max($0.model.classCount, ($0.names.keys.max() ?? -1) + 1) } ?? Int.max
+        var small = SmallCounts()
+        let found =
+            if let boxes { try segment(boxes, in: image, small: &small) } else {
+                try segmentDetections(in: image, small: &small)
+            }
+        let objects = found.map { object, lines in
+            var object = object
+            object.lines = lines.filter { LabelWriter.problem($0, classCount: classCount) == nil }.map(\.text)
+            return object
+        }
         if objects.isEmpty {
             if settings.empty == .write {
                 try writeLabel("", to: label, written: written)
             } else if written {
                 unlink((settings.output as NSString).appendingPathComponent(label))
             }
-            return (.empty, [])
+            return (.empty, [], small)
         }
-        // A box dataset's class ids are its own: any id is valid there.
-        let classCount = detector.map { max($0.model.classCount, ($0.names.keys.max() ?? -1) + 1) } ?? Int.max
-        try writeLabel(LabelWriter.contents(lines, classCount: classCount), to: label, written: written)
-        return (.done, objects)
+        try writeLabel(
+            LabelWriter.contents(found.flatMap(\.lines), classCount: classCount), to: label, written: written)
+        return (.done, objects, small)
     }
 
     /// Writes an image's label file. Where the job has not written it before (`written` false) but a file is
@@ -351,20 +390,35 @@ public final class AutoAnnotator {
     }
 
     /// SAM's masks for `boxes` (all in one call, the image encoded once) as polygons by the job's policy.
-    func masks(for boxes: [SamBox], in image: Image) throws -> [(polygons: [[(x: Float, y: Float)]], score: Float)] {
+    /// `small` counts the masks and parts that `min_area` drops.
+    func masks(for boxes: [SamBox], in image: Image, small: inout SmallCounts) throws -> [(
+        polygons: [[(x: Float, y: Float)]], score: Float
+    )] {
         guard !boxes.isEmpty else { return [] }
         sam.setImage(image)
         defer { sam.resetImage() }
         // Masks at the image's size exist for one call's boxes at a time, however many boxes an image has.
         let perCall = Self.promptsPerCall(width: image.width, height: image.height)
         var results: [(polygons: [[(x: Float, y: Float)]], score: Float)] = []
+        var points = 0
         for start in stride(from: 0, to: boxes.count, by: perCall) {
             let chunk = Array(boxes[start..<min(start + perCall, boxes.count)])
             let prediction = try sam.predict(boxes: chunk, lowResLogits: false)
-            results += zip(prediction.masks, prediction.scores).map { mask, score in
-                let polygons = maskSegments(mask.pixels, width: mask.width, height: mask.height, policy: policy)
-                    .filter { $0.count >= 3 }
-                return (polygons.map { normalized($0, width: image.width, height: image.height) }, score)
+            for (mask, score) in zip(prediction.masks, prediction.scores) {
+                let minArea = settings.minArea ?? 0
+                if minArea > 0, case let area = mask.area, area > 0, area < minArea {
+                    small.masks += 1
+                    results.append(([], score))
+                    continue
+                }
+                let (found, dropped) = maskPolygons(
+                    mask.pixels, width: mask.width, height: mask.height, policy: policy,
+                    minimumPartArea: Double(minArea), epsilon: settings.epsilon ?? 0)
+                small.parts += dropped
+                let polygons = found.filter { $0.count >= 3 }
+                points += polygons.reduce(0) { $0 + $1.count }
+                guard points <= Self.maximumPointsPerImage else { throw TooManyPoints() }
+                results.append((polygons.map { normalized($0, width: image.width, height: image.height) }, score))
             }
         }
         return results
@@ -378,31 +432,34 @@ public final class AutoAnnotator {
     }
 
     /// The auto-annotation job: detections → SAM; an object whose SAM score is not above `sam_conf` is dropped.
-    func segmentDetections(in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
-        guard let detector else { return ([], []) }
+    func segmentDetections(in image: Image, small: inout SmallCounts) throws -> [(
+        object: ObjectRecord, lines: [LabelLine]
+    )] {
+        guard let detector else { return [] }
         let options = NMSOptions(
             confidence: settings.confidence, iou: settings.iou, maxDetections: settings.maxDetections,
             classes: settings.classes.map(Set.init))
         let detections = detector.detect(image, imgsz: settings.imageSize, options: options)
-        let results = try masks(for: detections.map { SamBox(x1: $0.x1, y1: $0.y1, x2: $0.x2, y2: $0.y2) }, in: image)
-        var lines: [LabelLine] = []
-        var objects: [ObjectRecord] = []
-        for (detection, (polygons, score)) in zip(detections, results)
-        where score > settings.samConfidence && !polygons.isEmpty {
-            lines += polygons.map { LabelLine(classId: detection.classId, points: $0) }
-            objects.append(
+        let results = try masks(
+            for: detections.map { SamBox(x1: $0.x1, y1: $0.y1, x2: $0.x2, y2: $0.y2) }, in: image, small: &small)
+        return zip(detections, results).filter { $1.score > settings.samConfidence && !$1.polygons.isEmpty }.map {
+            detection, result in
+            (
                 ObjectRecord(
                     classId: detection.classId, confidence: detection.confidence,
-                    box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: score,
-                    points: polygons.reduce(0) { $0 + $1.count }))
+                    box: (detection.x1, detection.y1, detection.x2, detection.y2), samScore: result.score,
+                    points: result.polygons.reduce(0) { $0 + $1.count }),
+                result.polygons.map { LabelLine(classId: detection.classId, points: $0) }
+            )
         }
-        return (lines, objects)
     }
 
     /// The box-dataset job: every labelled object is kept. A box becomes SAM's polygon, or its own outline when
     /// SAM's score is not above `sam_conf` or its mask is empty (a labelled object is never lost); a row that
     /// already is a polygon is copied as it is.
-    func segment(_ labels: BoxLabels, in image: Image) throws -> ([LabelLine], [ObjectRecord]) {
+    func segment(_ labels: BoxLabels, in image: Image, small: inout SmallCounts) throws -> [(
+        object: ObjectRecord, lines: [LabelLine]
+    )] {
         let boxes = labels.rows.compactMap { row -> SamBox? in
             if case .box(_, let x1, let y1, let x2, let y2) = row {
                 SamBox(x1: x1, y1: y1, x2: x2, y2: y2)
@@ -410,9 +467,8 @@ public final class AutoAnnotator {
                 nil
             }
         }
-        var results = try masks(for: boxes, in: image)[...]
-        var lines: [LabelLine] = []
-        var objects: [ObjectRecord] = []
+        var results = try masks(for: boxes, in: image, small: &small)[...]
+        var objects: [(object: ObjectRecord, lines: [LabelLine])] = []
         for row in labels.rows {
             switch row {
             case .box(let classId, let x1, let y1, let x2, let y2):
@@ -429,21 +485,25 @@ public final class AutoAnnotator {
                             )
                         }
                     ]
-                lines += outline.map { LabelLine(classId: classId, points: $0) }
                 objects.append(
-                    ObjectRecord(
-                        classId: classId, confidence: 1, box: (x1, y1, x2, y2), samScore: score,
-                        points: outline.reduce(0) { $0 + $1.count }, source: kept ? .sam : .boxOutline))
+                    (
+                        ObjectRecord(
+                            classId: classId, confidence: 1, box: (x1, y1, x2, y2), samScore: score,
+                            points: outline.reduce(0) { $0 + $1.count }, source: kept ? .sam : .boxOutline),
+                        outline.map { LabelLine(classId: classId, points: $0) }
+                    ))
             case .polygon(let classId, let points, let text):
-                lines.append(LabelLine(classId: classId, points: points, verbatim: text))
                 let (xs, ys) = (points.map { $0.x * Float(image.width) }, points.map { $0.y * Float(image.height) })
                 objects.append(
-                    ObjectRecord(
-                        classId: classId, confidence: 1, box: (xs.min()!, ys.min()!, xs.max()!, ys.max()!),
-                        samScore: 0, points: points.count, source: .label))
+                    (
+                        ObjectRecord(
+                            classId: classId, confidence: 1, box: (xs.min()!, ys.min()!, xs.max()!, ys.max()!),
+                            samScore: 0, points: points.count, source: .label),
+                        [LabelLine(classId: classId, points: points, verbatim: text)]
+                    ))
             }
         }
-        return (lines, objects)
+        return objects
     }
 
     struct ImageTooSmall: Error, LocalizedError {

@@ -27,6 +27,9 @@ public struct JobSettings: Codable, Equatable, Sendable {
     /// A box-dataset job: the folder of existing YOLO box labels (mirroring the data tree) that prompt SAM in
     /// place of a detector (Ultralytics' `yolo_bbox2segment`).
     public var boxes: String? = nil
+    /// A box-dataset job: the YAML file that names its classes (`names:` as a list or by id), as a dataset's
+    /// `data.yaml` does. It names the classes of an export; it never changes a label, so it may change on resume.
+    public var names: String? = nil
     public var confidence: Float = 0.25
     public var iou: Float = 0.45
     public var imageSize = 640
@@ -37,6 +40,10 @@ public struct JobSettings: Codable, Equatable, Sendable {
     public var samConfidence: Float = 0.25
     public var empty: EmptyPolicy = .write
     public var polygon: String = MultiPartPolicy.merge.rawValue
+    /// Polygon simplification in pixels (`cv2.approxPolyDP`'s algorithm); nil or 0: none (Ultralytics' polygons).
+    public var epsilon: Double? = nil
+    /// Parts of a mask, and masks, of fewer pixels are dropped (and counted); nil or 0: none.
+    public var minArea: Int? = nil
     /// The SAM image encoder's arithmetic; nil in jobs stored before the setting existed (they ran fp32).
     public var precision: Precision? = nil
     public var version: String = AutoAnnotator.version
@@ -49,6 +56,8 @@ public struct JobSettings: Codable, Equatable, Sendable {
     public static let imageSizes = 32...8192
     public static let detectionCounts = 1...10_000
     public static let scores: ClosedRange<Float> = 0...1
+    public static let epsilons: ClosedRange<Double> = 0...1000
+    public static let areas = 0...(1 << 30)
 
     /// Refuses a setting outside its range, naming it as the command line does: a size of 100000 would allocate
     /// without bound, a NaN threshold would compare false everywhere (and never equal itself on resume).
@@ -67,6 +76,15 @@ public struct JobSettings: Codable, Equatable, Sendable {
         }
         if let bad = classes?.first(where: { !(0..<BoxLabels.maximumClasses).contains($0) }) {
             throw AnnotateError.outOfRange(name: "classes", value: "\(bad)", range: "a class id from 0 to 9999")
+        }
+        if let epsilon, !Self.epsilons.contains(epsilon) {
+            throw AnnotateError.outOfRange(
+                name: "epsilon", value: "\(epsilon)", range: "a number of pixels from 0 to 1000")
+        }
+        if let minArea, !Self.areas.contains(minArea) {
+            throw AnnotateError.outOfRange(
+                name: "min_area", value: "\(minArea)",
+                range: "a whole number of pixels from 0 to \(Self.areas.upperBound)")
         }
         if MultiPartPolicy(rawValue: polygon) == nil {
             throw AnnotateError.outOfRange(name: "polygon", value: polygon, range: "merge, largest or separate")
@@ -106,6 +124,8 @@ public struct JobSettings: Codable, Equatable, Sendable {
         check("sam_conf", stored.samConfidence, samConfidence)
         check("empty", stored.empty.rawValue, empty.rawValue)
         check("polygon", stored.polygon, polygon)
+        check("epsilon", stored.epsilon ?? 0, epsilon ?? 0)
+        check("min_area", stored.minArea ?? 0, minArea ?? 0)
         check("precision", (stored.precision ?? .fp32).rawValue, (precision ?? .fp32).rawValue)
         return out
     }
@@ -235,7 +255,16 @@ public enum AnnotateError: Error, LocalizedError, Equatable {
         switch error {
         case .keyNotFound(let key, let context): return "\(field(context.codingPath + [key])) is missing"
         case .valueNotFound(_, let context): return "\(field(context.codingPath)) is missing (null)"
-        case .typeMismatch(let type, let context): return "\(field(context.codingPath)) is not a \(type) value"
+        case .typeMismatch(let type, let context):
+            let kind =
+                switch "\(type)" {
+                case let name where name.hasPrefix("Dictionary"): "a map of names to values"
+                case let name where name.hasPrefix("Array"): "a list"
+                case "String": "text"
+                case "Bool": "true or false"
+                default: "a number"
+                }
+            return "\(field(context.codingPath)) is not \(kind)"
         case .dataCorrupted(let context):
             return context.codingPath.isEmpty ? "it is not JSON" : "\(field(context.codingPath)) holds an invalid value"
         @unknown default: return "it cannot be decoded"

@@ -14,6 +14,9 @@ public struct ObjectRecord: Sendable, Equatable {
     public var samScore: Float
     public var points: Int
     public var source: Source = .sam
+    /// The object's lines in the label file (`class x1 y1 … xn yn`, normalised; several where its mask has parts
+    /// written apart), kept in the store so that an export reads the job, not its text files.
+    public var lines: [String] = []
 
     /// Where an object's polygon came from.
     public enum Source: String, Sendable {
@@ -27,7 +30,7 @@ public struct ObjectRecord: Sendable, Equatable {
 
     public static func == (a: Self, b: Self) -> Bool {
         a.classId == b.classId && a.confidence == b.confidence && a.samScore == b.samScore && a.points == b.points
-            && a.source == b.source
+            && a.source == b.source && a.lines == b.lines
             && a.box.x1 == b.box.x1 && a.box.y1 == b.box.y1 && a.box.x2 == b.box.x2 && a.box.y2 == b.box.y2
     }
 }
@@ -57,12 +60,42 @@ public final class JobStore: Sendable {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            let damaged = try pool.read { db in try Int.fetchOne(db, sql: Self.wrongTypes) ?? 0 }
+            guard damaged == 0 else {
+                throw AnnotateError.unreadable(
+                    path: path,
+                    reason:
+                        "the job store was changed by hand: \(damaged) rows hold values of the wrong type (text for a number, or a number for a path); restore it or start a new job"
+                )
+            }
         } catch let error as DatabaseError {
             throw AnnotateError.unreadable(
                 path: path,
                 reason: "the job store cannot be opened (\(error.message ?? "SQLite error \(error.resultCode)"))")
         }
     }
+
+    /// Rows whose values the store's readers would not decode (SQLite keeps any type in any column): counted once
+    /// when the store opens, so that a store edited by hand is refused in a sentence instead of trapping in a read.
+    static let wrongTypes = """
+        SELECT
+          (SELECT COUNT(*) FROM image WHERE typeof(path) != 'text' OR typeof(label) != 'text'
+             OR typeof(size) != 'integer' OR typeof(mtime) NOT IN ('real', 'integer') OR typeof(state) != 'text'
+             OR state NOT IN ('pending', 'detected', 'done', 'empty', 'failed')
+             OR typeof(objects) != 'integer' OR typeof(removed) != 'integer' OR typeof(completions) != 'integer'
+             OR typeof(boxes) != 'text' OR typeof(updatedAt) NOT IN ('real', 'integer')
+             OR typeof(error) NOT IN ('text', 'null') OR typeof(seconds) NOT IN ('real', 'integer', 'null')
+             OR typeof(width) NOT IN ('integer', 'null') OR typeof(height) NOT IN ('integer', 'null'))
+        + (SELECT COUNT(*) FROM object WHERE typeof(imageId) != 'integer' OR typeof(position) != 'integer'
+             OR typeof(classId) != 'integer' OR typeof(points) != 'integer' OR typeof(source) != 'text'
+             OR typeof(lines) NOT IN ('text', 'null')
+             OR typeof(confidence) NOT IN ('real', 'integer') OR typeof(samScore) NOT IN ('real', 'integer')
+             OR typeof(x1) NOT IN ('real', 'integer') OR typeof(y1) NOT IN ('real', 'integer')
+             OR typeof(x2) NOT IN ('real', 'integer') OR typeof(y2) NOT IN ('real', 'integer'))
+        + (SELECT COUNT(*) FROM job WHERE typeof(settings) != 'text' OR typeof(token) NOT IN ('text', 'null')
+             OR typeof(names) NOT IN ('text', 'null'))
+        + (SELECT COUNT(*) FROM skipped WHERE typeof(path) != 'text' OR typeof(reason) != 'text')
+        """
 
     /// Migrations are named, never edited once shipped, and written in SQL rather than app types.
     static var migrator: DatabaseMigrator {
@@ -116,6 +149,15 @@ public final class JobStore: Sendable {
             // A random token per job: the job's temporary files carry it, so that it removes its own alone.
             try db.execute(sql: "ALTER TABLE job ADD COLUMN token TEXT")
             try db.execute(sql: "CREATE TABLE skipped (path TEXT NOT NULL, reason TEXT NOT NULL)")
+        }
+        migrator.registerMigration("v4: objects' lines, images' sizes, class names") { db in
+            try db.execute(sql: "ALTER TABLE object ADD COLUMN lines TEXT")
+            try db.execute(sql: "ALTER TABLE image ADD COLUMN width INTEGER")
+            try db.execute(sql: "ALTER TABLE image ADD COLUMN height INTEGER")
+            // Images finished by an earlier version have neither: the next run labels them again (the same bytes).
+            try db.execute(sql: "UPDATE image SET state = 'pending' WHERE state IN ('done', 'empty')")
+            // The class names by id, as JSON ({"0": "person", …}): the detector's, or a box dataset's.
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN names TEXT")
         }
         return migrator
     }
@@ -201,12 +243,18 @@ public final class JobStore: Sendable {
     /// Brings the image table in line with a scan: new images become pending, images no longer there are marked
     /// removed (kept for the record), images whose file (or box label file) changed since they were done are redone. Returns
     /// (new, removed) counts.
-    public func synchronize(with scan: [ScannedImage]) throws -> (added: Int, removed: Int) {
+    /// `removedLabels`: the label files (relative to the output folder) of images gone since the last scan that the
+    /// job had written, for the job to remove.
+    public func synchronize(with scan: [ScannedImage]) throws -> (added: Int, removed: Int, removedLabels: [String]) {
         let now = Date().timeIntervalSince1970
         return try pool.write { db in
             var known: [String: (size: Int, mtime: Double, boxes: String, removed: Bool)] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT path, size, mtime, boxes, removed FROM image") {
+            var written: [String: String] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT path, label, size, mtime, boxes, removed, completions FROM image")
+            {
                 known[row["path"]] = (row["size"], row["mtime"], row["boxes"], row["removed"])
+                if (row["completions"] as Int) > 0 { written[row["path"]] = row["label"] }
             }
             var added = 0
             let present = Set(scan.map(\.relativePath))
@@ -231,13 +279,15 @@ public final class JobStore: Sendable {
                     added += 1
                 }
             }
-            var removed = 0
+            var removed: [String] = []
             for (path, old) in known where !present.contains(path) && !old.removed {
                 try db.execute(
                     sql: "UPDATE image SET removed = 1, updatedAt = ? WHERE path = ?", arguments: [now, path])
-                removed += 1
+                removed.append(path)
             }
-            return (added, removed)
+            // A label still claimed by an image present (a same-stem image took its place) stays.
+            let claimed = Set(scan.map(\.labelPath))
+            return (added, removed.count, removed.compactMap { written[$0] }.filter { !claimed.contains($0) })
         }
     }
 
@@ -274,25 +324,115 @@ public final class JobStore: Sendable {
     }
 
     /// Records a finished image and its objects in one transaction.
-    public func finish(imageId: Int64, state: ImageState, objects: [ObjectRecord], seconds: Double) throws {
+    /// Records a finished image (`width` × `height` pixels, as decoded and oriented) and its objects.
+    public func finish(
+        imageId: Int64, state: ImageState, objects: [ObjectRecord], width: Int, height: Int, seconds: Double
+    ) throws {
         let now = Date().timeIntervalSince1970
         try pool.write { db in
             try db.execute(sql: "DELETE FROM object WHERE imageId = ?", arguments: [imageId])
             for (position, o) in objects.enumerated() {
                 try db.execute(
                     sql: """
-                        INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points, source)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO object (imageId, position, classId, confidence, x1, y1, x2, y2, samScore, points, source, lines)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         imageId, position, o.classId, Double(o.confidence), Double(o.box.x1), Double(o.box.y1),
                         Double(o.box.x2), Double(o.box.y2), Double(o.samScore), o.points, o.source.rawValue,
+                        o.lines.joined(separator: "\n"),
                     ])
             }
             try db.execute(
-                sql:
-                    "UPDATE image SET state = ?, error = NULL, objects = ?, seconds = ?, completions = completions + 1, updatedAt = ? WHERE id = ?",
-                arguments: [state.rawValue, objects.count, seconds, now, imageId])
+                sql: """
+                    UPDATE image SET state = ?, error = NULL, objects = ?, seconds = ?, completions = completions + 1,
+                    updatedAt = ?, width = ?, height = ? WHERE id = ?
+                    """,
+                arguments: [state.rawValue, objects.count, seconds, now, width, height, imageId])
+        }
+    }
+
+    /// The class names by id that the job's labels use.
+    public func names() throws -> [Int: String] {
+        try pool.read { db in
+            guard let text = try String.fetchOne(db, sql: "SELECT names FROM job WHERE id = 1"),
+                let names = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))
+            else { return [:] }
+            return Dictionary(
+                names.compactMap { key, name in Int(key).map { ($0, name) } }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    public func saveNames(_ names: [Int: String]) throws {
+        let text = String(
+            decoding: try JSONEncoder().encode(Dictionary(uniqueKeysWithValues: names.map { (String($0), $1) })),
+            as: UTF8.self)
+        try pool.write { db in try db.execute(sql: "UPDATE job SET names = ? WHERE id = 1", arguments: [text]) }
+    }
+
+    /// A finished image as an export reads it: its paths, size and objects (in label order).
+    public struct FinishedImage: Sendable {
+        public var id: Int64
+        /// Relative to the data folder and to the output folder.
+        public var path: String, label: String
+        public var width: Int, height: Int
+        public var objects: [ObjectRecord]
+    }
+
+    /// Every finished (done or empty) image still in `data`, by path, with its objects; `unrecorded` counts the
+    /// images finished by a version that did not keep sizes and lines (they are left out of `images`).
+    public func finishedImages() throws -> (images: [FinishedImage], unrecorded: Int) {
+        try pool.read { db in
+            var images: [FinishedImage] = []
+            var unrecorded = 0
+            var byId: [Int64: Int] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, path, label, width, height FROM image
+                    WHERE removed = 0 AND state IN ('done', 'empty') ORDER BY path
+                    """)
+            {
+                guard let width = row["width"] as Int?, let height = row["height"] as Int? else {
+                    unrecorded += 1
+                    continue
+                }
+                byId[row["id"]] = images.count
+                images.append(
+                    FinishedImage(
+                        id: row["id"], path: row["path"], label: row["label"], width: width, height: height,
+                        objects: []))
+            }
+            let objects = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT object.* FROM object JOIN image ON image.id = object.imageId
+                    WHERE image.removed = 0 AND image.state = 'done' ORDER BY object.imageId, object.position
+                    """)
+            var incomplete = Set<Int64>()
+            for row in objects {
+                let imageId: Int64 = row["imageId"]
+                guard let index = byId[imageId] else { continue }
+                guard let lines = row["lines"] as String? else {
+                    incomplete.insert(imageId)
+                    continue
+                }
+                images[index].objects.append(
+                    ObjectRecord(
+                        classId: row["classId"], confidence: Float(row["confidence"] as Double),
+                        box: (
+                            Float(row["x1"] as Double), Float(row["y1"] as Double), Float(row["x2"] as Double),
+                            Float(row["y2"] as Double)
+                        ),
+                        samScore: Float(row["samScore"] as Double), points: row["points"],
+                        source: ObjectRecord.Source(rawValue: row["source"]) ?? .sam,
+                        lines: lines.split(separator: "\n").map(String.init)))
+            }
+            if !incomplete.isEmpty {
+                unrecorded += incomplete.count
+                images.removeAll { incomplete.contains($0.id) }
+            }
+            return (images, unrecorded)
         }
     }
 

@@ -35,13 +35,7 @@ public enum LabelWriter {
 
     /// The file's contents: valid lines, one per object, duplicates dropped (Ultralytics' checker removes them).
     public static func contents(_ lines: [LabelLine], classCount: Int) -> String {
-        var seen = Set<String>()
-        var out = ""
-        for line in lines where problem(line, classCount: classCount) == nil {
-            let text = line.text
-            if seen.insert(text).inserted { out += text + "\n" }
-        }
-        return out
+        contents(lines: lines.filter { problem($0, classCount: classCount) == nil }.map(\.text))
     }
 
     /// Writes `text` to `path` so that the file is either absent, the old one, or complete: a temporary file in
@@ -130,26 +124,28 @@ public enum LabelWriter {
         }
     }
 
-    /// `data.yaml` for training on the output as is: the class names of the detector (by id). Written by Yams'
-    /// emitter, so any name or folder (a newline, `:`, `#`, quotes, `true`, `1.5`) reads back as the same string.
-    public static func dataYAML(names: [Int: String], data: String) throws -> String {
-        try dataYAML(
-            data: data, names: names.keys.sorted().map { (try $0.represented(), try names[$0]!.represented()) })
-    }
-
-    /// `data.yaml` for a box dataset, whose label files carry no names: each class is named by its id.
-    public static func dataYAML(classIds: ClosedRange<Int>, data: String) throws -> String {
-        try dataYAML(data: data, names: classIds.map { (try $0.represented(), try $0.represented()) })
-    }
-
-    static func dataYAML(data: String, names: [(Node, Node)]) throws -> String {
+    /// Ultralytics' `data.yaml` for a dataset in `path` whose image folders are `train` and `val` (relative to
+    /// it), naming the classes by id. Written by Yams' emitter, never by string concatenation: a name or folder
+    /// holding a newline, a colon or a `#` reads back as itself and cannot add or change a key.
+    public static func dataYAML(path: String, train: String, val: String, names: [Int: String]) throws -> String {
         let document = Node.mapping(
             Node.Mapping([
-                ("path", try data.represented()), ("train", "."), ("val", "."),
-                ("names", Node.mapping(Node.Mapping(names))),
+                ("path", try path.represented()), ("train", try train.represented()), ("val", try val.represented()),
+                (
+                    "names",
+                    Node.mapping(
+                        Node.Mapping(
+                            try names.keys.sorted().map { (try $0.represented(), try names[$0]!.represented()) }))
+                ),
             ]))
-        return "# Written by autoannotate: YOLO segmentation labels for the images in path\n"
+        return "# Written by autoannotate export: YOLO segmentation labels beside the images\n"
             + (try Yams.serialize(node: document, width: -1, allowUnicode: true))
+    }
+
+    /// `label` text lines as a label file holds them: each once, in order, newline-terminated.
+    public static func contents(lines: [String]) -> String {
+        var seen = Set<String>()
+        return lines.filter { seen.insert($0).inserted }.map { $0 + "\n" }.joined()
     }
 }
 

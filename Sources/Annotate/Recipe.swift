@@ -18,14 +18,22 @@ public enum Recipe {
 
     /// The labelling job's options a recipe may set, as Ultralytics-style keys.
     public static let keys: Set<String> = [
+        "data",
         "det_model", "sam_model", "conf", "iou", "imgsz", "max_det", "classes", "sam_conf", "empty",
-        "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes",
+        "polygon", "precision", "threads", "output_dir", "device", "retry_failed", "boxes", "names", "epsilon",
+        "min_area",
     ]
     public static let maximumBytes = 64 * 1024
 
-    /// The options of the recipe file at `path`, sorted by key; a list's items joined by commas.
+    /// The options of the recipe file at `path`, sorted by key; a list's items joined by commas. A name that is no
+    /// file (`auto-annotate`, `auto-annotate.yaml`) is one of the recipes that ship with autoannotate.
     public static func options(path: String) throws -> [(key: String, value: String)] {
-        try options(yaml: try read(path), path: path)
+        var info = stat()
+        let name = path.hasSuffix(".yaml") ? String(path.dropLast(5)) : path
+        if !path.contains("/"), stat(path, &info) != 0, let text = builtIn[name] {
+            return try options(yaml: text, path: path)
+        }
+        return try options(yaml: try read(path), path: path)
     }
 
     /// The options of a recipe's text (`path` names it in errors).
@@ -74,27 +82,14 @@ public enum Recipe {
 
     /// The recipe's text: a regular file of at most `maximumBytes`, read without ever holding more.
     public static func read(_ path: String) throws -> String {
-        func problem(_ reason: String) -> Problem { Problem(path: path, reason: reason) }
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw problem("no such recipe file (\(String(cString: strerror(errno))))")
+        do {
+            return try readSmallTextFile(path, maximumBytes: maximumBytes, what: "a recipe is a small YAML file")
+        } catch let error as SmallTextFileError {
+            let names = builtIn.keys.sorted().joined(separator: ", ")
+            throw Problem(
+                path: path,
+                reason: error.reason + (path.contains("/") ? "" : "; the recipes that ship with autoannotate: \(names)")
+            )
         }
-        guard info.st_mode & S_IFMT == S_IFREG else {
-            throw problem("not a regular file; a recipe is a small YAML file")
-        }
-        guard info.st_size <= maximumBytes, let handle = FileHandle(forReadingAtPath: path) else {
-            throw problem(
-                info.st_size > maximumBytes
-                    ? "\(info.st_size) bytes; a recipe is at most \(maximumBytes / 1024) KiB" : "cannot be read")
-        }
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: maximumBytes + 1)) ?? Data()
-        guard data.count <= maximumBytes else {
-            throw problem("larger than \(maximumBytes / 1024) KiB; a recipe is a small YAML file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw problem("not UTF-8 text")
-        }
-        return text
     }
 }

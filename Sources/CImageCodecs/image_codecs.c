@@ -213,9 +213,28 @@ static void png_warn(png_structp png, png_const_charp text) {
     (void)text; // libpng recovers from what it warns about (e.g. a bad CRC in an ancillary chunk), as OpenCV
 }
 
+// Every chunk's declared length must fit in the bytes that follow it: libpng sizes (and clears) a buffer from a
+// declared length before it reads, so a 355-byte file declaring a 2 GB text chunk would cost 2 GB.
+static int png_chunks_fit(const uint8_t *data, size_t size, char *message) {
+    size_t offset = 8;
+    while (offset + 12 <= size) {
+        uint32_t length = (uint32_t)data[offset] << 24 | (uint32_t)data[offset + 1] << 16 |
+                          (uint32_t)data[offset + 2] << 8 | data[offset + 3];
+        if (length > size - offset - 12) {
+            snprintf(message, 256, "truncated: chunk %.4s declares %u bytes, more than the file holds",
+                     (const char *)data + offset + 4, (unsigned)length);
+            return 0;
+        }
+        if (memcmp(data + offset + 4, "IEND", 4) == 0) return 1;
+        offset += 12 + (size_t)length;
+    }
+    return 1; // a file cut short is libpng's to report, where the image data ends
+}
+
 aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, uint8_t *pixels, size_t capacity,
                         aa_image *out) {
     memset(out, 0, sizeof(*out));
+    if (!png_chunks_fit(data, size, out->message)) return AA_TRUNCATED;
     png_source source = {data, size, 0};
     png_bytep *volatile rows = NULL;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, out->message, png_fail, png_warn);
@@ -235,6 +254,8 @@ aa_status aa_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, u
         return strncmp(out->message, "truncated", 9) == 0 ? AA_TRUNCATED : AA_CORRUPT;
     }
     png_set_read_fn(png, &source, png_read_memory);
+    // No ancillary chunk (ICC profile, text, EXIF) may ask for more than 16 MB, nor decompress to more.
+    png_set_chunk_malloc_max(png, 16 << 20);
     png_read_info(png, info);
 
     png_uint_32 width = 0, height = 0;

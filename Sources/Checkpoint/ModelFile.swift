@@ -16,6 +16,18 @@ public struct SamCheckpoint: Sendable {
 /// hyper-parameter: BatchNorm eps, strides, each layer's `f`/`i` routing) and its state dict.
 // Unchecked: the pickled module tree (`PickleObject`, a class) is complete and never mutated once read.
 public struct YOLOCheckpoint: @unchecked Sendable {
+    /// `model.names`: a dict of class id → name, or a list naming the classes in order (Ultralytics'
+    /// `check_class_names` takes both). Only ids a head can have (Detect checks nc against its weights) and names
+    /// that are text count.
+    public static func classNames(_ value: PickleValue?) -> [Int: String] {
+        let entries = value?.dict?.entries ?? value?.items?.prefix(10_000).enumerated().map { (.int($0), $1) } ?? []
+        return Dictionary(
+            entries.compactMap { k, v in
+                k.int.flatMap { id in (0..<10_000).contains(id) ? v.string.map { (id, $0) } : nil }
+            },
+            uniquingKeysWith: { a, _ in a })
+    }
+
     public let model: PickleObject
     public let weights: StateDict
     /// Class names by id (`model.names`).
@@ -139,12 +151,7 @@ public enum ModelFile {
         }
         let checkpoint = YOLOCheckpoint(
             model: model, weights: try StateDict.from(module: model, path: file.path, file: file),
-            names: Dictionary(
-                // Class ids a head can have (Detect checks nc against its weights); other entries are not classes.
-                (model["names"]?.dict?.entries ?? []).compactMap { k, v in
-                    k.int.flatMap { id in (0..<10_000).contains(id) ? v.string.map { (id, $0) } : nil }
-                },
-                uniquingKeysWith: { a, _ in a }),
+            names: YOLOCheckpoint.classNames(model["names"]),
             stride: model["stride"]?.tensor.flatMap { $0.count <= 8 ? $0.floats().map(Double.init) : nil } ?? [],
             yamlFile: yamlFile, scale: yaml?["scale"]?.string, version: top["version"]?.string)
         let types = Set(checkpoint.layers.map(\.name))

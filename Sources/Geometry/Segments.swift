@@ -14,13 +14,31 @@ public enum MultiPartPolicy: String, Sendable, CaseIterable {
 
 /// The polygons of a binary mask as pixel coordinates, per `policy`. Empty for an empty mask.
 public func maskSegments(_ mask: [Bool], width: Int, height: Int, policy: MultiPartPolicy = .merge) -> [[GridPoint]] {
-    let contours = externalContours(mask, width: width, height: height)
-    guard !contours.isEmpty else { return [] }
-    switch policy {
-    case .merge: return [contours.count > 1 ? mergeMultiSegment(contours).flatMap { $0 } : contours[0]]
-    case .largest: return [contours.max { $0.count < $1.count }!]  // first of the longest, as numpy's argmax
-    case .separate: return contours
+    maskPolygons(mask, width: width, height: height, policy: policy).polygons
+}
+
+/// `maskSegments` with cleaner polygons: parts whose contour area (`contourArea`) is below `minimumPartArea`
+/// pixels are dropped (and counted), and each part is simplified by `approximatePolygon` within `epsilon` pixels
+/// (0: kept as found, Ultralytics' polygons) — the largest part chosen before, parts merged after.
+public func maskPolygons(
+    _ mask: [Bool], width: Int, height: Int, policy: MultiPartPolicy = .merge, minimumPartArea: Double = 0,
+    epsilon: Double = 0
+) -> (polygons: [[GridPoint]], droppedParts: Int) {
+    let found = externalContours(mask, width: width, height: height)
+    let contours = minimumPartArea > 0 ? found.filter { contourArea($0) >= minimumPartArea } : found
+    guard !contours.isEmpty else { return ([], found.count - contours.count) }
+    func simplified(_ parts: [[GridPoint]]) -> [[GridPoint]] {
+        epsilon > 0 ? parts.map { approximatePolygon($0, epsilon: epsilon) } : parts
     }
+    let polygons: [[GridPoint]]
+    switch policy {
+    case .merge:
+        let parts = simplified(contours)
+        polygons = [parts.count > 1 ? mergeMultiSegment(parts).flatMap { $0 } : parts[0]]
+    case .largest: polygons = simplified([contours.max { $0.count < $1.count }!])  // the first longest, as argmax
+    case .separate: polygons = simplified(contours)
+    }
+    return (polygons, found.count - contours.count)
 }
 
 /// `merge_multi_segment`: connects consecutive segments at their closest point pair so that the result, read

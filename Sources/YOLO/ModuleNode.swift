@@ -66,7 +66,24 @@ struct ModuleNode {
     func int(_ name: String) throws -> Int {
         if let value = object[name]?.int { return value }
         if let first = object[name]?.items?.first?.int { return first }
-        throw CheckpointError.missingKey(path: file, key: path + name)
+        throw attributeError(name, expected: "a whole number")
+    }
+
+    /// A missing attribute, or one of another type (`padding='same'`), named with what it holds.
+    func attributeError(_ name: String, expected: String) -> CheckpointError {
+        guard let value = object[name] else { return invalid(name, "is missing (\(expected) is needed)") }
+        let held =
+            switch value {
+            case .none: "None"
+            case .string(let text): "'\(text.prefix(40))'"
+            case .float(let number): "\(number)"
+            case .int(let number): "\(number)"
+            case .tuple(let items): "a tuple of \(items.count)"
+            case .list(let list): "a list of \(list.items.count)"
+            case .object(let inner): "a \(inner.name)"
+            default: "a value of another kind"
+            }
+        return invalid(name, "is \(held), not \(expected)")
     }
 
     func pair(_ name: String) throws -> (Int, Int) {
@@ -76,7 +93,7 @@ struct ModuleNode {
     }
 
     func double(_ name: String) throws -> Double {
-        guard let value = object[name]?.double else { throw CheckpointError.missingKey(path: file, key: path + name) }
+        guard let value = object[name]?.double else { throw attributeError(name, expected: "a number") }
         return value
     }
 }

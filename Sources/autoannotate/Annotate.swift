@@ -13,11 +13,12 @@ extension AutoAnnotateCommand {
             abstract:
                 "Label a folder of images: YOLOv8 boxes → SAM masks → YOLO segmentation labels (the default command).",
             discussion: """
-                Labels mirror the input tree under output_dir (default: <data>_auto_annotate_labels beside data), one
-                .txt per image ('class x1 y1 … xn yn', normalised), with data.yaml naming the classes. Progress is kept
-                in output_dir/autoannotate.sqlite: run the same command again, or 'autoannotate resume', to go on
-                after an interruption. output_dir must be a folder of its own: not data, not inside it, not holding it,
-                and new or empty for a new job. Exit code 0: every image labelled; 2: some images failed (see
+                Labels mirror the input tree under output_dir (default: <data>_auto_annotate_labels beside data), one \
+                .txt per image ('class x1 y1 … xn yn', normalised); 'autoannotate export' makes a dataset of them \
+                to train on (Ultralytics' layout with a val split, COCO or LabelMe). Progress is kept \
+                in output_dir/autoannotate.sqlite: run the same command again, or 'autoannotate resume', to go on \
+                after an interruption. output_dir must be a folder of its own: not data, not inside it, not holding it, \
+                and new or empty for a new job. Exit code 0: every image labelled; 2: some images failed (see \
                 'autoannotate status'), or data holds no images; 1: the job could not run.
                 """)
 
@@ -34,6 +35,12 @@ extension AutoAnnotateCommand {
                     "Each box prompts SAM; a box whose mask SAM rejects keeps its outline, rows that are polygons already are copied."
             ))
         var boxes: String?
+
+        @Option(
+            help:
+                "With boxes=: the YAML file naming the box dataset's classes (default: its data.yaml, found beside its images folder)."
+        )
+        var names: String?
 
         @Option(name: .customLong("sam-model"), help: "Segment Anything checkpoint.")
         var samModel = "sam_b.pt"
@@ -54,6 +61,17 @@ extension AutoAnnotateCommand {
         @Option(help: "Masks in several parts: merge (Ultralytics' default), largest, or separate (one line per part).")
         var polygon: MultiPartPolicy = .merge
 
+        @Option(
+            help:
+                "Simplify polygons within this many pixels (cv2.approxPolyDP's algorithm), from 0 to 1000; 0: as Ultralytics."
+        )
+        var epsilon: Double = 0
+
+        @Option(
+            name: .customLong("min-area"),
+            help: "Drop masks, and parts of masks, of fewer pixels than this (counted in the summary); 0: none.")
+        var minArea: Int = 0
+
         @Flag(name: .customLong("retry-failed"), help: "Also redo images that failed before.")
         var retryFailed = false
 
@@ -65,7 +83,14 @@ extension AutoAnnotateCommand {
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
 
-        func validate() throws { try OptionRange.check("sam_conf", samConf, 0...1) }
+        func validate() throws {
+            try OptionRange.check("sam_conf", samConf, 0...1)
+            guard JobSettings.epsilons.contains(epsilon) else {
+                throw ValidationError(
+                    "epsilon=\(epsilon) is out of range: epsilon must be a number of pixels from 0 to 1000")
+            }
+            try OptionRange.check("min_area", minArea, JobSettings.areas)
+        }
 
         func run() throws {
             compute.apply()
@@ -82,6 +107,8 @@ extension AutoAnnotateCommand {
                 if detection.classes != nil {
                     throw ValidationError("classes= selects detector classes; a box dataset keeps all of its objects")
                 }
+            } else if names != nil {
+                throw ValidationError("names= names a box dataset's classes (with boxes=); a detector names its own")
             }
             let output = URL(fileURLWithPath: outputDir ?? JobSettings.defaultOutput(for: data)).standardizedFileURL
                 .path
@@ -94,6 +121,11 @@ extension AutoAnnotateCommand {
                 detector: try detectorPath.map { try .identify(path: $0) },
                 segmenter: try .identify(path: try resolveModel(samModel)))
             settings.boxes = boxFolder
+            if boxFolder != nil {
+                settings.names =
+                    names.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+                    ?? DatasetNames.find(forData: dataPath)
+            }
             settings.confidence = detection.conf
             settings.iou = detection.iou
             settings.imageSize = detection.imgsz
@@ -101,6 +133,8 @@ extension AutoAnnotateCommand {
             settings.samConfidence = samConf
             settings.empty = empty
             settings.polygon = polygon.rawValue
+            settings.epsilon = epsilon > 0 ? epsilon : nil
+            settings.minArea = minArea > 0 ? minArea : nil
             settings.precision = precision.precision
             if detection.classes != nil {
                 // Class names resolve against the detector's own names (read from the checkpoint, no weights loaded).
@@ -148,37 +182,50 @@ extension AutoAnnotateCommand {
             let failed = job.counts["failed"] ?? 0
             var lines = [
                 "\(annotator.settings.output): \(summary.done) labelled, \(summary.empty) without objects, \(summary.failed) failed in this run "
-                    + "(\(summary.objects) objects, \(String(format: "%.1f", summary.seconds)) s)"
+                    + "(\(counted(summary.objects, "object")), \(String(format: "%.1f", summary.seconds)) s)"
             ]
             if summary.skipped > 0 {
                 lines.append(
-                    "  \(summary.skipped) images were finished or failed before (retry_failed=True redoes failed ones)")
+                    "  \(counted(summary.skipped, "image")) finished or failed before (retry_failed=True redoes failed ones)"
+                )
             }
             if summary.outlines > 0 {
                 lines.append(
-                    "  \(summary.outlines) boxes kept their outline: SAM's mask was empty or its score not above sam_conf"
+                    "  \(counted(summary.outlines, "box", "boxes")) kept their outline: SAM's mask was empty or its score not above sam_conf"
                 )
             }
-            if summary.ignored > 0 { lines.append("  \(summary.ignored) files that are not images were ignored") }
+            if summary.small + summary.smallParts > 0 {
+                lines.append(
+                    "  min_area dropped \(counted(summary.small, "mask")) and \(counted(summary.smallParts, "part")) of masks"
+                        + (annotator.settings.boxes == nil ? "" : " (a box whose mask was dropped keeps its outline)"))
+            }
+            if summary.ignored > 0 { lines.append("  \(counted(summary.ignored, "file")) that are not images ignored") }
             if summary.skippedFiles > 0 {
                 lines.append(
-                    "  \(summary.skippedFiles) files or folders could not be scanned (symbolic links, unreadable folders, names that are not UTF-8): 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
+                    "  \(counted(summary.skippedFiles, "file or folder", "files or folders")) could not be scanned (symbolic links, unreadable folders, names that are not UTF-8): 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
                 )
             }
             if summary.rewritten > 0 {
-                lines.append("  \(summary.rewritten) label files missing on disk were written again")
+                lines.append("  \(counted(summary.rewritten, "label file")) missing on disk written again")
             }
-            if summary.removed > 0 { lines.append("  \(summary.removed) images are gone from data since the last run") }
+            if summary.removed > 0 {
+                lines.append(
+                    summary.removed == 1
+                        ? "  1 image is gone from data since the last run; its label file is removed"
+                        : "  \(summary.removed) images are gone from data since the last run; their label files are removed"
+                )
+            }
             if failed > 0 {
                 lines.append(
-                    "  \(failed) images failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
+                    "  \(counted(failed, "image")) failed in this job: 'autoannotate status output_dir=\(annotator.settings.output)' lists them"
                 )
             }
             if summary.interrupted {
                 lines.append("  stopped before the end: 'autoannotate resume output_dir=\(output)' continues the job")
             }
             FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
-            if summary.interrupted { throw ExitCode.failure }
+            // A stop asked for ends with 1, even where the image in hand was the last one.
+            if summary.interrupted || Interruption.requested { throw ExitCode.failure }
             if failed > 0 { throw ExitCode(2) }
         }
     }
@@ -189,8 +236,10 @@ extension AutoAnnotateCommand {
             abstract:
                 "Continue an interrupted job with the settings it was started with; finished images are not redone.")
 
-        @Option(name: .customLong("output-dir"), help: "The job's output folder.")
-        var outputDir: String
+        @Option(
+            name: .customLong("output-dir"),
+            help: "The job's output folder (default: the one job under the current folder).")
+        var outputDir: String?
 
         @Flag(name: .customLong("retry-failed"), help: "Also redo images that failed before.")
         var retryFailed = false
@@ -199,13 +248,27 @@ extension AutoAnnotateCommand {
 
         func run() throws {
             compute.apply()
+            let folder = try outputDir ?? Self.onlyJobUnderCurrentFolder()
             var settings = try AutoAnnotator.storedSettings(
-                output: URL(fileURLWithPath: outputDir).standardizedFileURL.path)
+                output: URL(fileURLWithPath: folder).standardizedFileURL.path)
             // The models must be the same files: identify them again where the job found them.
             let stored = settings
             settings.detector = try stored.detector.map { try .identify(path: $0.path) }
             settings.segmenter = try .identify(path: stored.segmenter.path)
             try Run.execute(try AutoAnnotator(settings: settings), retryFailed: retryFailed)
+        }
+
+        /// Without `output_dir`, as `status` looks: the job in the current folder or directly under it, if one.
+        static func onlyJobUnderCurrentFolder() throws -> String {
+            let jobs = try Status.jobsUnderCurrentFolder()
+            guard jobs.count == 1 else {
+                throw ValidationError(
+                    jobs.isEmpty
+                        ? "no autoannotate job in or under the current folder; give output_dir="
+                        : "\(jobs.count) jobs under the current folder (\(jobs.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))); give output_dir="
+                )
+            }
+            return jobs[0]
         }
     }
 
@@ -245,9 +308,10 @@ extension AutoAnnotateCommand {
                     continue
                 }
                 if format == .json {
-                    let encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(summary))
-                    let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
-                    documents.append(["output_dir": path, "status": encoded, "settings": config])
+                    let encoder = JSONEncoder()
+                    encoder.keyEncodingStrategy = .convertToSnakeCase
+                    let encoded = try JSONSerialization.jsonObject(with: encoder.encode(summary))
+                    documents.append(["output_dir": path, "status": encoded, "settings": Self.document(settings)])
                 } else {
                     print(ProgressReporter.printable(Self.text(path, settings, summary)))
                 }
@@ -257,9 +321,29 @@ extension AutoAnnotateCommand {
                 print(
                     String(
                         decoding: try JSONSerialization.data(
-                            withJSONObject: value, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                            withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+                        as: UTF8.self))
             }
             if unreadable > 0 { throw ExitCode.failure }
+        }
+
+        /// A job's settings under the names the command line gives them.
+        static func document(_ s: JobSettings) -> [String: Any] {
+            func model(_ m: JobSettings.Model) -> [String: Any] {
+                ["path": m.path, "sha256": m.sha256, "size": m.size]
+            }
+            var document: [String: Any] = [
+                "data": s.data, "output_dir": s.output, "sam_model": model(s.segmenter), "conf": Double(s.confidence),
+                "iou": Double(s.iou), "imgsz": s.imageSize, "max_det": s.maxDetections,
+                "sam_conf": Double(s.samConfidence), "empty": s.empty.rawValue, "polygon": s.polygon,
+                "epsilon": s.epsilon ?? 0, "min_area": s.minArea ?? 0, "precision": (s.precision ?? .fp32).rawValue,
+                "version": s.version,
+            ]
+            document["det_model"] = s.detector.map(model) ?? NSNull()
+            document["classes"] = s.classes ?? NSNull()
+            document["boxes"] = s.boxes ?? NSNull()
+            document["names"] = s.names ?? NSNull()
+            return document
         }
 
         static func jobsUnderCurrentFolder() throws -> [String] {
@@ -298,7 +382,7 @@ extension AutoAnnotateCommand {
             out +=
                 "  conf \(s.confidence), iou \(s.iou), imgsz \(s.imageSize), max_det \(s.maxDetections), classes \(s.classes.map { "\($0)" } ?? "all"), "
             out +=
-                "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), precision \((s.precision ?? .fp32).rawValue)\n"
+                "sam_conf \(s.samConfidence), empty \(s.empty.rawValue), polygon \(s.polygon), epsilon \(s.epsilon ?? 0), min_area \(s.minArea ?? 0), precision \((s.precision ?? .fp32).rawValue)\n"
             if j.missingLabels > 0 {
                 out +=
                     "  labels missing on disk: \(j.missingLabels) finished images have no label file ('autoannotate resume' writes them again)\n"

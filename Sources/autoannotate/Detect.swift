@@ -10,9 +10,11 @@ extension AutoAnnotateCommand {
         static let configuration = CommandConfiguration(
             abstract: "Detect objects with a YOLOv8 model in an image or a folder of images.",
             discussion: """
-                format=json prints, per image, each box's class id, class name, confidence and xyxy pixel corners.
-                format=txt prints YOLO box labels (class x_center y_center width height, normalised), one block per
-                image headed by '# <path>' when the source is a folder. Exit code 2 if some images could not be read.
+                format=json prints, per image, each box's class id, class name, confidence and xyxy pixel corners. \
+                format=txt prints YOLO box labels (class x_center y_center width height, normalised) for an image; for \
+                a folder it writes one label file per image, mirroring the folder, into output_dir (default: \
+                <source>_detect_labels; new or empty) — a box dataset that 'boxes=' reads. Exit code 2 if some \
+                images could not be read.
                 """)
 
         @Option(help: "A YOLOv8 detection checkpoint (yolov8n.pt … yolov8x.pt).")
@@ -24,6 +26,11 @@ extension AutoAnnotateCommand {
         @Option(help: "json or txt.")
         var format: OutputFormat = .json
 
+        @Option(
+            name: .customLong("output-dir"),
+            help: "format=txt with a folder: where the label files go (default: <source>_detect_labels).")
+        var outputDir: String?
+
         @OptionGroup var detection: DetectionOptions
         @OptionGroup var compute: ComputeOptions
 
@@ -34,11 +41,18 @@ extension AutoAnnotateCommand {
             let detector = try Detector(path: try resolveModel(model))
             let options = try detection.nms(names: detector.names)
             let files = try imageFiles(under: source)
+            let root = URL(fileURLWithPath: source).standardizedFileURL.path
+            var isFolder: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: root, isDirectory: &isFolder)
+            // A folder's box labels go to files of their own, in a folder that holds nothing else.
+            let labels = format == .txt && isFolder.boolValue ? try labelFolder(for: root) : nil
+            var written: [String: String] = [:]
             var failed = 0
             var printed = 0
             // A folder's results are printed as they come, one element of a JSON array each: nothing accumulates.
             func printRecord(_ record: [String: Any]) throws {
-                let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+                let data = try JSONSerialization.data(
+                    withJSONObject: record, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
                 print(printed == 0 ? "[" : ",", String(decoding: data, as: UTF8.self), separator: "\n", terminator: "")
                 printed += 1
             }
@@ -49,8 +63,19 @@ extension AutoAnnotateCommand {
                     switch format {
                     case .json: try printRecord(json(file, image, detections, names: detector.names))
                     case .txt:
-                        if files.count > 1 { print("# \(file)") }
-                        for d in detections { print(yoloLine(d, image)) }
+                        let lines = detections.map { yoloLine($0, image) + "\n" }.joined()
+                        guard let labels else {
+                            print(lines, terminator: "")
+                            continue
+                        }
+                        let relative = String(
+                            URL(fileURLWithPath: file).standardizedFileURL.path.dropFirst(root.count + 1))
+                        let label = (relative as NSString).deletingPathExtension + ".txt"
+                        if let other = written[label] {
+                            throw ValidationError("\(file) and \(other) would write the same label file \(label)")
+                        }
+                        written[label] = file
+                        try LabelWriter.writeAtomically(lines, to: label, in: labels)
                     }
                 } catch {
                     failed += 1
@@ -58,7 +83,18 @@ extension AutoAnnotateCommand {
                 }
             }
             if format == .json { print(printed == 0 ? "[]" : "\n]") }
+            if let labels {
+                FileHandle.standardError.write(Data("wrote \(written.count) label files to \(labels)\n".utf8))
+            }
             if failed > 0 { throw ExitCode(2) }
+        }
+
+        /// `output_dir` (default `<source>_detect_labels`), made, after the checks a job's output folder passes.
+        func labelFolder(for source: String) throws -> String {
+            let folder = URL(fileURLWithPath: outputDir ?? source + "_detect_labels").standardizedFileURL.path
+            try AutoAnnotator.checkFolders(data: source, output: folder, boxes: nil)
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            return folder
         }
 
         func json(_ file: String, _ image: Image, _ detections: [Detection], names: [Int: String]) -> [String: Any] {

@@ -33,8 +33,9 @@ extension AutoAnnotateCommand {
             case .yolo(let yolo):
                 let network = try DetectionModel(yolo)
                 let size = imageSize ?? 640
-                let title = ((yolo.yamlFile ?? "yolov8") as NSString).deletingPathExtension.replacingOccurrences(
-                    of: "yolo", with: "YOLO")
+                // The file name alone: the checkpoint may record a path on the machine that trained it.
+                let title = (((yolo.yamlFile ?? "yolov8") as NSString).lastPathComponent as NSString)
+                    .deletingPathExtension.replacingOccurrences(of: "yolo", with: "YOLO")
                 return """
                     \(name): Ultralytics YOLOv8 detection model, \(network.classCount) classes\(yolo.scale.map { ", scale \($0)" } ?? "")\
                     \(yolo.version.map { ", saved by ultralytics \($0)" } ?? "")
@@ -47,7 +48,10 @@ extension AutoAnnotateCommand {
                 let encoder =
                     a.variant == .mobileSAM
                     ? "TinyViT image encoder"
-                    : "ViT image encoder \(a.encoderWidth) wide, \(a.encoderDepth) blocks, \(a.encoderHeads) heads, global attention in blocks \(a.globalAttentionBlocks.map(String.init).joined(separator: ", "))"
+                    : "ViT image encoder \(a.encoderWidth) wide, \(a.encoderDepth) blocks, \(a.encoderHeads) heads"
+                        + (a.globalAttentionBlocks.isEmpty
+                            ? ", windowed attention only"
+                            : ", global attention in blocks \(a.globalAttentionBlocks.map(String.init).joined(separator: ", "))")
                 let flops =
                     a.variant == .mobileSAM
                     ? ""

@@ -169,3 +169,8 @@ func resolveModel(_ argument: String) throws -> String {
     try AnnotateError.requireRegularFile(path, what: "a model is a checkpoint file")
     return path
 }
+
+/// "1 mask", "2 masks": a count with its noun (`plural` where adding an s is not it).
+func counted(_ count: Int, _ noun: String, _ plural: String? = nil) -> String {
+    "\(count) \(count == 1 ? noun : plural ?? noun + "s")"
+}

@@ -10,10 +10,10 @@ extension AutoAnnotateCommand {
         static let configuration = CommandConfiguration(
             abstract: "Segment objects in one image with Segment Anything, prompted by boxes and/or points.",
             discussion: """
-                bboxes=x1,y1,x2,y2;x1,y1,x2,y2 gives one mask per box. points=x,y;x,y with labels=1,0 (1 foreground,
-                0 background; default all 1) prompt one object together, or every box when given with boxes.
-                format=json prints, per mask, its predicted IoU, box, polygon (Ultralytics' merged contour, pixels)
-                and COCO RLE; format=png writes the image with the masks drawn over it to output (default
+                bboxes=x1,y1,x2,y2;x1,y1,x2,y2 gives one mask per box. points=x,y;x,y with labels=1,0 (1 foreground, \
+                0 background; default all 1) prompt one object together, or every box when given with boxes. \
+                format=json prints, per mask, its predicted IoU, box, polygon (Ultralytics' merged contour, pixels) \
+                and COCO RLE; format=png writes the image with the masks drawn over it to output (default \
                 <image>_sam.png). Without prompts there is nothing to do: segment-everything is not available yet.
                 """)
 
@@ -122,6 +122,11 @@ extension AutoAnnotateCommand {
                     throw ValidationError(
                         "\(name): '\(group)' holds a coordinate that is not a number from -1000000 to 1000000 pixels")
                 }
+                if arity == 4, !(values[2] > values[0] && values[3] > values[1]) {
+                    throw ValidationError(
+                        "\(name): '\(group)' is not a box: x2 must be right of x1 and y2 below y1 (x1,y1,x2,y2 in pixels)"
+                    )
+                }
                 return values
             }
         }
@@ -146,7 +151,8 @@ extension AutoAnnotateCommand {
             ]
             print(
                 String(
-                    decoding: try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys]),
+                    decoding: try JSONSerialization.data(
+                        withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]),
                     as: UTF8.self))
         }
 
@@ -160,7 +166,13 @@ extension AutoAnnotateCommand {
             }
             let path =
                 output ?? (((source as NSString).lastPathComponent as NSString).deletingPathExtension + "_sam.png")
-            try ImageEncoder.png(canvas).write(to: URL(fileURLWithPath: path))
+            // Never over a file that exists (the source image itself, or anything of the user's); never through a link.
+            var info = stat()
+            guard lstat(path, &info) != 0 else {
+                throw ValidationError(
+                    "output=\(path) already exists; segment never replaces a file: remove it or give another output=")
+            }
+            try ImageEncoder.png(canvas).write(to: URL(fileURLWithPath: path), options: .withoutOverwriting)
             print(
                 "wrote \(path): \(prediction.masks.count) masks, IoU scores \(prediction.scores.map { String(format: "%.3f", $0) }.joined(separator: ", "))"
             )

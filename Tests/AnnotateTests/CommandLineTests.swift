@@ -1,3 +1,4 @@
+import Annotate
 import Foundation
 import XCTest
 
@@ -30,7 +31,9 @@ final class CommandLineTests: XCTestCase {
         let document = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any])
         let settings = try XCTUnwrap(document["settings"] as? [String: Any])
         XCTAssertEqual(settings["polygon"] as? String, "largest", "from the recipe")
-        XCTAssertEqual(settings["maxDetections"] as? Int, 50, "the command line overrides the recipe")
+        XCTAssertEqual(settings["max_det"] as? Int, 50, "the command line overrides the recipe")
+        XCTAssertEqual(settings["output_dir"] as? String, output, "the command line's names, paths as typed")
+        XCTAssertFalse(status.output.contains("\\/"), "slashes are not escaped")
         XCTAssertEqual((document["status"] as? [String: Any])?["objects"] as? Int, 1)
 
         // A bad image: the job finishes with exit code 2; a changed setting: refused with exit code 1.
@@ -41,7 +44,86 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(try run(["data=\(data.path)", "conf=2"]).status, 1, "usage error")
     }
 
-    /// The box-dataset recipe through the command: boxes=auto from the recipe, data.yaml naming classes by id, and
+    /// Rough edges a first try meets: a mistyped key is named as typed with the nearest keys and no usage dump;
+    /// bare flags and resume without output_dir work as in Ultralytics; an inverted box is refused; info prints
+    /// no empty list.
+    func testFirstTryRoughEdges() throws {
+        try CrashTests.requireCLI()
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "autoannotate-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        for (arguments, message) in [
+            (["data=x", "det_modle=y"], "Error: unknown option 'det_modle=' (did you mean 'det_model='?)"),
+            (["data=x", "model=y"], "(did you mean 'det_model=' or 'sam_model='?)"),
+            (["detect", "model=m", "source=s", "confd=0.3"], "(did you mean 'conf='?)"),
+            (["data=x", "zzzzzz=1"], "Error: unknown option 'zzzzzz='; '--help' lists them all"),
+        ] {
+            let result = try run(arguments)
+            XCTAssertEqual(result.status, 1, "\(arguments)")
+            XCTAssertTrue(result.errors.contains(message), "\(arguments): \(result.errors)")
+            XCTAssertFalse(result.errors.contains("Usage:"), result.errors)
+        }
+        let data = work.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            at: PipelineTests.fixtures.appendingPathComponent("yolo/small.png"),
+            to: data.appendingPathComponent("small.png"))
+        let job = [
+            "data=\(data.path)", "det_model=\(PipelineTests.detector)", "sam_model=\(PipelineTests.segmenter)",
+        ]
+        XCTAssertEqual(try run(job).status, 0)
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(work.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let resumed = try run(["resume", "retry_failed"])
+        XCTAssertEqual(resumed.status, 0, resumed.errors)
+        XCTAssertTrue(resumed.errors.contains("images_auto_annotate_labels: 0 labelled"), resumed.errors)
+        let box = try run([
+            "segment", "model=\(PipelineTests.segmenter)", "source=\(data.path)/small.png", "bboxes=20,20,10,30",
+        ])
+        XCTAssertEqual(box.status, 1)
+        XCTAssertTrue(box.errors.contains("'20,20,10,30' is not a box"), box.errors)
+        // The recipes that ship by name (the same text as Pipelines/), and a recipe that names the data.
+        for (name, text) in Recipe.builtIn {
+            let file = PipelineTests.fixtures.appendingPathComponent("../../Pipelines/\(name).yaml").standardized
+            XCTAssertEqual(try String(contentsOf: file, encoding: .utf8), text, name)
+        }
+        let recipe = work.appendingPathComponent("mine.yaml")
+        try "data: \(data.path)\npolygon: largest\n".write(to: recipe, atomically: true, encoding: .utf8)
+        for (pipeline, output) in [("largest-part", "by-name"), (recipe.path, "with-data")] {
+            let named = try run(
+                [
+                    "pipeline=\(pipeline)", "data=\(data.path)", "output_dir=\(work.path)/\(output)",
+                    "det_model=\(PipelineTests.detector)", "sam_model=\(PipelineTests.segmenter)",
+                ].filter { pipeline == recipe.path ? !$0.hasPrefix("data=") : true })
+            XCTAssertEqual(named.status, 0, named.errors)
+            XCTAssertTrue(
+                try run(["status", "output_dir=\(work.path)/\(output)"]).output.contains("polygon largest"), pipeline)
+        }
+        XCTAssertTrue(try run(["pipeline=nope", "data=x"]).errors.contains("ship with autoannotate: auto-annotate"))
+        // detect format=txt on a folder: a label file per image, in a folder of its own, that boxes= reads.
+        let detect = try run(["detect", "model=\(PipelineTests.detector)", "source=\(data.path)", "format=txt"])
+        XCTAssertEqual(detect.status, 0, detect.errors)
+        let boxes = data.path + "_detect_labels"
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: boxes), ["small.txt"])
+        let single = try run([
+            "detect", "model=\(PipelineTests.detector)", "source=\(data.path)/small.png", "format=txt",
+        ])
+        XCTAssertEqual(try String(contentsOfFile: boxes + "/small.txt", encoding: .utf8), single.output)
+        XCTAssertEqual(
+            try run(["detect", "model=\(PipelineTests.detector)", "source=\(data.path)", "format=txt"]).status, 1,
+            "the label folder is not empty any more")
+        let segmented = try run([
+            "data=\(data.path)", "boxes=\(boxes)", "sam_model=\(PipelineTests.segmenter)",
+            "output_dir=\(work.path)/segmented",
+        ])
+        XCTAssertEqual(segmented.status, 0, segmented.errors)
+        let info = try run(["info", "model=\(PipelineTests.detector)"])
+        XCTAssertTrue(info.output.contains("YOLOv8n summary:"), info.output)
+    }
+
+    /// The box-dataset recipe through the command: boxes=auto from the recipe, an export's data.yaml naming the
+    /// classes by id, and
     /// a detector alongside boxes refused as a usage error.
     func testBoxDatasetRecipe() throws {
         try CrashTests.requireCLI()
@@ -66,7 +148,9 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(
             status.contains("done 2, empty 2, failed 0")
                 && status.contains("boxes: \(work.appendingPathComponent("dataset/labels").path)"), status)
-        XCTAssertTrue(try String(contentsOfFile: output + "/data.yaml", encoding: .utf8).contains("  5: 5\n"))
+        let export = try run(["export", "output_dir=\(output)", "dataset=\(work.path)/yolo"])
+        XCTAssertEqual(export.status, 0, export.errors)
+        XCTAssertTrue(try String(contentsOfFile: work.path + "/yolo/data.yaml", encoding: .utf8).contains("  5: '5'\n"))
         XCTAssertEqual(try run(job + ["det_model=\(PipelineTests.detector)"]).status, 1, "boxes and a detector")
         XCTAssertEqual(try run(job + ["boxes=\(work.path)/missing"]).status, 1, "no such box folder")
     }

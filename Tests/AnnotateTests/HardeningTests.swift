@@ -1,5 +1,6 @@
 import Annotate
 import Foundation
+import GRDB
 import XCTest
 import Yams
 
@@ -169,8 +170,7 @@ final class HardeningTests: XCTestCase {
             errors[1].hasSuffix(
                 "square.txt line 10001: more than 10000 rows; autoannotate takes at most 10000 objects an image"),
             errors[1])
-        let yaml = try String(contentsOfFile: s.output + "/data.yaml", encoding: .utf8)
-        XCTAssertLessThan(yaml.utf8.count, 1000)
+        XCTAssertEqual(try JobStore(output: s.output).names().count, 7, "ids 0 to 6, named by number")
 
         // Identical rows are one object: many duplicates are not many prompts.
         let duplicates = String(repeating: "1 0.5 0.5 0.2 0.2\n", count: 50_000)
@@ -227,11 +227,11 @@ final class HardeningTests: XCTestCase {
             13: "tab\there", 14: "{a: b}", 15: "*alias", 16: "&anchor", 17: "!tag", 18: "%", 19: "@",
         ]
         let folder = "/data/imgs #1\npath: x"
-        let text = try LabelWriter.dataYAML(names: names, data: folder)
+        let text = try LabelWriter.dataYAML(path: folder, train: "images/train #2", val: "images/val", names: names)
         let document = try XCTUnwrap(try Yams.load(yaml: text) as? [String: Any], text)
         XCTAssertEqual(Set(document.keys), ["path", "train", "val", "names"], text)
         XCTAssertEqual(document["path"] as? String, folder)
-        XCTAssertEqual(document["train"] as? String, ".")
+        XCTAssertEqual(document["train"] as? String, "images/train #2")
         func byId(_ value: Any?) -> [Int: String] {
             Dictionary(
                 ((value as? [AnyHashable: Any]) ?? [:]).map {
@@ -240,17 +240,14 @@ final class HardeningTests: XCTestCase {
         }
         XCTAssertEqual(byId(document["names"]), names, text)
 
-        let ids = try XCTUnwrap(
-            try Yams.load(yaml: try LabelWriter.dataYAML(classIds: 0...2, data: folder)) as? [String: Any])
-        XCTAssertEqual(byId(ids["names"]), [0: "0 (Int)", 1: "1 (Int)", 2: "2 (Int)"])
-
-        // Through the job: a data folder named 'imgs #1'.
+        // Through a job and its export: a dataset folder named 'set #1'.
         let data = try images(in: "imgs #1")
         let output = work.appendingPathComponent("labels")
         _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
-        let written = try Yams.load(
-            yaml: try String(contentsOf: output.appendingPathComponent("data.yaml"), encoding: .utf8))
-        XCTAssertEqual((written as? [String: Any])?["path"] as? String, data.path)
+        let dataset = work.appendingPathComponent("set #1").path
+        _ = try DatasetExport(format: .yolo, dataset: dataset).run(job: output.path)
+        let written = try Yams.load(yaml: try String(contentsOfFile: dataset + "/data.yaml", encoding: .utf8))
+        XCTAssertEqual((written as? [String: Any])?["path"] as? String, dataset)
     }
 
     // MARK: - Recipes
@@ -282,13 +279,13 @@ final class HardeningTests: XCTestCase {
             (try write("classes:\n  person: 1\n", "nested.yaml"), "classes is a map"),
             (
                 try write("conf: 0.25\n" + String(repeating: "#", count: 70_000), "large.yaml"),
-                "a recipe is at most 64 KiB"
+                "at most 64 KiB: a recipe is a small YAML file"
             ),
             (try write("- conf\n", "list.yaml"), "a recipe is a YAML mapping"),
             (try write("conf: [\n", "broken.yaml"), "not valid YAML"),
             (work.path, "not a regular file"),
             (fifo, "not a regular file"),
-            (work.appendingPathComponent("missing.yaml").path, "no such recipe file"),
+            (work.appendingPathComponent("missing.yaml").path, "no such file"),
             (try write("conf: -0.1\n", "negative.yaml"), "conf=-0.1 is out of range"),
         ]
         for (recipe, message) in cases {
@@ -497,7 +494,7 @@ extension HardeningTests {
         XCTAssertTrue(FileManager.default.fileExists(atPath: moved.appendingPathComponent("small.txt").path))
         let status = try cli.run(["status", "output_dir=\(moved.path)", "format=json"]).output
         let document = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
-        XCTAssertEqual((document["settings"] as? [String: Any])?["output"] as? String, moved.path)
+        XCTAssertEqual((document["settings"] as? [String: Any])?["output_dir"] as? String, moved.path)
         try copyImage("portrait.jpg", to: data)
         XCTAssertEqual(try cli.run(["data=\(data.path)", "output_dir=\(moved.path)"] + job).status, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: moved.appendingPathComponent("portrait.txt").path))
@@ -643,7 +640,7 @@ extension HardeningTests {
         for (edit, sentence) in [
             (
                 stored.replacingOccurrences(of: "\"imageSize\":640", with: "\"imageSize\":\"big\""),
-                "'imageSize' is not a Int value"
+                "'imageSize' is not a number"
             ),
             (stored.replacingOccurrences(of: "\"data\":", with: "\"dat\":"), "'data' is missing"),
             ("[1,", "it is not JSON"),
@@ -652,6 +649,56 @@ extension HardeningTests {
                 XCTAssertEqual(AnnotateError.sentence(for: $0), sentence, edit)
             }
         }
+    }
+
+    /// A store edited by hand (a number where text belongs, a path that is a blob, a dropped table) is refused in
+    /// a sentence naming it — never a trap in a read; settings that are not a map are said in words.
+    func testAStoreChangedByHandIsRefusedInASentence() throws {
+        try CrashTests.requireCLI()
+        let data = try images(["small.png"])
+        let output = work.appendingPathComponent("labels")
+        _ = try AutoAnnotator(settings: try settings(data: data, output: output)).run()
+        let store = output.appendingPathComponent("autoannotate.sqlite").path
+        let pristine = try Data(contentsOf: URL(fileURLWithPath: store))
+        for (edit, message) in [
+            (
+                "UPDATE image SET mtime = 'abc'",
+                "the job store was changed by hand: 1 rows hold values of the wrong type"
+            ),
+            ("UPDATE image SET size = 1e300", "the job store was changed by hand"),
+            ("UPDATE image SET path = x'ff00fe'", "the job store was changed by hand"),
+            ("DROP TABLE object", "the job store cannot be opened (no such table: object)"),
+            ("UPDATE job SET settings = '[]'", "the job's settings in it cannot be read: the document is not a map"),
+        ] {
+            try pristine.write(to: URL(fileURLWithPath: store))
+            for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) }
+            try DatabaseQueue(path: store).write { try $0.execute(sql: edit) }
+            for command in [["resume", "output_dir=\(output.path)"], ["status", "output_dir=\(output.path)"]] {
+                let result = try cli.run(command)
+                XCTAssertEqual(result.status, 1, "\(edit): \(result.errors)")
+                XCTAssertTrue(result.errors.contains(message), "\(edit): \(result.errors)")
+                XCTAssertFalse(result.errors.contains("Fatal error"), result.errors)
+            }
+        }
+    }
+
+    /// `segment format=png` never writes over a file: not its own source image, not anything of the user's.
+    func testSegmentNeverReplacesAFile() throws {
+        try CrashTests.requireCLI()
+        let data = try images(["small.png"])
+        let source = data.appendingPathComponent("small.png").path
+        let before = try Data(contentsOf: URL(fileURLWithPath: source))
+        for output in [source, try write("mine", "notes.txt")] {
+            let result = try cli.run([
+                "segment", "model=\(PipelineTests.segmenter)", "source=\(source)", "bboxes=1,1,20,20", "format=png",
+                "output=\(output)",
+            ])
+            XCTAssertEqual(result.status, 1, result.errors)
+            XCTAssertTrue(result.errors.contains("already exists; segment never replaces a file"), result.errors)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: source)), before)
+        XCTAssertEqual(
+            try String(contentsOfFile: work.appendingPathComponent("notes.txt").path, encoding: .utf8), "mine")
     }
 
     /// Ctrl-C and SIGTERM end every command with exit code 1 and a sentence, never by the signal: a job finishes the

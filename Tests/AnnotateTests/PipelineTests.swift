@@ -63,6 +63,41 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(objects, 15)
     }
 
+    /// epsilon= simplifies every polygon (fewer points, the same objects) and min_area= drops small masks, counted;
+    /// both are settings of the job, so a resume with other values is refused by name.
+    func testEpsilonAndMinAreaCleanThePolygons() throws {
+        let data = work.appendingPathComponent("images")
+        try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("annotate/images"), to: data)
+        func points(_ folder: URL) -> (lines: Int, numbers: Int) {
+            let text = files(folder).values.map { String(decoding: $0, as: UTF8.self) }.joined()
+            let lines = text.split(separator: "\n")
+            return (lines.count, lines.reduce(0) { $0 + $1.split(separator: " ").count - 1 })
+        }
+        _ = try AutoAnnotator(settings: try settings(data: data)).run()
+        let plain = points(work.appendingPathComponent("labels"))
+        var simplified = try settings(data: data, output: work.appendingPathComponent("simplified"))
+        simplified.epsilon = 2
+        let summary = try AutoAnnotator(settings: simplified).run()
+        XCTAssertEqual(summary.small + summary.smallParts, 0)
+        let fewer = points(work.appendingPathComponent("simplified"))
+        XCTAssertEqual(fewer.lines, plain.lines)
+        XCTAssertLessThan(fewer.numbers * 2, plain.numbers, "epsilon=2 keeps fewer than half the points")
+        var changed = simplified
+        changed.epsilon = 3
+        XCTAssertThrowsError(try AutoAnnotator(settings: changed)) {
+            XCTAssertTrue(
+                $0.localizedDescription.contains("epsilon: the job has 2.0, now 3.0"), $0.localizedDescription)
+        }
+
+        var large = try settings(data: data, output: work.appendingPathComponent("large"))
+        large.minArea = 3000
+        let dropped = try AutoAnnotator(settings: large).run()
+        XCTAssertGreaterThan(dropped.small, 0)
+        XCTAssertEqual(points(work.appendingPathComponent("large")).lines, plain.lines - dropped.small)
+        large.minArea = -1
+        XCTAssertThrowsError(try large.validate())
+    }
+
     /// Compares label folders: the same files, the same lines with the same classes in order, and every line's
     /// polygon the same points within 1e-3 px (Ultralytics' yolo_bbox2segment prints 6 significant digits, so
     /// exact text equality is not the test; a polygon rasteriser is not either: noise masks' staircase contours
@@ -131,8 +166,9 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(
             try assertSameLabels(output, Self.fixtures.appendingPathComponent("annotate/bbox2segment"), images: data), 5
         )
-        let yaml = try String(contentsOf: output.appendingPathComponent("data.yaml"), encoding: .utf8)
-        XCTAssertTrue(yaml.hasSuffix("names:\n  0: 0\n  1: 1\n  2: 2\n  3: 3\n  4: 4\n  5: 5\n"), yaml)
+        // Box labels carry no names and the dataset has no data.yaml: the classes are named by their ids.
+        XCTAssertEqual(try JobStore(output: output.path).names(), [0: "0", 1: "1", 2: "2", 3: "3", 4: "4", 5: "5"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output.appendingPathComponent("data.yaml").path))
 
         let before = files(output)
         let again = try AutoAnnotator(settings: s).run()
@@ -215,7 +251,7 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(
             Set(files(work.appendingPathComponent("labels")).keys).count, 6,
             "a label for every readable image, none for failed ones")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent("labels/data.yaml").path))
+        XCTAssertEqual(try JobStore(output: work.appendingPathComponent("labels").path).names().count, 3)
     }
 
     func testSameStemImagesAreReportedNotOverwritten() throws {
@@ -243,6 +279,8 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(second.removed, 1)
         XCTAssertEqual(second.done + second.empty, 1, "only the new image")
         XCTAssertEqual(files(work.appendingPathComponent("labels"))["square.txt"], labels["square.txt"])
+        XCTAssertNotNil(labels["small.txt"])
+        XCTAssertNil(files(work.appendingPathComponent("labels"))["small.txt"], "the removed image's label is gone")
         let third = try AutoAnnotator(settings: try settings(data: data)).run()
         XCTAssertEqual(third.done + third.empty + third.failed, 0)
     }

@@ -40,6 +40,23 @@ final class DecodeTests: XCTestCase {
         }
     }
 
+    /// A chunk that declares more bytes than the file holds is refused before libpng sizes a buffer by it (a
+    /// 2 GB text chunk in a few hundred bytes cost 2 GB); a pipe is never opened as an image.
+    func testChunksMustFitInTheFile() throws {
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: Fixtures.input("png-rgb.png")))
+        bytes.insert(contentsOf: [0x7F, 0xFF, 0xFF, 0xFF] + Array("tEXt".utf8), at: 33)  // after the IHDR chunk
+        XCTAssertThrowsError(try ImageDecoder.decode(bytes, path: "x.png")) { error in
+            XCTAssertEqual((error as? ImageError)?.kind, "truncated")
+            XCTAssertTrue(error.localizedDescription.contains("chunk tEXt declares 2147483647 bytes"), "\(error)")
+        }
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("fifo-\(UUID().uuidString).png").path
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        defer { unlink(fifo) }
+        XCTAssertThrowsError(try ImageDecoder.decode(path: fifo)) { error in
+            XCTAssertTrue(error.localizedDescription.contains("not a regular file"), "\(error)")
+        }
+    }
+
     func testMissingFileAndDirectoryAreNamed() {
         XCTAssertThrowsError(try ImageDecoder.decode(path: "/nonexistent/x.jpg")) { error in
             XCTAssertEqual(error as? ImageError, .notFound(path: "/nonexistent/x.jpg"))

@@ -36,6 +36,15 @@ final class HostileModelTests: XCTestCase {
         try XCTUnwrap(checkpoint.layers.first { $0.name == type }, "no \(type) layer")
     }
 
+    /// Names as a list (Ultralytics takes both) name the classes in order; ids out of range or names that are not
+    /// text do not count.
+    func testClassNamesFromADictOrAList() {
+        XCTAssertEqual(
+            YOLOCheckpoint.classNames(.tuple([.string("person"), .string("car"), .int(3)])), [0: "person", 1: "car"])
+        XCTAssertEqual(YOLOCheckpoint.classNames(PickleValue.none), [:])
+        XCTAssertEqual(try checkpoint().names.count, 3)
+    }
+
     func testTheUnchangedModelLoads() throws {
         XCTAssertNoThrow(try DetectionModel(try checkpoint()))
     }
@@ -72,6 +81,8 @@ final class HostileModelTests: XCTestCase {
             ("padding", .tuple([.int(-1), .int(-1)]), "padding is (-1, -1)"),
             ("dilation", .tuple([.int(1 << 40), .int(1)]), "dilation"),
             ("padding", .tuple([.int(0), .int(0)]), "does not keep the feature map's size"),
+            ("padding", .string("same"), "padding is 'same', not a whole number"),
+            ("groups", .none, "groups is None, not a whole number"),
         ]
         for (attribute, value, words) in cases {
             try assertRefused(
