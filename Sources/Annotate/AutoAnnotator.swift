@@ -309,7 +309,7 @@ public final class AutoAnnotator {
 
     /// Polygon points an image's label may hold: ragged masks (noise, a model that is not trained) give contours of
     /// millions of points, whose text would take gigabytes.
-    public static let maximumPointsPerImage = 2_000_000
+    public static let maximumPointsPerImage = 5_000_000
 
     struct TooManyPoints: Error, LocalizedError {
         var errorDescription: String? {

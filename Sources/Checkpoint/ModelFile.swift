@@ -164,8 +164,13 @@ public enum ModelFile {
                 path: file.path, reason: "\(name) is \(what); only YOLOv8 detection models are supported (yolov8n…x.pt)"
             )
         }
-        guard checkpoint.head != nil, checkpoint.classCount != nil else {
+        guard let head = checkpoint.head else {
             throw CheckpointError.unrecognized(path: file.path, guess: "a DetectionModel without a Detect head")
+        }
+        guard checkpoint.classCount != nil else {
+            let held = head["nc"].map { "\($0)".prefix(40) } ?? "missing"
+            throw CheckpointError.corrupt(
+                path: file.path, reason: "the Detect head's nc (its class count) is \(held), not a whole number")
         }
         return checkpoint
     }

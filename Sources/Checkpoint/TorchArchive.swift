@@ -52,12 +52,13 @@ public struct TorchArchive {
                     path: file.path, reason: "tensor storage type torch.\(typeName) is not supported")
             }
             guard let entry = zip.byName["\(prefix)/data/\(key)"] else {
-                throw file.corrupt("storage record data/\(key) is missing")
+                throw file.corrupt("storage record data/\(key.prefix(40)) is missing")
             }
             let (bytes, overflow) = numel.multipliedReportingOverflow(by: type.byteSize)
             guard !overflow, bytes <= entry.size else {
                 throw file.corrupt(
-                    "storage data/\(key) holds \(entry.size) bytes, but \(numel) \(type) elements need \(bytes)")
+                    "storage data/\(key) holds \(entry.size) bytes, but \(numel) \(type) elements need "
+                        + (overflow || numel < 0 ? "more than any file holds" : "\(bytes)"))
             }
             let storage = StoredStorage(
                 type: type, count: numel, bytes: try zip.contents(of: entry), bigEndian: bigEndian, file: file)

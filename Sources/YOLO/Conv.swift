@@ -45,6 +45,10 @@ struct Conv2d {
         let stride = try node.pair("stride", in: 1...2)
         let dilation = try node.pair("dilation", in: 1...8)
         let padding = try node.pair("padding", in: 0...64)
+        // Zeros around the map, as every Ultralytics convolution pads; another mode would compute something else.
+        if let mode = node.object["padding_mode"], mode.string != "zeros" {
+            throw node.attributeError("padding_mode", expected: "'zeros'")
+        }
         guard out % groups == 0, stride.0 == stride.1,
             padding == (dilation.0 * (kernel - 1) / 2, dilation.1 * (kernel - 1) / 2)
         else {

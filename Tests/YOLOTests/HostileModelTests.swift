@@ -83,6 +83,7 @@ final class HostileModelTests: XCTestCase {
             ("padding", .tuple([.int(0), .int(0)]), "does not keep the feature map's size"),
             ("padding", .string("same"), "padding is 'same', not a whole number"),
             ("groups", .none, "groups is None, not a whole number"),
+            ("padding_mode", .string("reflect"), "padding_mode is 'reflect', not 'zeros'"),
         ]
         for (attribute, value, words) in cases {
             try assertRefused(
