@@ -357,8 +357,8 @@ public final class AutoAnnotator {
             }
             return (.empty, [], small)
         }
-        try writeLabel(
-            LabelWriter.contents(found.flatMap(\.lines), classCount: classCount), to: label, written: written)
+        // The objects' lines are checked and printed already: the file is them, each once.
+        try writeLabel(LabelWriter.contents(lines: objects.flatMap(\.lines)), to: label, written: written)
         return (.done, objects, small)
     }
 

@@ -76,7 +76,7 @@ public struct DatasetExport: Sendable {
                     + "'autoannotate resume output_dir=\(job)' labels what is missing")
         }
         var summary = Summary()
-        let counts = try store.summary().counts
+        let counts = try store.counts().counts  // no label-file checks: only the states are needed
         summary.unfinished = counts.filter { $0.key != "done" && $0.key != "empty" }.values.reduce(0, +)
         let names = try store.names()
         let split = Self.split(images.map(\.path), validationShare: format == .labelme ? 0 : validationShare)

@@ -33,11 +33,6 @@ public enum LabelWriter {
         return nil
     }
 
-    /// The file's contents: valid lines, one per object, duplicates dropped (Ultralytics' checker removes them).
-    public static func contents(_ lines: [LabelLine], classCount: Int) -> String {
-        contents(lines: lines.filter { problem($0, classCount: classCount) == nil }.map(\.text))
-    }
-
     /// Writes `text` to `path` so that the file is either absent, the old one, or complete: a temporary file in
     /// the same folder, flushed to disk, then renamed over the target.
     public static func writeAtomically(_ text: String, to path: String) throws {
@@ -142,7 +137,8 @@ public enum LabelWriter {
             + (try Yams.serialize(node: document, width: -1, allowUnicode: true))
     }
 
-    /// `label` text lines as a label file holds them: each once, in order, newline-terminated.
+    /// A label file's contents from its checked lines: each once, in order, newline-terminated (Ultralytics'
+    /// checker drops duplicates).
     public static func contents(lines: [String]) -> String {
         var seen = Set<String>()
         return lines.filter { seen.insert($0).inserted }.map { $0 + "\n" }.joined()

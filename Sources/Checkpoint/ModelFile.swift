@@ -70,7 +70,7 @@ public enum ModelFile {
         let archive = try TorchArchive(file: file)
         guard case .dict(let top) = archive.root else {
             throw CheckpointError.unrecognized(
-                path: path, guess: "a torch.save file holding \(describe(archive.root)), not a model")
+                path: path, guess: "a torch.save file holding \(archive.root.summary), not a model")
         }
         // Ultralytics checkpoints: {"model": DetectionModel, "ema": …}; as attempt_load_one_weight, EMA first.
         if top["model"] != nil || top["ema"] != nil {
@@ -84,7 +84,7 @@ public enum ModelFile {
                 )
             }
             throw CheckpointError.unrecognized(
-                path: path, guess: "a dict whose \"model\" is \(describe(top["model"] ?? .none))")
+                path: path, guess: "a dict whose \"model\" is \((top["model"] ?? .none).summary)")
         }
         return try sam(StateDict.from(dict: top, path: path, file: file), name: name)
     }
@@ -168,7 +168,7 @@ public enum ModelFile {
             throw CheckpointError.unrecognized(path: file.path, guess: "a DetectionModel without a Detect head")
         }
         guard checkpoint.classCount != nil else {
-            let held = head["nc"].map { "\($0)".prefix(40) } ?? "missing"
+            let held = head["nc"]?.summary ?? "missing"
             throw CheckpointError.corrupt(
                 path: file.path, reason: "the Detect head's nc (its class count) is \(held), not a whole number")
         }
@@ -183,18 +183,6 @@ public enum ModelFile {
         let v = rest.hasPrefix("v") ? "v" : ""
         let digits = rest.dropFirst(v.count).prefix { $0.isNumber }
         return digits.isEmpty ? nil : "YOLO\(v)\(digits)"
-    }
-
-    static func describe(_ value: PickleValue) -> String {
-        switch value {
-        case .none: "None"
-        case .dict(let d): "a dict of \(d.count) entries"
-        case .object(let o): "an object of \(o.qualifiedName)"
-        case .tensor(let t): "a tensor of shape \(t.shape)"
-        case .list(let l): "a list of \(l.items.count) items"
-        case .tuple(let t): "a tuple of \(t.count) items"
-        default: "a plain value"
-        }
     }
 
     /// Names the formats that are not torch zip files or safetensors, so the error says what the file is.

@@ -42,6 +42,24 @@ public indirect enum PickleValue: @unchecked Sendable {
     public var object: PickleObject? { if case .object(let o) = self { o } else { nil } }
     public var tensor: StoredTensor? { if case .tensor(let t) = self { t } else { nil } }
     public var isNone: Bool { if case .none = self { true } else { false } }
+
+    /// What the value holds, for an error message: `None`, `'same'`, `3.0`, "a list of 2 items", "an object of
+    /// ultralytics.nn.modules.conv.Conv" (texts cut at 40 characters: a hostile file's strings have any length).
+    public var summary: String {
+        switch self {
+        case .none: "None"
+        case .bool(let b): b ? "True" : "False"
+        case .int(let i): "\(i)"
+        case .float(let d): "\(d)"
+        case .string(let text): "'\(text.prefix(40))'"
+        case .dict(let d): "a dict of \(d.count) entries"
+        case .object(let o): "an object of \(o.qualifiedName)"
+        case .tensor(let t): "a tensor of shape \(t.shape)"
+        case .list(let l): "a list of \(l.items.count) items"
+        case .tuple(let t): "a tuple of \(t.count) items"
+        default: "a plain value"
+        }
+    }
     /// The items of a tuple or list.
     public var items: [PickleValue]? {
         switch self {

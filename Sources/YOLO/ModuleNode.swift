@@ -72,18 +72,7 @@ struct ModuleNode {
     /// A missing attribute, or one of another type (`padding='same'`), named with what it holds.
     func attributeError(_ name: String, expected: String) -> CheckpointError {
         guard let value = object[name] else { return invalid(name, "is missing (\(expected) is needed)") }
-        let held =
-            switch value {
-            case .none: "None"
-            case .string(let text): "'\(text.prefix(40))'"
-            case .float(let number): "\(number)"
-            case .int(let number): "\(number)"
-            case .tuple(let items): "a tuple of \(items.count)"
-            case .list(let list): "a list of \(list.items.count)"
-            case .object(let inner): "a \(inner.name)"
-            default: "a value of another kind"
-            }
-        return invalid(name, "is \(held), not \(expected)")
+        return invalid(name, "is \(value.summary), not \(expected)")
     }
 
     func pair(_ name: String) throws -> (Int, Int) {

@@ -706,9 +706,9 @@ extension HardeningTests {
     func testSignalsEndWithASentenceAndTheJobResumes() throws {
         try CrashTests.requireCLI()
         let data = try images(Array(repeating: "portrait.jpg", count: 1), in: "one")
+        try FileManager.default.createDirectory(
+            at: work.appendingPathComponent("many"), withIntermediateDirectories: true)
         for i in 0..<30 {
-            try FileManager.default.createDirectory(
-                at: work.appendingPathComponent("many"), withIntermediateDirectories: true)
             try FileManager.default.copyItem(
                 at: data.appendingPathComponent("portrait.jpg"), to: work.appendingPathComponent("many/\(i).jpg"))
         }
